@@ -1,0 +1,4 @@
+"""maillage.common: the chassis every Maillage service stands on.
+
+Small on purpose: settings, logging, telemetry, database, HTTP app factory and authentication.
+"""

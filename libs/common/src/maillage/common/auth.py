@@ -1,0 +1,199 @@
+"""Bearer-token authentication: JWTs verified locally against the issuer's JWKS.
+
+The registry issues the tokens; any OIDC provider can replace it by configuration (``JWKS_URL``,
+``JWT_ISSUER``, ``JWT_AUDIENCE``). Only asymmetric algorithms are accepted, so neither
+``alg: none`` nor an HMAC signed with the public key can pass. Keys are cached and fetched again
+when a token names an unknown ``kid`` (key rotation), at most once per ``refresh_interval``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+import httpx
+import jwt
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from maillage.common.logging import get_logger
+from maillage.common.problems import Problem
+
+log = get_logger(__name__)
+
+ALGORITHMS = ["EdDSA", "ES256"]
+ROLES = frozenset({"partner", "school", "officer", "operator", "admin"})
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who is calling: the token's subject, the partner it acts for (if any) and its roles."""
+
+    subject: str
+    partner_id: str | None
+    roles: frozenset[str]
+
+    def has_role(self, *roles: str) -> bool:
+        return not self.roles.isdisjoint(roles)
+
+
+class JWKSCache:
+    """The issuer's public keys by ``kid``, fetched with httpx and kept for ``ttl`` seconds."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        ttl: float = 300.0,
+        refresh_interval: float = 10.0,
+        client: httpx.AsyncClient | None = None,
+    ) -> None:
+        self.url = url
+        self.ttl = ttl
+        self.refresh_interval = refresh_interval
+        self._client = client
+        self._keys: dict[str, jwt.PyJWK] = {}
+        self._fetched_at = float("-inf")
+        self._lock = asyncio.Lock()
+
+    async def key(self, kid: str) -> jwt.PyJWK | None:
+        now = time.monotonic()
+        stale = now - self._fetched_at > self.ttl
+        unknown = kid not in self._keys and now - self._fetched_at > self.refresh_interval
+        if stale or unknown:
+            async with self._lock:
+                # Another request may have refreshed while this one waited for the lock.
+                if time.monotonic() - self._fetched_at > min(self.refresh_interval, self.ttl):
+                    await self._refresh()
+        return self._keys.get(kid)
+
+    async def _refresh(self) -> None:
+        client = self._client or httpx.AsyncClient(timeout=5.0)
+        try:
+            response = await client.get(self.url)
+            response.raise_for_status()
+            document = response.json()
+            entries = document.get("keys") if isinstance(document, dict) else None
+            if not isinstance(entries, list):
+                raise ValueError("the JWKS document has no list of keys")
+            keys: dict[str, jwt.PyJWK] = {}
+            for data in entries:
+                if not isinstance(data, dict):
+                    log.warning("jwks key skipped", error="not a JSON object")
+                    continue
+                try:
+                    key = jwt.PyJWK(data)
+                # PyJWTError, not only PyJWKError: an unsupported kty/crv or malformed key raises
+                # InvalidKeyError. An unusable key does not hide the others.
+                except jwt.PyJWTError as error:
+                    log.warning("jwks key skipped", kid=data.get("kid"), error=str(error))
+                    continue
+                if key.key_id:
+                    keys[key.key_id] = key
+            self._keys = keys
+        except (httpx.HTTPError, ValueError) as error:
+            # Keep the keys we had: a JWKS outage must not log everybody out.
+            log.warning("jwks refresh failed", url=self.url, error=str(error))
+        finally:
+            self._fetched_at = time.monotonic()
+            if self._client is None:
+                await client.aclose()
+
+
+class TokenVerifier:
+    """Checks a bearer token: signature by a published key, expiry, issuer and audience."""
+
+    def __init__(self, jwks: JWKSCache, *, issuer: str, audience: str, leeway: float = 30) -> None:
+        self.jwks = jwks
+        self.issuer = issuer
+        self.audience = audience
+        self.leeway = leeway
+
+    async def verify(self, token: str) -> Caller:
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.PyJWTError as error:
+            raise _unauthenticated("The token is malformed.") from error
+        algorithm, kid = header.get("alg"), header.get("kid")
+        if algorithm not in ALGORITHMS:
+            raise _unauthenticated(f"Tokens must be signed with one of {', '.join(ALGORITHMS)}.")
+        if not isinstance(kid, str):
+            raise _unauthenticated("The token has no key id (kid).")
+        key = await self.jwks.key(kid)
+        if key is None:
+            raise _unauthenticated("The token is signed by an unknown key.")
+        try:
+            claims: dict[str, Any] = jwt.decode(
+                token,
+                key=key,
+                algorithms=[algorithm],
+                audience=self.audience,
+                issuer=self.issuer,
+                leeway=self.leeway,
+                options={"require": ["exp", "iat", "sub", "iss", "aud"]},
+            )
+        except jwt.ExpiredSignatureError as error:
+            raise _unauthenticated("The token has expired.") from error
+        except jwt.PyJWTError as error:
+            raise _unauthenticated(f"The token is not valid: {error}.") from error
+        roles = claims.get("roles", [])
+        partner_id = claims.get("partner_id")
+        if not isinstance(roles, list) or not all(isinstance(role, str) for role in roles):
+            raise _unauthenticated("The token's roles claim is not a list of strings.")
+        return Caller(
+            subject=str(claims["sub"]),
+            partner_id=str(partner_id) if partner_id is not None else None,
+            roles=frozenset(roles) & ROLES,
+        )
+
+
+def _unauthenticated(detail: str) -> Problem:
+    return Problem(
+        401,
+        "unauthenticated",
+        "Authentication required",
+        detail=detail,
+        headers={"WWW-Authenticate": 'Bearer error="invalid_token"'},
+    )
+
+
+_bearer = HTTPBearer(auto_error=False, description="A JWT issued by the Maillage registry")
+
+
+async def current_caller(
+    request: Request,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> Caller:
+    """FastAPI dependency: the authenticated caller, or 401."""
+    if credentials is None:
+        raise Problem(
+            401,
+            "unauthenticated",
+            "Authentication required",
+            detail="Send a bearer token in the Authorization header.",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    verifier: TokenVerifier = request.app.state.token_verifier
+    return await verifier.verify(credentials.credentials)
+
+
+CurrentCaller = Annotated[Caller, Depends(current_caller)]
+"""Route parameter type: the authenticated caller."""
+
+
+def require_role(*roles: str) -> Any:
+    """A dependency that lets through only callers holding one of ``roles`` (403 otherwise)."""
+
+    async def check(caller: CurrentCaller) -> Caller:
+        if not caller.has_role(*roles):
+            raise Problem(
+                403,
+                "forbidden",
+                "Forbidden",
+                detail=f"This needs one of the roles: {', '.join(roles)}.",
+            )
+        return caller
+
+    return Depends(check)

@@ -1,0 +1,302 @@
+"""The HTTP app factory: one FastAPI application per service, all built the same way.
+
+``create_app`` wires problem documents, the request id, the request body limit, ``/livez`` and
+``/readyz``, the OpenAPI and AsyncAPI documents, OpenTelemetry, and a lifespan that migrates the
+database, opens the pool and starts the Kafka broker, then closes them in reverse order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Any
+
+import asyncpg
+import structlog
+from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, JSONResponse
+from faststream.kafka import KafkaBroker
+from faststream.specification import AsyncAPI, get_asyncapi_html
+from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from maillage.common import db
+from maillage.common.auth import JWKSCache, TokenVerifier
+from maillage.common.logging import configure_logging, get_logger
+from maillage.common.problems import (
+    Problem,
+    handle_http_error,
+    handle_problem,
+    handle_unexpected_error,
+    handle_validation_error,
+)
+from maillage.common.settings import ServiceSettings
+from maillage.common.telemetry import configure_telemetry, shutdown_telemetry
+
+log = get_logger(__name__)
+
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+READINESS_TIMEOUT_S = 2.0
+
+
+class RequestContextMiddleware:
+    """Gives every request an id (``X-Request-ID``, kept when the caller sends a sane one),
+    binds it to the log context and logs one line per request."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        incoming = dict(scope["headers"]).get(b"x-request-id", b"").decode("latin-1")
+        request_id = incoming if _REQUEST_ID.match(incoming) else uuid.uuid4().hex
+        scope.setdefault("state", {})["request_id"] = request_id
+        status = 500
+        started = time.perf_counter()
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                headers = list(message.get("headers", []))
+                if not any(name.lower() == b"x-request-id" for name, _ in headers):
+                    headers.append((b"x-request-id", request_id.encode()))
+                message["headers"] = headers
+            await send(message)
+
+        with structlog.contextvars.bound_contextvars(request_id=request_id):
+            try:
+                await self.app(scope, receive, send_with_id)
+            finally:
+                if scope["path"] not in ("/livez", "/readyz"):
+                    log.info(
+                        "request",
+                        method=scope["method"],
+                        path=scope["path"],
+                        status=status,
+                        duration_ms=round((time.perf_counter() - started) * 1000, 2),
+                    )
+
+
+class BodySizeLimitMiddleware:
+    """Refuses request bodies larger than ``limit`` bytes with 413, whether the client declares
+    the length up front or streams it chunked."""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope["headers"]).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.limit:
+            await self._too_large(scope, receive, send)
+            return
+        received = 0
+
+        async def counting_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.limit:
+                    raise StarletteHTTPException(413, self._detail())
+            return message
+
+        await self.app(scope, counting_receive, send)
+
+    def _detail(self) -> str:
+        return f"The request body is larger than {self.limit} bytes."
+
+    async def _too_large(self, scope: Scope, receive: Receive, send: Send) -> None:
+        request = Request(scope, receive)
+        response = await handle_http_error(request, StarletteHTTPException(413, self._detail()))
+        await response(scope, receive, send)
+
+
+ReadinessCheck = Callable[[], Awaitable[object]]
+
+
+@dataclass
+class ServiceRuntime:
+    """What a running service holds: reachable from routes as ``request.app.state.runtime``."""
+
+    settings: ServiceSettings
+    broker: KafkaBroker
+    pool: asyncpg.Pool | None = None
+    readiness_checks: dict[str, ReadinessCheck] = field(default_factory=dict)
+
+
+def runtime_of(request: Request) -> ServiceRuntime:
+    runtime: ServiceRuntime = request.app.state.runtime
+    return runtime
+
+
+def pool_of(request: Request) -> asyncpg.Pool:
+    pool = runtime_of(request).pool
+    if pool is None:  # only between process start and the end of the lifespan start-up
+        raise Problem(503, "unavailable", "Service starting")
+    return pool
+
+
+Pool = Annotated[asyncpg.Pool, Depends(pool_of)]
+"""Route parameter type: the service's database pool."""
+
+
+def create_broker(settings: ServiceSettings) -> KafkaBroker:
+    """The service's FastStream Kafka broker, traced with OpenTelemetry."""
+    from faststream.kafka.opentelemetry import KafkaTelemetryMiddleware
+
+    return KafkaBroker(
+        settings.kafka_bootstrap_servers,
+        client_id=f"maillage-{settings.service_name}",
+        middlewares=[KafkaTelemetryMiddleware()],
+        logger=get_logger(f"maillage.{settings.service_name}.broker"),
+    )
+
+
+def create_app(
+    settings: ServiceSettings,
+    *,
+    title: str,
+    description: str,
+    version: str = "0.1.0",
+    routers: Sequence[APIRouter] = (),
+    broker: KafkaBroker | None = None,
+    migrations: Path | None = None,
+) -> FastAPI:
+    """Build a service's ASGI application. See the module docstring for what it wires."""
+    configure_logging(settings.service_name, fmt=settings.log_format, level=settings.log_level)
+    configure_telemetry(settings.service_name, version)
+    runtime = ServiceRuntime(settings=settings, broker=broker or create_broker(settings))
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        log.info("starting", **settings.loggable())
+        dsn = settings.database_url.get_secret_value()
+        if migrations is not None and settings.migrate_on_start:
+            await db.migrate(dsn, migrations)
+        runtime.pool = await db.create_pool(
+            dsn, min_size=settings.database_pool_min, max_size=settings.database_pool_max
+        )
+        try:
+            await runtime.broker.start()
+            log.info("ready")
+            yield
+        finally:
+            await runtime.broker.stop()
+            await runtime.pool.close()
+            runtime.pool = None
+            shutdown_telemetry()
+            log.info("stopped")
+
+    app = FastAPI(
+        title=title,
+        description=description,
+        version=version,
+        lifespan=lifespan,
+        license_info={"name": "EUPL-1.2", "identifier": "EUPL-1.2"},
+        contact={"name": "Maillage", "url": "https://github.com/maillage"},
+        responses={
+            422: {"description": "Validation failed (problem+json)"},
+            500: {"description": "Unexpected error (problem+json)"},
+        },
+    )
+    app.state.runtime = runtime
+    app.state.token_verifier = TokenVerifier(
+        JWKSCache(settings.jwks_url), issuer=settings.jwt_issuer, audience=settings.jwt_audience
+    )
+    app.add_exception_handler(Problem, handle_problem)
+    app.add_exception_handler(RequestValidationError, handle_validation_error)
+    app.add_exception_handler(StarletteHTTPException, handle_http_error)
+    app.add_exception_handler(Exception, handle_unexpected_error)
+    app.add_middleware(BodySizeLimitMiddleware, limit=settings.max_request_bytes)
+    app.add_middleware(RequestContextMiddleware)
+
+    async def database_ready() -> None:
+        pool = runtime.pool
+        if pool is None:
+            raise RuntimeError("pool not open")
+        await pool.fetchval("SELECT 1")
+
+    async def broker_ready() -> None:
+        if not await runtime.broker.ping(timeout=READINESS_TIMEOUT_S):
+            raise RuntimeError("broker unreachable")
+
+    runtime.readiness_checks.update(database=database_ready, broker=broker_ready)
+    app.include_router(_health_router(runtime))
+    app.include_router(_asyncapi_router(runtime.broker, title, description, version))
+    for router in routers:
+        app.include_router(router)
+    FastAPIInstrumentor.instrument_app(app, excluded_urls="livez,readyz")
+    return app
+
+
+def _health_router(runtime: ServiceRuntime) -> APIRouter:
+    router = APIRouter(tags=["health"])
+
+    @router.get("/livez", summary="The process is alive")
+    async def livez() -> dict[str, str]:
+        return {"status": "alive"}
+
+    @router.get(
+        "/readyz",
+        summary="The service can serve: its database and the broker answer",
+        responses={503: {"description": "Not ready (problem+json naming the failed checks)"}},
+    )
+    async def readyz(request: Request) -> JSONResponse:
+        names = list(runtime.readiness_checks)
+        results = await asyncio.gather(
+            *(
+                asyncio.wait_for(check(), READINESS_TIMEOUT_S)
+                for check in runtime.readiness_checks.values()
+            ),
+            return_exceptions=True,
+        )
+        checks = {
+            name: "ok" if not isinstance(result, BaseException) else _describe(result)
+            for name, result in zip(names, results, strict=True)
+        }
+        if all(value == "ok" for value in checks.values()):
+            return JSONResponse({"status": "ready", "checks": checks})
+        failed = ", ".join(name for name, value in checks.items() if value != "ok")
+        raise Problem(503, "not_ready", "Not ready", detail=f"failing: {failed}", checks=checks)
+
+    return router
+
+
+def _describe(error: BaseException) -> str:
+    if isinstance(error, TimeoutError):
+        return "timeout"
+    return f"{type(error).__name__}: {error}"[:200]
+
+
+def _asyncapi_router(broker: KafkaBroker, title: str, description: str, version: str) -> APIRouter:
+    router = APIRouter(tags=["asyncapi"], include_in_schema=False)
+
+    def specification() -> Any:
+        return AsyncAPI(broker, title=title, description=description, version=version)
+
+    @router.get("/asyncapi")
+    async def asyncapi_html() -> HTMLResponse:
+        return HTMLResponse(
+            get_asyncapi_html(specification().to_specification(), try_it_out_path=None)
+        )
+
+    @router.get("/asyncapi.json")
+    async def asyncapi_json() -> JSONResponse:
+        return JSONResponse(specification().to_specification().to_jsonable())
+
+    return router

@@ -1,0 +1,112 @@
+"""structlog configuration: JSON lines in production, readable lines in development.
+
+Every line carries ``service``, ``trace_id`` and ``span_id`` (null outside a span) so a log line
+joins its trace in Jaeger. Standard-library loggers (uvicorn, aiokafka, asyncpg) go through the same
+processors, so there is one format per process.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import MutableMapping
+from typing import Any, Literal
+
+import structlog
+from opentelemetry import trace
+
+_SECRET_KEYS = ("password", "secret", "token", "authorization", "api_key")
+
+
+def _add_trace_context(
+    _logger: Any, _method: str, event: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    context = trace.get_current_span().get_span_context()
+    if context.is_valid:
+        event["trace_id"] = format(context.trace_id, "032x")
+        event["span_id"] = format(context.span_id, "016x")
+    else:
+        event.setdefault("trace_id", None)
+        event.setdefault("span_id", None)
+    return event
+
+
+def _redact_secrets(
+    _logger: Any, _method: str, event: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    # A last guard: a secret passed as a log field by mistake never reaches the output.
+    for key in event:
+        if any(marker in key.lower() for marker in _SECRET_KEYS):
+            event[key] = "***"
+    return event
+
+
+def configure_logging(
+    service: str, *, fmt: Literal["json", "console"] = "json", level: str = "INFO"
+) -> None:
+    """Configure structlog and the standard library for one service process."""
+
+    def add_service(
+        _logger: Any, _method: str, event: MutableMapping[str, Any]
+    ) -> MutableMapping[str, Any]:
+        event.setdefault("service", service)
+        return event
+
+    shared: list[Any] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.stdlib.add_log_level,
+        structlog.stdlib.add_logger_name,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        add_service,
+        _add_trace_context,
+        _redact_secrets,
+    ]
+    renderer: Any = (
+        structlog.processors.JSONRenderer()
+        if fmt == "json"
+        else structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
+    )
+    # JSON lines always carry trace_id/span_id (null outside a span); a console line shows them
+    # only when there is a trace to follow.
+    console_only = [] if fmt == "json" else [_drop_empty_trace_ids]
+    structlog.configure(
+        processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
+        logger_factory=structlog.stdlib.LoggerFactory(),
+        wrapper_class=structlog.stdlib.BoundLogger,
+        cache_logger_on_first_use=True,
+    )
+    formatter = structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=shared,
+        processors=[
+            structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+            *([structlog.processors.format_exc_info] if fmt == "json" else []),
+            *console_only,
+            renderer,
+        ],
+    )
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(formatter)
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    # uvicorn installs its own handlers; route them through ours instead.
+    for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
+        logging.getLogger(name).handlers.clear()
+        logging.getLogger(name).propagate = True
+    # The access log duplicates the request span and the request-id line of our middleware.
+    logging.getLogger("uvicorn.access").setLevel(logging.WARNING)
+
+
+def _drop_empty_trace_ids(
+    _logger: Any, _method: str, event: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    for key in ("trace_id", "span_id"):
+        if event.get(key) is None:
+            event.pop(key, None)
+    return event
+
+
+def get_logger(name: str | None = None) -> structlog.stdlib.BoundLogger:
+    """A structlog logger; bind request-scoped values with ``structlog.contextvars``."""
+    logger: structlog.stdlib.BoundLogger = structlog.stdlib.get_logger(name)
+    return logger

@@ -1,0 +1,162 @@
+"""RFC 9457 problem documents: the one error format of every Maillage API.
+
+Every error answers ``application/problem+json`` with ``type``, ``title``, ``status``, ``detail``
+and a stable machine ``code``; validation errors add ``errors``, one entry per field with a JSON
+pointer. Raise :class:`Problem` from a route for a domain error.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from http import HTTPStatus
+from typing import Any
+
+from fastapi import Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from maillage.common.logging import get_logger
+
+log = get_logger(__name__)
+
+PROBLEM_MEDIA_TYPE = "application/problem+json"
+
+# Stable codes for plain HTTP errors; domain errors bring their own.
+_CODES = {
+    400: "bad_request",
+    401: "unauthenticated",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    406: "not_acceptable",
+    409: "conflict",
+    410: "gone",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+    422: "validation_failed",
+    429: "rate_limited",
+    500: "internal_error",
+    503: "unavailable",
+}
+
+
+def code_for_status(status: int) -> str:
+    return _CODES.get(status, HTTPStatus(status).phrase.lower().replace(" ", "_").replace("-", "_"))
+
+
+class Problem(Exception):
+    """A domain error that becomes a problem document.
+
+    ``raise Problem(409, "partner_exists", "Partner already registered", detail="…")``
+    """
+
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        title: str,
+        *,
+        detail: str | None = None,
+        headers: Mapping[str, str] | None = None,
+        **extensions: Any,
+    ) -> None:
+        super().__init__(detail or title)
+        self.status = status
+        self.code = code
+        self.title = title
+        self.detail = detail
+        self.headers = dict(headers or {})
+        self.extensions = extensions
+
+
+def problem_response(
+    request: Request,
+    status: int,
+    code: str,
+    title: str,
+    *,
+    detail: str | None = None,
+    headers: Mapping[str, str] | None = None,
+    extensions: Mapping[str, Any] | None = None,
+) -> JSONResponse:
+    body: dict[str, Any] = {
+        "type": f"urn:maillage:problem:{code}",
+        "title": title,
+        "status": status,
+        "code": code,
+    }
+    if detail:
+        body["detail"] = detail
+    body["instance"] = request.url.path
+    request_id = getattr(request.state, "request_id", None)
+    if request_id:
+        body["request_id"] = request_id
+    body.update(extensions or {})
+    all_headers = dict(headers or {})
+    if request_id:
+        all_headers.setdefault("X-Request-ID", request_id)
+    return JSONResponse(
+        body, status_code=status, headers=all_headers, media_type=PROBLEM_MEDIA_TYPE
+    )
+
+
+def _pointer(loc: Sequence[int | str]) -> tuple[str, str]:
+    """``("body", "contacts", 0, "email")`` → ``("body", "#/contacts/0/email")``."""
+    where, *path = loc or ("body",)
+    escaped = [str(part).replace("~", "~0").replace("/", "~1") for part in path]
+    return str(where), "#/" + "/".join(escaped)
+
+
+async def handle_problem(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, Problem)
+    return problem_response(
+        request,
+        exc.status,
+        exc.code,
+        exc.title,
+        detail=exc.detail,
+        headers=exc.headers,
+        extensions=exc.extensions,
+    )
+
+
+async def handle_validation_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    errors = []
+    for error in exc.errors():
+        where, pointer = _pointer(error.get("loc", ()))
+        errors.append(
+            {"in": where, "pointer": pointer, "detail": error["msg"], "type": error["type"]}
+        )
+    count = len(errors)
+    return problem_response(
+        request,
+        422,
+        "validation_failed",
+        "The request is not valid",
+        detail=f"{count} field{'s' if count != 1 else ''} failed validation",
+        extensions={"errors": errors},
+    )
+
+
+async def handle_http_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    status = exc.status_code
+    phrase = HTTPStatus(status).phrase
+    detail = exc.detail if isinstance(exc.detail, str) and exc.detail != phrase else None
+    return problem_response(
+        request, status, code_for_status(status), phrase, detail=detail, headers=exc.headers
+    )
+
+
+async def handle_unexpected_error(request: Request, exc: Exception) -> JSONResponse:
+    # The traceback goes to the logs, joined to the trace; the client gets a request id only.
+    log.error("unhandled error", exc_info=exc, path=request.url.path)
+    return problem_response(
+        request,
+        500,
+        "internal_error",
+        "Internal Server Error",
+        detail="An unexpected error occurred; quote the request id to the operators.",
+    )

@@ -1,0 +1,62 @@
+"""Service settings, read from the environment with one prefix per service.
+
+A service declares ``class RegistrySettings(ServiceSettings)`` with
+``model_config = service_config("registry")``, so ``REGISTRY_DATABASE_URL`` configures the
+registry and nothing else. Secrets are ``SecretStr``: they print as ``**********`` and
+:meth:`ServiceSettings.loggable` never exposes them.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+from urllib.parse import urlsplit, urlunsplit
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def service_config(service: str) -> SettingsConfigDict:
+    """The settings configuration of one service: ``<SERVICE>_`` environment prefix."""
+    return SettingsConfigDict(env_prefix=f"{service.upper()}_", extra="ignore")
+
+
+class ServiceSettings(BaseSettings):
+    """What every service needs to run. Subclasses add their own fields."""
+
+    model_config = SettingsConfigDict(extra="ignore")
+
+    service_name: str = Field(description="Short name: registry, cordees, stages3e, ...")
+    environment: Literal["dev", "test", "production"] = "production"
+    database_url: SecretStr = Field(description="postgresql:// DSN of this service's database")
+    database_pool_min: int = Field(default=1, ge=0)
+    database_pool_max: int = Field(default=10, ge=1)
+    kafka_bootstrap_servers: str = "127.0.0.1:9092"
+    migrate_on_start: bool = True
+    # Authentication: tokens are verified locally against the issuer's JWKS.
+    jwks_url: str = "http://127.0.0.1:8001/.well-known/jwks.json"
+    jwt_issuer: str = "http://127.0.0.1:8001"
+    jwt_audience: str = "maillage"
+    # HTTP
+    max_request_bytes: int = Field(default=1_048_576, ge=1, description="Request body limit")
+    # Logs
+    log_format: Literal["json", "console"] = "json"
+    log_level: str = "INFO"
+
+    def loggable(self) -> dict[str, Any]:
+        """The settings as a dict safe to log: secrets masked, passwords stripped from URLs."""
+        out: dict[str, Any] = {}
+        for name, value in self:
+            if isinstance(value, SecretStr):
+                out[name] = mask_url(value.get_secret_value()) if name.endswith("_url") else "***"
+            else:
+                out[name] = value
+        return out
+
+
+def mask_url(url: str) -> str:
+    """``postgresql://u:secret@h/db`` → ``postgresql://u:***@h/db``."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))

@@ -1,0 +1,1 @@
+"""SQL of the cordees service: asyncpg queries on its own database only."""

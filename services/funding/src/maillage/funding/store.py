@@ -1,0 +1,1 @@
+"""SQL of the funding service: asyncpg queries on its own database only."""

@@ -1,0 +1,5 @@
+"""HTTP routes of the registry service."""
+
+from fastapi import APIRouter
+
+router = APIRouter()

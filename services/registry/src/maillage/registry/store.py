@@ -1,0 +1,1 @@
+"""SQL of the registry service: asyncpg queries on its own database only."""

@@ -1,0 +1,5 @@
+"""HTTP routes of the stages3e service."""
+
+from fastapi import APIRouter
+
+router = APIRouter()

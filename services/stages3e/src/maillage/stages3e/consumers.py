@@ -1,0 +1,5 @@
+"""Event subscribers of the stages3e service (FastStream)."""
+
+from faststream.kafka import KafkaRouter
+
+router = KafkaRouter()

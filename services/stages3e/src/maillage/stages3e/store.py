@@ -1,0 +1,1 @@
+"""SQL of the stages3e service: asyncpg queries on its own database only."""
