@@ -1,0 +1,1 @@
+"""maillage.cli: the ``maillage`` command (development stack and operator tools)."""

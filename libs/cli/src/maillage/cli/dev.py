@@ -1,0 +1,326 @@
+"""``maillage dev``: the whole system on one machine, from nothing, in one command.
+
+Start order: check every port, start the broker and PostgreSQL (unless the environment points at
+existing ones), create one database per service, migrate, start the five services, wait for every
+``/readyz``, load the demo data if asked, print where everything is. Then stream the logs until
+Ctrl-C or SIGTERM, and stop in reverse order. Any failure on the way is one clear message and a
+non-zero exit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+import signal
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import httpx
+from aiokafka.admin import AIOKafkaAdminClient
+
+from maillage.cli import demo
+from maillage.cli.embedded import (
+    EmbeddedBroker,
+    EmbeddedPostgres,
+    StackError,
+    ensure_database,
+    port_is_free,
+)
+from maillage.cli.processes import ManagedProcess
+from maillage.common.db import migrate
+
+SERVICES = ("registry", "cordees", "stages3e", "funding", "notifications")
+_COLOURS = {
+    "broker": 90,
+    "postgres": 90,
+    "registry": 36,
+    "cordees": 32,
+    "stages3e": 33,
+    "funding": 35,
+    "notifications": 34,
+}
+
+
+@dataclass
+class DevOptions:
+    data_dir: Path = Path(".maillage")
+    port_base: int = 8001
+    broker_port: int = 19092
+    postgres_port: int = 15432
+    fresh: bool = False
+    demo: bool = False
+    ready_timeout: float = 30.0
+    kafka_bootstrap_servers: str | None = None  # an existing broker instead of the embedded one
+    database_url: str | None = None  # an existing PostgreSQL server instead of the embedded one
+
+    def service_ports(self) -> dict[str, int]:
+        return {name: self.port_base + index for index, name in enumerate(SERVICES)}
+
+
+def database_url_for(server_url: str, database: str) -> str:
+    """The server's URL with its database path replaced: one database per service."""
+    parts = urlsplit(server_url)
+    return urlunsplit(parts._replace(path=f"/{database}"))
+
+
+def migrations_folder(service: str) -> Path:
+    import importlib.util
+
+    spec = importlib.util.find_spec(f"maillage.{service}")
+    if spec is None or not spec.submodule_search_locations:
+        raise StackError(f"the {service} service is not installed (run `uv sync`)")
+    return Path(next(iter(spec.submodule_search_locations))) / "migrations"
+
+
+class Output:
+    """Prefixes each child's lines with its name, in colour on a terminal."""
+
+    def __init__(self) -> None:
+        self.colour = sys.stdout.isatty() and "NO_COLOR" not in os.environ
+        self.width = max(len(name) for name in _COLOURS)
+
+    def line(self, name: str, text: str) -> None:
+        prefix = f"{name:<{self.width}} |"
+        if self.colour:
+            prefix = f"\033[{_COLOURS.get(name, 0)}m{prefix}\033[0m"
+        print(f"{prefix} {text}", flush=True)
+
+    def problem(self, name: str, text: str) -> None:
+        """Only a server's warnings and errors: PostgreSQL's routine LOG lines are noise here."""
+        if any(level in text for level in ("WARNING:", "ERROR:", "FATAL:", "PANIC:")):
+            self.line(name, text)
+
+    def say(self, text: str) -> None:
+        print(f"maillage: {text}", flush=True)
+
+
+@dataclass
+class DevStack:
+    options: DevOptions
+    output: Output = field(default_factory=Output)
+    broker: EmbeddedBroker | None = None
+    postgres: EmbeddedPostgres | None = None
+    services: dict[str, ManagedProcess] = field(default_factory=dict)
+
+    async def start(self) -> None:
+        options = self.options
+        ports = options.service_ports()
+        self._check_ports(ports)
+        if options.fresh and options.data_dir.exists():
+            shutil.rmtree(options.data_dir)
+        options.data_dir.mkdir(parents=True, exist_ok=True)
+
+        bootstrap = options.kafka_bootstrap_servers
+        if bootstrap is None:
+            self.broker = EmbeddedBroker(options.broker_port, on_line=self.output.line)
+            await self.broker.start()
+            bootstrap = self.broker.bootstrap_servers
+        else:
+            await _check_kafka(bootstrap)
+
+        server_url = options.database_url
+        if server_url is None:
+            self.postgres = EmbeddedPostgres(
+                options.data_dir / "postgres", options.postgres_port, on_line=self.output.problem
+            )
+            await self.postgres.start()
+            server_url = self.postgres.url
+        self.output.say(f"broker {bootstrap}, PostgreSQL {_public(server_url)}")
+
+        database_urls = {}
+        for name in SERVICES:
+            database_urls[name] = database_url_for(server_url, name)
+            try:
+                await ensure_database(server_url, name)
+                applied = await migrate(database_urls[name], migrations_folder(name))
+            except Exception as error:
+                raise StackError(f"cannot prepare the {name} database: {error}") from error
+            if applied:
+                self.output.say(f"{name}: migrated ({', '.join(applied)})")
+
+        issuer = f"http://127.0.0.1:{ports['registry']}"
+        for name in SERVICES:
+            prefix = f"{name.upper()}_"
+            env = {
+                **os.environ,
+                f"{prefix}DATABASE_URL": database_urls[name],
+                f"{prefix}KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+                f"{prefix}ENVIRONMENT": "dev",
+                f"{prefix}LOG_FORMAT": "console",
+                f"{prefix}MIGRATE_ON_START": "false",
+                f"{prefix}JWT_ISSUER": issuer,
+                f"{prefix}JWKS_URL": f"{issuer}/.well-known/jwks.json",
+            }
+            process = ManagedProcess(
+                name,
+                [
+                    sys.executable,
+                    "-m",
+                    "uvicorn",
+                    f"maillage.{name}.app:create",
+                    "--factory",
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    str(ports[name]),
+                    "--no-access-log",
+                    "--timeout-graceful-shutdown",
+                    "5",
+                ],
+                env=env,
+                on_line=self.output.line,
+            )
+            self.services[name] = process
+            await process.start()
+        await self._wait_ready(ports)
+        if options.demo:
+            for line in await demo.load({name: _base_url(port) for name, port in ports.items()}):
+                self.output.say(f"demo: {line}")
+
+    def _check_ports(self, ports: dict[str, int]) -> None:
+        wanted = [(port, f"the {name} service") for name, port in ports.items()]
+        if self.options.kafka_bootstrap_servers is None:
+            wanted.append((self.options.broker_port, "the embedded Kafka broker"))
+        if self.options.database_url is None:
+            wanted.append((self.options.postgres_port, "the embedded PostgreSQL"))
+        for port, what in wanted:
+            if not port_is_free(port):
+                raise StackError(
+                    f"port {port}, wanted by {what}, is already in use. Stop what uses it "
+                    f"(`ss -ltnp 'sport = :{port}'` shows it) or choose other ports "
+                    "(--port-base, --broker-port, --postgres-port)."
+                )
+
+    async def _wait_ready(self, ports: dict[str, int]) -> None:
+        deadline = time.monotonic() + self.options.ready_timeout
+        pending = dict(ports)
+        last_answer: dict[str, str] = {}
+        async with httpx.AsyncClient(timeout=2.0) as client:
+            while pending:
+                for name, port in list(pending.items()):
+                    process = self.services[name]
+                    if process.returncode is not None:
+                        await process.wait()
+                        raise StackError(
+                            f"the {name} service exited with code {process.returncode} while "
+                            f"starting. Its last lines:\n{process.last_lines()}"
+                        )
+                    try:
+                        response = await client.get(f"{_base_url(port)}/readyz")
+                    except httpx.HTTPError as error:
+                        last_answer[name] = type(error).__name__
+                        continue
+                    if response.status_code == 200:
+                        del pending[name]
+                    else:
+                        last_answer[name] = f"{response.status_code} {response.text[:200]}"
+                if pending and time.monotonic() > deadline:
+                    names = ", ".join(pending)
+                    details = "; ".join(f"{n}: {last_answer.get(n, 'no answer')}" for n in pending)
+                    raise StackError(
+                        f"not ready within {self.options.ready_timeout:.0f} s: {names} ({details})"
+                    )
+                if pending:
+                    await asyncio.sleep(0.2)
+
+    async def watch(self, stop: asyncio.Event) -> str | None:
+        """Wait for a stop request or for a service to die; say which service died."""
+        stop_task = asyncio.create_task(stop.wait())
+        exits = {asyncio.create_task(p.wait()): name for name, p in self.services.items()}
+        if self.broker is not None:
+            exits[asyncio.create_task(self.broker.process.wait())] = "broker"
+        if self.postgres is not None and self.postgres.process is not None:
+            exits[asyncio.create_task(self.postgres.process.wait())] = "postgres"
+        done, _ = await asyncio.wait({stop_task, *exits}, return_when=asyncio.FIRST_COMPLETED)
+        for task in (stop_task, *exits):
+            task.cancel()
+        died = [exits[task] for task in done if task in exits]
+        return died[0] if died else None
+
+    async def stop(self) -> None:
+        await asyncio.gather(*(process.stop() for process in self.services.values()))
+        if self.broker is not None:
+            await self.broker.stop()
+        if self.postgres is not None:
+            await self.postgres.stop()
+
+    def summary(self) -> str:
+        ports = self.options.service_ports()
+        rows = [("service", "API docs (OpenAPI)", "events (AsyncAPI)", "health")]
+        for name, port in ports.items():
+            base = _base_url(port)
+            rows.append((name, f"{base}/docs", f"{base}/asyncapi", f"{base}/readyz"))
+        widths = [max(len(row[i]) for row in rows) for i in range(4)]
+        lines = [
+            "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True))
+            for row in rows
+        ]
+        lines.insert(1, "  ".join("-" * width for width in widths))
+        return "\n".join(lines)
+
+
+def _base_url(port: int) -> str:
+    return f"http://127.0.0.1:{port}"
+
+
+def _public(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.password:
+        return urlunsplit(parts._replace(netloc=parts.netloc.replace(parts.password, "***")))
+    return url
+
+
+async def _check_kafka(bootstrap: str) -> None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10_000)
+    try:
+        await asyncio.wait_for(admin.start(), 15)
+    except Exception as error:
+        raise StackError(f"cannot reach Kafka at {bootstrap}: {error}") from error
+    finally:
+        with contextlib.suppress(Exception):
+            await admin.close()
+
+
+async def run(options: DevOptions) -> int:
+    """Run the stack until asked to stop. Returns the process exit code."""
+    stack = DevStack(options)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    started = time.monotonic()
+    code = 0
+    try:
+        starting = asyncio.create_task(stack.start())
+        stopping = asyncio.create_task(stop.wait())
+        await asyncio.wait({starting, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        if not starting.done():
+            starting.cancel()
+            with contextlib.suppress(asyncio.CancelledError, StackError):
+                await starting
+            stack.output.say("interrupted while starting")
+            return 130
+        stopping.cancel()
+        starting.result()  # raises StackError
+        stack.output.say(f"all services ready in {time.monotonic() - started:.1f} s")
+        print(f"\n{stack.summary()}\n", flush=True)
+        stack.output.say("logs follow; Ctrl-C stops everything")
+        died = await stack.watch(stop)
+        if died is not None:
+            stack.output.say(f"{died} stopped unexpectedly; stopping everything")
+            code = 1
+    except StackError as error:
+        print(f"maillage dev: {error}", file=sys.stderr, flush=True)
+        code = 1
+    finally:
+        stack.output.say("stopping")
+        await stack.stop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+        stack.output.say("stopped")
+    return code

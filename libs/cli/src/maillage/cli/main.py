@@ -1,0 +1,58 @@
+"""The ``maillage`` command."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from maillage.cli import dev
+
+app = typer.Typer(
+    help="Maillage: the backbone of the réussite éducative partner ecosystem.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+
+
+@app.callback()
+def main() -> None:
+    """Development stack and operator tools."""
+
+
+@app.command("dev")
+def dev_command(
+    fresh: Annotated[bool, typer.Option(help="Wipe the data directory first.")] = False,
+    demo: Annotated[bool, typer.Option(help="Load demo partners, offers and requests.")] = False,
+    data_dir: Annotated[
+        Path, typer.Option(help="Where the embedded PostgreSQL keeps its data.")
+    ] = Path(".maillage"),
+    port_base: Annotated[
+        int, typer.Option(help="Port of the first service; the others follow (8001-8005).")
+    ] = 8001,
+    broker_port: Annotated[int, typer.Option(help="Port of the embedded Kafka broker.")] = 19092,
+    postgres_port: Annotated[int, typer.Option(help="Port of the embedded PostgreSQL.")] = 15432,
+    ready_timeout: Annotated[
+        float, typer.Option(help="Seconds to wait for every service to be ready.")
+    ] = 30.0,
+) -> None:
+    """Run the whole system locally: broker, PostgreSQL and the five services.
+
+    KAFKA_BOOTSTRAP_SERVERS and DATABASE_URL, when set, point at an existing broker and
+    PostgreSQL server instead of the embedded ones.
+    """
+    options = dev.DevOptions(
+        data_dir=data_dir,
+        port_base=port_base,
+        broker_port=broker_port,
+        postgres_port=postgres_port,
+        fresh=fresh,
+        demo=demo,
+        ready_timeout=ready_timeout,
+        kafka_bootstrap_servers=os.environ.get("KAFKA_BOOTSTRAP_SERVERS") or None,
+        database_url=os.environ.get("DATABASE_URL") or None,
+    )
+    raise typer.Exit(asyncio.run(dev.run(options)))
