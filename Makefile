@@ -1,0 +1,45 @@
+# The two commands: `make dev` runs the system, `make test` runs every check.
+# Both start from a bare machine with python3 and make: uv is installed with pip into .tools/
+# when it is not on PATH, then `uv sync --frozen` installs the locked workspace into .venv/.
+
+UV_VERSION := 0.13.9
+UV := $(or $(shell command -v uv 2>/dev/null),$(CURDIR)/.tools/bin/uv)
+ARGS ?=
+
+.PHONY: dev demo test lint typecheck imports pytest sync clean help
+
+help:
+	@echo "make dev    run the whole system (ARGS='--fresh --demo' to pass options)"
+	@echo "make test   run every check: ruff, mypy, import-linter, pytest"
+
+$(CURDIR)/.tools/bin/uv:
+	python3 -m venv $(CURDIR)/.tools
+	$(CURDIR)/.tools/bin/python -m pip install --quiet --disable-pip-version-check "uv==$(UV_VERSION)"
+
+# Cheap when nothing changed (about a second), so every target runs it.
+sync: | $(UV)
+	$(UV) sync --frozen
+
+dev: sync
+	$(UV) run --frozen --no-sync maillage dev $(ARGS)
+
+demo: sync
+	$(UV) run --frozen --no-sync maillage dev --demo $(ARGS)
+
+lint: sync
+	$(UV) run --frozen --no-sync ruff check .
+	$(UV) run --frozen --no-sync ruff format --check .
+
+typecheck: sync
+	$(UV) run --frozen --no-sync mypy --strict libs/common/src
+
+imports: sync
+	$(UV) run --frozen --no-sync lint-imports
+
+pytest: sync
+	$(UV) run --frozen --no-sync pytest
+
+test: lint typecheck imports pytest
+
+clean:
+	rm -rf .venv .tools .maillage .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,69 @@
+"""Session fixtures shared by every test: one real Kafka broker and one real PostgreSQL server.
+
+They are the embedded parts ``maillage dev`` runs (same code), unless ``KAFKA_BOOTSTRAP_SERVERS``
+or ``DATABASE_URL`` point at existing ones. Each test that needs a database gets its own, freshly
+created and dropped afterwards, so tests never see each other's rows.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from maillage.cli.dev import database_url_for
+from maillage.cli.embedded import (
+    EmbeddedBroker,
+    EmbeddedPostgres,
+    drop_database,
+    ensure_database,
+    free_port,
+)
+
+
+@pytest.fixture(scope="session")
+async def kafka_bootstrap_servers() -> AsyncIterator[str]:
+    external = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
+    if external:
+        yield external
+        return
+    broker = EmbeddedBroker(free_port())
+    await broker.start()
+    try:
+        yield broker.bootstrap_servers
+    finally:
+        await broker.stop()
+
+
+@pytest.fixture(scope="session")
+async def postgres_server_url(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[str]:
+    """URL of a PostgreSQL server on which tests may create and drop databases."""
+    external = os.environ.get("DATABASE_URL")
+    if external:
+        yield external
+        return
+    server = EmbeddedPostgres(tmp_path_factory.mktemp("postgres"), free_port())
+    await server.start()
+    try:
+        yield server.url
+    finally:
+        await server.stop()
+
+
+@pytest.fixture
+async def database_url(postgres_server_url: str) -> AsyncIterator[str]:
+    """A new empty database for one test."""
+    name = f"test_{uuid.uuid4().hex[:12]}"
+    await ensure_database(postgres_server_url, name)
+    try:
+        yield database_url_for(postgres_server_url, name)
+    finally:
+        await drop_database(postgres_server_url, name)
+
+
+@pytest.fixture(scope="session")
+def repo_root() -> Path:
+    return Path(__file__).parent

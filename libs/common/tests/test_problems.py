@@ -1,0 +1,301 @@
+"""Problem documents (RFC 9457) from an app built by ``create_app``: every error, one format."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator
+from typing import Annotated, Any
+
+import httpx
+import pytest
+from fastapi import APIRouter, FastAPI, Query
+from pydantic import BaseModel, Field
+
+from maillage.common.http import create_app
+from maillage.common.problems import Problem, _pointer, code_for_status
+from maillage.common.settings import ServiceSettings
+
+LIMIT = 1024
+PROBLEM_KEYS = {"type", "title", "status", "code", "instance", "request_id"}
+UUID_HEX = re.compile(r"^[0-9a-f]{32}$")
+
+
+class Contact(BaseModel):
+    name: str
+    email: str = Field(pattern=r"^[^@\s]+@[^@\s]+\.[a-z]{2,}$")
+
+
+class PartnerIn(BaseModel):
+    name: str = Field(min_length=1)
+    contacts: list[Contact] = Field(default_factory=list)
+
+
+def build_router() -> APIRouter:
+    router = APIRouter()
+
+    @router.get("/partners/{partner_id}/conflict")
+    async def conflict(partner_id: str) -> None:
+        raise Problem(
+            409,
+            "partner_exists",
+            "Partner already registered",
+            detail=f"A partner with SIRET {partner_id} is already registered.",
+            partner_id=partner_id,
+        )
+
+    @router.post("/partners", status_code=201)
+    async def create_partner(partner: PartnerIn) -> dict[str, Any]:
+        return {"name": partner.name, "contacts": len(partner.contacts)}
+
+    @router.get("/search")
+    async def search(limit: Annotated[int, Query(ge=1, le=100)] = 10) -> dict[str, int]:
+        return {"limit": limit}
+
+    @router.get("/boom")
+    async def boom() -> None:
+        raise RuntimeError("secret internals")
+
+    return router
+
+
+@pytest.fixture(scope="module")
+def app() -> FastAPI:
+    settings = ServiceSettings(
+        service_name="test",
+        database_url="postgresql://x@127.0.0.1/x",
+        max_request_bytes=LIMIT,
+    )
+    return create_app(
+        settings, title="problems test", description="problems test", routers=[build_router()]
+    )
+
+
+@pytest.fixture
+async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+        yield client
+
+
+def assert_problem(response: httpx.Response, status: int, code: str, path: str) -> dict[str, Any]:
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+    body: dict[str, Any] = response.json()
+    assert body.keys() >= PROBLEM_KEYS
+    assert body["type"] == f"urn:maillage:problem:{code}"
+    assert body["status"] == status
+    assert body["code"] == code
+    assert isinstance(body["title"], str)
+    assert body["title"]
+    assert body["instance"] == path
+    assert body["request_id"] == response.headers["x-request-id"]
+    return body
+
+
+# --- plain HTTP errors -------------------------------------------------------------------------
+
+
+async def test_unknown_path_is_404(client: httpx.AsyncClient) -> None:
+    body = assert_problem(await client.get("/nowhere"), 404, "not_found", "/nowhere")
+    assert body["title"] == "Not Found"
+
+
+async def test_wrong_method_is_405_and_keeps_allow(client: httpx.AsyncClient) -> None:
+    response = await client.get("/partners")
+    body = assert_problem(response, 405, "method_not_allowed", "/partners")
+    assert body["title"] == "Method Not Allowed"
+    assert response.headers["allow"] == "POST"
+
+
+async def test_success_is_plain_json(client: httpx.AsyncClient) -> None:
+    response = await client.post(
+        "/partners", json={"name": "Asso", "contacts": [{"name": "Ana", "email": "a@b.fr"}]}
+    )
+    assert response.status_code == 201
+    assert response.headers["content-type"] == "application/json"
+    assert response.json() == {"name": "Asso", "contacts": 1}
+    assert UUID_HEX.match(response.headers["x-request-id"])
+
+
+# --- domain errors -----------------------------------------------------------------------------
+
+
+async def test_domain_problem_keeps_code_detail_and_extensions(client: httpx.AsyncClient) -> None:
+    path = "/partners/12345678900011/conflict"
+    body = assert_problem(await client.get(path), 409, "partner_exists", path)
+    assert body["title"] == "Partner already registered"
+    assert body["detail"] == "A partner with SIRET 12345678900011 is already registered."
+    assert body["partner_id"] == "12345678900011"
+
+
+# --- validation --------------------------------------------------------------------------------
+
+
+async def test_invalid_body_is_422_with_pointers(client: httpx.AsyncClient) -> None:
+    response = await client.post(
+        "/partners",
+        json={
+            "name": "Asso",
+            "contacts": [{"name": "Ana", "email": "not-an-email"}, {"email": "b@c.fr"}],
+        },
+    )
+    body = assert_problem(response, 422, "validation_failed", "/partners")
+    assert body["detail"] == "2 fields failed validation"
+    errors = body["errors"]
+    assert {tuple(error) for error in errors} == {("in", "pointer", "detail", "type")}
+    by_pointer = {error["pointer"]: error for error in errors}
+    assert set(by_pointer) == {"#/contacts/0/email", "#/contacts/1/name"}
+    email = by_pointer["#/contacts/0/email"]
+    assert email["in"] == "body"
+    assert email["type"] == "string_pattern_mismatch"
+    assert email["detail"]
+    assert by_pointer["#/contacts/1/name"]["type"] == "missing"
+    assert "not-an-email" not in response.text  # the input is not echoed back
+
+
+async def test_missing_body_field_points_at_it(client: httpx.AsyncClient) -> None:
+    response = await client.post("/partners", json={"contacts": []})
+    body = assert_problem(response, 422, "validation_failed", "/partners")
+    assert body["detail"] == "1 field failed validation"
+    assert body["errors"] == [
+        {"in": "body", "pointer": "#/name", "detail": "Field required", "type": "missing"}
+    ]
+
+
+async def test_malformed_json_body_is_422(client: httpx.AsyncClient) -> None:
+    response = await client.post(
+        "/partners", content=b'{"name": ', headers={"content-type": "application/json"}
+    )
+    body = assert_problem(response, 422, "validation_failed", "/partners")
+    assert body["errors"][0]["in"] == "body"
+    assert body["errors"][0]["type"] == "json_invalid"
+
+
+@pytest.mark.parametrize(
+    ("value", "error_type"),
+    [("abc", "int_parsing"), ("0", "greater_than_equal"), ("1000", "less_than_equal")],
+)
+async def test_invalid_query_parameter_is_422(
+    client: httpx.AsyncClient, value: str, error_type: str
+) -> None:
+    response = await client.get("/search", params={"limit": value})
+    body = assert_problem(response, 422, "validation_failed", "/search")
+    assert body["errors"] == [
+        {
+            "in": "query",
+            "pointer": "#/limit",
+            "detail": body["errors"][0]["detail"],
+            "type": error_type,
+        }
+    ]
+    assert body["errors"][0]["detail"]
+
+
+def test_pointer_escapes_json_pointer_characters() -> None:
+    assert _pointer(("body", "a/b", "c~d", 0)) == ("body", "#/a~1b/c~0d/0")
+    assert _pointer(("query", "limit")) == ("query", "#/limit")
+    assert _pointer(()) == ("body", "#/")
+
+
+def test_codes_for_statuses() -> None:
+    assert code_for_status(404) == "not_found"
+    assert code_for_status(413) == "payload_too_large"
+    assert code_for_status(418) == "i'm_a_teapot"
+    assert code_for_status(424) == "failed_dependency"
+
+
+# --- body size limit ---------------------------------------------------------------------------
+
+
+async def test_body_with_content_length_above_the_limit_is_413(client: httpx.AsyncClient) -> None:
+    payload = b'{"name": "' + b"x" * (LIMIT + 10) + b'"}'
+    response = await client.post(
+        "/partners", content=payload, headers={"content-type": "application/json"}
+    )
+    assert response.request.headers["content-length"] == str(len(payload))
+    body = assert_problem(response, 413, "payload_too_large", "/partners")
+    assert str(LIMIT) in body["detail"]
+
+
+async def test_chunked_body_above_the_limit_is_413(client: httpx.AsyncClient) -> None:
+    async def chunks() -> AsyncIterator[bytes]:
+        yield b'{"name": "'
+        for _ in range(4):
+            yield b"x" * 400
+        yield b'"}'
+
+    response = await client.post(
+        "/partners", content=chunks(), headers={"content-type": "application/json"}
+    )
+    assert "content-length" not in response.request.headers
+    assert response.request.headers["transfer-encoding"] == "chunked"
+    body = assert_problem(response, 413, "payload_too_large", "/partners")
+    assert str(LIMIT) in body["detail"]
+
+
+async def test_chunked_body_within_the_limit_passes(client: httpx.AsyncClient) -> None:
+    async def chunks() -> AsyncIterator[bytes]:
+        yield b'{"name": "'
+        yield b"x" * 400
+        yield b'", "contacts": []}'
+
+    response = await client.post(
+        "/partners", content=chunks(), headers={"content-type": "application/json"}
+    )
+    assert response.status_code == 201, response.text
+    assert response.json() == {"name": "x" * 400, "contacts": 0}
+
+
+async def test_body_exactly_at_the_limit_passes(client: httpx.AsyncClient) -> None:
+    prefix, suffix = b'{"name": "', b'"}'
+    payload = prefix + b"x" * (LIMIT - len(prefix) - len(suffix)) + suffix
+    assert len(payload) == LIMIT
+    response = await client.post(
+        "/partners", content=payload, headers={"content-type": "application/json"}
+    )
+    assert response.status_code == 201, response.text
+
+
+# --- unexpected errors -------------------------------------------------------------------------
+
+
+async def test_unexpected_error_is_500_without_internals(client: httpx.AsyncClient) -> None:
+    response = await client.get("/boom", headers={"X-Request-ID": "trace-me-123"})
+    body = assert_problem(response, 500, "internal_error", "/boom")
+    assert body["request_id"] == "trace-me-123"
+    for leak in ("secret internals", "Traceback", "RuntimeError", 'File "'):
+        assert leak not in response.text
+    assert set(body) == PROBLEM_KEYS | {"detail"}
+
+
+# --- request id --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "request_id", ["abc-123", "7f9c2ba4e88f827d616045507605853e", "svc.a:b_c-d", "x" * 128]
+)
+async def test_sane_request_id_is_echoed(client: httpx.AsyncClient, request_id: str) -> None:
+    response = await client.get("/nowhere", headers={"X-Request-ID": request_id})
+    assert response.headers["x-request-id"] == request_id
+    assert response.json()["request_id"] == request_id
+    success = await client.get("/search", headers={"X-Request-ID": request_id})
+    assert success.status_code == 200
+    assert success.headers["x-request-id"] == request_id
+
+
+@pytest.mark.parametrize(
+    "request_id", ["x" * 129, "a" * 500, "has spaces in it", "semi;colon", 'quote"d', ""]
+)
+async def test_insane_request_id_is_replaced(client: httpx.AsyncClient, request_id: str) -> None:
+    response = await client.get("/nowhere", headers={"X-Request-ID": request_id})
+    replaced = response.headers["x-request-id"]
+    assert replaced != request_id
+    assert UUID_HEX.match(replaced)
+    assert response.json()["request_id"] == replaced
+    assert response.headers.get_list("x-request-id") == [replaced]
+
+
+async def test_each_request_gets_its_own_id(client: httpx.AsyncClient) -> None:
+    first = await client.get("/search")
+    second = await client.get("/search")
+    assert first.headers["x-request-id"] != second.headers["x-request-id"]
