@@ -8,6 +8,7 @@ import subprocess
 import sys
 import threading
 from http.server import BaseHTTPRequestHandler, HTTPServer
+from typing import ClassVar
 
 import httpx
 import pytest
@@ -51,7 +52,8 @@ async def test_every_request_log_line_carries_the_request_trace(
 
     server_span = next(s for s in spans.get_finished_spans() if s.kind == trace.SpanKind.SERVER)
     trace_id = format(server_span.context.trace_id, "032x")
-    lines = [json.loads(line) for line in capsys.readouterr().err.splitlines() if line.startswith("{")]
+    stderr = capsys.readouterr().err
+    lines = [json.loads(line) for line in stderr.splitlines() if line.startswith("{")]
     hello = next(line for line in lines if line["event"] == "saying hello")
     request = next(line for line in lines if line["event"] == "request")
     for line in (hello, request):
@@ -66,7 +68,7 @@ async def test_every_request_log_line_carries_the_request_trace(
 
 
 class _Collector(BaseHTTPRequestHandler):
-    received: list[tuple[str, bytes]] = []
+    received: ClassVar[list[tuple[str, bytes]]] = []
 
     def do_POST(self) -> None:
         body = self.rfile.read(int(self.headers["Content-Length"]))

@@ -57,7 +57,6 @@ def configure_logging(
         structlog.stdlib.add_log_level,
         structlog.stdlib.add_logger_name,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
-        add_service,
         _add_trace_context,
         _redact_secrets,
     ]
@@ -79,6 +78,8 @@ def configure_logging(
         foreign_pre_chain=shared,
         processors=[
             structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+            # Here rather than in the logger chain, which structlog caches on first use.
+            add_service,
             *([structlog.processors.format_exc_info] if fmt == "json" else []),
             *console_only,
             renderer,
