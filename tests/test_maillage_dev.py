@@ -30,11 +30,14 @@ def consecutive_free_ports(count: int) -> int:
     raise RuntimeError("no run of free ports")
 
 
-def start_dev(tmp_path: Path, port_base: int, *extra: str) -> subprocess.Popen[str]:
+def start_dev(
+    tmp_path: Path, port_base: int, *extra: str, **variables: str
+) -> subprocess.Popen[str]:
     env = {
         k: v for k, v in os.environ.items() if k not in ("KAFKA_BOOTSTRAP_SERVERS", "DATABASE_URL")
     }
     env["NO_COLOR"] = "1"
+    env.update(variables)
     return subprocess.Popen(
         [
             MAILLAGE,
@@ -155,3 +158,27 @@ def test_dev_reports_a_service_that_crashes_at_start(tmp_path: Path) -> None:
     assert process.returncode == 1
     assert "the funding service exited with code" in output
     assert "database_pool_max" in output
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "message"),
+    [
+        ("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:{port}", "cannot reach Kafka at 127.0.0.1:{port}"),
+        (
+            "DATABASE_URL",
+            "postgresql://maillage:pw@127.0.0.1:{port}/postgres",
+            "cannot reach PostgreSQL at postgresql://maillage:***@127.0.0.1:{port}/postgres",
+        ),
+    ],
+)
+def test_dev_reports_an_unreachable_external_part(
+    tmp_path: Path, variable: str, value: str, message: str
+) -> None:
+    port = free_port()  # nothing listens there
+    process = start_dev(
+        tmp_path, consecutive_free_ports(len(SERVICES)), **{variable: value.format(port=port)}
+    )
+    output, _ = process.communicate(timeout=60)
+    assert process.returncode == 1
+    assert message.format(port=port) in output
+    assert "Traceback" not in output

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
+import asyncpg
 import httpx
 from aiokafka.admin import AIOKafkaAdminClient
 
@@ -130,6 +131,8 @@ class DevStack:
             )
             await self.postgres.start()
             server_url = self.postgres.url
+        else:
+            await _check_postgres(server_url)
         self.output.say(f"broker {bootstrap}, PostgreSQL {_public(server_url)}")
 
         database_urls = {}
@@ -284,6 +287,14 @@ async def _check_kafka(bootstrap: str) -> None:
     finally:
         with contextlib.suppress(Exception):
             await admin.close()
+
+
+async def _check_postgres(server_url: str) -> None:
+    try:
+        connection = await asyncpg.connect(server_url, timeout=10)
+    except Exception as error:
+        raise StackError(f"cannot reach PostgreSQL at {_public(server_url)}: {error}") from error
+    await connection.close()
 
 
 async def run(options: DevOptions) -> int:
