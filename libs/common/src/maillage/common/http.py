@@ -22,7 +22,7 @@ import structlog
 from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse
-from faststream.kafka import KafkaBroker
+from faststream.kafka import KafkaBroker, KafkaRouter
 from faststream.specification import AsyncAPI, get_asyncapi_html
 from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -174,13 +174,20 @@ def create_app(
     description: str,
     version: str = "0.1.0",
     routers: Sequence[APIRouter] = (),
-    broker: KafkaBroker | None = None,
+    consumers: KafkaRouter | None = None,
     migrations: Path | None = None,
 ) -> FastAPI:
-    """Build a service's ASGI application. See the module docstring for what it wires."""
+    """Build a service's ASGI application. See the module docstring for what it wires.
+
+    ``routers`` are the service's HTTP routes (``api.router``), ``consumers`` its event
+    subscribers (``consumers.router``), ``migrations`` its folder of numbered SQL files.
+    """
     configure_logging(settings.service_name, fmt=settings.log_format, level=settings.log_level)
     configure_telemetry(settings.service_name, version)
-    runtime = ServiceRuntime(settings=settings, broker=broker or create_broker(settings))
+    broker = create_broker(settings)
+    if consumers is not None:
+        broker.include_router(consumers)
+    runtime = ServiceRuntime(settings=settings, broker=broker)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from fastapi import FastAPI
 
-from maillage.common.http import create_app, create_broker
+from maillage.common.http import create_app
 from maillage.common.settings import ServiceSettings, service_config
 from maillage.notifications import api, consumers
 
@@ -25,13 +25,11 @@ class NotificationsSettings(ServiceSettings):
 
 def create(settings: NotificationsSettings | None = None) -> FastAPI:
     settings = settings or NotificationsSettings()  # type: ignore[call-arg]  # read from the environment
-    broker = create_broker(settings)
-    broker.include_router(consumers.router)
     return create_app(
         settings,
         title="Maillage notifications",
         description=DESCRIPTION,
         routers=[api.router],
-        broker=broker,
+        consumers=consumers.router,
         migrations=MIGRATIONS,
     )

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from fastapi import FastAPI
 
-from maillage.common.http import create_app, create_broker
+from maillage.common.http import create_app
 from maillage.common.settings import ServiceSettings, service_config
 from maillage.registry import api, consumers
 
@@ -26,13 +26,11 @@ class RegistrySettings(ServiceSettings):
 
 def create(settings: RegistrySettings | None = None) -> FastAPI:
     settings = settings or RegistrySettings()  # type: ignore[call-arg]  # read from the environment
-    broker = create_broker(settings)
-    broker.include_router(consumers.router)
     return create_app(
         settings,
         title="Maillage registry",
         description=DESCRIPTION,
         routers=[api.router],
-        broker=broker,
+        consumers=consumers.router,
         migrations=MIGRATIONS,
     )
