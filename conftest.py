@@ -65,5 +65,11 @@ async def database_url(postgres_server_url: str) -> AsyncIterator[str]:
 
 
 @pytest.fixture(scope="session")
+def kafka_idempotent_producer() -> bool:
+    """The embedded tansu broker does not support the idempotent producer; Apache Kafka does."""
+    return bool(os.environ.get("KAFKA_BOOTSTRAP_SERVERS"))
+
+
+@pytest.fixture(scope="session")
 def repo_root() -> Path:
     return Path(__file__).parent

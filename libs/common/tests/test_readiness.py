@@ -41,7 +41,10 @@ async def wait_for_status(
 
 
 async def test_readyz_follows_the_database(
-    own_postgres: EmbeddedPostgres, kafka_bootstrap_servers: str, tmp_path: Path
+    own_postgres: EmbeddedPostgres,
+    kafka_bootstrap_servers: str,
+    kafka_idempotent_producer: bool,
+    tmp_path: Path,
 ) -> None:
     migrations = tmp_path / "migrations"
     migrations.mkdir()
@@ -51,6 +54,7 @@ async def test_readyz_follows_the_database(
         environment="test",
         database_url=own_postgres.url_for("readiness"),
         kafka_bootstrap_servers=kafka_bootstrap_servers,
+        kafka_idempotent_producer=kafka_idempotent_producer,
     )
     app: FastAPI = create_app(settings, title="t", description="t", migrations=migrations)
     async with LifespanManager(app) as manager:
@@ -58,7 +62,10 @@ async def test_readyz_follows_the_database(
         async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
             ready = await client.get("/readyz")
             assert ready.status_code == 200
-            assert ready.json() == {"status": "ready", "checks": {"database": "ok", "broker": "ok"}}
+            assert ready.json() == {
+                "status": "ready",
+                "checks": {"database": "ok", "broker": "ok", "outbox": "ok"},
+            }
             assert (await client.get("/livez")).status_code == 200
 
             await own_postgres.stop()

@@ -33,7 +33,7 @@ from maillage.cli.embedded import (
     port_is_free,
 )
 from maillage.cli.processes import ManagedProcess
-from maillage.common.db import migrate
+from maillage.common.db import migrate_service
 
 SERVICES = ("registry", "cordees", "stages3e", "funding", "notifications")
 _COLOURS = {
@@ -140,7 +140,7 @@ class DevStack:
             database_urls[name] = database_url_for(server_url, name)
             try:
                 await ensure_database(server_url, name)
-                applied = await migrate(database_urls[name], migrations_folder(name))
+                applied = await migrate_service(database_urls[name], migrations_folder(name))
             except Exception as error:
                 raise StackError(f"cannot prepare the {name} database: {error}") from error
             if applied:
@@ -153,6 +153,10 @@ class DevStack:
                 **os.environ,
                 f"{prefix}DATABASE_URL": database_urls[name],
                 f"{prefix}KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+                # tansu does not support the idempotent producer; Apache Kafka does.
+                f"{prefix}KAFKA_IDEMPOTENT_PRODUCER": str(
+                    options.kafka_bootstrap_servers is not None
+                ),
                 f"{prefix}ENVIRONMENT": "dev",
                 f"{prefix}LOG_FORMAT": "console",
                 f"{prefix}MIGRATE_ON_START": "false",

@@ -2,8 +2,10 @@
 
 Migrations are plain numbered SQL files (``0001_partners.sql``) in a service's ``migrations``
 folder. Each is applied once, in its own transaction, and recorded with its SHA-256 in
-``schema_migrations``. A file whose content changed after it was applied stops the service:
-history is never rewritten silently. Replicas starting together serialise on an advisory lock.
+``schema_migrations`` under its component: ``backbone`` for the event tables every service has
+(this package's own ``migrations`` folder, applied first), ``service`` for the service's own.
+A file whose content changed after it was applied stops the service: history is never
+rewritten silently. Replicas starting together serialise on an advisory lock.
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ log = get_logger(__name__)
 
 # Key of the advisory lock held while migrating ("maillage" in ASCII, fits a bigint).
 MIGRATION_LOCK_KEY = 0x6D61_696C_6C61_6765
+
+BACKBONE_MIGRATIONS = Path(__file__).parent / "migrations"
 
 _MIGRATION_NAME = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
 
@@ -84,33 +88,51 @@ def load_migrations(folder: Path) -> list[Migration]:
     return migrations
 
 
-async def migrate(dsn_or_connection: str | asyncpg.Connection, folder: Path) -> list[str]:
+async def migrate_service(dsn: str, folder: Path) -> list[str]:
+    """Apply the backbone's migrations, then the service's own from ``folder``."""
+    connection: asyncpg.Connection = await asyncpg.connect(dsn)
+    try:
+        applied = await migrate(connection, BACKBONE_MIGRATIONS, component="backbone")
+        return applied + await migrate(connection, folder, component="service")
+    finally:
+        await connection.close()
+
+
+async def migrate(
+    dsn_or_connection: str | asyncpg.Connection, folder: Path, *, component: str = "service"
+) -> list[str]:
     """Apply the pending migrations of ``folder``; return the names applied by this call."""
     migrations = load_migrations(folder)
     if isinstance(dsn_or_connection, str):
         connection: asyncpg.Connection = await asyncpg.connect(dsn_or_connection)
         try:
-            return await _migrate(connection, migrations)
+            return await _migrate(connection, migrations, component)
         finally:
             await connection.close()
-    return await _migrate(dsn_or_connection, migrations)
+    return await _migrate(dsn_or_connection, migrations, component)
 
 
-async def _migrate(connection: asyncpg.Connection, migrations: list[Migration]) -> list[str]:
+async def _migrate(
+    connection: asyncpg.Connection, migrations: list[Migration], component: str
+) -> list[str]:
     # A session-level lock: held across the per-file transactions, released in `finally`.
     await connection.execute("SELECT pg_advisory_lock($1)", MIGRATION_LOCK_KEY)
     try:
         await connection.execute(
             """
             CREATE TABLE IF NOT EXISTS schema_migrations (
-                version    integer PRIMARY KEY,
+                component  text NOT NULL,
+                version    integer NOT NULL,
                 name       text NOT NULL,
                 checksum   text NOT NULL,
-                applied_at timestamptz NOT NULL DEFAULT now()
+                applied_at timestamptz NOT NULL DEFAULT now(),
+                PRIMARY KEY (component, version)
             )
             """
         )
-        rows = await connection.fetch("SELECT version, name, checksum FROM schema_migrations")
+        rows = await connection.fetch(
+            "SELECT version, name, checksum FROM schema_migrations WHERE component = $1", component
+        )
         applied: dict[int, Any] = {row["version"]: row for row in rows}
         done: list[str] = []
         for migration in migrations:
@@ -125,12 +147,14 @@ async def _migrate(connection: asyncpg.Connection, migrations: list[Migration]) 
             async with connection.transaction():
                 await connection.execute(migration.sql)
                 await connection.execute(
-                    "INSERT INTO schema_migrations (version, name, checksum) VALUES ($1, $2, $3)",
+                    "INSERT INTO schema_migrations (component, version, name, checksum)"
+                    " VALUES ($1, $2, $3, $4)",
+                    component,
                     migration.version,
                     migration.name,
                     migration.checksum,
                 )
-            log.info("migration applied", migration=migration.name)
+            log.info("migration applied", component=component, migration=migration.name)
             done.append(migration.name)
         return done
     finally:

@@ -1,8 +1,9 @@
 """The HTTP app factory: one FastAPI application per service, all built the same way.
 
 ``create_app`` wires problem documents, the request id, the request body limit, ``/livez`` and
-``/readyz``, the OpenAPI and AsyncAPI documents, OpenTelemetry, and a lifespan that migrates the
-database, opens the pool and starts the Kafka broker, then closes them in reverse order.
+``/readyz``, the OpenAPI and AsyncAPI documents, OpenTelemetry, the dead-letter admin routes, and a
+lifespan that migrates the database, opens the pool, creates the topics, starts the Kafka broker
+(with the service's event consumers) and the outbox relay, then stops them in reverse order.
 """
 
 from __future__ import annotations
@@ -22,15 +23,19 @@ import structlog
 from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse
-from faststream.kafka import KafkaBroker, KafkaRouter
+from faststream.kafka import KafkaBroker
 from faststream.specification import AsyncAPI, get_asyncapi_html
 from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from maillage.common import db
+from maillage.common import db, dlq
 from maillage.common.auth import JWKSCache, TokenVerifier
+from maillage.common.catalog import catalog as default_catalog
+from maillage.common.events import Catalog
+from maillage.common.inbox import DeadLetterProducer, EventConsumer
 from maillage.common.logging import configure_logging, get_logger
+from maillage.common.outbox import OutboxRelay
 from maillage.common.problems import (
     Problem,
     handle_http_error,
@@ -40,6 +45,7 @@ from maillage.common.problems import (
 )
 from maillage.common.settings import ServiceSettings
 from maillage.common.telemetry import configure_telemetry, shutdown_telemetry
+from maillage.common.topics import DEAD_LETTER_PARTITIONS, ensure_topics
 
 log = get_logger(__name__)
 
@@ -135,6 +141,8 @@ class ServiceRuntime:
 
     settings: ServiceSettings
     broker: KafkaBroker
+    relay: OutboxRelay
+    dead_letters: DeadLetterProducer
     pool: asyncpg.Pool | None = None
     readiness_checks: dict[str, ReadinessCheck] = field(default_factory=dict)
 
@@ -144,11 +152,14 @@ def runtime_of(request: Request) -> ServiceRuntime:
     return runtime
 
 
-def pool_of(request: Request) -> asyncpg.Pool:
-    pool = runtime_of(request).pool
-    if pool is None:  # only between process start and the end of the lifespan start-up
+def pool_or_fail(runtime: ServiceRuntime) -> asyncpg.Pool:
+    if runtime.pool is None:  # only between process start and the end of the lifespan start-up
         raise Problem(503, "unavailable", "Service starting")
-    return pool
+    return runtime.pool
+
+
+def pool_of(request: Request) -> asyncpg.Pool:
+    return pool_or_fail(runtime_of(request))
 
 
 Pool = Annotated[asyncpg.Pool, Depends(pool_of)]
@@ -174,36 +185,71 @@ def create_app(
     description: str,
     version: str = "0.1.0",
     routers: Sequence[APIRouter] = (),
-    consumers: KafkaRouter | None = None,
+    consumers: Sequence[EventConsumer] = (),
     migrations: Path | None = None,
+    catalog: Catalog = default_catalog,
 ) -> FastAPI:
     """Build a service's ASGI application. See the module docstring for what it wires.
 
-    ``routers`` are the service's HTTP routes (``api.router``), ``consumers`` its event
-    subscribers (``consumers.router``), ``migrations`` its folder of numbered SQL files.
+    ``routers`` are the service's HTTP routes (``api.router``), ``consumers`` its event consumer
+    groups (``consumers.CONSUMERS``), ``migrations`` its folder of numbered SQL files.
     """
     configure_logging(settings.service_name, fmt=settings.log_format, level=settings.log_level)
     configure_telemetry(settings.service_name, version)
-    broker = create_broker(settings)
-    if consumers is not None:
-        broker.include_router(consumers)
-    runtime = ServiceRuntime(settings=settings, broker=broker)
+    dsn = settings.database_url.get_secret_value()
+    runtime = ServiceRuntime(
+        settings=settings,
+        broker=create_broker(settings),
+        relay=OutboxRelay(
+            dsn,
+            settings.kafka_bootstrap_servers,
+            service=settings.service_name,
+            idempotent=settings.kafka_idempotent_producer,
+            batch_size=settings.outbox_batch_size,
+            retention_hours=settings.outbox_retention_hours,
+            inbox_retention_days=settings.inbox_retention_days,
+        ),
+        dead_letters=DeadLetterProducer(
+            settings.kafka_bootstrap_servers,
+            client_id=f"maillage-{settings.service_name}-dead-letters",
+            idempotent=settings.kafka_idempotent_producer,
+        ),
+    )
+    for consumer in consumers:
+        consumer.attach(
+            runtime.broker,
+            lambda: pool_or_fail(runtime),
+            runtime.dead_letters,
+            max_attempts=settings.consumer_max_attempts,
+        )
+    topics = [(topic.name, topic.partitions) for topic in catalog.topics.values()]
+    topics += [(consumer.dead_letter_topic, DEAD_LETTER_PARTITIONS) for consumer in consumers]
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         log.info("starting", **settings.loggable())
-        dsn = settings.database_url.get_secret_value()
         if migrations is not None and settings.migrate_on_start:
-            await db.migrate(dsn, migrations)
+            await db.migrate_service(dsn, migrations)
         runtime.pool = await db.create_pool(
             dsn, min_size=settings.database_pool_min, max_size=settings.database_pool_max
         )
+        relay_task: asyncio.Task[None] | None = None
         try:
+            await ensure_topics(
+                settings.kafka_bootstrap_servers,
+                topics,
+                replication_factor=settings.kafka_replication_factor,
+            )
             await runtime.broker.start()
+            relay_task = asyncio.create_task(runtime.relay.run(), name="outbox-relay")
             log.info("ready")
             yield
         finally:
+            runtime.relay.stop()
+            if relay_task is not None:
+                await relay_task
             await runtime.broker.stop()
+            await runtime.dead_letters.stop()
             await runtime.pool.close()
             runtime.pool = None
             shutdown_telemetry()
@@ -242,9 +288,17 @@ def create_app(
         if not await runtime.broker.ping(timeout=READINESS_TIMEOUT_S):
             raise RuntimeError("broker unreachable")
 
-    runtime.readiness_checks.update(database=database_ready, broker=broker_ready)
+    async def outbox_ready() -> None:
+        problem = runtime.relay.status.problem()
+        if problem:
+            raise RuntimeError(problem)
+
+    runtime.readiness_checks.update(
+        database=database_ready, broker=broker_ready, outbox=outbox_ready
+    )
     app.include_router(_health_router(runtime))
     app.include_router(_asyncapi_router(runtime.broker, title, description, version))
+    app.include_router(dlq.admin_router(settings.service_name))
     for router in routers:
         app.include_router(router)
     FastAPIInstrumentor.instrument_app(app, excluded_urls="livez,readyz")

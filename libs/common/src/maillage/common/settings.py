@@ -31,6 +31,14 @@ class ServiceSettings(BaseSettings):
     database_pool_min: int = Field(default=1, ge=0)
     database_pool_max: int = Field(default=10, ge=1)
     kafka_bootstrap_servers: str = "127.0.0.1:9092"
+    # On for Apache Kafka; the embedded tansu broker does not support it (maillage dev: off).
+    kafka_idempotent_producer: bool = True
+    kafka_replication_factor: int = Field(default=1, ge=1)
+    # Event backbone
+    outbox_batch_size: int = Field(default=500, ge=1)
+    outbox_retention_hours: float = Field(default=168, gt=0, description="Published rows kept")
+    inbox_retention_days: float = Field(default=30, gt=0, description="Applied event ids kept")
+    consumer_max_attempts: int = Field(default=5, ge=1, description="Before a dead letter")
     migrate_on_start: bool = True
     # Authentication: tokens are verified locally against the issuer's JWKS.
     jwks_url: str = "http://127.0.0.1:8001/.well-known/jwks.json"

@@ -31,6 +31,6 @@ def create(settings: CordeesSettings | None = None) -> FastAPI:
         title="Maillage cordées",
         description=DESCRIPTION,
         routers=[api.router],
-        consumers=consumers.router,
+        consumers=consumers.CONSUMERS,
         migrations=MIGRATIONS,
     )

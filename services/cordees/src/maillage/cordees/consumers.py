@@ -1,5 +1,5 @@
-"""Event subscribers of the cordees service (FastStream)."""
+"""Event consumers of the cordees service: one EventConsumer per consumer group."""
 
-from faststream.kafka import KafkaRouter
+from maillage.common.inbox import EventConsumer
 
-router = KafkaRouter()
+CONSUMERS: list[EventConsumer] = []

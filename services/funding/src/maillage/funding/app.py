@@ -30,6 +30,6 @@ def create(settings: FundingSettings | None = None) -> FastAPI:
         title="Maillage funding",
         description=DESCRIPTION,
         routers=[api.router],
-        consumers=consumers.router,
+        consumers=consumers.CONSUMERS,
         migrations=MIGRATIONS,
     )

@@ -30,6 +30,6 @@ def create(settings: NotificationsSettings | None = None) -> FastAPI:
         title="Maillage notifications",
         description=DESCRIPTION,
         routers=[api.router],
-        consumers=consumers.router,
+        consumers=consumers.CONSUMERS,
         migrations=MIGRATIONS,
     )

@@ -31,6 +31,6 @@ def create(settings: RegistrySettings | None = None) -> FastAPI:
         title="Maillage registry",
         description=DESCRIPTION,
         routers=[api.router],
-        consumers=consumers.router,
+        consumers=consumers.CONSUMERS,
         migrations=MIGRATIONS,
     )

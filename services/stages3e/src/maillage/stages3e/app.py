@@ -31,6 +31,6 @@ def create(settings: Stages3eSettings | None = None) -> FastAPI:
         title="Maillage stages de 3e",
         description=DESCRIPTION,
         routers=[api.router],
-        consumers=consumers.router,
+        consumers=consumers.CONSUMERS,
         migrations=MIGRATIONS,
     )

@@ -1,0 +1,389 @@
+"""Consuming events exactly once in effect: the idempotent inbox around FastStream subscribers.
+
+An :class:`EventConsumer` is one consumer group on one or more topics, with one handler per
+event type it cares about::
+
+    partners = EventConsumer("cordees.partners", [PARTNERS])
+
+    @partners.handler(PartnerVerified)
+    async def partner_verified(event: PartnerVerified, delivery: Delivery) -> None:
+        await store.mark_verified(delivery.connection, event.partner_id)
+
+For each record, in partition order: the CloudEvents headers are read and the data validated
+against the catalog; then, in one transaction, ``(group, event id)`` is inserted into ``inbox``
+and the handler runs on the same connection. A duplicate (the id is already there) is skipped.
+Kafka offsets are committed only after the whole batch is done, so a crash replays at most the
+batch, and the inbox makes the replay harmless.
+
+Failures:
+
+- the database unreachable: retried with backoff for up to a minute, then the batch is
+  handed back to Kafka (redelivered); nothing goes to the dead letters for an outage;
+- a conflict (serialization failure, deadlock, :class:`TransientError`): retried with
+  exponential backoff, up to ``max_attempts``, then dead-lettered;
+- anything else (invalid JSON, a schema mismatch, a handler bug): dead-lettered at once.
+
+A dead letter is the original record (key, value, headers) on ``dlq.<group>`` with headers saying
+where it came from and why; the partition keeps flowing. Unknown event types are skipped and
+counted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+import asyncpg
+import pydantic
+from aiokafka import AIOKafkaProducer, ConsumerRecord
+from faststream import AckPolicy
+from faststream.kafka import KafkaBroker
+from faststream.kafka.annotations import KafkaMessage
+from opentelemetry import metrics, propagate, trace
+from opentelemetry.trace import SpanKind, Status, StatusCode
+
+from maillage.common.catalog import catalog as default_catalog
+from maillage.common.events import (
+    Catalog,
+    Envelope,
+    Event,
+    EventSpec,
+    Topic,
+    decode_headers,
+    encode_headers,
+)
+from maillage.common.logging import get_logger
+
+log = get_logger(__name__)
+tracer = trace.get_tracer("maillage.inbox")
+meter = metrics.get_meter("maillage.inbox")
+
+_GROUP = re.compile(r"^[a-z0-9]+\.[a-z][a-z0-9-]*$")
+DEAD_LETTER_PREFIX = "dlq."
+UNAVAILABLE_RETRY_S = 60.0
+
+_handler_duration = meter.create_histogram(
+    "maillage.consumer.handler.duration", unit="s", description="Inbox transaction and handler"
+)
+_duplicates = meter.create_counter(
+    "maillage.consumer.duplicates", unit="{event}", description="Events already applied, skipped"
+)
+_skipped = meter.create_counter(
+    "maillage.consumer.skipped", unit="{event}", description="Event types this group ignores"
+)
+_dead_letters = meter.create_counter(
+    "maillage.consumer.dead_letters",
+    unit="{event}",
+    description="Events sent to a dead-letter topic",
+)
+
+# The database (or the network to it) is down: wait, do not blame the message.
+_UNAVAILABLE: tuple[type[BaseException], ...] = (
+    OSError,
+    TimeoutError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.ConnectionDoesNotExistError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.TooManyConnectionsError,
+    asyncpg.exceptions.OperatorInterventionError,
+)
+
+
+class TransientError(Exception):
+    """Raise from a handler when trying again later may succeed (a conflict, a busy resource)."""
+
+
+_CONFLICTS: tuple[type[BaseException], ...] = (
+    asyncpg.SerializationError,
+    asyncpg.DeadlockDetectedError,
+    asyncpg.LockNotAvailableError,
+    TransientError,
+)
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """What a handler gets besides the event: the transaction's connection and the envelope."""
+
+    connection: asyncpg.Connection
+    envelope: Envelope
+    topic: str
+    partition: int
+    offset: int
+
+
+EventT = TypeVar("EventT", bound=Event)
+Handler = Callable[[Any, Delivery], Awaitable[None]]
+
+
+class _DeadLetter(Exception):
+    def __init__(self, error: BaseException, attempts: int) -> None:
+        super().__init__(str(error))
+        self.error = error
+        self.attempts = attempts
+
+
+def dead_letter_topic(group: str) -> str:
+    return f"{DEAD_LETTER_PREFIX}{group}"
+
+
+class EventConsumer:
+    """One consumer group: its topics, its handlers, its dead-letter topic."""
+
+    def __init__(
+        self,
+        group: str,
+        topics: Sequence[Topic],
+        *,
+        catalog: Catalog = default_catalog,
+        description: str = "",
+        max_records: int = 200,
+    ) -> None:
+        if not _GROUP.match(group):
+            raise ValueError(f"consumer group {group!r}: groups are named <service>.<purpose>")
+        self.group = group
+        self.topics = list(topics)
+        self.catalog = catalog
+        self.description = description
+        self.max_records = max_records
+        self.handlers: dict[str, tuple[EventSpec, Handler]] = {}
+        self.max_attempts = 5
+        self._pool: Callable[[], asyncpg.Pool] | None = None
+        self._dead_letters: DeadLetterProducer | None = None
+
+    @property
+    def dead_letter_topic(self) -> str:
+        return dead_letter_topic(self.group)
+
+    def handler(
+        self, model: type[EventT]
+    ) -> Callable[[Callable[[EventT, Delivery], Awaitable[None]]], Handler]:
+        spec = self.catalog.spec_of(model)
+        if spec.topic not in self.topics:
+            raise ValueError(f"{self.group} does not subscribe to {spec.topic.name}")
+
+        def register(function: Callable[[EventT, Delivery], Awaitable[None]]) -> Handler:
+            self.handlers[spec.event_type] = (spec, function)
+            return function
+
+        return register
+
+    def attach(
+        self,
+        broker: KafkaBroker,
+        pool: Callable[[], asyncpg.Pool],
+        dead_letters: DeadLetterProducer,
+        *,
+        max_attempts: int = 5,
+    ) -> None:
+        """Register this group as a FastStream batch subscriber on ``broker``."""
+        self._pool = pool
+        self._dead_letters = dead_letters
+        self.max_attempts = max_attempts
+
+        async def keep_raw(_message: Any) -> None:
+            return None  # the runner reads the raw records itself: invalid JSON is its business
+
+        handled = ", ".join(sorted(self.handlers)) or "nothing yet"
+
+        @broker.subscriber(
+            *(topic.name for topic in self.topics),
+            group_id=self.group,
+            batch=True,
+            max_records=self.max_records,
+            auto_offset_reset="earliest",
+            ack_policy=AckPolicy.NACK_ON_ERROR,
+            decoder=keep_raw,
+            title=f"{self.group}:consume",
+            description=f"{self.description} Handles: {handled}.".strip(),
+        )
+        async def consume(message: KafkaMessage) -> None:
+            raw = message.raw_message
+            records = raw if isinstance(raw, tuple) else (raw,)
+            await self.process(records)
+
+    async def process(self, records: Sequence[ConsumerRecord[bytes, bytes]]) -> None:
+        """Apply a batch: partitions in parallel, each in order. Raises to have it redelivered."""
+        by_partition: dict[tuple[str, int], list[ConsumerRecord[bytes, bytes]]] = {}
+        for record in records:
+            by_partition.setdefault((record.topic, record.partition), []).append(record)
+        results = await asyncio.gather(
+            *(self._process_partition(batch) for batch in by_partition.values()),
+            return_exceptions=True,
+        )
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
+
+    async def _process_partition(self, records: list[ConsumerRecord[bytes, bytes]]) -> None:
+        for record in records:
+            try:
+                await self._process_record(record)
+            except _DeadLetter as dead:
+                await self._send_to_dead_letters(record, dead.error, dead.attempts)
+
+    async def _process_record(self, record: ConsumerRecord[bytes, bytes]) -> None:
+        headers = decode_headers(record.headers)
+        with tracer.start_as_current_span(
+            f"{record.topic} process",
+            context=propagate.extract(headers),
+            kind=SpanKind.CONSUMER,
+            attributes={
+                "messaging.system": "kafka",
+                "messaging.operation.type": "process",
+                "messaging.destination.name": record.topic,
+                "messaging.consumer.group.name": self.group,
+                "messaging.destination.partition.id": str(record.partition),
+                "messaging.kafka.offset": record.offset,
+                "messaging.message.id": headers.get("ce_id", ""),
+                "cloudevents.event_type": headers.get("ce_type", ""),
+            },
+        ) as span:
+            try:
+                envelope = Envelope.from_headers(headers)
+            except ValueError as error:
+                raise _DeadLetter(error, attempts=1) from error
+            handled = self.handlers.get(envelope.type)
+            if handled is None:
+                reason = "not_handled" if envelope.type in self.catalog.events else "unknown_type"
+                _skipped.add(1, {"group": self.group, "type": envelope.type, "reason": reason})
+                span.set_attribute("maillage.skipped", reason)
+                return
+            spec, handler = handled
+            try:
+                event = spec.model.model_validate_json(record.value or b"")
+            except pydantic.ValidationError as error:
+                raise _DeadLetter(error, attempts=1) from error
+            await self._apply(record, envelope, event, handler, span)
+
+    async def _apply(
+        self,
+        record: ConsumerRecord[bytes, bytes],
+        envelope: Envelope,
+        event: Event,
+        handler: Handler,
+        span: trace.Span,
+    ) -> None:
+        assert self._pool is not None, "attach() the consumer before processing"
+        attempts = 0
+        unavailable_since: float | None = None
+        while True:
+            attempts += 1
+            started = time.perf_counter()
+            outcome = "applied"
+            try:
+                async with self._pool().acquire() as connection, connection.transaction():
+                    fresh = await connection.fetchval(
+                        """
+                        INSERT INTO inbox (consumer_group, event_id, event_type)
+                        VALUES ($1, $2, $3) ON CONFLICT DO NOTHING RETURNING true
+                        """,
+                        self.group,
+                        envelope.id,
+                        envelope.type,
+                    )
+                    if not fresh:
+                        outcome = "duplicate"
+                        _duplicates.add(1, {"group": self.group, "type": envelope.type})
+                        span.set_attribute("maillage.duplicate", True)
+                        return
+                    delivery = Delivery(
+                        connection, envelope, record.topic, record.partition, record.offset
+                    )
+                    await handler(event, delivery)
+                return
+            except _UNAVAILABLE as error:
+                outcome = "unavailable"
+                attempts -= 1  # an outage is not the message's fault
+                now = time.monotonic()
+                unavailable_since = unavailable_since or now
+                if now - unavailable_since > UNAVAILABLE_RETRY_S:
+                    raise  # hand the batch back to Kafka; it comes again
+                log.warning("database unavailable; retrying", group=self.group, error=repr(error))
+                await asyncio.sleep(min(0.2 * 2 ** min(int(now - unavailable_since), 5), 5.0))
+            except _CONFLICTS as error:
+                outcome = "conflict"
+                if attempts >= self.max_attempts:
+                    raise _DeadLetter(error, attempts) from error
+                await asyncio.sleep(min(0.05 * 2 ** (attempts - 1), 2.0))
+            except Exception as error:
+                outcome = "failed"
+                span.record_exception(error)
+                span.set_status(Status(StatusCode.ERROR, str(error)))
+                raise _DeadLetter(error, attempts) from error
+            finally:
+                _handler_duration.record(
+                    time.perf_counter() - started,
+                    {"group": self.group, "type": envelope.type, "outcome": outcome},
+                )
+
+    async def _send_to_dead_letters(
+        self, record: ConsumerRecord[bytes, bytes], error: BaseException, attempts: int
+    ) -> None:
+        assert self._dead_letters is not None
+        headers = decode_headers(record.headers)
+        log.error(
+            "event sent to the dead letters",
+            group=self.group,
+            topic=record.topic,
+            partition=record.partition,
+            offset=record.offset,
+            event_id=headers.get("ce_id"),
+            event_type=headers.get("ce_type"),
+            error=f"{type(error).__name__}: {error}"[:500],
+            attempts=attempts,
+        )
+        headers.update(
+            {
+                "dlq-consumer-group": self.group,
+                "dlq-original-topic": record.topic,
+                "dlq-original-partition": str(record.partition),
+                "dlq-original-offset": str(record.offset),
+                "dlq-error-class": f"{type(error).__module__}.{type(error).__qualname__}",
+                "dlq-error-message": str(error)[:2000],
+                "dlq-attempts": str(attempts),
+                "dlq-failed-at": datetime.now(UTC).isoformat(),
+            }
+        )
+        await self._dead_letters.send(self.dead_letter_topic, record.key, record.value, headers)
+        _dead_letters.add(1, {"group": self.group})
+
+
+class DeadLetterProducer:
+    """The producer dead letters and replays go through (acks=all, started on first use)."""
+
+    def __init__(self, bootstrap_servers: str, *, client_id: str, idempotent: bool) -> None:
+        self.bootstrap_servers = bootstrap_servers
+        self.client_id = client_id
+        self.idempotent = idempotent
+        self._producer: AIOKafkaProducer | None = None
+        self._lock = asyncio.Lock()
+
+    async def send(
+        self, topic: str, key: bytes | None, value: bytes | None, headers: dict[str, str]
+    ) -> None:
+        async with self._lock:
+            if self._producer is None:
+                producer = AIOKafkaProducer(
+                    bootstrap_servers=self.bootstrap_servers,
+                    client_id=self.client_id,
+                    acks="all",
+                    enable_idempotence=self.idempotent,
+                )
+                await producer.start()
+                self._producer = producer
+        await self._producer.send_and_wait(
+            topic, value=value, key=key, headers=encode_headers(headers)
+        )
+
+    async def stop(self) -> None:
+        if self._producer is not None:
+            with contextlib.suppress(Exception):
+                await self._producer.stop()
+            self._producer = None
