@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from maillage.cli.dev import database_url_for
+from maillage.common.telemetry import configure_telemetry
 from maillage.cli.embedded import (
     EmbeddedBroker,
     EmbeddedPostgres,
@@ -22,6 +23,13 @@ from maillage.cli.embedded import (
     ensure_database,
     free_port,
 )
+
+
+@pytest.fixture(scope="session", autouse=True)
+def telemetry() -> None:
+    """The SDK tracer provider, as every service process installs it: trace context then
+    exists in tests whatever their order (the global provider can be set only once)."""
+    configure_telemetry("tests")
 
 
 @pytest.fixture(scope="session")

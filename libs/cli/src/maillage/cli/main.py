@@ -9,13 +9,17 @@ from typing import Annotated
 
 import typer
 
-from maillage.cli import dev
+from maillage.cli import dev, operations
 
 app = typer.Typer(
     help="Maillage: the backbone of the réussite éducative partner ecosystem.",
     no_args_is_help=True,
     add_completion=False,
 )
+
+
+app.add_typer(operations.dlq, name="dlq")
+app.add_typer(operations.events, name="events")
 
 
 @app.callback()

@@ -1,0 +1,158 @@
+"""One trace from an HTTP request in one service to the event handler in another."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from pathlib import Path
+
+import httpx
+import pytest
+from asgi_lifespan import LifespanManager
+from backbone_world import ThingChanged, World, new_world, wait_until
+from fastapi import APIRouter, Request
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from maillage.cli.dev import database_url_for
+from maillage.cli.embedded import drop_database, ensure_database
+from maillage.common.db import transaction
+from maillage.common.http import Pool, create_app
+from maillage.common.inbox import Delivery, EventConsumer
+from maillage.common.logging import get_logger
+from maillage.common.outbox import publish
+from maillage.common.settings import ServiceSettings
+
+
+async def test_one_trace_from_the_http_request_to_the_handler_in_another_service(
+    database_url: str,
+    postgres_server_url: str,
+    kafka_bootstrap_servers: str,
+    kafka_idempotent_producer: bool,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    world: World = new_world(
+        database_url, kafka_bootstrap_servers, kafka_idempotent_producer, tmp_path
+    )
+    consumer_database = f"test_{uuid.uuid4().hex[:12]}"
+    await ensure_database(postgres_server_url, consumer_database)
+    spans = InMemorySpanExporter()
+    provider = trace.get_tracer_provider()
+    assert isinstance(provider, TracerProvider)
+    provider.add_span_processor(SimpleSpanProcessor(spans))
+
+    # The producing service: an HTTP route that changes state and publishes in one transaction.
+    routes = APIRouter()
+
+    @routes.post("/things/{thing_id}", status_code=202)
+    async def change_thing(thing_id: str, pool: Pool, request: Request) -> dict[str, str]:
+        async with transaction(pool) as connection:
+            await connection.execute("INSERT INTO things VALUES ($1, 1)", thing_id)
+            event_id = await publish(
+                connection, ThingChanged(thing_id=thing_id, seq=1), catalog=world.catalog
+            )
+        return {"event_id": str(event_id)}
+
+    # The consuming service, with its own database.
+    consumer = EventConsumer(f"{world.service}.watcher", [world.topic], catalog=world.catalog)
+    handled: list[str] = []
+
+    @consumer.handler(ThingChanged)
+    async def watch(event: ThingChanged, delivery: Delivery) -> None:
+        get_logger("watcher").info("thing changed", thing_id=event.thing_id)
+        await delivery.connection.execute(
+            "INSERT INTO effects (event_id, thing_id, seq, consumer) VALUES ($1, $2, $3, 'w')",
+            delivery.envelope.id,
+            event.thing_id,
+            event.seq,
+        )
+        handled.append(str(delivery.envelope.id))
+
+    def settings(name: str, dsn: str) -> ServiceSettings:
+        return ServiceSettings(
+            service_name=name,
+            environment="test",
+            database_url=dsn,
+            kafka_bootstrap_servers=kafka_bootstrap_servers,
+            kafka_idempotent_producer=kafka_idempotent_producer,
+            log_format="json",
+        )
+
+    producer_app = create_app(
+        settings("producer", database_url),
+        title="producer",
+        description="t",
+        routers=[routes],
+        migrations=world.migrations,
+        catalog=world.catalog,
+    )
+    consumer_app = create_app(
+        settings("consumer", database_url_for(postgres_server_url, consumer_database)),
+        title="consumer",
+        description="t",
+        consumers=[consumer],
+        migrations=world.migrations,
+        catalog=world.catalog,
+    )
+    try:
+        # Starting the consumer includes joining its group: about 5 s on the embedded broker.
+        async with (
+            LifespanManager(consumer_app, startup_timeout=60),
+            LifespanManager(producer_app, startup_timeout=60) as manager,
+        ):
+            transport = httpx.ASGITransport(app=manager.app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://producer") as client:
+                response = await client.post("/things/t-1")
+            assert response.status_code == 202
+            event_id = response.json()["event_id"]
+
+            async def delivered() -> bool:
+                return event_id in handled
+
+            assert await wait_until(delivered, timeout=60)
+    finally:
+        await drop_database(postgres_server_url, consumer_database)
+
+    finished = spans.get_finished_spans()
+    server = next(
+        s for s in finished if s.kind == trace.SpanKind.SERVER and s.name.startswith("POST")
+    )
+    trace_id = server.context.trace_id
+    produce = next(
+        s
+        for s in finished
+        if s.kind == trace.SpanKind.PRODUCER
+        and s.attributes
+        and s.attributes.get("messaging.message.id") == event_id
+    )
+    process = next(
+        s
+        for s in finished
+        if s.kind == trace.SpanKind.CONSUMER
+        and s.attributes
+        and s.attributes.get("messaging.message.id") == event_id
+    )
+    assert produce.context.trace_id == trace_id
+    assert process.context.trace_id == trace_id
+    assert process.parent is not None
+    assert process.parent.span_id == produce.context.span_id
+    # The handler's own database work is part of the same trace, under the consumer span.
+    handler_queries = [
+        s
+        for s in finished
+        if s.parent is not None
+        and s.parent.span_id == process.context.span_id
+        and s.kind == trace.SpanKind.CLIENT
+    ]
+    assert handler_queries
+    assert all(s.context.trace_id == trace_id for s in handler_queries)
+
+    lines = [
+        json.loads(line) for line in capsys.readouterr().err.splitlines() if line.startswith("{")
+    ]
+    handler_line = next(line for line in lines if line.get("event") == "thing changed")
+    assert handler_line["trace_id"] == format(trace_id, "032x")
+    assert handler_line["service"] == "consumer"
