@@ -227,3 +227,33 @@ def test_the_committed_snapshots_match_the_catalog() -> None:
     assert check_snapshots(maillage_catalog, SNAPSHOTS) == []
     for path in SNAPSHOTS.glob("*.json"):
         assert json.loads(path.read_text())["x-maillage"]["type"] == path.stem
+
+
+def test_asyncapi_documents_what_a_service_publishes_and_consumes() -> None:
+    from faststream.specification import AsyncAPI
+
+    from maillage.common.http import create_app
+    from maillage.common.inbox import Delivery, EventConsumer
+    from maillage.common.settings import ServiceSettings
+
+    catalog, topic = fresh()
+    catalog.register(
+        PartnerVerified,
+        event_type="fr.maillage.registry.partner.verified.v1",
+        topic=topic,
+        key="partner_id",
+    )
+    watcher = EventConsumer("registry.watch", [topic], catalog=catalog)
+
+    @watcher.handler(PartnerVerified)
+    async def watch(event: PartnerVerified, delivery: Delivery) -> None:
+        pass
+
+    settings = ServiceSettings(service_name="registry", database_url="postgresql://x@h/x")
+    app = create_app(settings, title="r", description="r", consumers=[watcher], catalog=catalog)
+    document = AsyncAPI(app.state.runtime.broker, title="r").to_specification().to_jsonable()
+    assert set(document["channels"]) == {
+        "registry.watch:consume",
+        "fr.maillage.registry.partner.verified.v1",
+    }
+    assert "PartnerVerified" in json.dumps(document["components"]["schemas"])

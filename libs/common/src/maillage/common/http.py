@@ -215,6 +215,16 @@ def create_app(
             idempotent=settings.kafka_idempotent_producer,
         ),
     )
+    # The AsyncAPI document lists what this service publishes (through its outbox, not through
+    # these publisher objects, which exist for the documentation only).
+    for spec in catalog.events.values():
+        if spec.service == settings.service_name:
+            runtime.broker.publisher(
+                spec.topic.name,
+                title=spec.event_type,
+                description=f"{spec.model.__doc__ or spec.model.__name__} Key: {spec.key_field}.",
+                schema=spec.model,
+            )
     for consumer in consumers:
         consumer.attach(
             runtime.broker,
