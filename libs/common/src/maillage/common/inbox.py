@@ -174,6 +174,18 @@ class EventConsumer:
 
         return register
 
+    def bind(
+        self,
+        pool: Callable[[], asyncpg.Pool],
+        dead_letters: DeadLetterProducer,
+        *,
+        max_attempts: int = 5,
+    ) -> None:
+        """Give the runner its database pool and dead-letter producer."""
+        self._pool = pool
+        self._dead_letters = dead_letters
+        self.max_attempts = max_attempts
+
     def attach(
         self,
         broker: KafkaBroker,
@@ -182,10 +194,8 @@ class EventConsumer:
         *,
         max_attempts: int = 5,
     ) -> None:
-        """Register this group as a FastStream batch subscriber on ``broker``."""
-        self._pool = pool
-        self._dead_letters = dead_letters
-        self.max_attempts = max_attempts
+        """Bind, and register this group as a FastStream batch subscriber on ``broker``."""
+        self.bind(pool, dead_letters, max_attempts=max_attempts)
 
         async def keep_raw(_message: Any) -> None:
             return None  # the runner reads the raw records itself: invalid JSON is its business
@@ -270,7 +280,7 @@ class EventConsumer:
         handler: Handler,
         span: trace.Span,
     ) -> None:
-        assert self._pool is not None, "attach() the consumer before processing"
+        assert self._pool is not None, "bind() or attach() the consumer before processing"
         attempts = 0
         unavailable_since: float | None = None
         while True:
