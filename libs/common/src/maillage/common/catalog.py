@@ -8,7 +8,10 @@ JSON Schema snapshots of every type live in ``libs/common/event-schemas/``.
 
 from __future__ import annotations
 
-from maillage.common.events import Catalog
+from typing import Annotated
+from uuid import UUID
+
+from maillage.common.events import Catalog, Event, Level
 
 catalog = Catalog()
 
@@ -43,3 +46,53 @@ CONVENTIONS = catalog.topic("funding.conventions", partitions=6, description="P1
 TRANCHES = catalog.topic(
     "funding.tranches", partitions=6, description="Tranches: requested, approved, paid"
 )
+
+
+# --- registry events ----------------------------------------------------------------------------
+
+
+class PartnerFacts(Event):
+    """What the ecosystem may know of a partner: levels 2 and 3 only, never its contacts."""
+
+    partner_id: Annotated[UUID, Level.PUBLIC]
+    kind: Annotated[str, Level.PUBLIC]
+    legal_name: Annotated[str, Level.PUBLIC]
+    status: Annotated[str, Level.PUBLIC]
+    version: Annotated[int, Level.PUBLIC]
+    siret: Annotated[str | None, Level.PUBLIC] = None
+    rna: Annotated[str | None, Level.PUBLIC] = None
+    uai: Annotated[str | None, Level.PUBLIC] = None
+    commune_code: Annotated[str | None, Level.PUBLIC] = None
+    commune_name: Annotated[str | None, Level.PUBLIC] = None
+    departement: Annotated[str | None, Level.PUBLIC] = None
+    latitude: Annotated[float | None, Level.PARTNERS] = None
+    longitude: Annotated[float | None, Level.PARTNERS] = None
+    education_prioritaire: Annotated[str | None, Level.PUBLIC] = None
+    pupils: Annotated[int | None, Level.PARTNERS] = None
+    cites_educatives: Annotated[tuple[str, ...], Level.PUBLIC] = ()
+    programmes: Annotated[tuple[str, ...], Level.PUBLIC] = ()
+
+
+@catalog.event("fr.maillage.registry.partner.registered.v1", topic=PARTNERS, key="partner_id")
+class PartnerRegistered(PartnerFacts):
+    """A partner organisation registered (pending verification, or verified by its UAI)."""
+
+
+@catalog.event("fr.maillage.registry.partner.verified.v1", topic=PARTNERS, key="partner_id")
+class PartnerVerified(PartnerFacts):
+    """An operator verified a partner, or reinstated a suspended one."""
+
+
+@catalog.event("fr.maillage.registry.partner.updated.v1", topic=PARTNERS, key="partner_id")
+class PartnerUpdated(PartnerFacts):
+    """A partner changed its record."""
+
+
+@catalog.event("fr.maillage.registry.partner.suspended.v1", topic=PARTNERS, key="partner_id")
+class PartnerSuspended(PartnerFacts):
+    """An operator suspended a verified partner."""
+
+
+@catalog.event("fr.maillage.registry.partner.rejected.v1", topic=PARTNERS, key="partner_id")
+class PartnerRejected(PartnerFacts):
+    """An operator rejected a pending registration."""

@@ -2,8 +2,9 @@
 
 Migrations are plain numbered SQL files (``0001_partners.sql``) in a service's ``migrations``
 folder. Each is applied once, in its own transaction, and recorded with its SHA-256 in
-``schema_migrations`` under its component: ``backbone`` for the event tables every service has
-(this package's own ``migrations`` folder, applied first), ``service`` for the service's own.
+``schema_migrations`` under its component: ``common`` for the tables every service has (outbox,
+inbox, idempotency keys: this package's own ``migrations`` folder, applied first), ``service``
+for the service's own.
 A file whose content changed after it was applied stops the service: history is never
 rewritten silently. Replicas starting together serialise on an advisory lock.
 """
@@ -27,7 +28,7 @@ log = get_logger(__name__)
 # Key of the advisory lock held while migrating ("maillage" in ASCII, fits a bigint).
 MIGRATION_LOCK_KEY = 0x6D61_696C_6C61_6765
 
-BACKBONE_MIGRATIONS = Path(__file__).parent / "migrations"
+COMMON_MIGRATIONS = Path(__file__).parent / "migrations"
 
 _MIGRATION_NAME = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
 
@@ -89,10 +90,10 @@ def load_migrations(folder: Path) -> list[Migration]:
 
 
 async def migrate_service(dsn: str, folder: Path) -> list[str]:
-    """Apply the backbone's migrations, then the service's own from ``folder``."""
+    """Apply the common tables' migrations, then the service's own from ``folder``."""
     connection: asyncpg.Connection = await asyncpg.connect(dsn)
     try:
-        applied = await migrate(connection, BACKBONE_MIGRATIONS, component="backbone")
+        applied = await migrate(connection, COMMON_MIGRATIONS, component="common")
         return applied + await migrate(connection, folder, component="service")
     finally:
         await connection.close()

@@ -1,10 +1,22 @@
 """Pure rules of the registre des partenaires: no I/O, no framework.
 
-A partner organisation registers (``pending``), an operator verifies or rejects it, and a verified
-partner can be suspended and reinstated without ever being deleted.
+A partner organisation registers (``pending``); an operator verifies or rejects it, and a
+verified partner can be suspended and reinstated, never deleted ("le partenariat se tisse
+patiemment": history is kept). A collège or lycée whose UAI is in the Annuaire de l'éducation is
+verified at once, and its REP status and pupil count come from there, never from what it says.
+
+Every stored field is classified here, once, with the PRE charter's levels (``FIELD_LEVELS``);
+what a caller sees of a partner follows from its clearance (:func:`clearance`).
 """
 
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from enum import StrEnum
+from typing import Any
+
+from maillage.common.events import Level
 
 
 class PartnerKind(StrEnum):
@@ -19,6 +31,9 @@ class PartnerKind(StrEnum):
     AUTRE = "autre"
 
 
+SCHOOL_KINDS = frozenset({PartnerKind.COLLEGE, PartnerKind.LYCEE})
+
+
 class PartnerStatus(StrEnum):
     PENDING = "pending"
     VERIFIED = "verified"
@@ -26,14 +41,107 @@ class PartnerStatus(StrEnum):
     SUSPENDED = "suspended"
 
 
-# Which status an operator may move a partner to, from each status.
-TRANSITIONS: dict[PartnerStatus, frozenset[PartnerStatus]] = {
-    PartnerStatus.PENDING: frozenset({PartnerStatus.VERIFIED, PartnerStatus.REJECTED}),
-    PartnerStatus.VERIFIED: frozenset({PartnerStatus.SUSPENDED}),
-    PartnerStatus.SUSPENDED: frozenset({PartnerStatus.VERIFIED}),
-    PartnerStatus.REJECTED: frozenset(),
+class Programme(StrEnum):
+    CORDEES = "cordees"
+    STAGES3E = "stages3e"
+    FUNDING = "funding"
+
+
+# Which status an operator may move a partner to, from each status, and the verb for it.
+TRANSITIONS: dict[tuple[PartnerStatus, PartnerStatus], str] = {
+    (PartnerStatus.PENDING, PartnerStatus.VERIFIED): "verify",
+    (PartnerStatus.PENDING, PartnerStatus.REJECTED): "reject",
+    (PartnerStatus.VERIFIED, PartnerStatus.SUSPENDED): "suspend",
+    (PartnerStatus.SUSPENDED, PartnerStatus.VERIFIED): "reinstate",
 }
+TARGET_OF_VERB = {verb: target for (_, target), verb in TRANSITIONS.items()}
 
 
 def can_transition(current: PartnerStatus, target: PartnerStatus) -> bool:
-    return target in TRANSITIONS[current]
+    return (current, target) in TRANSITIONS
+
+
+# Every stored field of a partner and of its contacts, classified once (PRE charter levels):
+# level 3 is public (what the Annuaire or the SIRENE register publish), level 2 is for the
+# signatory institutions (verified partners and staff), level 1 identifies a person.
+FIELD_LEVELS: dict[str, Level] = {
+    "id": Level.PUBLIC,
+    "kind": Level.PUBLIC,
+    "legal_name": Level.PUBLIC,
+    "status": Level.PUBLIC,
+    "siret": Level.PUBLIC,
+    "siren": Level.PUBLIC,
+    "rna": Level.PUBLIC,
+    "uai": Level.PUBLIC,
+    "commune_code": Level.PUBLIC,
+    "commune_name": Level.PUBLIC,
+    "departement": Level.PUBLIC,
+    "cites_educatives": Level.PUBLIC,
+    "programmes": Level.PUBLIC,
+    "education_prioritaire": Level.PUBLIC,
+    "created_at": Level.PUBLIC,
+    "address": Level.PARTNERS,
+    "postal_code": Level.PARTNERS,
+    "latitude": Level.PARTNERS,
+    "longitude": Level.PARTNERS,
+    "pupils": Level.PARTNERS,
+    "updated_at": Level.PARTNERS,
+    "contacts": Level.NOMINATIVE,
+}
+CONTACT_FIELD_LEVELS: dict[str, Level] = {
+    "id": Level.NOMINATIVE,
+    "name": Level.NOMINATIVE,
+    "role": Level.NOMINATIVE,
+    "email": Level.NOMINATIVE,
+    "phone": Level.NOMINATIVE,
+}
+
+STAFF_ROLES = frozenset({"officer", "operator", "admin"})
+
+
+def clearance(
+    *,
+    roles: Iterable[str],
+    caller_partner_id: str | None,
+    caller_partner_verified: bool,
+    partner_id: str,
+) -> Level:
+    """The most confidential level a caller may read of one partner (lower is more)."""
+    roles = frozenset(roles)
+    if caller_partner_id == partner_id or roles & {"operator", "admin"}:
+        return Level.NOMINATIVE
+    if roles & STAFF_ROLES or caller_partner_verified:
+        return Level.PARTNERS
+    return Level.PUBLIC
+
+
+def visible(partner: Mapping[str, Any], level: Level) -> dict[str, Any]:
+    """The fields of ``partner`` a caller with clearance ``level`` may read."""
+    return {name: value for name, value in partner.items() if FIELD_LEVELS[name] >= level}
+
+
+@dataclass(frozen=True)
+class FieldError:
+    field: str
+    message: str
+
+
+class InvalidRegistration(ValueError):
+    """Every problem of a registration at once, field by field."""
+
+    def __init__(self, errors: list[FieldError]) -> None:
+        super().__init__("; ".join(f"{e.field}: {e.message}" for e in errors))
+        self.errors = errors
+
+
+def identifier_errors(kind: PartnerKind, identifiers: Mapping[str, str | None]) -> list[FieldError]:
+    """Which required identifier is missing for ``kind`` (see ``identifiers.REQUIRED``)."""
+    from maillage.registry.identifiers import required_identifiers
+
+    errors = []
+    for alternatives in required_identifiers(kind):
+        if not any(identifiers.get(name) for name in alternatives):
+            names = " or ".join(sorted(alternatives))
+            first = sorted(alternatives)[0]
+            errors.append(FieldError(first, f"a {kind.value} registers with its {names}"))
+    return errors

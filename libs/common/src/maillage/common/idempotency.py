@@ -1,0 +1,130 @@
+"""``Idempotency-Key`` on creating POSTs: the same key and body get the same response.
+
+The first request with a key claims it (a row with no response yet) in its own transaction,
+so a concurrent retry gets a 409 "in progress" instead of creating twice. When the handler
+succeeds, the response is stored *in the handler's transaction* (``remember``), so the effect
+and its recorded response commit together. The same key with another body is a 409.
+Keys are scoped to the caller (or to the client address for anonymous registration) and kept
+for 24 hours.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+from fastapi import Request
+from fastapi.responses import JSONResponse
+
+from maillage.common.problems import Problem
+
+_KEY = re.compile(r"^[A-Za-z0-9._:-]{8,255}$")
+RETENTION_HOURS = 24
+
+
+@dataclass(frozen=True)
+class IdempotencyKey:
+    scope: str
+    key: str
+    request_hash: str
+
+
+async def claim(
+    pool: asyncpg.Pool, request: Request, scope: str, body: Any
+) -> IdempotencyKey | JSONResponse | None:
+    """Claim the request's key. Returns None without a key, the stored response for a replay,
+    or the claimed key for the handler to ``remember`` its response under."""
+    key = request.headers.get("Idempotency-Key")
+    if key is None:
+        return None
+    if not _KEY.match(key):
+        raise Problem(
+            400,
+            "invalid_idempotency_key",
+            "Invalid Idempotency-Key",
+            detail="An Idempotency-Key is 8 to 255 characters: letters, digits, . _ : -",
+        )
+    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), default=str)
+    request_hash = hashlib.sha256(
+        f"{request.method} {request.url.path}\n{canonical}".encode()
+    ).hexdigest()
+    async with pool.acquire() as connection:
+        await connection.execute(
+            "DELETE FROM idempotency_keys WHERE created_at < now() - $1::float8 * interval '1 hour'"
+            " AND scope = $2",
+            float(RETENTION_HOURS),
+            scope,
+        )
+        claimed = await connection.fetchval(
+            """
+            INSERT INTO idempotency_keys (scope, key, request_hash) VALUES ($1, $2, $3)
+            ON CONFLICT DO NOTHING RETURNING true
+            """,
+            scope,
+            key,
+            request_hash,
+        )
+        if claimed:
+            return IdempotencyKey(scope, key, request_hash)
+        row = await connection.fetchrow(
+            "SELECT request_hash, status_code, response FROM idempotency_keys"
+            " WHERE scope = $1 AND key = $2",
+            scope,
+            key,
+        )
+    if row is None:  # expired and deleted between the two statements: try once more
+        return await claim(pool, request, scope, body)
+    if row["request_hash"] != request_hash:
+        raise Problem(
+            409,
+            "idempotency_key_reused",
+            "Idempotency-Key reused",
+            detail="This Idempotency-Key was used with another request; use a new key.",
+        )
+    if row["status_code"] is None:
+        raise Problem(
+            409,
+            "idempotency_key_in_progress",
+            "Request in progress",
+            detail="The first request with this Idempotency-Key is still being processed.",
+            headers={"Retry-After": "1"},
+        )
+    response = row["response"]
+    if isinstance(response, str):
+        response = json.loads(response)
+    return JSONResponse(
+        response, status_code=row["status_code"], headers={"Idempotent-Replayed": "true"}
+    )
+
+
+async def remember(
+    connection: asyncpg.Connection, claimed: IdempotencyKey | None, status_code: int, body: Any
+) -> None:
+    """Store the response, inside the transaction that made the change."""
+    if claimed is None:
+        return
+    await connection.execute(
+        """
+        UPDATE idempotency_keys SET status_code = $3, response = $4::text::jsonb
+        WHERE scope = $1 AND key = $2
+        """,
+        claimed.scope,
+        claimed.key,
+        status_code,
+        json.dumps(body, default=str),
+    )
+
+
+async def release(pool: asyncpg.Pool, claimed: IdempotencyKey | None) -> None:
+    """The request failed: free the key so the client can retry with it."""
+    if claimed is None:
+        return
+    await pool.execute(
+        "DELETE FROM idempotency_keys WHERE scope = $1 AND key = $2 AND status_code IS NULL",
+        claimed.scope,
+        claimed.key,
+    )
