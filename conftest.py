@@ -8,6 +8,8 @@ created and dropped afterwards, so tests never see each other's rows.
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -15,7 +17,6 @@ from pathlib import Path
 import pytest
 
 from maillage.cli.dev import database_url_for
-from maillage.common.telemetry import configure_telemetry
 from maillage.cli.embedded import (
     EmbeddedBroker,
     EmbeddedPostgres,
@@ -23,6 +24,7 @@ from maillage.cli.embedded import (
     ensure_database,
     free_port,
 )
+from maillage.common.telemetry import configure_telemetry
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -47,18 +49,22 @@ async def kafka_bootstrap_servers() -> AsyncIterator[str]:
 
 
 @pytest.fixture(scope="session")
-async def postgres_server_url(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[str]:
+async def postgres_server_url() -> AsyncIterator[str]:
     """URL of a PostgreSQL server on which tests may create and drop databases."""
     external = os.environ.get("DATABASE_URL")
     if external:
         yield external
         return
-    server = EmbeddedPostgres(tmp_path_factory.mktemp("postgres"), free_port())
+    # Not under pytest's temporary root: another pytest session resets its permissions, and the
+    # server runs as another user when we are root.
+    data_dir = Path(tempfile.mkdtemp(prefix="maillage-test-postgres-"))
+    server = EmbeddedPostgres(data_dir, free_port())
     await server.start()
     try:
         yield server.url
     finally:
         await server.stop()
+        shutil.rmtree(data_dir, ignore_errors=True)
 
 
 @pytest.fixture

