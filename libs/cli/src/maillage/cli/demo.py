@@ -1,23 +1,189 @@
-"""Demo data for ``maillage dev --demo``, loaded through the services' public HTTP APIs.
+"""Demo data for ``maillage dev --demo``, loaded mostly through the services' public HTTP APIs.
 
-Each service adds a step here as it gains an API (the registry registers the demo partners and
-staff accounts first; the others build on them). A step receives the base URL of every service
-and returns the lines to show the developer.
+The registry step imports the Val-de-Marne sample of the Annuaire de l'éducation, creates the
+staff accounts, registers the demo partners (schools are verified by their UAI, the others by the
+demo operator) and prints a ready-to-use token. Each other service adds its step as it gains an
+API. Running it twice changes nothing: partners already registered answer 409 and are kept.
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
-DemoStep = Callable[[dict[str, str]], Awaitable[list[str]]]
+import httpx
 
-STEPS: list[DemoStep] = []
+from maillage.common.db import create_pool
 
 
-async def load(base_urls: dict[str, str]) -> list[str]:
-    if not STEPS:
-        return ["no service provides demo data yet"]
+@dataclass(frozen=True)
+class DemoContext:
+    base_urls: dict[str, str]
+    database_urls: dict[str, str]
+
+
+DemoStep = Callable[[DemoContext], Awaitable[list[str]]]
+
+STAFF = {  # development accounts, printed by `maillage dev --demo`
+    "operator@maillage.test": (["operator"], "demo-operator"),
+    "officer@maillage.test": (["officer"], "demo-officer"),
+    "admin@maillage.test": (["admin"], "demo-admin"),
+}
+
+
+def _demo_siret(number: int) -> str:
+    """A fictional but well-formed SIRET: a Luhn-valid SIREN, establishment 0001, Luhn again."""
+    siren = _luhn_completed(f"9{number:07d}")
+    return _luhn_completed(f"{siren}0001")
+
+
+def _luhn_completed(digits: str) -> str:
+    """Append the Luhn check digit."""
+    total = 0
+    for index, char in enumerate(reversed(digits + "0")):
+        value = int(char) * (2 if index % 2 else 1)
+        total += value - 9 if value > 9 else value
+    return digits + str((10 - total % 10) % 10)
+
+
+def _contact(name: str, role: str, email: str) -> list[dict[str, str]]:
+    return [{"name": name, "role": role, "email": email}]
+
+
+DEMO_PARTNERS: list[dict[str, Any]] = [
+    {
+        "kind": "etablissement_superieur",
+        "legal_name": "EFREI Paris (démo)",
+        "siret": _demo_siret(1),
+        "commune_code": "94080",
+        "commune_name": "Villejuif",
+        "departement": "94",
+        "latitude": 48.7887,
+        "longitude": 2.3637,
+        "programmes": ["cordees", "stages3e"],
+        "cites_educatives": ["Orly"],
+        "contacts": _contact("Responsable cordées", "Tête de cordée", "cordees@efrei.demo"),
+    },
+    {
+        "kind": "etablissement_superieur",
+        "legal_name": "Université Paris-Est Créteil (démo)",
+        "siret": _demo_siret(2),
+        "commune_code": "94028",
+        "commune_name": "Créteil",
+        "departement": "94",
+        "latitude": 48.7897,
+        "longitude": 2.4526,
+        "programmes": ["cordees"],
+        "contacts": _contact("Mission égalité des chances", "Tête de cordée", "cordees@upec.demo"),
+    },
+    {
+        "kind": "association",
+        "legal_name": "Ingénieurs pour l'école 94 (démo)",
+        "rna": "W941000001",
+        "commune_code": "94054",
+        "commune_name": "Orly",
+        "departement": "94",
+        "programmes": ["stages3e"],
+        "cites_educatives": ["Orly"],
+        "contacts": _contact("Coordination", "Bénévole", "contact@ipe94.demo"),
+    },
+    {
+        "kind": "entreprise",
+        "legal_name": "Aéroport d'Orly Services (démo)",
+        "siret": _demo_siret(3),
+        "commune_code": "94054",
+        "commune_name": "Orly",
+        "departement": "94",
+        "programmes": ["stages3e", "funding"],
+        "contacts": _contact("RSE", "Responsable RSE", "rse@orly-services.demo"),
+    },
+    {
+        "kind": "collectivite",
+        "legal_name": "Ville d'Orly (démo)",
+        "siret": _demo_siret(4),
+        "commune_code": "94054",
+        "commune_name": "Orly",
+        "departement": "94",
+        "programmes": ["funding"],
+        "cites_educatives": ["Orly"],
+        "contacts": _contact("Cité éducative", "Cheffe de projet", "cite-educative@orly.demo"),
+    },
+    *(
+        {
+            "kind": kind,
+            "legal_name": name,
+            "uai": uai,
+            "programmes": ["cordees", "stages3e"],
+            "contacts": _contact("Direction", "Chef d'établissement", f"ce.{uai.lower()}@ac.demo"),
+        }
+        for kind, name, uai in (
+            ("college", "Collège Robert Desnos", "0940123Y"),
+            ("college", "Collège Fernande Flagon", "0941755X"),
+            ("college", "Collège Dorval", "0941147L"),
+            ("college", "Collège Roland Garros", "0941785E"),
+            ("lycee", "Lycée Armand Guillaumin", "0942815Z"),
+        )
+    ),
+]
+
+
+async def registry_step(context: DemoContext) -> list[str]:
+    from maillage.registry import reference, store, tokens
+
+    data = Path(reference.__file__).parent / "data"
+    pool = await create_pool(context.database_urls["registry"])
+    try:
+        schools = await reference.import_annuaire(pool, data / "annuaire-education-demo-94.csv")
+        await reference.import_education_prioritaire(
+            pool, data / "education-prioritaire-demo-94.csv"
+        )
+        for email, (roles, password) in STAFF.items():
+            await store.upsert_staff(
+                pool, email=email, password_hash=tokens.hash_secret(password), roles=roles
+            )
+    finally:
+        await pool.close()
+    lines = [f"registry: {schools.inserted + schools.updated} reference schools (Val-de-Marne)"]
+    base = context.base_urls["registry"]
+    async with httpx.AsyncClient(base_url=base, timeout=10) as http:
+        login = await http.post(
+            "/oauth/token",
+            data={
+                "grant_type": "password",
+                "username": "operator@maillage.test",
+                "password": STAFF["operator@maillage.test"][1],
+            },
+        )
+        login.raise_for_status()
+        operator = {"Authorization": f"Bearer {login.json()['access_token']}"}
+        for body in DEMO_PARTNERS:
+            response = await http.post("/partners", json=body)
+            if response.status_code == 409:
+                continue
+            if response.status_code != 201:
+                raise RuntimeError(f"{body['legal_name']}: {response.status_code} {response.text}")
+            partner = response.json()
+            if partner["status"] == "pending":
+                verified = await http.post(
+                    f"/partners/{partner['id']}/verify",
+                    json={"reason": "demo partner"},
+                    headers=operator,
+                )
+                verified.raise_for_status()
+            lines.append(f"registry: {partner['legal_name']} ({partner['id']})")
+    for email, (roles, password) in STAFF.items():
+        lines.append(f"staff {email} / {password} ({', '.join(roles)})")
+    lines.append(f"operator token (15 min): {login.json()['access_token']}")
+    return lines
+
+
+STEPS: list[DemoStep] = [registry_step]
+
+
+async def load(context: DemoContext) -> list[str]:
     lines: list[str] = []
     for step in STEPS:
-        lines.extend(await step(base_urls))
+        lines.extend(await step(context))
     return lines

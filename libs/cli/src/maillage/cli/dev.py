@@ -107,6 +107,7 @@ class DevStack:
     broker: EmbeddedBroker | None = None
     postgres: EmbeddedPostgres | None = None
     services: dict[str, ManagedProcess] = field(default_factory=dict)
+    database_urls: dict[str, str] = field(default_factory=dict)
 
     async def start(self) -> None:
         options = self.options
@@ -185,9 +186,20 @@ class DevStack:
             self.services[name] = process
             await process.start()
         await self._wait_ready(ports)
-        if options.demo:
-            for line in await demo.load({name: _base_url(port) for name, port in ports.items()}):
-                self.output.say(f"demo: {line}")
+        self.database_urls = database_urls
+
+    async def load_demo(self) -> None:
+        ports = self.options.service_ports()
+        context = demo.DemoContext(
+            base_urls={name: _base_url(port) for name, port in ports.items()},
+            database_urls=self.database_urls,
+        )
+        try:
+            lines = await demo.load(context)
+        except Exception as error:
+            raise StackError(f"the demo data did not load: {error}") from error
+        for line in lines:
+            self.output.say(f"demo: {line}")
 
     def _check_ports(self, ports: dict[str, int]) -> None:
         wanted = [(port, f"the {name} service") for name, port in ports.items()]
@@ -323,6 +335,8 @@ async def run(options: DevOptions) -> int:
         stopping.cancel()
         starting.result()  # raises StackError
         stack.output.say(f"all services ready in {time.monotonic() - started:.1f} s")
+        if options.demo:
+            await stack.load_demo()
         print(f"\n{stack.summary()}\n", flush=True)
         stack.output.say("logs follow; Ctrl-C stops everything")
         died = await stack.watch(stop)

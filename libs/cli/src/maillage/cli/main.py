@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from maillage.cli import dev, operations
+from maillage.cli import dev, operations, registry
 
 app = typer.Typer(
     help="Maillage: the backbone of the réussite éducative partner ecosystem.",
@@ -20,6 +20,7 @@ app = typer.Typer(
 
 app.add_typer(operations.dlq, name="dlq")
 app.add_typer(operations.events, name="events")
+app.add_typer(registry.app, name="registry")
 
 
 @app.callback()

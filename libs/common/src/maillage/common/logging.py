@@ -15,7 +15,7 @@ from typing import Any, Literal
 import structlog
 from opentelemetry import trace
 
-_SECRET_KEYS = ("password", "secret", "token", "authorization", "api_key")
+_SECRET_KEYS = ("password", "secret", "token", "authorization", "api_key")  # key name endings
 
 
 def _add_trace_context(
@@ -36,7 +36,7 @@ def _redact_secrets(
 ) -> MutableMapping[str, Any]:
     # A last guard: a secret passed as a log field by mistake never reaches the output.
     for key in event:
-        if any(marker in key.lower() for marker in _SECRET_KEYS):
+        if key.lower().endswith(_SECRET_KEYS):
             event[key] = "***"
     return event
 

@@ -48,11 +48,13 @@ def client_address(request: Request) -> str:
     return request.client.host if request.client else "unknown"
 
 
-def rate_limited(bucket: TokenBucket, name: str) -> Any:
-    """A route dependency applying ``bucket`` per client address."""
+def rate_limited(name: str) -> Any:
+    """A route dependency applying the app's bucket ``name`` (``app.state.rate_limits``) per
+    client address; the composition root sizes the buckets from settings."""
 
     async def check(request: Request) -> None:
-        wait = bucket.take(f"{name}:{client_address(request)}")
+        bucket: TokenBucket = request.app.state.rate_limits[name]
+        wait = bucket.take(client_address(request))
         if wait > 0:
             raise Problem(
                 429,

@@ -1,5 +1,754 @@
-"""HTTP routes of the registry service."""
+"""HTTP routes of the registry: the registre des partenaires.
 
-from fastapi import APIRouter
+Anyone may register (rate limited, ``Idempotency-Key`` honoured); reading needs a token and shows
+each caller what its clearance allows (``domain.clearance``); a partner changes only itself;
+only operators move a partner's status, and every move is kept in its history.
+"""
 
-router = APIRouter()
+from __future__ import annotations
+
+import base64
+import json
+import uuid
+from datetime import datetime
+from typing import Annotated, Any
+from urllib.parse import parse_qs
+
+import asyncpg
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
+
+from maillage.common import idempotency
+from maillage.common.auth import Caller, CurrentCaller, require_role
+from maillage.common.catalog import (
+    PartnerFacts,
+    PartnerRegistered,
+    PartnerRejected,
+    PartnerSuspended,
+    PartnerUpdated,
+    PartnerVerified,
+)
+from maillage.common.db import transaction
+from maillage.common.events import Level
+from maillage.common.http import Pool
+from maillage.common.outbox import publish
+from maillage.common.problems import Problem
+from maillage.common.ratelimit import client_address, rate_limited
+from maillage.registry import domain, identifiers, reference, store, tokens
+from maillage.registry.domain import PartnerKind, PartnerStatus, Programme
+
+router = APIRouter(tags=["partners"])
+
+_EMAIL = r"^[^@\s]+@[^@\s]+\.[^@\s]+$"
+_DEPARTEMENT = r"^(0[1-9]|[1-8][0-9]|9[0-5]|2A|2B|97[1-6])$"
+
+
+class Contact(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(min_length=1, max_length=200, examples=["Camille Martin"])
+    role: str = Field(min_length=1, max_length=200, examples=["Principale adjointe"])
+    email: str = Field(max_length=320, pattern=_EMAIL, examples=["camille.martin@ac-creteil.fr"])
+    phone: str | None = Field(default=None, max_length=40, pattern=r"^\+?[0-9 .()-]{6,40}$")
+
+
+class Territory(BaseModel):
+    address: str | None = Field(default=None, max_length=300)
+    postal_code: str | None = Field(default=None, pattern=r"^[0-9]{5}$")
+    commune_code: str | None = Field(default=None, description="Code commune INSEE (94054 Orly)")
+    commune_name: str | None = Field(default=None, max_length=200)
+    departement: str | None = Field(default=None, pattern=_DEPARTEMENT)
+    latitude: float | None = Field(default=None, ge=-90, le=90)
+    longitude: float | None = Field(default=None, ge=-180, le=180)
+    cites_educatives: list[str] = Field(default_factory=list, max_length=20)
+    programmes: list[Programme] = Field(default_factory=list)
+
+
+class Registration(Territory):
+    """A partner organisation registering. REP status and pupil count are never declared: they
+    come from the Annuaire de l'éducation for collèges and lycées."""
+
+    model_config = ConfigDict(extra="forbid")
+    kind: PartnerKind
+    legal_name: str = Field(min_length=1, max_length=300)
+    siret: str | None = Field(default=None, description="14 digits; required by kind")
+    rna: str | None = Field(default=None, description="W + 9 digits (associations)")
+    uai: str | None = Field(default=None, description="7 digits + check letter (schools)")
+    contacts: list[Contact] = Field(min_length=1, max_length=10)
+
+
+class PartnerChanges(BaseModel):
+    """What a partner may change of its own record (not its kind, identifiers or status)."""
+
+    model_config = ConfigDict(extra="forbid")
+    legal_name: str | None = Field(default=None, min_length=1, max_length=300)
+    address: str | None = Field(default=None, max_length=300)
+    postal_code: str | None = Field(default=None, pattern=r"^[0-9]{5}$")
+    commune_code: str | None = None
+    commune_name: str | None = Field(default=None, max_length=200)
+    departement: str | None = Field(default=None, pattern=_DEPARTEMENT)
+    latitude: float | None = Field(default=None, ge=-90, le=90)
+    longitude: float | None = Field(default=None, ge=-180, le=180)
+    cites_educatives: list[str] | None = Field(default=None, max_length=20)
+    programmes: list[Programme] | None = None
+
+
+class Partner(BaseModel):
+    """A partner as the caller may see it: fields above its clearance are left out."""
+
+    id: str
+    kind: PartnerKind | None = None
+    legal_name: str | None = None
+    status: PartnerStatus | None = None
+    siret: str | None = None
+    siren: str | None = None
+    rna: str | None = None
+    uai: str | None = None
+    commune_code: str | None = None
+    commune_name: str | None = None
+    departement: str | None = None
+    cites_educatives: list[str] | None = None
+    programmes: list[str] | None = None
+    education_prioritaire: str | None = None
+    created_at: datetime | None = None
+    address: str | None = None
+    postal_code: str | None = None
+    latitude: float | None = None
+    longitude: float | None = None
+    pupils: int | None = None
+    updated_at: datetime | None = None
+    contacts: list[dict[str, Any]] | None = None
+
+
+class PartnerPage(BaseModel):
+    items: list[Partner]
+    next_cursor: str | None = Field(
+        description="Pass as `cursor` for the next page; null at the end"
+    )
+
+
+class StatusChange(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    reason: str = Field(min_length=3, max_length=2000)
+
+
+class HistoryEntry(BaseModel):
+    from_status: PartnerStatus | None
+    to_status: PartnerStatus
+    actor: str
+    reason: str
+    at: datetime
+
+
+# --- helpers ------------------------------------------------------------------------------------
+
+
+def _facts(partner: dict[str, Any]) -> dict[str, Any]:
+    fields = PartnerFacts.model_fields
+    facts = {name: partner[name] for name in fields if name in partner}
+    facts["partner_id"] = partner["id"]
+    facts["cites_educatives"] = tuple(partner["cites_educatives"])
+    facts["programmes"] = tuple(partner["programmes"])
+    return facts
+
+
+def _invalid(errors: list[domain.FieldError]) -> Problem:
+    return Problem(
+        422,
+        "validation_failed",
+        "The request is not valid",
+        detail=f"{len(errors)} field{'s' if len(errors) != 1 else ''} failed validation",
+        errors=[
+            {"in": "body", "pointer": f"#/{e.field}", "detail": e.message, "type": "value_error"}
+            for e in errors
+        ],
+    )
+
+
+def _not_found(partner_id: uuid.UUID) -> Problem:
+    return Problem(
+        404, "partner_not_found", "Partner not found", detail=f"No partner {partner_id}."
+    )
+
+
+async def _caller_clearance(pool: asyncpg.Pool, caller: Caller, partner_id: str) -> Level:
+    verified = False
+    if (
+        caller.partner_id
+        and caller.partner_id != partner_id
+        and not caller.roles & domain.STAFF_ROLES
+    ):
+        verified = await store.partner_status(pool, caller.partner_id) == PartnerStatus.VERIFIED
+    return domain.clearance(
+        roles=caller.roles,
+        caller_partner_id=caller.partner_id,
+        caller_partner_verified=verified,
+        partner_id=partner_id,
+    )
+
+
+def _encode_cursor(partner: dict[str, Any]) -> str:
+    raw = json.dumps([partner["created_at"].isoformat(), partner["id"]]).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
+    try:
+        created_at, partner_id = json.loads(
+            base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        )
+        return datetime.fromisoformat(created_at), uuid.UUID(partner_id)
+    except (ValueError, TypeError) as error:
+        raise Problem(
+            400, "invalid_cursor", "Invalid cursor", detail="Use the next_cursor of a page."
+        ) from error
+
+
+def _require_self(caller: Caller, partner_id: uuid.UUID) -> None:
+    if caller.partner_id != str(partner_id) and "admin" not in caller.roles:
+        raise Problem(
+            403, "forbidden", "Forbidden", detail="A partner changes only its own record."
+        )
+
+
+# --- registration -------------------------------------------------------------------------------
+
+
+@router.post(
+    "/partners",
+    status_code=201,
+    response_model=Partner,
+    response_model_exclude_unset=True,
+    summary="Register a partner organisation (no account needed)",
+    dependencies=[rate_limited("registration")],
+    responses={
+        409: {
+            "description": "An identifier is already registered (problem+json naming the partner)"
+        },
+        429: {"description": "Too many registrations from this address (Retry-After)"},
+    },
+)
+async def register(registration: Registration, request: Request, pool: Pool) -> Any:
+    claimed = await idempotency.claim(
+        pool, request, f"anonymous:{client_address(request)}", registration.model_dump(mode="json")
+    )
+    if isinstance(claimed, JSONResponse):
+        return claimed
+    try:
+        body = await _register(registration, pool, claimed)
+    except BaseException:
+        await idempotency.release(pool, claimed)
+        raise
+    return JSONResponse(body, status_code=201)
+
+
+async def _register(
+    registration: Registration, pool: asyncpg.Pool, claimed: idempotency.IdempotencyKey | None
+) -> dict[str, Any]:
+    errors: list[domain.FieldError] = []
+    normalised: dict[str, str | None] = {}
+    for name, check in (
+        ("siret", identifiers.siret),
+        ("rna", identifiers.rna),
+        ("uai", identifiers.uai),
+    ):
+        value = getattr(registration, name)
+        try:
+            normalised[name] = check(value) if value else None
+        except identifiers.InvalidIdentifier as error:
+            errors.append(domain.FieldError(name, str(error)))
+    if registration.commune_code:
+        try:
+            identifiers.insee_commune(registration.commune_code)
+        except identifiers.InvalidIdentifier as error:
+            errors.append(domain.FieldError("commune_code", str(error)))
+    failed = {error.field for error in errors}
+    errors += [
+        e for e in domain.identifier_errors(registration.kind, normalised) if e.field not in failed
+    ]
+    if errors:
+        raise _invalid(errors)
+
+    record: dict[str, Any] = {
+        "id": uuid.uuid4(),
+        "kind": registration.kind.value,
+        "legal_name": registration.legal_name,
+        **normalised,
+        **registration.model_dump(
+            include={
+                "address",
+                "postal_code",
+                "commune_code",
+                "commune_name",
+                "departement",
+                "latitude",
+                "longitude",
+                "cites_educatives",
+            }
+        ),
+        "programmes": [programme.value for programme in registration.programmes],
+    }
+    try:
+        async with transaction(pool) as connection:
+            existing = await store.find_by_identifiers(
+                connection, siret=normalised["siret"], rna=normalised["rna"], uai=normalised["uai"]
+            )
+            if existing:
+                raise _already_registered(*existing)
+            school = None
+            if registration.kind in domain.SCHOOL_KINDS and normalised["uai"]:
+                school = await reference.lookup_school(connection, normalised["uai"])
+            if school is not None:
+                record.update(domain.facts_from_reference(school))
+                record["status"] = PartnerStatus.VERIFIED.value
+            partner = await store.insert_partner(connection, record)
+            await store.replace_contacts(
+                connection, partner["id"], [c.model_dump() for c in registration.contacts]
+            )
+            await store.record_status(
+                connection,
+                record["id"],
+                None,
+                PartnerStatus.PENDING.value,
+                "registration",
+                "registered",
+            )
+            await publish(connection, PartnerRegistered(**_facts(partner)))
+            if school is not None:
+                await store.record_status(
+                    connection,
+                    record["id"],
+                    PartnerStatus.PENDING.value,
+                    PartnerStatus.VERIFIED.value,
+                    "system:annuaire",
+                    f"UAI {normalised['uai']} is in the Annuaire de l'éducation",
+                )
+                await publish(connection, PartnerVerified(**_facts(partner)))
+            contacts = await store.contacts_of(connection, [partner["id"]])
+            body = Partner(**partner, contacts=contacts[partner["id"]]).model_dump(
+                mode="json", exclude_none=True
+            )
+            await idempotency.remember(connection, claimed, 201, body)
+    except asyncpg.UniqueViolationError as error:  # a concurrent registration won the race
+        raise Problem(
+            409,
+            "partner_exists",
+            "Partner already registered",
+            detail=f"An identifier is already registered ({error.constraint_name}).",
+        ) from error
+    return body
+
+
+def _already_registered(partner_id: str, field: str) -> Problem:
+    return Problem(
+        409,
+        "partner_exists",
+        "Partner already registered",
+        detail=f"This {field.upper()} is already registered by partner {partner_id}.",
+        existing_partner_id=partner_id,
+        field=field,
+    )
+
+
+# --- reading ------------------------------------------------------------------------------------
+
+
+@router.get(
+    "/partners",
+    response_model=PartnerPage,
+    response_model_exclude_unset=True,
+    summary="Search the registry (fields filtered by your clearance)",
+)
+async def list_partners(
+    caller: CurrentCaller,
+    pool: Pool,
+    kind: PartnerKind | None = None,
+    departement: Annotated[str | None, Query(pattern=_DEPARTEMENT)] = None,
+    commune: Annotated[str | None, Query(description="Code commune INSEE")] = None,
+    programme: Programme | None = None,
+    education_prioritaire: Annotated[str | None, Query(pattern=r"^(REP|REP\+)$")] = None,
+    q: Annotated[
+        str | None, Query(min_length=2, max_length=100, description="Text in the name")
+    ] = None,
+    cursor: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+) -> dict[str, Any]:
+    rows = await store.list_partners(
+        pool,
+        kind=kind.value if kind else None,
+        departement=departement,
+        commune_code=commune,
+        programme=programme.value if programme else None,
+        education_prioritaire=education_prioritaire,
+        text=q,
+        after=_decode_cursor(cursor) if cursor else None,
+        limit=limit + 1,
+    )
+    page, more = rows[:limit], len(rows) > limit
+    levels = {p["id"]: await _caller_clearance(pool, caller, p["id"]) for p in page}
+    nominative = [pid for pid, level in levels.items() if level is Level.NOMINATIVE]
+    contacts = await store.contacts_of(pool, nominative) if nominative else {}
+    items = []
+    for partner in page:
+        if partner["id"] in contacts:
+            partner = {**partner, "contacts": contacts[partner["id"]]}
+        items.append(domain.visible(_without_version(partner), levels[partner["id"]]))
+    return {"items": items, "next_cursor": _encode_cursor(page[-1]) if more else None}
+
+
+def _without_version(partner: dict[str, Any]) -> dict[str, Any]:
+    return {name: value for name, value in partner.items() if name != "version"}
+
+
+@router.get(
+    "/partners/{partner_id}",
+    response_model=Partner,
+    response_model_exclude_unset=True,
+    summary="One partner (fields filtered by your clearance)",
+)
+async def get_partner(partner_id: uuid.UUID, caller: CurrentCaller, pool: Pool) -> dict[str, Any]:
+    partner = await store.get_partner(pool, partner_id)
+    if partner is None:
+        raise _not_found(partner_id)
+    level = await _caller_clearance(pool, caller, partner["id"])
+    if level is Level.NOMINATIVE:
+        partner["contacts"] = (await store.contacts_of(pool, [partner["id"]]))[partner["id"]]
+    return domain.visible(_without_version(partner), level)
+
+
+@router.patch(
+    "/partners/{partner_id}",
+    response_model=Partner,
+    response_model_exclude_unset=True,
+    summary="Change your own record",
+)
+async def change_partner(
+    partner_id: uuid.UUID, changes: PartnerChanges, caller: CurrentCaller, pool: Pool
+) -> dict[str, Any]:
+    _require_self(caller, partner_id)
+    values = changes.model_dump(exclude_unset=True, mode="json")
+    if not values:
+        raise Problem(
+            422, "nothing_to_change", "Nothing to change", detail="Send at least one field."
+        )
+    if values.get("commune_code"):
+        try:
+            identifiers.insee_commune(values["commune_code"])
+        except identifiers.InvalidIdentifier as error:
+            raise _invalid([domain.FieldError("commune_code", str(error))]) from error
+    async with transaction(pool) as connection:
+        if await store.get_partner(connection, partner_id, for_update=True) is None:
+            raise _not_found(partner_id)
+        partner = await store.update_partner(connection, partner_id, values)
+        await publish(connection, PartnerUpdated(**_facts(partner)))
+        partner["contacts"] = (await store.contacts_of(connection, [partner["id"]]))[partner["id"]]
+    return _without_version(partner)
+
+
+@router.get(
+    "/partners/{partner_id}/contacts",
+    response_model=list[Contact],
+    summary="Your contacts (level 1: you and operators only)",
+)
+async def get_contacts(
+    partner_id: uuid.UUID, caller: CurrentCaller, pool: Pool
+) -> list[dict[str, Any]]:
+    if caller.partner_id != str(partner_id) and not caller.roles & {"operator", "admin"}:
+        raise Problem(
+            403,
+            "forbidden",
+            "Forbidden",
+            detail="Contacts are visible to their partner and operators.",
+        )
+    if await store.get_partner(pool, partner_id) is None:
+        raise _not_found(partner_id)
+    contacts = (await store.contacts_of(pool, [str(partner_id)]))[str(partner_id)]
+    return [{k: v for k, v in c.items() if k != "id"} for c in contacts]
+
+
+@router.put(
+    "/partners/{partner_id}/contacts", response_model=list[Contact], summary="Replace your contacts"
+)
+async def put_contacts(
+    partner_id: uuid.UUID,
+    contacts: Annotated[list[Contact], Field(min_length=1, max_length=10)],
+    caller: CurrentCaller,
+    pool: Pool,
+) -> list[dict[str, Any]]:
+    _require_self(caller, partner_id)
+    async with transaction(pool) as connection:
+        if await store.get_partner(connection, partner_id, for_update=True) is None:
+            raise _not_found(partner_id)
+        await store.replace_contacts(
+            connection, str(partner_id), [c.model_dump() for c in contacts]
+        )
+    return [c.model_dump() for c in contacts]
+
+
+# --- verification -------------------------------------------------------------------------------
+
+_EVENT_OF_TARGET = {
+    PartnerStatus.VERIFIED: PartnerVerified,
+    PartnerStatus.REJECTED: PartnerRejected,
+    PartnerStatus.SUSPENDED: PartnerSuspended,
+}
+
+
+async def change_status(
+    verb: domain.Verb,
+    partner_id: uuid.UUID,
+    change: StatusChange,
+    caller: Caller,
+    pool: asyncpg.Pool,
+) -> dict[str, Any]:
+    """Where a partner is verified, rejected, suspended or reinstated."""
+    target = domain.TARGET_OF_VERB[verb.value]
+    async with transaction(pool) as connection:
+        partner = await store.get_partner(connection, partner_id, for_update=True)
+        if partner is None:
+            raise _not_found(partner_id)
+        current = PartnerStatus(partner["status"])
+        if not domain.can_transition(current, target):
+            raise Problem(
+                409,
+                "invalid_transition",
+                "Not possible from this status",
+                detail=f"A {current.value} partner cannot be moved to {target.value}.",
+                partner_status=current.value,
+            )
+        partner = await store.change_status(
+            connection,
+            partner_id,
+            from_status=current.value,
+            to_status=target.value,
+            actor=f"operator:{caller.subject}",
+            reason=change.reason,
+        )
+        await publish(connection, _EVENT_OF_TARGET[target](**_facts(partner)))
+    return _without_version(partner)
+
+
+def _status_route(verb: domain.Verb) -> None:
+    async def route(
+        partner_id: uuid.UUID,
+        change: StatusChange,
+        caller: Annotated[Caller, require_role("operator")],
+        pool: Pool,
+    ) -> dict[str, Any]:
+        return await change_status(verb, partner_id, change, caller, pool)
+
+    router.add_api_route(
+        f"/partners/{{partner_id}}/{verb.value}",
+        route,
+        methods=["POST"],
+        name=f"{verb.value}_partner",
+        response_model=Partner,
+        response_model_exclude_unset=True,
+        summary=f"{verb.value.capitalize()} a partner (operators; the reason is kept)",
+        responses={409: {"description": "Not possible from the partner's current status"}},
+    )
+
+
+for _verb in domain.Verb:
+    _status_route(_verb)
+
+
+@router.get(
+    "/partners/{partner_id}/history",
+    response_model=list[HistoryEntry],
+    summary="Who changed the partner's status, when and why",
+)
+async def get_history(
+    partner_id: uuid.UUID, caller: CurrentCaller, pool: Pool
+) -> list[dict[str, Any]]:
+    if caller.partner_id != str(partner_id) and not caller.roles & domain.STAFF_ROLES:
+        raise Problem(
+            403, "forbidden", "Forbidden", detail="History is visible to its partner and staff."
+        )
+    if await store.get_partner(pool, partner_id) is None:
+        raise _not_found(partner_id)
+    return await store.history(pool, partner_id)
+
+
+# --- credentials and the token issuer ------------------------------------------------------------
+
+credentials = APIRouter(tags=["credentials"])
+
+
+class NewClient(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(min_length=1, max_length=100, examples=["Connecteur ERP"])
+
+
+class Client(BaseModel):
+    client_id: str
+    name: str
+    created_at: datetime
+    last_used_at: datetime | None = None
+    revoked_at: datetime | None = None
+
+
+class ClientWithSecret(Client):
+    client_secret: str = Field(description="Shown once: store it now; only its hash is kept")
+
+
+def _issuer(request: Request) -> tokens.Issuer:
+    issuer: tokens.Issuer = request.app.state.issuer
+    return issuer
+
+
+def _owner_or_operator(caller: Caller, partner_id: uuid.UUID) -> None:
+    if caller.partner_id != str(partner_id) and not caller.roles & {"operator", "admin"}:
+        raise Problem(
+            403, "forbidden", "Forbidden", detail="Only the partner itself and operators."
+        )
+
+
+@credentials.post(
+    "/partners/{partner_id}/clients",
+    status_code=201,
+    response_model=ClientWithSecret,
+    summary="Create an API client (verified partners; the secret is shown once)",
+)
+async def create_client(
+    partner_id: uuid.UUID, body: NewClient, caller: CurrentCaller, pool: Pool
+) -> dict[str, Any]:
+    _require_self(caller, partner_id)
+    partner = await store.get_partner(pool, partner_id)
+    if partner is None:
+        raise _not_found(partner_id)
+    if partner["status"] != PartnerStatus.VERIFIED:
+        raise Problem(
+            409,
+            "partner_not_verified",
+            "Partner not verified",
+            detail="API clients are for verified partners.",
+            partner_status=partner["status"],
+        )
+    client_id, secret = tokens.new_client_credentials()
+    created = await store.insert_client(
+        pool,
+        client_id=client_id,
+        partner_id=partner_id,
+        name=body.name,
+        secret_hash=tokens.hash_secret(secret),
+    )
+    return {**created, "client_secret": secret}
+
+
+@credentials.get(
+    "/partners/{partner_id}/clients",
+    response_model=list[Client],
+    summary="A partner's API clients (never their secrets)",
+)
+async def list_clients(
+    partner_id: uuid.UUID, caller: CurrentCaller, pool: Pool
+) -> list[dict[str, Any]]:
+    _owner_or_operator(caller, partner_id)
+    return await store.clients_of(pool, partner_id)
+
+
+@credentials.delete(
+    "/partners/{partner_id}/clients/{client_id}",
+    status_code=204,
+    summary="Revoke an API client: its tokens are no longer issued",
+)
+async def revoke_client(
+    partner_id: uuid.UUID, client_id: str, caller: CurrentCaller, pool: Pool
+) -> None:
+    _owner_or_operator(caller, partner_id)
+    if not await store.revoke_client(pool, partner_id, client_id):
+        raise Problem(
+            404, "client_not_found", "API client not found", detail=f"No client {client_id}."
+        )
+
+
+def _oauth_error(status: int, error: str, description: str) -> JSONResponse:
+    """RFC 6749 §5.2: OAuth clients expect this shape, not problem+json."""
+    headers = {"Cache-Control": "no-store"}
+    if status == 401:
+        headers["WWW-Authenticate"] = 'Basic realm="maillage"'
+    return JSONResponse({"error": error, "error_description": description}, status, headers=headers)
+
+
+@credentials.post(
+    "/oauth/token",
+    summary="Get an access token (client credentials, or a staff password)",
+    dependencies=[rate_limited("token")],
+    openapi_extra={
+        "requestBody": {
+            "content": {
+                "application/x-www-form-urlencoded": {
+                    "schema": {
+                        "type": "object",
+                        "required": ["grant_type"],
+                        "properties": {
+                            "grant_type": {"enum": ["client_credentials", "password"]},
+                            "client_id": {"type": "string"},
+                            "client_secret": {"type": "string"},
+                            "username": {"type": "string"},
+                            "password": {"type": "string"},
+                        },
+                    }
+                }
+            },
+            "required": True,
+        }
+    },
+    responses={400: {"description": "RFC 6749 error"}, 401: {"description": "invalid_client"}},
+)
+async def token(request: Request, pool: Pool) -> JSONResponse:
+    if request.headers.get("content-type", "").split(";")[0] != "application/x-www-form-urlencoded":
+        return _oauth_error(400, "invalid_request", "Send application/x-www-form-urlencoded.")
+    form = {
+        k: v[-1] for k, v in parse_qs((await request.body()).decode("utf-8", "replace")).items()
+    }
+    grant = form.get("grant_type")
+    issuer = _issuer(request)
+    if grant == "client_credentials":
+        client_id, secret = form.get("client_id"), form.get("client_secret")
+        basic = request.headers.get("authorization", "")
+        if basic.lower().startswith("basic "):
+            try:
+                client_id, _, secret = base64.b64decode(basic[6:]).decode().partition(":")
+            except ValueError:
+                return _oauth_error(401, "invalid_client", "Malformed Basic credentials.")
+        if not client_id or not secret:
+            return _oauth_error(401, "invalid_client", "Client authentication failed.")
+        row = await store.client_for_token(pool, client_id)
+        if not tokens.verify_secret(row["secret_hash"] if row else None, secret) or row is None:
+            return _oauth_error(401, "invalid_client", "Client authentication failed.")
+        if row["status"] != PartnerStatus.VERIFIED:
+            return _oauth_error(400, "invalid_grant", f"The partner is {row['status']}.")
+        roles = ["partner"] + (["school"] if row["kind"] in domain.SCHOOL_KINDS else [])
+        access, ttl = await issuer.issue(
+            pool, subject=client_id, partner_id=str(row["partner_id"]), roles=roles
+        )
+        await store.touch_client(pool, client_id)
+    elif grant == "password":
+        username, password = form.get("username"), form.get("password")
+        if not username or not password:
+            return _oauth_error(400, "invalid_request", "username and password are required.")
+        staff = await store.staff_by_email(pool, username)
+        if (
+            not tokens.verify_secret(staff["password_hash"] if staff else None, password)
+            or staff is None
+        ):
+            return _oauth_error(400, "invalid_grant", "Wrong username or password.")
+        access, ttl = await issuer.issue(
+            pool, subject=f"staff:{staff['id']}", partner_id=None, roles=list(staff["roles"])
+        )
+    elif grant is None:
+        return _oauth_error(400, "invalid_request", "grant_type is required.")
+    else:
+        return _oauth_error(400, "unsupported_grant_type", f"{grant!r} is not supported.")
+    return JSONResponse(
+        {"access_token": access, "token_type": "Bearer", "expires_in": ttl},
+        headers={"Cache-Control": "no-store", "Pragma": "no-cache"},
+    )
+
+
+@credentials.get("/.well-known/jwks.json", summary="The public keys tokens are signed with")
+async def jwks(request: Request, pool: Pool) -> JSONResponse:
+    keys = await _issuer(request).jwks(pool)
+    return JSONResponse(keys, headers={"Cache-Control": "public, max-age=300"})

@@ -3,13 +3,18 @@
 Run it with ``uvicorn maillage.registry.app:create --factory`` (``maillage dev`` does).
 """
 
+from __future__ import annotations
+
+from datetime import timedelta
 from pathlib import Path
 
 from fastapi import FastAPI
+from pydantic import Field, SecretStr, model_validator
 
 from maillage.common.http import create_app
+from maillage.common.ratelimit import TokenBucket
 from maillage.common.settings import ServiceSettings, service_config
-from maillage.registry import api, consumers
+from maillage.registry import api, consumers, tokens
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 DESCRIPTION = (
@@ -18,19 +23,50 @@ DESCRIPTION = (
 )
 
 
+DEV_KEY_SECRET = "maillage-development-only-key-encryption-secret"  # noqa: S105 - public on purpose
+
+
 class RegistrySettings(ServiceSettings):
     model_config = service_config("registry")
 
     service_name: str = "registry"
+    registrations_per_minute: int = Field(
+        default=10, ge=1, description="Registrations accepted per client address and minute"
+    )
+    token_requests_per_minute: int = Field(default=60, ge=1)
+    token_ttl_minutes: float = Field(default=15, gt=0, le=60)
+    signing_key_rotation_days: float = Field(default=30, gt=0)
+    # Encrypts the signing keys at rest; production sets its own (REGISTRY_KEY_ENCRYPTION_SECRET).
+    key_encryption_secret: SecretStr = SecretStr(DEV_KEY_SECRET)
+
+    @model_validator(mode="after")
+    def _production_has_its_own_secret(self) -> RegistrySettings:
+        if self.environment == "production" and (
+            self.key_encryption_secret.get_secret_value() == DEV_KEY_SECRET
+        ):
+            raise ValueError("set REGISTRY_KEY_ENCRYPTION_SECRET: the development one is public")
+        return self
 
 
 def create(settings: RegistrySettings | None = None) -> FastAPI:
     settings = settings or RegistrySettings()  # type: ignore[call-arg]  # read from the environment
-    return create_app(
+    app = create_app(
         settings,
         title="Maillage registry",
         description=DESCRIPTION,
-        routers=[api.router],
+        routers=[api.router, api.credentials],
         consumers=consumers.CONSUMERS,
         migrations=MIGRATIONS,
     )
+    app.state.rate_limits = {
+        "registration": TokenBucket(rate=settings.registrations_per_minute, per=60),
+        "token": TokenBucket(rate=settings.token_requests_per_minute, per=60),
+    }
+    app.state.issuer = tokens.Issuer(
+        issuer=settings.jwt_issuer,
+        audience=settings.jwt_audience,
+        key_secret=settings.key_encryption_secret.get_secret_value().encode(),
+        token_ttl=timedelta(minutes=settings.token_ttl_minutes),
+        rotation=timedelta(days=settings.signing_key_rotation_days),
+    )
+    return app

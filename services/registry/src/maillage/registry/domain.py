@@ -11,6 +11,7 @@ what a caller sees of a partner follows from its clearance (:func:`clearance`).
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
@@ -55,6 +56,15 @@ TRANSITIONS: dict[tuple[PartnerStatus, PartnerStatus], str] = {
     (PartnerStatus.SUSPENDED, PartnerStatus.VERIFIED): "reinstate",
 }
 TARGET_OF_VERB = {verb: target for (_, target), verb in TRANSITIONS.items()}
+
+
+class Verb(StrEnum):
+    """What an operator does to a partner's status."""
+
+    VERIFY = "verify"
+    REJECT = "reject"
+    SUSPEND = "suspend"
+    REINSTATE = "reinstate"
 
 
 def can_transition(current: PartnerStatus, target: PartnerStatus) -> bool:
@@ -145,3 +155,24 @@ def identifier_errors(kind: PartnerKind, identifiers: Mapping[str, str | None]) 
             first = sorted(alternatives)[0]
             errors.append(FieldError(first, f"a {kind.value} registers with its {names}"))
     return errors
+
+
+# What the Annuaire de l'éducation says of a school overrides what the school declared; REP
+# status and pupil count are never declared at all.
+REFERENCE_FIELDS = (
+    "postal_code",
+    "commune_code",
+    "commune_name",
+    "departement",
+    "latitude",
+    "longitude",
+)
+REFERENCE_ONLY_FIELDS = ("education_prioritaire", "pupils")
+
+
+def facts_from_reference(school: Mapping[str, Any] | Any) -> dict[str, Any]:
+    """The partner fields a reference school (a mapping or a record) provides."""
+    values = school if isinstance(school, Mapping) else dataclasses.asdict(school)
+    facts = {name: values.get(name) for name in REFERENCE_ONLY_FIELDS}
+    facts.update({name: values[name] for name in REFERENCE_FIELDS if values.get(name) is not None})
+    return facts

@@ -1,0 +1,317 @@
+"""Identifiers of the French administration: valid ones normalised, invalid ones explained."""
+
+from __future__ import annotations
+
+import pytest
+
+from maillage.registry import identifiers
+from maillage.registry.domain import PartnerKind
+from maillage.registry.identifiers import InvalidIdentifier
+
+
+def rejection(function, value: str) -> InvalidIdentifier:  # type: ignore[no-untyped-def]
+    with pytest.raises(InvalidIdentifier) as caught:
+        function(value)
+    return caught.value
+
+
+def test_invalid_identifier_is_a_value_error_naming_its_field() -> None:
+    error = rejection(identifiers.siret, "73282932000075")
+    assert isinstance(error, ValueError)
+    assert error.field == "siret"
+    assert str(error) == error.message == "SIRET 73282932000075 fails its check digit (Luhn)"
+    assert rejection(lambda v: identifiers.siret(v, field="company.siret"), "1").field == (
+        "company.siret"
+    )
+
+
+# --- SIREN / SIRET ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("given", "normalised"),
+    [
+        ("732829320", "732829320"),
+        ("732 829 320", "732829320"),
+        (" 732.829.320 ", "732829320"),
+        ("356000000", "356000000"),  # La Poste's SIREN passes Luhn
+    ],
+)
+def test_valid_sirens_are_normalised_to_nine_digits(given: str, normalised: str) -> None:
+    assert identifiers.siren(given) == normalised
+
+
+@pytest.mark.parametrize(
+    ("given", "message"),
+    [
+        ("732829321", "SIREN 732829321 fails its check digit (Luhn)"),
+        ("73282932", "SIREN 73282932 has 8 digits; a SIREN has 9"),
+        ("73282932A", "SIREN 73282932A must contain only digits (spaces and dots are allowed)"),
+        ("  ", "SIREN is empty"),
+    ],
+)
+def test_invalid_sirens_are_explained(given: str, message: str) -> None:
+    assert str(rejection(identifiers.siren, given)) == message
+
+
+@pytest.mark.parametrize(
+    ("given", "normalised"),
+    [
+        ("73282932000074", "73282932000074"),
+        ("732 829 320 00074", "73282932000074"),
+        ("732.829.320.00074", "73282932000074"),
+    ],
+)
+def test_valid_sirets_are_normalised_to_fourteen_digits(given: str, normalised: str) -> None:
+    assert identifiers.siret(given) == normalised
+
+
+@pytest.mark.parametrize(
+    ("given", "message"),
+    [
+        ("73282932000075", "SIRET 73282932000075 fails its check digit (Luhn)"),
+        (
+            "7328293200007",
+            "SIRET 7328293200007 has 13 digits; "
+            "a SIRET has 14 (the 9-digit SIREN and a 5-digit NIC)",
+        ),
+        (
+            "7328293200007A",
+            "SIRET 7328293200007A must contain only digits (spaces and dots are allowed)",
+        ),
+        # Luhn-valid over 14 digits, but its first nine are not a valid SIREN.
+        (
+            "73282932100007",
+            "SIRET 73282932100007 has a SIREN (732829321) that fails its check digit (Luhn)",
+        ),
+    ],
+)
+def test_invalid_sirets_are_explained(given: str, message: str) -> None:
+    assert str(rejection(identifiers.siret, given)) == message
+
+
+def test_la_poste_sirets_follow_the_digit_sum_rule() -> None:
+    # The head office passes Luhn (its digit sum, 26, is no multiple of 5).
+    assert identifiers.siret("35600000000048") == "35600000000048"
+    # A post office: fails Luhn, but its digit sum (45) is a multiple of 5.
+    assert identifiers.siret("356 000 000 49837") == "35600000049837"
+    error = rejection(identifiers.siret, "35600000049838")
+    assert str(error) == (
+        "SIRET 35600000049838 is a La Poste establishment (SIREN 356000000) whose digit sum must "
+        "be a multiple of 5; it is 46"
+    )
+
+
+# --- UAI -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("given", "normalised"),
+    [
+        ("0940123Y", "0940123Y"),
+        ("0940123y", "0940123Y"),
+        (" 0750654D ", "0750654D"),  # lycée Henri-IV
+        ("6200001G", "6200001G"),  # Corse-du-Sud
+    ],
+)
+def test_valid_uais_are_upper_cased(given: str, normalised: str) -> None:
+    assert identifiers.uai(given) == normalised
+
+
+def test_a_wrong_uai_letter_names_the_expected_one() -> None:
+    error = rejection(identifiers.uai, "0940123A")
+    assert error.field == "uai"
+    assert str(error) == "UAI 0940123A has check letter A; 0940123 requires Y (0940123 mod 23 = 21)"
+
+
+@pytest.mark.parametrize("given", ["094012Y", "09401234Y", "0940123", "A940123Y", "0940123-Y"])
+def test_malformed_uais_are_explained(given: str) -> None:
+    assert "must be 7 digits followed by a check letter" in str(rejection(identifiers.uai, given))
+
+
+def test_the_check_letter_skips_i_o_and_q() -> None:
+    assert len(identifiers.UAI_LETTERS) == 23
+    assert not set("IOQ") & set(identifiers.UAI_LETTERS)
+    assert identifiers.uai_check_letter("0940123") == "Y"
+    assert identifiers.uai_check_letter("0750654") == "D"
+
+
+@pytest.mark.parametrize(
+    ("uai", "departement"),
+    [
+        ("0940123Y", "94"),
+        ("0750654D", "75"),
+        ("6200001G", "2A"),
+        ("7200001" + identifiers.uai_check_letter("7200001"), "2B"),
+        ("9740001" + identifiers.uai_check_letter("9740001"), "974"),
+        ("0010001" + identifiers.uai_check_letter("0010001"), "01"),
+    ],
+)
+def test_a_uai_tells_its_departement(uai: str, departement: str) -> None:
+    assert identifiers.uai_departement(uai) == departement
+
+
+def test_a_uai_prefix_that_numbers_no_departement_is_refused() -> None:
+    code = "5000001" + identifiers.uai_check_letter("5000001")
+    assert "starts with 500, which numbers no département" in str(
+        rejection(identifiers.uai_departement, code)
+    )
+
+
+@pytest.mark.parametrize(
+    ("given", "normalised"),
+    [("094", "94"), ("94", "94"), ("02A", "2A"), ("2b", "2B"), ("971", "971"), ("001", "01")],
+)
+def test_departement_codes_take_the_insee_form(given: str, normalised: str) -> None:
+    assert identifiers.departement(given) == normalised
+
+
+@pytest.mark.parametrize("given", ["20", "00", "96", "9", "2C", "1234"])
+def test_invalid_departement_codes(given: str) -> None:
+    assert "is not one" in str(rejection(identifiers.departement, given))
+
+
+# --- RNA, INSEE commune, QPV -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("given", "normalised"), [("W941234567", "W941234567"), ("w751234567", "W751234567")]
+)
+def test_valid_rna_numbers(given: str, normalised: str) -> None:
+    assert identifiers.rna(given) == normalised
+
+
+@pytest.mark.parametrize(
+    ("given", "message"),
+    [
+        ("941234567", "RNA number 941234567 must start with W (e.g. W941234567)"),
+        (
+            "W94123456",
+            "RNA number W94123456 must be W followed by 9 digits; it has 8 characters after the W",
+        ),
+        (
+            "W9412345678",
+            "RNA number W9412345678 must be W followed by 9 digits; "
+            "it has 10 characters after the W",
+        ),
+        (
+            "W94123456A",
+            "RNA number W94123456A must be W followed by 9 digits; it has 9 characters after the W",
+        ),
+    ],
+)
+def test_invalid_rna_numbers_are_explained(given: str, message: str) -> None:
+    assert str(rejection(identifiers.rna, given)) == message
+
+
+@pytest.mark.parametrize(
+    ("given", "normalised"),
+    [
+        ("94054", "94054"),
+        ("2A004", "2A004"),
+        ("2b033", "2B033"),
+        ("97411", "97411"),
+        ("01053", "01053"),
+    ],
+)
+def test_valid_insee_commune_codes(given: str, normalised: str) -> None:
+    assert identifiers.insee_commune(given) == normalised
+
+
+@pytest.mark.parametrize(
+    ("given", "fragment"),
+    [
+        ("9405", "must be 5 characters"),
+        ("940544", "must be 5 characters"),
+        ("2C004", "must be 5 characters"),
+        ("20004", "Corsican communes are numbered 2A### or 2B###"),
+        ("00123", "no département is numbered 00"),
+    ],
+)
+def test_invalid_insee_commune_codes_are_explained(given: str, fragment: str) -> None:
+    error = rejection(identifiers.insee_commune, given)
+    assert error.field == "commune_code"
+    assert fragment in str(error)
+
+
+@pytest.mark.parametrize(
+    ("given", "normalised"),
+    [
+        ("QP093028", "QP093028"),  # 2015
+        ("qp094011", "QP094011"),
+        ("QP02A001", "QP02A001"),
+        ("QN09401M", "QN09401M"),  # 2024
+        ("QN9401M", "QN9401M"),  # 2024, 2-character département
+        ("QN97101A", "QN97101A"),
+        ("QN2A01B", "QN2A01B"),
+    ],
+)
+def test_valid_qpv_codes_of_both_generations(given: str, normalised: str) -> None:
+    assert identifiers.qpv(given) == normalised
+
+
+@pytest.mark.parametrize(
+    ("given", "fragment"),
+    [
+        ("QP09302", "is not a 2015 code"),
+        ("QP09302A", "is not a 2015 code"),
+        ("QN094011", "is not a 2024 code"),  # no final letter
+        ("QN094M", "is not a 2024 code"),
+        ("QX093028", "must start with QP (2015 codes) or QN (2024 codes)"),
+    ],
+)
+def test_invalid_qpv_codes_are_explained(given: str, fragment: str) -> None:
+    assert fragment in str(rejection(identifiers.qpv, given))
+
+
+# --- Required identifiers by kind ------------------------------------------------------------
+
+
+def test_every_partner_kind_has_its_requirements() -> None:
+    assert set(identifiers.REQUIRED_IDENTIFIERS) == {kind.value for kind in PartnerKind}
+
+
+@pytest.mark.parametrize(
+    ("kind", "requirements"),
+    [
+        ("entreprise", {frozenset({"siret"})}),
+        ("collectivite", {frozenset({"siret"})}),
+        ("service_etat", {frozenset({"siret"})}),
+        ("etablissement_superieur", {frozenset({"siret"})}),
+        ("association", {frozenset({"rna", "siret"})}),
+        ("college", {frozenset({"uai"})}),
+        ("lycee", {frozenset({"uai"})}),
+        ("caf", set()),
+        ("autre", set()),
+    ],
+)
+def test_required_identifiers_by_kind(kind: str, requirements: set[frozenset[str]]) -> None:
+    assert identifiers.required_identifiers(kind) == requirements
+
+
+def test_an_association_needs_an_rna_number_or_a_siret_or_both() -> None:
+    for given in (["rna"], ["siret"], ["rna", "siret"]):
+        identifiers.check_required_identifiers("association", given)
+    error = rejection(
+        lambda kind: identifiers.check_required_identifiers(kind, ["uai"]), "association"
+    )
+    assert str(error) == "an association must give an RNA number or a SIRET (or both)"
+
+
+def test_schools_need_a_uai_and_companies_a_siret() -> None:
+    error = rejection(
+        lambda kind: identifiers.check_required_identifiers(kind, ["siret"]), "college"
+    )
+    assert (error.field, str(error)) == ("uai", "a collège must give a UAI")
+    error = rejection(
+        lambda kind: identifiers.check_required_identifiers(kind, ["rna"]), "entreprise"
+    )
+    assert (error.field, str(error)) == ("siret", "an entreprise must give a SIRET")
+    identifiers.check_required_identifiers("caf", [])
+    identifiers.check_required_identifiers("autre", [])
+
+
+def test_an_unknown_kind_is_refused() -> None:
+    assert "unknown kind of partner 'ecole'" in str(
+        rejection(identifiers.required_identifiers, "ecole")
+    )

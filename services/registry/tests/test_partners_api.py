@@ -1,0 +1,410 @@
+"""The registre des partenaires over HTTP: registration, clearance, changes, verification."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+import pytest
+from asgi_lifespan import LifespanManager
+from fastapi import FastAPI
+from jwt_fixtures import AUDIENCE, ISSUER, JWKSServer, SigningKey, claims, ed25519_key
+
+from maillage.common.auth import JWKSCache, TokenVerifier
+from maillage.common.catalog import PartnerFacts
+from maillage.registry import reference
+from maillage.registry.app import RegistrySettings, create
+
+DEMO_ANNUAIRE = Path(reference.__file__).parent / "data" / "annuaire-education-demo-94.csv"
+
+
+@pytest.fixture(scope="module")
+def jwks() -> Iterator[tuple[JWKSServer, SigningKey]]:
+    server = JWKSServer()
+    server.start()
+    key = ed25519_key()
+    server.publish(key)
+    yield server, key
+    server.stop()
+
+
+@pytest.fixture
+async def app(
+    database_url: str,
+    kafka_bootstrap_servers: str,
+    kafka_idempotent_producer: bool,
+    jwks: tuple[JWKSServer, SigningKey],
+) -> AsyncIterator[FastAPI]:
+    server, _ = jwks
+    settings = RegistrySettings(
+        environment="test",
+        database_url=database_url,
+        kafka_bootstrap_servers=kafka_bootstrap_servers,
+        kafka_idempotent_producer=kafka_idempotent_producer,
+        jwks_url=server.url,
+        jwt_issuer=ISSUER,
+        jwt_audience=AUDIENCE,
+        registrations_per_minute=5,
+    )
+    app = create(settings)
+    async with LifespanManager(app, startup_timeout=60) as manager:
+        app.state.token_verifier = TokenVerifier(
+            JWKSCache(server.url), issuer=ISSUER, audience=AUDIENCE
+        )
+        yield manager.app  # type: ignore[misc]
+
+
+def client(app: FastAPI, address: str = "192.0.2.10") -> httpx.AsyncClient:
+    transport = httpx.ASGITransport(app=app, client=(address, 40000))
+    return httpx.AsyncClient(transport=transport, base_url="http://registry")
+
+
+def token(key: SigningKey, *, partner_id: str | None = None, roles: list[str]) -> dict[str, str]:
+    signed = key.sign(
+        claims(sub=f"user-{uuid.uuid4().hex[:6]}", partner_id=partner_id, roles=roles)
+    )
+    return {"Authorization": f"Bearer {signed}"}
+
+
+def company(**overrides: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "kind": "entreprise",
+        "legal_name": "Ingénieurs pour l'école",
+        "siret": "73282932000074",
+        "commune_code": "94054",
+        "commune_name": "Orly",
+        "departement": "94",
+        "address": "1 place du Fer à Cheval",
+        "postal_code": "94310",
+        "latitude": 48.7433,
+        "longitude": 2.3936,
+        "programmes": ["stages3e"],
+        "cites_educatives": ["Orly"],
+        "contacts": [
+            {"name": "Camille Martin", "role": "Responsable RSE", "email": "camille@example.org"}
+        ],
+    }
+    body.update(overrides)
+    return body
+
+
+async def test_registration_creates_a_pending_partner_and_publishes_no_contact(
+    app: FastAPI, database_url: str
+) -> None:
+    async with client(app) as http:
+        response = await http.post("/partners", json=company(siret="73282932000074"))
+    assert response.status_code == 201, response.text
+    partner = response.json()
+    assert partner["status"] == "pending"
+    assert partner["siren"] == "732829320"
+    assert partner["contacts"][0]["email"] == "camille@example.org"
+
+    connection = await asyncpg.connect(database_url)
+    try:
+        rows = await connection.fetch("SELECT type, payload FROM outbox ORDER BY id")
+        history = await connection.fetch("SELECT * FROM partner_status_history")
+    finally:
+        await connection.close()
+    assert [row["type"] for row in rows] == ["fr.maillage.registry.partner.registered.v1"]
+    payload = json.loads(rows[0]["payload"])
+    assert set(payload) <= set(PartnerFacts.model_fields)
+    assert "Camille" not in rows[0]["payload"]
+    assert "camille@example.org" not in rows[0]["payload"]
+    assert [(h["to_status"], h["actor"]) for h in history] == [("pending", "registration")]
+
+
+async def test_invalid_identifiers_get_one_error_per_field(app: FastAPI) -> None:
+    async with client(app) as http:
+        response = await http.post(
+            "/partners",
+            json=company(siret="73282932000075", commune_code="9405"),
+        )
+        school = await http.post(
+            "/partners", json=company(kind="college", siret=None, uai="0940123A")
+        )
+        missing = await http.post("/partners", json=company(kind="association", siret=None))
+    assert response.status_code == 422
+    problem = response.json()
+    assert problem["code"] == "validation_failed"
+    pointers = {error["pointer"]: error["detail"] for error in problem["errors"]}
+    assert set(pointers) == {"#/siret", "#/commune_code"}
+    assert "73282932000075" in pointers["#/siret"]
+    assert school.status_code == 422
+    [uai_error] = school.json()["errors"]
+    assert uai_error["pointer"] == "#/uai"
+    assert "Y" in uai_error["detail"]  # names the expected check letter
+    assert missing.status_code == 422
+    assert missing.json()["errors"][0]["pointer"] in ("#/rna", "#/siret")
+
+
+async def test_an_identifier_registered_twice_names_the_existing_partner(app: FastAPI) -> None:
+    async with client(app) as http:
+        first = await http.post("/partners", json=company(siret="44306184100047"))
+        again = await http.post(
+            "/partners", json=company(siret="44306184100047", legal_name="Other")
+        )
+    assert again.status_code == 409
+    problem = again.json()
+    assert problem["code"] == "partner_exists"
+    assert problem["existing_partner_id"] == first.json()["id"]
+    assert problem["field"] == "siret"
+
+
+async def test_idempotency_key_replays_the_first_response(app: FastAPI, database_url: str) -> None:
+    body = company(siret="55210055400013")
+    headers = {"Idempotency-Key": f"register-{uuid.uuid4()}"}
+    async with client(app) as http:
+        first = await http.post("/partners", json=body, headers=headers)
+        replay = await http.post("/partners", json=body, headers=headers)
+        other = await http.post(
+            "/partners", json={**body, "legal_name": "Changed"}, headers=headers
+        )
+    assert first.status_code == replay.status_code == 201
+    assert replay.json() == first.json()
+    assert replay.headers["Idempotent-Replayed"] == "true"
+    assert other.status_code == 409
+    assert other.json()["code"] == "idempotency_key_reused"
+    connection = await asyncpg.connect(database_url)
+    try:
+        assert await connection.fetchval("SELECT count(*) FROM partners") == 1
+    finally:
+        await connection.close()
+
+
+async def test_registration_is_rate_limited_per_address(app: FastAPI) -> None:
+    statuses = []
+    async with client(app, address="198.51.100.7") as http:
+        for _ in range(6):
+            response = await http.post("/partners", json=company(siret="invalid"))
+            statuses.append(response.status_code)
+        limited = response
+    async with client(app, address="198.51.100.8") as http:
+        other_address = await http.post("/partners", json=company(siret="invalid"))
+    assert statuses == [422] * 5 + [429]
+    assert limited.json()["code"] == "rate_limited"
+    assert int(limited.headers["Retry-After"]) >= 1
+    assert other_address.status_code == 422
+
+
+async def register(http: httpx.AsyncClient, **overrides: Any) -> dict[str, Any]:
+    response = await http.post("/partners", json=company(**overrides))
+    assert response.status_code == 201, response.text
+    partner: dict[str, Any] = response.json()
+    return partner
+
+
+async def test_fields_follow_the_callers_clearance(
+    app: FastAPI, jwks: tuple[JWKSServer, SigningKey]
+) -> None:
+    _, key = jwks
+    async with client(app) as http:
+        target = await register(http, siret="73282932000074")
+        verified = await register(http, siret="44306184100047", legal_name="Vérifiée")
+        unverified = await register(http, siret="55210055400013", legal_name="En attente")
+        operator = token(key, roles=["operator"])
+        reason = {"reason": "SIRET checked in SIRENE"}
+        await http.post(f"/partners/{verified['id']}/verify", json=reason, headers=operator)
+
+        anonymous = await http.get(f"/partners/{target['id']}")
+        as_unverified = await http.get(
+            f"/partners/{target['id']}",
+            headers=token(key, partner_id=unverified["id"], roles=["partner"]),
+        )
+        as_verified = await http.get(
+            f"/partners/{target['id']}",
+            headers=token(key, partner_id=verified["id"], roles=["partner"]),
+        )
+        as_itself = await http.get(
+            f"/partners/{target['id']}",
+            headers=token(key, partner_id=target["id"], roles=["partner"]),
+        )
+        as_operator = await http.get(f"/partners/{target['id']}", headers=operator)
+        contacts_as_other = await http.get(
+            f"/partners/{target['id']}/contacts",
+            headers=token(key, partner_id=verified["id"], roles=["partner"]),
+        )
+    assert anonymous.status_code == 401
+    assert anonymous.json()["code"] == "unauthenticated"
+    public = as_unverified.json()
+    assert public["legal_name"] == target["legal_name"]
+    assert "latitude" not in public  # level 2
+    assert "contacts" not in public  # level 1
+    partners_view = as_verified.json()
+    assert partners_view["latitude"] == 48.7433
+    assert "contacts" not in partners_view
+    assert as_itself.json()["contacts"][0]["email"] == "camille@example.org"
+    assert as_operator.json()["contacts"][0]["name"] == "Camille Martin"
+    assert contacts_as_other.status_code == 403
+
+
+async def test_a_partner_changes_only_itself(
+    app: FastAPI, jwks: tuple[JWKSServer, SigningKey], database_url: str
+) -> None:
+    _, key = jwks
+    async with client(app) as http:
+        mine = await register(http, siret="73282932000074")
+        theirs = await register(http, siret="44306184100047")
+        me = token(key, partner_id=mine["id"], roles=["partner"])
+        forbidden = await http.patch(
+            f"/partners/{theirs['id']}", json={"legal_name": "Hijacked"}, headers=me
+        )
+        contacts = await http.put(
+            f"/partners/{theirs['id']}/contacts",
+            json=[{"name": "X", "role": "Y", "email": "x@example.org"}],
+            headers=me,
+        )
+        changed = await http.patch(
+            f"/partners/{mine['id']}",
+            json={"legal_name": "Ingénieurs pour l'école 94", "programmes": ["cordees"]},
+            headers=me,
+        )
+        identifiers = await http.patch(
+            f"/partners/{mine['id']}", json={"siret": "44306184100047"}, headers=me
+        )
+    assert forbidden.status_code == 403
+    assert contacts.status_code == 403
+    assert changed.status_code == 200
+    assert changed.json()["legal_name"] == "Ingénieurs pour l'école 94"
+    assert changed.json()["programmes"] == ["cordees"]
+    assert identifiers.status_code == 422  # identifiers are not changed by PATCH
+    connection = await asyncpg.connect(database_url)
+    try:
+        types = [r["type"] for r in await connection.fetch("SELECT type FROM outbox ORDER BY id")]
+    finally:
+        await connection.close()
+    assert types.count("fr.maillage.registry.partner.updated.v1") == 1
+
+
+async def test_only_operators_verify_and_history_is_complete(
+    app: FastAPI, jwks: tuple[JWKSServer, SigningKey], database_url: str
+) -> None:
+    _, key = jwks
+    async with client(app) as http:
+        partner = await register(http, siret="73282932000074")
+        path = f"/partners/{partner['id']}"
+        itself = token(key, partner_id=partner["id"], roles=["partner"])
+        officer = token(key, roles=["officer"])
+        operator = token(key, roles=["operator"])
+
+        async def move(verb: str, headers: dict[str, str], reason: str) -> httpx.Response:
+            return await http.post(f"{path}/{verb}", json={"reason": reason}, headers=headers)
+
+        assert (await move("verify", itself, "I am legit")).status_code == 403
+        assert (await move("verify", officer, "looks fine")).status_code == 403
+        assert (await move("suspend", operator, "too early")).status_code == 409
+        assert (await move("verify", operator, "SIRET checked")).json()["status"] == "verified"
+        assert (await move("suspend", operator, "complaint")).json()["status"] == "suspended"
+        assert (await move("reinstate", operator, "resolved")).json()["status"] == "verified"
+        bad_reason = await http.post(f"{path}/verify", json={}, headers=operator)
+        history = await http.get(f"{path}/history", headers=itself)
+        stranger = await http.get(
+            f"{path}/history", headers=token(key, partner_id=str(uuid.uuid4()), roles=["partner"])
+        )
+    assert bad_reason.status_code == 422
+    assert stranger.status_code == 403
+    entries = history.json()
+    assert [(e["from_status"], e["to_status"]) for e in entries] == [
+        (None, "pending"),
+        ("pending", "verified"),
+        ("verified", "suspended"),
+        ("suspended", "verified"),
+    ]
+    assert [e["reason"] for e in entries[1:]] == ["SIRET checked", "complaint", "resolved"]
+    assert all(e["actor"].startswith("operator:user-") for e in entries[1:])
+    connection = await asyncpg.connect(database_url)
+    try:
+        rows = await connection.fetch("SELECT type, payload FROM outbox ORDER BY id")
+    finally:
+        await connection.close()
+    assert [r["type"].split(".")[4] for r in rows] == [
+        "registered",
+        "verified",
+        "suspended",
+        "verified",
+    ]
+    for row in rows:  # every registry event: levels 2 and 3 only
+        assert set(json.loads(row["payload"])) <= set(PartnerFacts.model_fields)
+
+
+async def test_search_filters_and_pages_with_a_cursor(
+    app: FastAPI, jwks: tuple[JWKSServer, SigningKey]
+) -> None:
+    _, key = jwks
+    staff = token(key, roles=["officer"])
+    sirets = ["73282932000074", "44306184100047", "55210055400013", "35600000000048"]
+    async with client(app) as http:
+        for index, siret in enumerate(sirets):
+            await register(
+                http,
+                siret=siret,
+                legal_name=f"Partenaire {index}",
+                departement="94" if index < 3 else "93",
+                programmes=["cordees"] if index % 2 else ["stages3e"],
+            )
+        first = await http.get("/partners", params={"departement": "94", "limit": 2}, headers=staff)
+        second = await http.get(
+            "/partners",
+            params={"departement": "94", "limit": 2, "cursor": first.json()["next_cursor"]},
+            headers=staff,
+        )
+        programme = await http.get("/partners", params={"programme": "cordees"}, headers=staff)
+        text = await http.get("/partners", params={"q": "naire 3"}, headers=staff)
+        bad_cursor = await http.get("/partners", params={"cursor": "nope"}, headers=staff)
+    names = [p["legal_name"] for p in first.json()["items"] + second.json()["items"]]
+    assert names == ["Partenaire 0", "Partenaire 1", "Partenaire 2"]
+    assert second.json()["next_cursor"] is None
+    assert [p["legal_name"] for p in programme.json()["items"]] == ["Partenaire 1", "Partenaire 3"]
+    assert [p["legal_name"] for p in text.json()["items"]] == ["Partenaire 3"]
+    assert bad_cursor.status_code == 400
+
+
+async def test_a_school_in_the_annuaire_is_verified_with_its_reference_facts(
+    app: FastAPI, database_url: str, jwks: tuple[JWKSServer, SigningKey]
+) -> None:
+    _, key = jwks
+    from maillage.common.db import create_pool
+
+    pool = await create_pool(database_url)
+    try:
+        summary = await reference.import_annuaire(pool, DEMO_ANNUAIRE)
+    finally:
+        await pool.close()
+    assert summary.inserted > 30
+    robert_desnos = {
+        "kind": "college",
+        "legal_name": "Collège Robert Desnos",
+        "uai": "0940123y",  # normalised to upper case
+        "commune_code": "75056",  # what it declares is overridden by the Annuaire
+        "contacts": [{"name": "Principal", "role": "Principal", "email": "ce.0940123y@ac.fr"}],
+    }
+    async with client(app) as http:
+        registered = await http.post("/partners", json=robert_desnos)
+        declared_rep = await http.post(
+            "/partners", json={**robert_desnos, "uai": "0941147L", "education_prioritaire": "REP+"}
+        )
+        unknown_school = await http.post(
+            "/partners", json={**robert_desnos, "uai": "0940001R", "legal_name": "Inconnu"}
+        )
+        history = await http.get(
+            f"/partners/{registered.json()['id']}/history", headers=token(key, roles=["operator"])
+        )
+    assert registered.status_code == 201, registered.text
+    school = registered.json()
+    assert school["status"] == "verified"
+    assert school["uai"] == "0940123Y"
+    assert school["education_prioritaire"] == "REP+"
+    assert school["pupils"] == 520
+    assert school["commune_code"] == "94054"
+    assert declared_rep.status_code == 422  # REP status is never declared
+    assert unknown_school.status_code == 201
+    assert unknown_school.json()["status"] == "pending"
+    assert "education_prioritaire" not in unknown_school.json()
+    assert [(e["to_status"], e["actor"]) for e in history.json()] == [
+        ("pending", "registration"),
+        ("verified", "system:annuaire"),
+    ]
