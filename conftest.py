@@ -11,10 +11,11 @@ import os
 import shutil
 import tempfile
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
+from jwt_fixtures import JWKSServer, SigningKey, ed25519_key
 
 from maillage.cli.dev import database_url_for
 from maillage.cli.embedded import (
@@ -82,6 +83,17 @@ async def database_url(postgres_server_url: str) -> AsyncIterator[str]:
 def kafka_idempotent_producer() -> bool:
     """The embedded tansu broker does not support the idempotent producer; Apache Kafka does."""
     return bool(os.environ.get("KAFKA_BOOTSTRAP_SERVERS"))
+
+
+@pytest.fixture(scope="session")
+def jwks() -> Iterator[tuple[JWKSServer, SigningKey]]:
+    """A real JWKS served over HTTP on loopback, publishing one Ed25519 key to sign with."""
+    server = JWKSServer()
+    server.start()
+    key = ed25519_key()
+    server.publish(key)
+    yield server, key
+    server.stop()
 
 
 @pytest.fixture(scope="session")

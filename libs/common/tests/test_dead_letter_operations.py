@@ -6,14 +6,13 @@ import asyncio
 import subprocess
 import sys
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
 import pytest
 from backbone_world import World, new_world, read_topic
-from jwt_fixtures import AUDIENCE, ISSUER, JWKSServer, SigningKey, claims, ed25519_key
+from jwt_fixtures import AUDIENCE, ISSUER, JWKSServer, SigningKey, claims
 
 from maillage.common.auth import JWKSCache, TokenVerifier
 from maillage.common.events import Envelope
@@ -103,16 +102,6 @@ def test_the_cli_lists_and_replays_dead_letters(
     # One by id, then both by --all: same event ids, no dlq-* headers, on the original topic.
     assert sorted(replayed) == sorted([str(ids[1]), str(ids[0]), str(ids[1])])
     assert all(not name.startswith("dlq-") for r in records for name, _ in r.headers)
-
-
-@pytest.fixture(scope="module")
-def jwks() -> Iterator[tuple[JWKSServer, SigningKey]]:
-    server = JWKSServer()
-    server.start()
-    key = ed25519_key()
-    server.publish(key)
-    yield server, key
-    server.stop()
 
 
 async def test_admin_dlq_is_for_operators(

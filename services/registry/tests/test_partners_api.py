@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +13,7 @@ import httpx
 import pytest
 from asgi_lifespan import LifespanManager
 from fastapi import FastAPI
-from jwt_fixtures import AUDIENCE, ISSUER, JWKSServer, SigningKey, claims, ed25519_key
+from jwt_fixtures import AUDIENCE, ISSUER, JWKSServer, SigningKey, claims
 
 from maillage.common.auth import JWKSCache, TokenVerifier
 from maillage.common.catalog import PartnerFacts
@@ -21,16 +21,6 @@ from maillage.registry import reference
 from maillage.registry.app import RegistrySettings, create
 
 DEMO_ANNUAIRE = Path(reference.__file__).parent / "data" / "annuaire-education-demo-94.csv"
-
-
-@pytest.fixture(scope="module")
-def jwks() -> Iterator[tuple[JWKSServer, SigningKey]]:
-    server = JWKSServer()
-    server.start()
-    key = ed25519_key()
-    server.publish(key)
-    yield server, key
-    server.stop()
 
 
 @pytest.fixture
