@@ -337,3 +337,39 @@ async def test_invalid_data_and_unknown_types_do_not_stop_the_partition(
     # invalid JSON and missing field: validation errors; no ce_* headers: not a CloudEvent.
     assert classes == ["ValidationError", "ValidationError", "ValueError"]
     assert all(letter.attempts == 1 for letter in letters)
+
+
+async def test_published_rows_and_old_inbox_entries_are_pruned(
+    world: World, pool: asyncpg.Pool
+) -> None:
+    relay = OutboxRelay(
+        world.database_url,
+        world.bootstrap,
+        service=world.service,
+        idempotent=world.idempotent,
+        retention_hours=0.5 / 3600,  # half a second
+        inbox_retention_days=1,
+        prune_interval=0.2,
+    )
+    await pool.execute(
+        "INSERT INTO inbox (consumer_group, event_id, event_type, processed_at)"
+        " VALUES ('g.old', $1, 't', now() - interval '2 days'), ('g.new', $2, 't', now())",
+        uuid.uuid4(),
+        uuid.uuid4(),
+    )
+    task = asyncio.create_task(relay.run())
+    try:
+        await publish_thing(pool, world, "pruned")
+
+        async def pruned() -> bool:
+            return await pool.fetchval("SELECT count(*) FROM outbox") == 0
+
+        assert await wait_until(pruned, timeout=15)
+    finally:
+        relay.stop()
+        await task
+    assert [r["consumer_group"] for r in await pool.fetch("SELECT consumer_group FROM inbox")] == [
+        "g.new"
+    ]
+    records = await read_topic(world.bootstrap, world.topic.name, at_least=1)
+    assert [record.key for record in records] == [b"pruned"]  # published before it was pruned

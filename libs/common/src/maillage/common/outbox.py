@@ -127,6 +127,7 @@ class OutboxRelay:
         poll_interval: float = 1.0,
         retention_hours: float = 168,
         inbox_retention_days: float = 30,
+        prune_interval: float = 60.0,
     ) -> None:
         self.dsn = dsn
         self.bootstrap_servers = bootstrap_servers
@@ -136,6 +137,7 @@ class OutboxRelay:
         self.poll_interval = poll_interval
         self.retention_hours = retention_hours
         self.inbox_retention_days = inbox_retention_days
+        self.prune_interval = prune_interval
         self.status = RelayStatus()
         self._stop = asyncio.Event()
         self._wake = asyncio.Event()
@@ -346,7 +348,7 @@ class OutboxRelay:
             assert row is not None
             self.status.backlog = row["backlog"]
             self.status.oldest_age_s = float(row["age"])
-        if now - self._last_prune >= 60.0:
+        if now - self._last_prune >= self.prune_interval:
             self._last_prune = now
             await connection.execute(
                 """
