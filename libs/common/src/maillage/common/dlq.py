@@ -200,7 +200,10 @@ class ReplayRequest(BaseModel):
 def admin_router(service: str) -> APIRouter:
     """``/admin/dlq``: the service's dead letters, for operators."""
     router = APIRouter(
-        prefix="/admin/dlq", tags=["operations"], dependencies=[require_role("operator")]
+        prefix="/admin/dlq",
+        tags=["operations"],
+        dependencies=[require_role("operator")],
+        responses={403: {"description": "Operators only"}},
     )
 
     def context(request: Request) -> tuple[str, DeadLetterProducer]:
@@ -213,7 +216,11 @@ def admin_router(service: str) -> APIRouter:
         letters = await list_dead_letters(bootstrap, await dead_letter_topics(bootstrap, service))
         return {"items": [letter.as_dict() for letter in letters]}
 
-    @router.post("/replay", summary="Replay one event, or every dead letter not yet replayed")
+    @router.post(
+        "/replay",
+        summary="Replay one event, or every dead letter not yet replayed",
+        responses={404: {"description": "No dead letter of this event"}},
+    )
     async def replay(request: Request, body: ReplayRequest) -> dict[str, Any]:
         bootstrap, producer = context(request)
         topics = await dead_letter_topics(bootstrap, service)

@@ -38,6 +38,7 @@ from maillage.common.logging import configure_logging, get_logger
 from maillage.common.outbox import OutboxRelay
 from maillage.common.problems import (
     Problem,
+    document_problems,
     handle_http_error,
     handle_problem,
     handle_unexpected_error,
@@ -277,6 +278,14 @@ def create_app(
             500: {"description": "Unexpected error (problem+json)"},
         },
     )
+    default_openapi = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            app.openapi_schema = document_problems(default_openapi())
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
     app.state.runtime = runtime
     app.state.token_verifier = TokenVerifier(
         JWKSCache(settings.jwks_url), issuer=settings.jwt_issuer, audience=settings.jwt_audience

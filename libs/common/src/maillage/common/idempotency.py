@@ -25,6 +25,16 @@ from maillage.common.problems import Problem
 _KEY = re.compile(r"^[A-Za-z0-9._:-]{8,255}$")
 RETENTION_HOURS = 24
 
+OPENAPI_PARAMETER: dict[str, Any] = {
+    "name": "Idempotency-Key",
+    "in": "header",
+    "required": False,
+    "description": f"Retry safely: the same key and body get the same answer for "
+    f"{RETENTION_HOURS} hours",
+    "schema": {"type": "string", "pattern": _KEY.pattern},
+}
+"""The header as an OpenAPI parameter, for the ``openapi_extra`` of a route that honours it."""
+
 
 @dataclass(frozen=True)
 class IdempotencyKey:

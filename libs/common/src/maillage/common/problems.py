@@ -41,6 +41,73 @@ _CODES = {
 }
 
 
+# The problem document in OpenAPI: ``document_problems`` gives it to every error response.
+PROBLEM_SCHEMA: dict[str, Any] = {
+    "title": "Problem",
+    "description": "An RFC 9457 problem document (application/problem+json).",
+    "type": "object",
+    "required": ["type", "title", "status", "code"],
+    "properties": {
+        "type": {"type": "string", "description": "urn:maillage:problem:<code>"},
+        "title": {"type": "string"},
+        "status": {"type": "integer", "minimum": 400, "maximum": 599},
+        "code": {"type": "string", "description": "Stable machine-readable code"},
+        "detail": {"type": "string"},
+        "instance": {"type": "string", "description": "The request path"},
+        "request_id": {"type": "string"},
+        "errors": {
+            "type": "array",
+            "description": "Validation errors, one per field",
+            "items": {
+                "type": "object",
+                "required": ["in", "pointer", "detail", "type"],
+                "properties": {
+                    "in": {"type": "string"},
+                    "pointer": {"type": "string", "description": "JSON pointer to the field"},
+                    "detail": {"type": "string"},
+                    "type": {"type": "string"},
+                },
+            },
+        },
+    },
+}
+_METHODS = frozenset({"get", "put", "post", "delete", "options", "head", "patch", "trace"})
+
+
+def document_problems(openapi: dict[str, Any]) -> dict[str, Any]:
+    """Complete an OpenAPI document with the errors every operation may answer, in place.
+
+    An operation that takes a bearer token may answer 401 (with ``WWW-Authenticate``); one that
+    takes a request body may answer 400 (unparsable) and 413 (too large); and every 4xx/5xx
+    response a route declares without content is a problem document.
+    """
+    openapi.setdefault("components", {}).setdefault("schemas", {})["Problem"] = PROBLEM_SCHEMA
+    for path_item in openapi.get("paths", {}).values():
+        for method, operation in path_item.items():
+            if method not in _METHODS:
+                continue
+            responses = operation.setdefault("responses", {})
+            if operation.get("security"):
+                responses.setdefault(
+                    "401",
+                    {
+                        "description": "No bearer token, or not a valid one",
+                        "headers": {
+                            "WWW-Authenticate": {"required": True, "schema": {"type": "string"}}
+                        },
+                    },
+                )
+            if "requestBody" in operation:
+                responses.setdefault("400", {"description": "The request body cannot be parsed"})
+                responses.setdefault("413", {"description": "The request body is too large"})
+            for status, response in responses.items():
+                if status[:1] in ("4", "5") and "content" not in response:
+                    response["content"] = {
+                        PROBLEM_MEDIA_TYPE: {"schema": {"$ref": "#/components/schemas/Problem"}}
+                    }
+    return openapi
+
+
 def code_for_status(status: int) -> str:
     return _CODES.get(status, HTTPStatus(status).phrase.lower().replace(" ", "_").replace("-", "_"))
 

@@ -44,6 +44,19 @@ class TokenBucket:
         return wait
 
 
+RATE_LIMITED_RESPONSE: dict[str, Any] = {
+    "description": "Too many requests from this address: retry after Retry-After seconds",
+    "headers": {
+        "Retry-After": {
+            "required": True,
+            "description": "Seconds to wait",
+            "schema": {"type": "integer", "minimum": 1},
+        }
+    },
+}
+"""The ``responses=`` entry of a route that uses :func:`rate_limited`: ``{429: ...}``."""
+
+
 def client_address(request: Request) -> str:
     return request.client.host if request.client else "unknown"
 

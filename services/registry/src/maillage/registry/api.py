@@ -11,11 +11,11 @@ import base64
 import json
 import uuid
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 from urllib.parse import parse_qs
 
 import asyncpg
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -34,34 +34,42 @@ from maillage.common.events import Level
 from maillage.common.http import Pool
 from maillage.common.outbox import publish
 from maillage.common.problems import Problem
-from maillage.common.ratelimit import client_address, rate_limited
+from maillage.common.ratelimit import RATE_LIMITED_RESPONSE, client_address, rate_limited
 from maillage.registry import domain, identifiers, reference, store, tokens
 from maillage.registry.domain import PartnerKind, PartnerStatus, Programme
 
 router = APIRouter(tags=["partners"])
 
-_EMAIL = r"^[^@\s]+@[^@\s]+\.[^@\s]+$"
+# PostgreSQL text holds every character but NUL: free text must not contain it.
+_TEXT = r"^[^\x00]*$"
+_EMAIL = r"^[^@\s\x00]+@[^@\s\x00]+\.[^@\s\x00]+$"
 _DEPARTEMENT = r"^(0[1-9]|[1-8][0-9]|9[0-5]|2A|2B|97[1-6])$"
 
 
 class Contact(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    name: str = Field(min_length=1, max_length=200, examples=["Camille Martin"])
-    role: str = Field(min_length=1, max_length=200, examples=["Principale adjointe"])
+    name: str = Field(min_length=1, max_length=200, pattern=_TEXT, examples=["Camille Martin"])
+    role: str = Field(min_length=1, max_length=200, pattern=_TEXT, examples=["Principale adjointe"])
     email: str = Field(max_length=320, pattern=_EMAIL, examples=["camille.martin@ac-creteil.fr"])
     phone: str | None = Field(default=None, max_length=40, pattern=r"^\+?[0-9 .()-]{6,40}$")
 
 
 class Territory(BaseModel):
-    address: str | None = Field(default=None, max_length=300)
+    address: str | None = Field(default=None, max_length=300, pattern=_TEXT)
     postal_code: str | None = Field(default=None, pattern=r"^[0-9]{5}$")
     commune_code: str | None = Field(default=None, description="Code commune INSEE (94054 Orly)")
-    commune_name: str | None = Field(default=None, max_length=200)
+    commune_name: str | None = Field(default=None, max_length=200, pattern=_TEXT)
     departement: str | None = Field(default=None, pattern=_DEPARTEMENT)
     latitude: float | None = Field(default=None, ge=-90, le=90)
     longitude: float | None = Field(default=None, ge=-180, le=180)
-    cites_educatives: list[str] = Field(default_factory=list, max_length=20)
+    cites_educatives: list[Annotated[str, Field(pattern=_TEXT)]] = Field(
+        default_factory=list, max_length=20
+    )
     programmes: list[Programme] = Field(default_factory=list)
+
+
+def _omittable(schema: dict[str, Any]) -> None:
+    schema.pop("default", None)
 
 
 class Registration(Territory):
@@ -70,7 +78,7 @@ class Registration(Territory):
 
     model_config = ConfigDict(extra="forbid")
     kind: PartnerKind
-    legal_name: str = Field(min_length=1, max_length=300)
+    legal_name: str = Field(min_length=1, max_length=300, pattern=_TEXT)
     siret: str | None = Field(default=None, description="14 digits; required by kind")
     rna: str | None = Field(default=None, description="W + 9 digits (associations)")
     uai: str | None = Field(default=None, description="7 digits + check letter (schools)")
@@ -78,19 +86,27 @@ class Registration(Territory):
 
 
 class PartnerChanges(BaseModel):
-    """What a partner may change of its own record (not its kind, identifiers or status)."""
+    """What a partner may change of its own record (not its kind, identifiers or status).
+
+    A field left out stays as it is; null clears a field, except the name and the lists, which
+    are never null (send an empty list)."""
 
     model_config = ConfigDict(extra="forbid")
-    legal_name: str | None = Field(default=None, min_length=1, max_length=300)
-    address: str | None = Field(default=None, max_length=300)
+    # Not null, yet optional: the default is never validated, and not documented.
+    legal_name: str = Field(
+        default=None, min_length=1, max_length=300, pattern=_TEXT, json_schema_extra=_omittable
+    )
+    address: str | None = Field(default=None, max_length=300, pattern=_TEXT)
     postal_code: str | None = Field(default=None, pattern=r"^[0-9]{5}$")
     commune_code: str | None = None
-    commune_name: str | None = Field(default=None, max_length=200)
+    commune_name: str | None = Field(default=None, max_length=200, pattern=_TEXT)
     departement: str | None = Field(default=None, pattern=_DEPARTEMENT)
     latitude: float | None = Field(default=None, ge=-90, le=90)
     longitude: float | None = Field(default=None, ge=-180, le=180)
-    cites_educatives: list[str] | None = Field(default=None, max_length=20)
-    programmes: list[Programme] | None = None
+    cites_educatives: list[Annotated[str, Field(pattern=_TEXT)]] = Field(
+        default=None, max_length=20, json_schema_extra=_omittable
+    )
+    programmes: list[Programme] = Field(default=None, json_schema_extra=_omittable)
 
 
 class Partner(BaseModel):
@@ -129,7 +145,7 @@ class PartnerPage(BaseModel):
 
 class StatusChange(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    reason: str = Field(min_length=3, max_length=2000)
+    reason: str = Field(min_length=3, max_length=2000, pattern=_TEXT)
 
 
 class HistoryEntry(BaseModel):
@@ -141,6 +157,11 @@ class HistoryEntry(BaseModel):
 
 
 # --- helpers ------------------------------------------------------------------------------------
+
+
+# Documented error answers (problem documents: maillage.common.problems.document_problems).
+_NOT_FOUND = {404: {"description": "No such partner"}}
+_FORBIDDEN = {403: {"description": "Not for this caller"}}
 
 
 def _facts(partner: dict[str, Any]) -> dict[str, Any]:
@@ -198,7 +219,7 @@ def _decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
             base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
         )
         return datetime.fromisoformat(created_at), uuid.UUID(partner_id)
-    except (ValueError, TypeError) as error:
+    except (ValueError, TypeError, AttributeError) as error:  # uuid.UUID(7): AttributeError
         raise Problem(
             400, "invalid_cursor", "Invalid cursor", detail="Use the next_cursor of a page."
         ) from error
@@ -221,11 +242,14 @@ def _require_self(caller: Caller, partner_id: uuid.UUID) -> None:
     response_model_exclude_unset=True,
     summary="Register a partner organisation (no account needed)",
     dependencies=[rate_limited("registration")],
+    openapi_extra={"parameters": [idempotency.OPENAPI_PARAMETER]},
     responses={
+        400: {"description": "Invalid Idempotency-Key"},
         409: {
-            "description": "An identifier is already registered (problem+json naming the partner)"
+            "description": "An identifier is already registered (problem+json naming the "
+            "partner), or the Idempotency-Key was used for another request"
         },
-        429: {"description": "Too many registrations from this address (Retry-After)"},
+        429: RATE_LIMITED_RESPONSE,
     },
 )
 async def register(registration: Registration, request: Request, pool: Pool) -> Any:
@@ -257,9 +281,10 @@ async def _register(
             normalised[name] = check(value) if value else None
         except identifiers.InvalidIdentifier as error:
             errors.append(domain.FieldError(name, str(error)))
-    if registration.commune_code:
+    commune_code: str | None = None
+    if registration.commune_code is not None:  # "" too: it is not a code
         try:
-            identifiers.insee_commune(registration.commune_code)
+            commune_code = identifiers.insee_commune(registration.commune_code)
         except identifiers.InvalidIdentifier as error:
             errors.append(domain.FieldError("commune_code", str(error)))
     failed = {error.field for error in errors}
@@ -278,7 +303,6 @@ async def _register(
             include={
                 "address",
                 "postal_code",
-                "commune_code",
                 "commune_name",
                 "departement",
                 "latitude",
@@ -286,6 +310,7 @@ async def _register(
                 "cites_educatives",
             }
         ),
+        "commune_code": commune_code,  # normalised: " 2a004" is stored as 2A004
         "programmes": [programme.value for programme in registration.programmes],
     }
     try:
@@ -358,17 +383,19 @@ def _already_registered(partner_id: str, field: str) -> Problem:
     response_model=PartnerPage,
     response_model_exclude_unset=True,
     summary="Search the registry (fields filtered by your clearance)",
+    responses={400: {"description": "Invalid cursor"}},
 )
 async def list_partners(
     caller: CurrentCaller,
     pool: Pool,
     kind: PartnerKind | None = None,
     departement: Annotated[str | None, Query(pattern=_DEPARTEMENT)] = None,
-    commune: Annotated[str | None, Query(description="Code commune INSEE")] = None,
+    commune: Annotated[str | None, Query(pattern=_TEXT, description="Code commune INSEE")] = None,
     programme: Programme | None = None,
     education_prioritaire: Annotated[str | None, Query(pattern=r"^(REP|REP\+)$")] = None,
     q: Annotated[
-        str | None, Query(min_length=2, max_length=100, description="Text in the name")
+        str | None,
+        Query(min_length=2, max_length=100, pattern=_TEXT, description="Text in the name"),
     ] = None,
     cursor: str | None = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
@@ -405,6 +432,7 @@ def _without_version(partner: dict[str, Any]) -> dict[str, Any]:
     response_model=Partner,
     response_model_exclude_unset=True,
     summary="One partner (fields filtered by your clearance)",
+    responses=_NOT_FOUND,
 )
 async def get_partner(partner_id: uuid.UUID, caller: CurrentCaller, pool: Pool) -> dict[str, Any]:
     partner = await store.get_partner(pool, partner_id)
@@ -421,6 +449,7 @@ async def get_partner(partner_id: uuid.UUID, caller: CurrentCaller, pool: Pool) 
     response_model=Partner,
     response_model_exclude_unset=True,
     summary="Change your own record",
+    responses={**_FORBIDDEN, **_NOT_FOUND},
 )
 async def change_partner(
     partner_id: uuid.UUID, changes: PartnerChanges, caller: CurrentCaller, pool: Pool
@@ -431,9 +460,9 @@ async def change_partner(
         raise Problem(
             422, "nothing_to_change", "Nothing to change", detail="Send at least one field."
         )
-    if values.get("commune_code"):
+    if values.get("commune_code") is not None:  # "" too: it is not a code
         try:
-            identifiers.insee_commune(values["commune_code"])
+            values["commune_code"] = identifiers.insee_commune(values["commune_code"])
         except identifiers.InvalidIdentifier as error:
             raise _invalid([domain.FieldError("commune_code", str(error))]) from error
     async with transaction(pool) as connection:
@@ -449,6 +478,7 @@ async def change_partner(
     "/partners/{partner_id}/contacts",
     response_model=list[Contact],
     summary="Your contacts (level 1: you and operators only)",
+    responses={**_FORBIDDEN, **_NOT_FOUND},
 )
 async def get_contacts(
     partner_id: uuid.UUID, caller: CurrentCaller, pool: Pool
@@ -467,7 +497,10 @@ async def get_contacts(
 
 
 @router.put(
-    "/partners/{partner_id}/contacts", response_model=list[Contact], summary="Replace your contacts"
+    "/partners/{partner_id}/contacts",
+    response_model=list[Contact],
+    summary="Replace your contacts",
+    responses={**_FORBIDDEN, **_NOT_FOUND},
 )
 async def put_contacts(
     partner_id: uuid.UUID,
@@ -545,7 +578,11 @@ def _status_route(verb: domain.Verb) -> None:
         response_model=Partner,
         response_model_exclude_unset=True,
         summary=f"{verb.value.capitalize()} a partner (operators; the reason is kept)",
-        responses={409: {"description": "Not possible from the partner's current status"}},
+        responses={
+            **_FORBIDDEN,
+            **_NOT_FOUND,
+            409: {"description": "Not possible from the partner's current status"},
+        },
     )
 
 
@@ -557,6 +594,7 @@ for _verb in domain.Verb:
     "/partners/{partner_id}/history",
     response_model=list[HistoryEntry],
     summary="Who changed the partner's status, when and why",
+    responses={**_FORBIDDEN, **_NOT_FOUND},
 )
 async def get_history(
     partner_id: uuid.UUID, caller: CurrentCaller, pool: Pool
@@ -577,7 +615,7 @@ credentials = APIRouter(tags=["credentials"])
 
 class NewClient(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    name: str = Field(min_length=1, max_length=100, examples=["Connecteur ERP"])
+    name: str = Field(min_length=1, max_length=100, pattern=_TEXT, examples=["Connecteur ERP"])
 
 
 class Client(BaseModel):
@@ -609,6 +647,11 @@ def _owner_or_operator(caller: Caller, partner_id: uuid.UUID) -> None:
     status_code=201,
     response_model=ClientWithSecret,
     summary="Create an API client (verified partners; the secret is shown once)",
+    responses={
+        **_FORBIDDEN,
+        **_NOT_FOUND,
+        409: {"description": "The partner is not verified"},
+    },
 )
 async def create_client(
     partner_id: uuid.UUID, body: NewClient, caller: CurrentCaller, pool: Pool
@@ -640,6 +683,7 @@ async def create_client(
     "/partners/{partner_id}/clients",
     response_model=list[Client],
     summary="A partner's API clients (never their secrets)",
+    responses=_FORBIDDEN,
 )
 async def list_clients(
     partner_id: uuid.UUID, caller: CurrentCaller, pool: Pool
@@ -652,9 +696,13 @@ async def list_clients(
     "/partners/{partner_id}/clients/{client_id}",
     status_code=204,
     summary="Revoke an API client: its tokens are no longer issued",
+    responses={**_FORBIDDEN, 404: {"description": "No such API client of this partner"}},
 )
 async def revoke_client(
-    partner_id: uuid.UUID, client_id: str, caller: CurrentCaller, pool: Pool
+    partner_id: uuid.UUID,
+    client_id: Annotated[str, Path(pattern=_TEXT)],
+    caller: CurrentCaller,
+    pool: Pool,
 ) -> None:
     _owner_or_operator(caller, partner_id)
     if not await store.revoke_client(pool, partner_id, client_id):
@@ -669,6 +717,23 @@ def _oauth_error(status: int, error: str, description: str) -> JSONResponse:
     if status == 401:
         headers["WWW-Authenticate"] = 'Basic realm="maillage"'
     return JSONResponse({"error": error, "error_description": description}, status, headers=headers)
+
+
+class AccessToken(BaseModel):
+    access_token: str
+    token_type: Literal["Bearer"]
+    expires_in: int = Field(description="Seconds")
+
+
+_OAUTH_ERROR = {
+    "application/json": {
+        "schema": {
+            "type": "object",
+            "required": ["error", "error_description"],
+            "properties": {"error": {"type": "string"}, "error_description": {"type": "string"}},
+        }
+    }
+}
 
 
 @credentials.post(
@@ -695,7 +760,16 @@ def _oauth_error(status: int, error: str, description: str) -> JSONResponse:
             "required": True,
         }
     },
-    responses={400: {"description": "RFC 6749 error"}, 401: {"description": "invalid_client"}},
+    responses={
+        200: {"model": AccessToken},
+        400: {"description": "RFC 6749 error", "content": _OAUTH_ERROR},
+        401: {
+            "description": "RFC 6749 invalid_client",
+            "content": _OAUTH_ERROR,
+            "headers": {"WWW-Authenticate": {"required": True, "schema": {"type": "string"}}},
+        },
+        429: RATE_LIMITED_RESPONSE,
+    },
 )
 async def token(request: Request, pool: Pool) -> JSONResponse:
     if request.headers.get("content-type", "").split(";")[0] != "application/x-www-form-urlencoded":
@@ -703,6 +777,8 @@ async def token(request: Request, pool: Pool) -> JSONResponse:
     form = {
         k: v[-1] for k, v in parse_qs((await request.body()).decode("utf-8", "replace")).items()
     }
+    if any("\x00" in value for value in form.values()):  # no database text holds NUL
+        return _oauth_error(400, "invalid_request", "Parameters may not contain NUL.")
     grant = form.get("grant_type")
     issuer = _issuer(request)
     if grant == "client_credentials":
@@ -713,7 +789,7 @@ async def token(request: Request, pool: Pool) -> JSONResponse:
                 client_id, _, secret = base64.b64decode(basic[6:]).decode().partition(":")
             except ValueError:
                 return _oauth_error(401, "invalid_client", "Malformed Basic credentials.")
-        if not client_id or not secret:
+        if not client_id or not secret or "\x00" in client_id:
             return _oauth_error(401, "invalid_client", "Client authentication failed.")
         row = await store.client_for_token(pool, client_id)
         if not tokens.verify_secret(row["secret_hash"] if row else None, secret) or row is None:

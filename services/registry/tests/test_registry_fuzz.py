@@ -1,0 +1,326 @@
+"""The registry's OpenAPI fuzzed with schemathesis: no 5xx, no answer its schema does not allow.
+
+Thousands of generated requests, valid and invalid (schemathesis' positive and negative modes),
+against every operation, as an operator and as a verified partner (real tokens from a JWKS
+server), with random identifiers and with those of real partners. Every answer must be
+documented (status code, media type, headers) and match its documented schema, so every error
+must be a well-formed problem document.
+
+The app runs in the session event loop, where its database pool and broker clients live. The
+Hypothesis runs are synchronous: they run in a worker thread, which hands each request to the
+app on the session loop (httpx's ASGI transport) and waits for the answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import traceback
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import pytest
+import requests
+import schemathesis
+from asgi_lifespan import LifespanManager
+from fastapi import FastAPI
+from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis.errors import Unsatisfiable
+from jwt_fixtures import AUDIENCE, ISSUER, JWKSServer, SigningKey, claims, ed25519_key
+from schemathesis import GenerationMode
+from schemathesis.checks import not_a_server_error
+from schemathesis.core.failures import FailureGroup
+from schemathesis.specs.openapi.checks import (
+    content_type_conformance,
+    response_headers_conformance,
+    response_schema_conformance,
+    status_code_conformance,
+)
+
+from maillage.common.auth import JWKSCache, TokenVerifier
+from maillage.common.ratelimit import TokenBucket
+from maillage.registry.app import RegistrySettings, create
+
+BASE_URL = "http://registry"
+CHECKS = [
+    not_a_server_error,
+    status_code_conformance,
+    content_type_conformance,
+    response_headers_conformance,
+    response_schema_conformance,
+]
+MODES = (GenerationMode.POSITIVE, GenerationMode.NEGATIVE)
+# Examples per operation, generation mode, caller and target partner (random or real): about
+# 3,300 requests in all, in 35 to 60 s on two cores.
+MAX_EXAMPLES = 20
+
+pytestmark = pytest.mark.filterwarnings(
+    # Schemathesis draws from `random` inside its strategies; Hypothesis seeds `random` for each
+    # example (deterministically, with derandomize), so the runs stay reproducible.
+    "ignore:Do not use the `random` module inside strategies"
+    ":hypothesis.errors.HypothesisDeprecationWarning"
+)
+
+
+@pytest.fixture(scope="module")
+def jwks() -> Iterator[tuple[JWKSServer, SigningKey]]:
+    server = JWKSServer()
+    server.start()
+    key = ed25519_key()
+    server.publish(key)
+    yield server, key
+    server.stop()
+
+
+@dataclass
+class Registry:
+    app: FastAPI  # for its state
+    asgi: Any  # the app as the lifespan manager serves it
+    key: SigningKey
+
+
+@pytest.fixture
+async def registry(
+    database_url: str,
+    kafka_bootstrap_servers: str,
+    kafka_idempotent_producer: bool,
+    jwks: tuple[JWKSServer, SigningKey],
+) -> AsyncIterator[Registry]:
+    server, key = jwks
+    settings = RegistrySettings(
+        environment="test",
+        database_url=database_url,
+        kafka_bootstrap_servers=kafka_bootstrap_servers,
+        kafka_idempotent_producer=kafka_idempotent_producer,
+        jwks_url=server.url,
+        jwt_issuer=ISSUER,
+        jwt_audience=AUDIENCE,
+        # Fuzzing is not a flood from one address: let the requests reach the routes.
+        registrations_per_minute=1_000_000,
+        token_requests_per_minute=1_000_000,
+        log_level="WARNING",  # thousands of request lines otherwise
+    )
+    app = create(settings)
+    async with LifespanManager(app, startup_timeout=60) as manager:
+        app.state.token_verifier = TokenVerifier(
+            JWKSCache(server.url), issuer=ISSUER, audience=AUDIENCE
+        )
+        yield Registry(app, manager.app, key)
+
+
+def bearer(key: SigningKey, *, partner_id: str | None = None, roles: list[str]) -> str:
+    token = key.sign(
+        claims(
+            sub=f"fuzz-{uuid.uuid4().hex[:6]}",
+            partner_id=partner_id,
+            roles=roles,
+            exp=int(time.time()) + 3600,  # outlives the run
+        )
+    )
+    return f"Bearer {token}"
+
+
+@dataclass
+class Fuzzer:
+    """Sends schemathesis cases to the app on the session loop and validates the answers."""
+
+    loop: asyncio.AbstractEventLoop
+    http: httpx.AsyncClient
+    statuses: dict[int, int] = field(default_factory=dict)
+    answers: list[httpx.Response] = field(default_factory=list)
+    keep: frozenset[int] = frozenset()  # statuses whose answers are kept for inspection
+
+    @property
+    def sent(self) -> int:
+        return sum(self.statuses.values())
+
+    def send(self, case: schemathesis.Case, authorization: str) -> httpx.Response:
+        # Our token replaces any generated Authorization header; schemathesis still leaves it
+        # out when a negative case is about a missing credential.
+        kwargs = case.as_transport_kwargs(
+            base_url=BASE_URL, headers={"Authorization": authorization}
+        )
+        prepared = requests.Request(
+            method=kwargs.pop("method"),
+            url=kwargs.pop("url"),
+            headers=kwargs.pop("headers", None),
+            params=kwargs.pop("params", None),
+            cookies=kwargs.pop("cookies", None),
+            json=kwargs.pop("json", None),
+            data=kwargs.pop("data", None),
+            files=kwargs.pop("files", None),
+        ).prepare()
+        assert not kwargs, f"transport arguments not sent: {sorted(kwargs)}"
+        body = prepared.body.encode() if isinstance(prepared.body, str) else prepared.body
+        # Header values travel as latin-1 (httpx would encode str values as ASCII).
+        headers = {name: value.encode("latin-1") for name, value in prepared.headers.items()}
+        request = self.http.request(
+            str(prepared.method), str(prepared.url), headers=headers, content=body
+        )
+        response = asyncio.run_coroutine_threadsafe(request, self.loop).result(timeout=60)
+        self.statuses[response.status_code] = self.statuses.get(response.status_code, 0) + 1
+        if response.status_code in self.keep:
+            self.answers.append(response)
+        return response
+
+    def fuzz(
+        self,
+        operation: schemathesis.APIOperation,
+        mode: GenerationMode,
+        authorization: str,
+        path_parameters: dict[str, Any] | None = None,
+        max_examples: int = MAX_EXAMPLES,
+    ) -> None:
+        strategy = operation.as_strategy(generation_mode=mode, path_parameters=path_parameters)
+
+        @settings(
+            max_examples=max_examples,
+            deadline=None,
+            derandomize=True,  # the same requests on every run and in CI
+            database=None,
+            phases=[Phase.explicit, Phase.generate, Phase.shrink],
+            # Large bodies, and negative data, are slow to generate and filter out many drafts.
+            suppress_health_check=[
+                HealthCheck.too_slow,
+                HealthCheck.filter_too_much,
+                HealthCheck.data_too_large,
+            ],
+            print_blob=False,
+        )
+        @given(case=strategy)
+        def run(case: schemathesis.Case) -> None:
+            response = self.send(case, authorization)
+            case.validate_response(response, checks=CHECKS)
+
+        try:
+            run()
+        except Unsatisfiable:
+            # Negative data for an operation with no parameter, body or credential to break.
+            if mode is not GenerationMode.NEGATIVE:
+                raise
+
+
+def describe(error: BaseException) -> str:
+    """Every distinct failure in a (nested) group: schemathesis' reports, or a traceback."""
+    if isinstance(error, FailureGroup):
+        return str(error)
+    if isinstance(error, BaseExceptionGroup):
+        return "\n".join(describe(inner) for inner in error.exceptions)
+    return "".join(traceback.format_exception(error))
+
+
+async def seed(http: httpx.AsyncClient, operator: str) -> dict[str, str]:
+    """A pending and a verified partner for the fuzzer to aim at, besides random ids."""
+
+    async def register(siret: str) -> str:
+        response = await http.post(
+            "/partners",
+            json={
+                "kind": "entreprise",
+                "legal_name": f"Entreprise {siret}",
+                "siret": siret,
+                "commune_code": "94054",
+                "departement": "94",
+                "contacts": [{"name": "Camille", "role": "RSE", "email": "camille@example.org"}],
+            },
+        )
+        assert response.status_code == 201, response.text
+        partner_id: str = response.json()["id"]
+        return partner_id
+
+    pending = await register("73282932000074")
+    verified = await register("44306184100047")
+    verify = await http.post(
+        f"/partners/{verified}/verify",
+        json={"reason": "SIRET checked"},
+        headers={"Authorization": operator},
+    )
+    assert verify.status_code == 200, verify.text
+    return {"pending": pending, "verified": verified}
+
+
+def client(registry: Registry) -> httpx.AsyncClient:
+    # A 500 comes back as an answer (for not_a_server_error); its traceback is in the logs.
+    transport = httpx.ASGITransport(
+        app=registry.asgi, raise_app_exceptions=False, client=("192.0.2.30", 40000)
+    )
+    return httpx.AsyncClient(transport=transport, base_url=BASE_URL)
+
+
+async def load_schema(http: httpx.AsyncClient) -> Any:
+    document = await http.get("/openapi.json")
+    assert document.status_code == 200
+    return schemathesis.openapi.from_dict(document.json())
+
+
+async def test_every_operation_answers_as_documented_under_fuzzing(registry: Registry) -> None:
+    async with client(registry) as http:
+        operator = bearer(registry.key, roles=["operator"])
+        partners = await seed(http, operator)
+        callers = {
+            "operator": operator,
+            "verified partner": bearer(
+                registry.key, partner_id=partners["verified"], roles=["partner"]
+            ),
+        }
+        schema = await load_schema(http)
+        fuzzer = Fuzzer(asyncio.get_running_loop(), http)
+        failures: list[str] = []
+
+        def fuzz_everything() -> None:
+            for result in schema.get_all_operations():
+                operation = result.ok()
+                targets: list[dict[str, Any] | None] = [None]  # random identifiers
+                if "{partner_id}" in operation.path:
+                    targets += [{"partner_id": partner_id} for partner_id in partners.values()]
+                for who, authorization in callers.items():
+                    for mode in MODES:
+                        for target in targets:
+                            try:
+                                fuzzer.fuzz(operation, mode, authorization, target)
+                            # FailureGroup, or Hypothesis' group of distinct failures, is a
+                            # BaseExceptionGroup; anything else is a bug of its own.
+                            except (Exception, BaseExceptionGroup) as error:
+                                failures.append(
+                                    f"{operation.label} ({mode.value}, {who}, {target}):\n"
+                                    + describe(error)
+                                )
+
+        started = time.monotonic()
+        await asyncio.to_thread(fuzz_everything)
+        elapsed = time.monotonic() - started
+    print(
+        f"\n{fuzzer.sent} generated requests in {elapsed:.1f} s;"
+        f" statuses: {dict(sorted(fuzzer.statuses.items()))}"
+    )
+    if failures:
+        pytest.fail("\n\n".join(failures), pytrace=False)
+    assert fuzzer.sent >= 2000
+    assert not any(status >= 500 for status in fuzzer.statuses)
+
+
+async def test_rate_limited_answers_are_documented_problems(registry: Registry) -> None:
+    """The fuzz above lifts the rate limits; here they bite, and every 429 must still be a
+    documented problem document with its Retry-After."""
+    registry.app.state.rate_limits = {
+        "registration": TokenBucket(rate=1, per=60),
+        "token": TokenBucket(rate=1, per=60),
+    }
+    async with client(registry) as http:
+        schema = await load_schema(http)
+        fuzzer = Fuzzer(asyncio.get_running_loop(), http, keep=frozenset({429}))
+        operator = bearer(registry.key, roles=["operator"])
+
+        def fuzz_the_limited_operations() -> None:
+            for path in ("/partners", "/oauth/token"):
+                fuzzer.fuzz(schema[path]["POST"], GenerationMode.POSITIVE, operator, None, 10)
+
+        await asyncio.to_thread(fuzz_the_limited_operations)
+    assert len(fuzzer.answers) >= 10, fuzzer.statuses
+    for answer in fuzzer.answers:
+        assert answer.headers["content-type"] == "application/problem+json"
+        assert answer.json()["code"] == "rate_limited"
+        assert int(answer.headers["Retry-After"]) >= 1
