@@ -153,30 +153,18 @@ async def test_a_verified_partner_gets_a_client_and_another_service_trusts_its_t
 ) -> None:
     async with httpx.AsyncClient(timeout=10) as http:
         partner_id = await verified_partner(registry, http)
-        # The partner's first token comes from a staff-less bootstrap: an operator token acting
-        # as the partner would be wrong, so the test signs as the partner through a first client
-        # created directly in the database by the operator's tooling.
+        # Onboarding: the operator who verified the partner creates its first client.
         operator = await staff_token(registry, http, ["operator"])
         as_operator = {"Authorization": f"Bearer {operator}"}
-        forbidden = await http.post(
+        first = await http.post(
             f"{registry.url}/partners/{partner_id}/clients",
-            json={"name": "ERP"},
+            json={"name": "premier accès"},
             headers=as_operator,
         )
-        assert forbidden.status_code == 403  # an operator does not create a partner's secrets
-
-        client_id, secret = tokens.new_client_credentials()
+        assert first.status_code == 201, first.text
+        client_id, secret = first.json()["client_id"], first.json()["client_secret"]
         connection = await asyncpg.connect(registry.database_url)
         try:
-            from maillage.registry import store
-
-            await store.insert_client(
-                connection,
-                client_id=client_id,
-                partner_id=uuid.UUID(partner_id),
-                name="bootstrap",
-                secret_hash=tokens.hash_secret(secret),
-            )
             stored = await connection.fetchval(
                 "SELECT secret_hash FROM api_clients WHERE client_id = $1", client_id
             )
@@ -184,6 +172,12 @@ async def test_a_verified_partner_gets_a_client_and_another_service_trusts_its_t
             await connection.close()
         assert stored.startswith("$argon2id$")
         assert secret not in stored
+        stranger = await http.post(
+            f"{registry.url}/partners/{partner_id}/clients",
+            json={"name": "x"},
+            headers={"Authorization": f"Bearer {await staff_token(registry, http, ['officer'])}"},
+        )
+        assert stranger.status_code == 403
 
         basic = base64.b64encode(f"{client_id}:{secret}".encode()).decode()
         issued = await http.post(
@@ -210,7 +204,7 @@ async def test_a_verified_partner_gets_a_client_and_another_service_trusts_its_t
         new_secret = created.json()["client_secret"]
         listed = await http.get(f"{registry.url}/partners/{partner_id}/clients", headers=as_partner)
         assert new_secret not in listed.text
-        assert {c["name"] for c in listed.json()} == {"bootstrap", "ERP"}
+        assert {c["name"] for c in listed.json()} == {"premier accès", "ERP"}
 
     other = another_service(registry)
     transport = httpx.ASGITransport(app=other)

@@ -398,3 +398,24 @@ async def test_a_school_in_the_annuaire_is_verified_with_its_reference_facts(
         ("pending", "registration"),
         ("verified", "system:annuaire"),
     ]
+
+
+async def test_every_stored_column_is_classified_in_one_place(
+    app: FastAPI, database_url: str
+) -> None:
+    """The app's start-up migrated the database: compare its columns with the classification."""
+    from maillage.registry.domain import CONTACT_FIELD_LEVELS, STORED_FIELD_LEVELS
+
+    connection = await asyncpg.connect(database_url)
+    try:
+        rows = await connection.fetch(
+            "SELECT table_name, column_name FROM information_schema.columns"
+            " WHERE table_schema = 'public'"
+        )
+    finally:
+        await connection.close()
+    in_database: dict[str, set[str]] = {}
+    for row in rows:
+        in_database.setdefault(row["table_name"], set()).add(row["column_name"])
+    assert in_database == {table: set(levels) for table, levels in STORED_FIELD_LEVELS.items()}
+    assert set(CONTACT_FIELD_LEVELS) <= set(STORED_FIELD_LEVELS["partner_contacts"])

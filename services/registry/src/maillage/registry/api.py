@@ -656,7 +656,9 @@ def _owner_or_operator(caller: Caller, partner_id: uuid.UUID) -> None:
 async def create_client(
     partner_id: uuid.UUID, body: NewClient, caller: CurrentCaller, pool: Pool
 ) -> dict[str, Any]:
-    _require_self(caller, partner_id)
+    # The partner itself, or an operator onboarding it: a newly verified partner has no token
+    # yet, so its first client comes from the operator who verified it.
+    _owner_or_operator(caller, partner_id)
     partner = await store.get_partner(pool, partner_id)
     if partner is None:
         raise _not_found(partner_id)

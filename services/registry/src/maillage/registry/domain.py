@@ -106,6 +106,102 @@ CONTACT_FIELD_LEVELS: dict[str, Level] = {
     "phone": Level.NOMINATIVE,
 }
 
+_P, _S, _N = Level.PUBLIC, Level.PARTNERS, Level.NOMINATIVE
+
+# Every column the registry stores, table by table (a test checks this against the database).
+# Level 1 also covers what must never be shared at all: secrets, hashes, private keys.
+STORED_FIELD_LEVELS: dict[str, dict[str, Level]] = {
+    "partners": {**{k: v for k, v in FIELD_LEVELS.items() if k != "contacts"}, "version": _P},
+    "partner_contacts": {
+        "id": _N,
+        "partner_id": _S,
+        "name": _N,
+        "role": _N,
+        "email": _N,
+        "phone": _N,
+        "position": _N,
+    },
+    "partner_status_history": {
+        "id": _S,
+        "partner_id": _S,
+        "from_status": _S,
+        "to_status": _S,
+        "actor": _S,
+        "reason": _S,
+        "at": _S,
+    },
+    # The Annuaire de l'éducation is open data.
+    "reference_schools": dict.fromkeys(
+        (
+            "uai",
+            "name",
+            "type",
+            "public_private",
+            "postal_code",
+            "commune_code",
+            "commune_name",
+            "departement",
+            "academie",
+            "education_prioritaire",
+            "education_prioritaire_source",
+            "latitude",
+            "longitude",
+            "pupils",
+            "updated_at",
+        ),
+        _P,
+    ),
+    "api_clients": {
+        "client_id": _S,
+        "partner_id": _S,
+        "name": _S,
+        "secret_hash": _N,
+        "created_at": _S,
+        "last_used_at": _S,
+        "revoked_at": _S,
+    },
+    "staff_accounts": {
+        "id": _S,
+        "email": _N,
+        "password_hash": _N,
+        "roles": _S,
+        "created_at": _S,
+        "disabled_at": _S,
+    },
+    "signing_keys": {
+        "kid": _P,
+        "algorithm": _P,
+        "private_pem": _N,
+        "public_jwk": _P,
+        "created_at": _P,
+        "retired_at": _P,
+    },
+    # maillage.common's tables, in this database too.
+    "outbox": {  # events carry levels 2 and 3 only (the catalog refuses level 1)
+        "id": _S,
+        "event_id": _S,
+        "topic": _S,
+        "key": _S,
+        "type": _S,
+        "headers": _S,
+        "payload": _S,
+        "created_at": _S,
+        "published_at": _S,
+    },
+    "inbox": {"consumer_group": _S, "event_id": _S, "event_type": _S, "processed_at": _S},
+    "idempotency_keys": {  # a stored response may hold contacts
+        "scope": _S,
+        "key": _S,
+        "request_hash": _S,
+        "status_code": _S,
+        "response": _N,
+        "created_at": _S,
+    },
+    "schema_migrations": dict.fromkeys(
+        ("component", "version", "name", "checksum", "applied_at"), _P
+    ),
+}
+
 STAFF_ROLES = frozenset({"officer", "operator", "admin"})
 
 
