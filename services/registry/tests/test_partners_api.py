@@ -362,9 +362,13 @@ async def test_a_school_in_the_annuaire_is_verified_with_its_reference_facts(
     pool = await create_pool(database_url)
     try:
         summary = await reference.import_annuaire(pool, DEMO_ANNUAIRE)
+        listed = await reference.import_education_prioritaire(
+            pool, DEMO_ANNUAIRE.parent / "education-prioritaire-demo-94.csv"
+        )
     finally:
         await pool.close()
     assert summary.inserted > 30
+    assert listed.updated > 10
     robert_desnos = {
         "kind": "college",
         "legal_name": "Collège Robert Desnos",
@@ -390,6 +394,8 @@ async def test_a_school_in_the_annuaire_is_verified_with_its_reference_facts(
     assert school["education_prioritaire"] == "REP+"
     assert school["pupils"] == 520
     assert school["commune_code"] == "94054"
+    assert school["qpv_proximity"] is True  # from the éducation prioritaire list
+    assert school["qpv_code"] == "QN09407A"
     assert declared_rep.status_code == 422  # REP status is never declared
     assert unknown_school.status_code == 201
     assert unknown_school.json()["status"] == "pending"

@@ -530,3 +530,25 @@ def test_the_command_explains_a_file_in_the_wrong_format(database_url: str, tmp_
     )
     assert result.exit_code == 1
     assert "not an Annuaire de l'éducation CSV" in result.output
+
+
+def test_the_education_prioritaire_list_gives_qpv_proximity() -> None:
+    from maillage.registry.reference import PrioritaireStatus, Rejected, parse_education_prioritaire
+
+    lines = [
+        "uai;ep_2023_2024;qp_a_proximite_o_n;code_qp_a_proximite",
+        "0940123Y;REP+;O;QN09407A",
+        "0941147L;REP;N;",
+        "0940184P;REP;O;QX123",
+        "0942815Z;;;",
+    ]
+    parsed = list(parse_education_prioritaire(lines))
+    statuses = [p for p in parsed if isinstance(p, PrioritaireStatus)]
+    assert [(s.uai, s.qpv_proximity, s.qpv_code) for s in statuses] == [
+        ("0940123Y", True, "QN09407A"),
+        ("0941147L", False, None),
+        ("0942815Z", None, None),
+    ]
+    [rejected] = [p for p in parsed if isinstance(p, Rejected)]
+    assert rejected.uai == "0940184P"
+    assert "QX123" in rejected.reason

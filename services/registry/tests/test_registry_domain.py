@@ -43,5 +43,11 @@ def test_reference_facts_override_declarations_and_rep_status_is_never_declared(
     facts = facts_from_reference(
         {"commune_code": "94054", "education_prioritaire": "REP+", "pupils": 412, "latitude": None}
     )
-    assert facts == {"education_prioritaire": "REP+", "pupils": 412, "commune_code": "94054"}
+    assert facts == {
+        "education_prioritaire": "REP+",
+        "pupils": 412,
+        "qpv_proximity": None,
+        "qpv_code": None,
+        "commune_code": "94054",
+    }
     assert facts_from_reference({})["education_prioritaire"] is None

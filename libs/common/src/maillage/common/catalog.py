@@ -68,6 +68,8 @@ class PartnerFacts(Event):
     latitude: Annotated[float | None, Level.PARTNERS] = None
     longitude: Annotated[float | None, Level.PARTNERS] = None
     education_prioritaire: Annotated[str | None, Level.PUBLIC] = None
+    qpv_proximity: Annotated[bool | None, Level.PUBLIC] = None
+    qpv_code: Annotated[str | None, Level.PUBLIC] = None
     pupils: Annotated[int | None, Level.PARTNERS] = None
     cites_educatives: Annotated[tuple[str, ...], Level.PUBLIC] = ()
     programmes: Annotated[tuple[str, ...], Level.PUBLIC] = ()

@@ -126,6 +126,8 @@ class Partner(BaseModel):
     cites_educatives: list[str] | None = None
     programmes: list[str] | None = None
     education_prioritaire: str | None = None
+    qpv_proximity: bool | None = None
+    qpv_code: str | None = None
     created_at: datetime | None = None
     address: str | None = None
     postal_code: str | None = None

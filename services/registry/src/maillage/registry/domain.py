@@ -89,6 +89,8 @@ FIELD_LEVELS: dict[str, Level] = {
     "cites_educatives": Level.PUBLIC,
     "programmes": Level.PUBLIC,
     "education_prioritaire": Level.PUBLIC,
+    "qpv_proximity": Level.PUBLIC,
+    "qpv_code": Level.PUBLIC,
     "created_at": Level.PUBLIC,
     "address": Level.PARTNERS,
     "postal_code": Level.PARTNERS,
@@ -144,6 +146,8 @@ STORED_FIELD_LEVELS: dict[str, dict[str, Level]] = {
             "academie",
             "education_prioritaire",
             "education_prioritaire_source",
+            "qpv_proximity",
+            "qpv_code",
             "latitude",
             "longitude",
             "pupils",
@@ -263,7 +267,7 @@ REFERENCE_FIELDS = (
     "latitude",
     "longitude",
 )
-REFERENCE_ONLY_FIELDS = ("education_prioritaire", "pupils")
+REFERENCE_ONLY_FIELDS = ("education_prioritaire", "pupils", "qpv_proximity", "qpv_code")
 
 
 def facts_from_reference(school: Mapping[str, Any] | Any) -> dict[str, Any]:

@@ -67,6 +67,9 @@ REQUIRED_ANNUAIRE_COLUMNS = ("identifiant_de_l_etablissement", "nom_etablissemen
 # Candidate names of the UAI column of the éducation prioritaire list, in order of preference.
 EP_UAI_COLUMNS = ("uai", "identifiant_de_l_etablissement", "code_uai", "numero_uai", "uai_etab")
 EP_SCHOOL_YEAR = re.compile(r"^ep_(\d{4})_(\d{4})$")
+# Optional columns of the list: is a quartier prioritaire (QPV) near the school, and which one.
+EP_QPV_FLAG_COLUMNS = ("qp_a_proximite_o_n", "qpv_a_proximite_o_n", "qp_a_proximite_on")
+EP_QPV_CODE_COLUMNS = ("code_qp_a_proximite", "qp_a_proximite", "code_qpv", "code_qp")
 
 Progress = Callable[[int, int], None]
 """Called as rows are read, with (bytes read so far, rows read so far)."""
@@ -93,7 +96,9 @@ class ReferenceSchool:
     latitude: float | None = None
     longitude: float | None = None
     pupils: int | None = None
-    education_prioritaire_source: str = ANNUAIRE_SOURCE  # "annuaire" or "ep_2022_2023"...
+    education_prioritaire_source: str = ANNUAIRE_SOURCE
+    qpv_proximity: bool | None = None  # from the éducation prioritaire list
+    qpv_code: str | None = None  # "annuaire" or "ep_2022_2023"...
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,6 +122,8 @@ class PrioritaireStatus:
     uai: str
     status: str | None  # "REP" | "REP+" | None (not in éducation prioritaire)
     school_year: str  # the column it came from, e.g. "ep_2022_2023"
+    qpv_proximity: bool | None = None  # None when the list has no such column
+    qpv_code: str | None = None
 
 
 @dataclass
@@ -167,11 +174,15 @@ def _rows(lines: Iterable[str]) -> Iterator[tuple[int, list[str] | csv.Error]]:
 def _header(
     rows: Iterator[tuple[int, list[str] | csv.Error]], what: str
 ) -> tuple[dict[str, int], int]:
-    """The header's columns (normalised name → position) and its number of fields."""
+    """The header's columns (normalised name → position) and its number of fields.
+
+    Lines before the header that start with ``#`` are comments (the demo samples say there that
+    they are samples); the official files have none.
+    """
     for _, row in rows:
         if isinstance(row, csv.Error):
             raise ReferenceFormatError(f"cannot read the header of the {what}: {row}")
-        if not any(cell.strip() for cell in row):
+        if not any(cell.strip() for cell in row) or row[0].lstrip().startswith("#"):
             continue
         index: dict[str, int] = {}
         for position, cell in enumerate(row):
@@ -396,6 +407,8 @@ def parse_education_prioritaire(lines: Iterable[str]) -> Iterator[PrioritaireSta
         )
     year = max(years)  # ep_YYYY_YYYY sort by year
     uai_position, year_position = index[uai_column], index[year]
+    flag_column = next((name for name in EP_QPV_FLAG_COLUMNS if name in index), None)
+    code_column = next((name for name in EP_QPV_CODE_COLUMNS if name in index), None)
     seen = _SeenUais()
     for line_number, row in rows:
         if isinstance(row, csv.Error):
@@ -416,12 +429,32 @@ def parse_education_prioritaire(lines: Iterable[str]) -> Iterator[PrioritaireSta
             status = _education_prioritaire(row[year_position].strip())
         except ValueError as error:
             problems.append(f"{year}: {error}")
+        qpv_proximity, qpv_code = None, None
+        if flag_column is not None:
+            flag = _field(row, index[flag_column]).upper()
+            if flag in ("O", "OUI", "1", "TRUE"):
+                qpv_proximity = True
+            elif flag in ("N", "NON", "0", "FALSE"):
+                qpv_proximity = False
+            elif flag:
+                problems.append(f"{flag_column}: {flag!r} is not O or N")
+        if code_column is not None and (code := _field(row, index[code_column])):
+            try:
+                qpv_code = identifiers.qpv(code)
+            except identifiers.InvalidIdentifier as error:
+                problems.append(f"{code_column}: {error}")
+            if qpv_proximity is None:
+                qpv_proximity = True
         if problems:
             yield Rejected(line_number, raw_uai or None, "; ".join(problems))
         elif not seen.add(uai):
             yield Rejected(line_number, uai, f"UAI {uai} appears earlier in the file; row ignored")
         else:
-            yield PrioritaireStatus(line_number, uai, status, year)
+            yield PrioritaireStatus(line_number, uai, status, year, qpv_proximity, qpv_code)
+
+
+def _field(row: list[str], position: int) -> str:
+    return row[position].strip() if position < len(row) else ""
 
 
 # --- Reading a file with its progress ------------------------------------------------------------
@@ -482,11 +515,15 @@ RETURNING (xmax = 0) AS inserted
 
 _SET_EDUCATION_PRIORITAIRE = """
 WITH incoming AS (
-    SELECT * FROM unnest($1::text[], $2::text[]) AS incoming (uai, status)
+    SELECT * FROM unnest($1::text[], $2::text[], $4::boolean[], $5::text[])
+        AS incoming (uai, status, qpv_proximity, qpv_code)
 ), updated AS (
     UPDATE reference_schools AS school
     SET education_prioritaire = incoming.status,
         education_prioritaire_source = $3,
+        qpv_proximity = coalesce(incoming.qpv_proximity, school.qpv_proximity),
+        qpv_code = CASE WHEN incoming.qpv_proximity IS NULL THEN school.qpv_code
+                        ELSE incoming.qpv_code END,
         updated_at = now()
     FROM incoming
     WHERE school.uai = incoming.uai
@@ -502,7 +539,8 @@ SELECT
 
 _LOOKUP_SCHOOL = """
 SELECT uai, name, type, public_private, postal_code, commune_code, commune_name, departement,
-       academie, education_prioritaire, latitude, longitude, pupils, education_prioritaire_source
+       academie, education_prioritaire, latitude, longitude, pupils, education_prioritaire_source,
+       qpv_proximity, qpv_code
 FROM reference_schools
 WHERE uai = $1
 """
@@ -531,6 +569,8 @@ async def set_education_prioritaire(
         [entry.uai for entry in batch],
         [entry.status for entry in batch],
         school_year,
+        [entry.qpv_proximity for entry in batch],
+        [entry.qpv_code for entry in batch],
     )
     assert row is not None
     return int(row["updated"]), int(row["not_found"])

@@ -12,7 +12,7 @@ import asyncpg
 PARTNER_COLUMNS = (
     "id, kind, legal_name, status, siret, siren, rna, uai, address, postal_code, commune_code,"
     " commune_name, departement, latitude, longitude, cites_educatives, programmes,"
-    " education_prioritaire, pupils, created_at, updated_at, version"
+    " education_prioritaire, qpv_proximity, qpv_code, pupils, created_at, updated_at, version"
 )
 UPDATABLE = (
     "legal_name",
