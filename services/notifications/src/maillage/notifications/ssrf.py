@@ -1,0 +1,442 @@
+"""Which webhook URLs the service may call: a server-side request forgery (SSRF) policy.
+
+A partner chooses the URL; the service calls it from inside our network. Without a policy, a
+partner could make the service call the cloud metadata endpoint, an admin interface on loopback,
+or another internal service, and read the answers through the delivery log. The policy is applied
+twice, with the same functions:
+
+* **at subscription time** (the API): :func:`check_url` on the URL, then
+  :func:`resolve_and_check` on its host, and a refusal becomes a problem document carrying
+  :attr:`UnsafeUrl.code`;
+* **at delivery time** (every attempt): :func:`check_url` again (the settings may have changed),
+  then :func:`resolve_and_check` again, because DNS answers change.
+
+Avoiding DNS rebinding
+----------------------
+Checking a name and then letting the HTTP client resolve it again is not enough: a hostile DNS
+server answers a public address to the check and ``127.0.0.1`` to the connection a moment later.
+So the delivery code must **connect to an address that was checked**, never to the name:
+
+1. ``addresses = await resolve_and_check(parsed.host, parsed.port, allowed_hosts=...)``;
+2. send the request to ``parsed.url_for(addresses[0])`` (the URL with the checked IP literal in
+   place of the host; try the next address if the connection fails), with the header
+   ``Host: parsed.host_header`` and, for https, the httpx request extension
+   ``{"sni_hostname": parsed.host}`` so that TLS sends the name in SNI and verifies the
+   certificate against the name, not against the IP;
+3. with ``follow_redirects=False`` (a redirect would lead to an unchecked URL; a 3xx is a failed
+   attempt) and ``trust_env=False`` (an environment proxy would resolve the name itself);
+4. reading the response body only up to a cap.
+
+The check and the connection then concern the same address, whatever DNS says in between.
+
+Caveat for a pooled client: httpx pools connections by origin, so with URLs rewritten to IPs two
+host names sharing an address (a CDN) would share a TLS connection opened with the other's SNI.
+The better shape for the fan-out is therefore a custom httpcore network backend whose
+``connect_tcp(host, port)`` calls :func:`resolve_and_check` and opens the socket to a checked
+address: URLs keep their names (pooling, SNI and certificate checks stay per name), and the check
+happens at the very moment of connecting.
+
+Tests and local development deliver to receivers on loopback: ``allowed_hosts`` (a setting) holds
+host names (``localhost``) and IP networks (``127.0.0.0/8``, ``::1``) exempted from the address
+rules; it never exempts from the URL rules (scheme, user information).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import re
+import socket
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
+from functools import lru_cache
+from urllib.parse import urlsplit
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+MAX_URL_LENGTH = 2048
+
+# Stable codes of refusals (they become problem document codes).
+INVALID_URL = "webhook_url_invalid"
+SCHEME_NOT_ALLOWED = "webhook_url_scheme_not_allowed"
+USERINFO_NOT_ALLOWED = "webhook_url_userinfo_not_allowed"
+HOST_NOT_ALLOWED = "webhook_url_host_not_allowed"
+ADDRESS_NOT_ALLOWED = "webhook_url_address_not_allowed"
+HOST_UNRESOLVABLE = "webhook_url_host_unresolvable"
+
+_PUBLIC_ONLY = "webhook endpoints must be on the public internet"
+
+# Cloud instance metadata services: credentials live there. Named first for a clear message.
+METADATA_ADDRESSES: frozenset[IPAddress] = frozenset(
+    ipaddress.ip_address(a)
+    for a in (
+        "169.254.169.254",  # AWS, GCP, Azure, OpenStack, Oracle, DigitalOcean…
+        "169.254.170.2",  # AWS ECS task metadata
+        "fd00:ec2::254",  # AWS IMDS over IPv6
+        "100.100.100.200",  # Alibaba Cloud
+        "192.0.0.192",  # Oracle Cloud (legacy)
+        "168.63.129.16",  # Azure WireServer (a public address, reachable only from Azure hosts)
+    )
+)
+
+
+def _nets(*pairs: tuple[str, str]) -> tuple[tuple[IPNetwork, str], ...]:
+    return tuple((ipaddress.ip_network(net), kind) for net, kind in pairs)
+
+
+# Named special-purpose ranges, most specific first, for clear messages. Whatever they miss is
+# still refused by the final "not globally routable" rule (``is_global``), which follows the IANA
+# special-purpose registries: the policy is "refuse unless global", the names are for people.
+NAMED_NETWORKS = _nets(
+    ("0.0.0.0/32", "an unspecified address"),
+    ("0.0.0.0/8", "a 'this network' address (0.0.0.0/8)"),
+    ("10.0.0.0/8", "a private address (10.0.0.0/8)"),
+    ("172.16.0.0/12", "a private address (172.16.0.0/12)"),
+    ("192.168.0.0/16", "a private address (192.168.0.0/16)"),
+    ("100.64.0.0/10", "a carrier-grade NAT shared address (100.64.0.0/10)"),
+    ("127.0.0.0/8", "a loopback address (127.0.0.0/8)"),
+    ("169.254.0.0/16", "a link-local address (169.254.0.0/16)"),
+    ("192.0.0.0/24", "an IETF protocol assignment address (192.0.0.0/24)"),
+    ("192.0.2.0/24", "a documentation address (192.0.2.0/24)"),
+    ("198.51.100.0/24", "a documentation address (198.51.100.0/24)"),
+    ("203.0.113.0/24", "a documentation address (203.0.113.0/24)"),
+    ("198.18.0.0/15", "a benchmarking address (198.18.0.0/15)"),
+    ("192.88.99.0/24", "a deprecated 6to4 relay anycast address (192.88.99.0/24)"),
+    ("224.0.0.0/4", "a multicast address (224.0.0.0/4)"),
+    ("255.255.255.255/32", "the broadcast address"),
+    ("240.0.0.0/4", "a reserved address (240.0.0.0/4)"),
+    ("::/128", "an unspecified address"),
+    ("::1/128", "a loopback address"),
+    ("fe80::/10", "a link-local address (fe80::/10)"),
+    ("fec0::/10", "a deprecated site-local address (fec0::/10)"),
+    ("fc00::/7", "a unique-local address (fc00::/7)"),
+    ("ff00::/8", "a multicast address (ff00::/8)"),
+    ("100::/64", "a discard-only address (100::/64)"),
+    ("64:ff9b:1::/48", "a local-use NAT64 address (64:ff9b:1::/48)"),
+    ("2001::/32", "a Teredo tunnel address (2001::/32)"),
+    ("2001:db8::/32", "a documentation address (2001:db8::/32)"),
+    ("::/96", "a deprecated IPv4-compatible IPv6 address (::/96)"),
+)
+
+# Translations that embed an IPv4 address: the embedded address decides.
+_NAT64_WELL_KNOWN = ipaddress.IPv6Network("64:ff9b::/96")
+
+# Names that never reach the public internet (RFC 6761, RFC 6762, RFC 8375, ICANN's .internal).
+_LOCAL_NAMES = ("localhost", "local", "localdomain", "internal", "home.arpa", "invalid")
+
+_LABEL = re.compile(r"(?!-)[a-z0-9_-]{1,63}(?<!-)")
+# A host made only of digits, dots and hex is an IPv4 address for URL parsers (WHATWG) and for
+# inet_aton ("127.1", "0x7f.1", "2130706433", "0177.0.0.1"): only the dotted-quad form is allowed.
+_NUMERIC_HOST = re.compile(r"(?:0x[0-9a-f]*|[0-9]+)(?:\.(?:0x[0-9a-f]*|[0-9]+))*\.?")
+
+
+class UnsafeUrl(ValueError):
+    """A webhook URL the policy refuses; ``code`` is stable, ``message`` is for the partner."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+@dataclass(frozen=True)
+class ParsedUrl:
+    """A checked webhook URL, normalised.
+
+    ``host`` is lower-case ASCII (IDNA), without brackets or trailing dot; ``port`` is explicit;
+    ``target`` is the path and query sent in the request line (``/`` when empty).
+    """
+
+    scheme: str
+    host: str
+    port: int
+    target: str
+    ip: IPAddress | None  # the host when it is an IP literal
+
+    @property
+    def default_port(self) -> bool:
+        return self.port == (443 if self.scheme == "https" else 80)
+
+    @property
+    def host_header(self) -> str:
+        """The ``Host`` header: the name (bracketed when IPv6), with the port when not default."""
+        host = f"[{self.host}]" if isinstance(self.ip, ipaddress.IPv6Address) else self.host
+        return host if self.default_port else f"{host}:{self.port}"
+
+    @property
+    def url(self) -> str:
+        """The normalised URL, as stored."""
+        return f"{self.scheme}://{self.host_header}{self.target}"
+
+    def url_for(self, address: str) -> str:
+        """The URL with a checked IP address in place of the host (connect there, not to DNS)."""
+        ip = ipaddress.ip_address(address)
+        literal = f"[{ip}]" if isinstance(ip, ipaddress.IPv6Address) else str(ip)
+        return f"{self.scheme}://{literal}:{self.port}{self.target}"
+
+
+# --- addresses ---------------------------------------------------------------------------------
+
+
+def _embedded_ipv4(ip: IPAddress) -> tuple[ipaddress.IPv4Address, str] | None:
+    """The IPv4 address an IPv6 address stands for, and how, if it embeds one."""
+    if not isinstance(ip, ipaddress.IPv6Address):
+        return None
+    if ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped, "IPv4-mapped IPv6"
+    if ip in _NAT64_WELL_KNOWN:
+        return ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF), "NAT64 (64:ff9b::/96)"
+    if ip.sixtofour is not None:
+        return ip.sixtofour, "6to4 (2002::/16)"
+    return None
+
+
+def address_problem(address: str | IPAddress) -> str | None:
+    """Why an address is not a public internet address (a noun phrase), or None when it is.
+
+    The rule is "refuse unless globally routable", plus the cloud metadata addresses, multicast
+    (which ``is_global`` lets through) and IPv6 forms embedding an IPv4 address, judged by the
+    IPv4 address they carry.
+    """
+    ip = ipaddress.ip_address(address) if isinstance(address, str) else address
+    if isinstance(ip, ipaddress.IPv6Address) and ip.scope_id:
+        return "a scoped address (with a zone index)"
+    embedded = _embedded_ipv4(ip)
+    if embedded is not None:
+        inner, form = embedded
+        problem = address_problem(inner)
+        return f"the {form} form of {inner}, {problem}" if problem else None
+    if ip in METADATA_ADDRESSES:
+        return "a cloud metadata service address"
+    for network, kind in NAMED_NETWORKS:
+        if ip.version == network.version and ip in network:
+            return kind
+    for flag, kind in (
+        (ip.is_unspecified, "an unspecified address"),
+        (ip.is_loopback, "a loopback address"),
+        (ip.is_link_local, "a link-local address"),
+        (ip.is_multicast, "a multicast address"),
+        (ip.is_private, "a private address"),
+        (ip.is_reserved, "a reserved address"),
+        (not ip.is_global, "a special-purpose address (not globally routable)"),
+    ):
+        if flag:
+            return kind
+    return None
+
+
+def _show(ip: IPAddress) -> str:
+    """The address as people write it (``::ffff:10.0.0.1``, not ``::ffff:a00:1``)."""
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return f"::ffff:{ip.ipv4_mapped}"
+    return str(ip)
+
+
+def _refusal(ip: IPAddress, problem: str, *, host: str | None = None) -> UnsafeUrl:
+    where = f"{host} resolves to {_show(ip)}," if host else f"{_show(ip)} is"
+    return UnsafeUrl(ADDRESS_NOT_ALLOWED, f"{where} {problem}: {_PUBLIC_ONLY}")
+
+
+# --- the allow-list ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _AllowList:
+    names: frozenset[str]
+    networks: tuple[IPNetwork, ...]
+
+    def allows_name(self, host: str) -> bool:
+        return host in self.names
+
+    def allows_address(self, ip: IPAddress) -> bool:
+        return any(ip.version == net.version and ip in net for net in self.networks)
+
+
+@lru_cache(maxsize=16)
+def _allow_list(allowed_hosts: frozenset[str]) -> _AllowList:
+    names: set[str] = set()
+    networks: list[IPNetwork] = []
+    for entry in allowed_hosts:
+        text = entry.strip().lower().rstrip(".")
+        if text.startswith("[") and text.endswith("]"):
+            text = text[1:-1]
+        try:
+            networks.append(ipaddress.ip_network(text, strict=False))
+        except ValueError:
+            names.add(text)
+    return _AllowList(frozenset(names), tuple(networks))
+
+
+# --- URLs --------------------------------------------------------------------------------------
+
+
+def _normalise_host(raw: str) -> tuple[str, IPAddress | None]:
+    """Lower-case ASCII host and, when it is an IP literal, the address."""
+    if "%" in raw:
+        raise UnsafeUrl(INVALID_URL, "a webhook URL has no zone index or percent-encoding in host")
+    host = raw.lower()
+    if ":" in host:  # only an IPv6 literal has a colon here (urlsplit removed the brackets)
+        try:
+            return host, ipaddress.IPv6Address(host)
+        except ValueError as exc:
+            raise UnsafeUrl(INVALID_URL, f"{raw!r} is not a valid IPv6 address") from exc
+    try:
+        # IDNA 2003 maps full-width digits and dots too: check the result, not the input.
+        host = host.encode("idna").decode("ascii").lower()
+    except UnicodeError as exc:
+        raise UnsafeUrl(INVALID_URL, f"{raw!r} is not a valid host name") from exc
+    host = host.removesuffix(".")
+    try:
+        return host, ipaddress.IPv4Address(host)
+    except ValueError:
+        pass
+    if _NUMERIC_HOST.fullmatch(host):
+        raise UnsafeUrl(
+            INVALID_URL,
+            f"{raw!r} is an IPv4 address in a non-standard form: write it as four decimal numbers",
+        )
+    if len(host) > 253 or not all(_LABEL.fullmatch(label) for label in host.split(".")):
+        raise UnsafeUrl(INVALID_URL, f"{raw!r} is not a valid host name")
+    return host, None
+
+
+def _check_name(host: str, allow: _AllowList) -> None:
+    if allow.allows_name(host):
+        return
+    if any(host == name or host.endswith("." + name) for name in _LOCAL_NAMES):
+        raise UnsafeUrl(HOST_NOT_ALLOWED, f"{host} is a local-only name: {_PUBLIC_ONLY}")
+    if "." not in host:
+        raise UnsafeUrl(
+            HOST_NOT_ALLOWED,
+            f"{host} is not a fully qualified domain name: {_PUBLIC_ONLY}",
+        )
+
+
+def check_address(ip: IPAddress, *, allowed_hosts: frozenset[str], host: str | None = None) -> None:
+    """Refuse an address that is not public, unless the allow-list covers it."""
+    if _allow_list(allowed_hosts).allows_address(ip):
+        return
+    problem = address_problem(ip)
+    if problem is not None:
+        raise _refusal(ip, problem, host=host)
+
+
+def check_url(url: str, *, allow_http: bool, allowed_hosts: frozenset[str]) -> ParsedUrl:
+    """Parse and check a webhook URL without any I/O; IP literals are checked here.
+
+    A host name is checked by :func:`resolve_and_check`, which resolves it.
+    """
+    if len(url) > MAX_URL_LENGTH:
+        raise UnsafeUrl(INVALID_URL, f"a webhook URL has at most {MAX_URL_LENGTH} characters")
+    # urlsplit silently drops tabs and newlines, and parsers disagree about backslashes: refuse.
+    if any(c <= " " or c in "\x7f\\" for c in url):
+        raise UnsafeUrl(
+            INVALID_URL, "a webhook URL has no whitespace, control character or backslash"
+        )
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        raise UnsafeUrl(INVALID_URL, f"not a valid URL: {exc}") from exc
+    scheme = parts.scheme.lower()
+    if scheme not in ("https", "http"):
+        shown = f"not {scheme}://" if scheme else "with its scheme"
+        raise UnsafeUrl(SCHEME_NOT_ALLOWED, f"a webhook URL starts with https://, {shown}")
+    if scheme == "http" and not allow_http:
+        raise UnsafeUrl(
+            SCHEME_NOT_ALLOWED, "a webhook URL starts with https://: plain http is not allowed"
+        )
+    if "@" in parts.netloc:
+        raise UnsafeUrl(
+            USERINFO_NOT_ALLOWED,
+            "a webhook URL has no user name or password: the signature authenticates deliveries",
+        )
+    if not parts.hostname:
+        raise UnsafeUrl(INVALID_URL, "a webhook URL has a host")
+    if parts.fragment or url.endswith("#"):
+        raise UnsafeUrl(INVALID_URL, "a webhook URL has no fragment (#…)")
+    if port == 0:
+        raise UnsafeUrl(INVALID_URL, "a webhook URL's port is between 1 and 65535")
+    host, ip = _normalise_host(parts.hostname)
+    if ip is not None:
+        check_address(ip, allowed_hosts=allowed_hosts)
+    else:
+        _check_name(host, _allow_list(allowed_hosts))
+    target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    if not target.startswith("/"):
+        raise UnsafeUrl(INVALID_URL, "not a valid URL path")
+    return ParsedUrl(
+        scheme=scheme,
+        host=_show(ip) if ip is not None else host,
+        port=port or (443 if scheme == "https" else 80),
+        target=target,
+        ip=ip,
+    )
+
+
+# --- resolution --------------------------------------------------------------------------------
+
+Resolver = Callable[[str, int], Awaitable[Iterable[str]]]
+"""Resolves a host name and port to IP address strings (all of them)."""
+
+
+async def system_resolver(host: str, port: int) -> list[str]:
+    """Every address the system resolver gives for ``host`` (TCP), in its order, deduplicated."""
+    loop = asyncio.get_running_loop()
+    infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP)
+    return list(dict.fromkeys(str(info[4][0]) for info in infos))
+
+
+async def resolve_and_check(
+    host: str,
+    port: int,
+    *,
+    resolver: Resolver = system_resolver,
+    allowed_hosts: frozenset[str],
+) -> list[str]:
+    """The addresses to connect to for ``host``; refused if ANY of them is not public.
+
+    ``host`` is :attr:`ParsedUrl.host`. One bad address among good ones refuses the host: a
+    client may pick any of them. An allow-listed name is resolved but not checked; allow-listed
+    networks exempt the addresses in them. Bound the time with ``asyncio.timeout`` around it.
+    """
+    allow = _allow_list(allowed_hosts)
+    try:
+        literal: IPAddress | None = ipaddress.ip_address(host)
+    except ValueError:
+        literal = None
+    if literal is not None:
+        check_address(literal, allowed_hosts=allowed_hosts)
+        return [str(literal)]
+    try:
+        answers = list(await resolver(host, port))
+    except (OSError, UnicodeError) as exc:  # socket.gaierror is an OSError
+        raise UnsafeUrl(HOST_UNRESOLVABLE, f"{host} does not resolve: {exc}") from exc
+    addresses: list[IPAddress] = []
+    for answer in answers:
+        try:
+            addresses.append(ipaddress.ip_address(answer))
+        except ValueError as exc:
+            raise UnsafeUrl(HOST_UNRESOLVABLE, f"{host} resolves to {answer!r}") from exc
+    if not addresses:
+        raise UnsafeUrl(HOST_UNRESOLVABLE, f"{host} does not resolve to any address")
+    if not allow.allows_name(host.lower().rstrip(".")):
+        for ip in addresses:
+            check_address(ip, allowed_hosts=allowed_hosts, host=host)
+    return list(dict.fromkeys(str(ip) for ip in addresses))
+
+
+async def check_and_resolve(
+    url: str,
+    *,
+    allow_http: bool,
+    allowed_hosts: frozenset[str],
+    resolver: Resolver = system_resolver,
+) -> tuple[ParsedUrl, list[str]]:
+    """:func:`check_url` then :func:`resolve_and_check`: the whole policy, at either time."""
+    parsed = check_url(url, allow_http=allow_http, allowed_hosts=allowed_hosts)
+    addresses = await resolve_and_check(
+        parsed.host, parsed.port, resolver=resolver, allowed_hosts=allowed_hosts
+    )
+    return parsed, addresses
