@@ -232,6 +232,8 @@ def create_app(
             lambda: pool_or_fail(runtime),
             runtime.dead_letters,
             max_attempts=settings.consumer_max_attempts,
+            fetch_max_wait_ms=settings.consumer_fetch_max_wait_ms,
+            batch_timeout_ms=settings.consumer_batch_timeout_ms,
         )
     topics = [(topic.name, topic.partitions) for topic in catalog.topics.values()]
     topics += [(consumer.dead_letter_topic, DEAD_LETTER_PARTITIONS) for consumer in consumers]

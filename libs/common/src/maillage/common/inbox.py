@@ -143,7 +143,7 @@ class EventConsumer:
         *,
         catalog: Catalog = default_catalog,
         description: str = "",
-        max_records: int = 200,
+        max_records: int | None = None,
     ) -> None:
         if not _GROUP.match(group):
             raise ValueError(f"consumer group {group!r}: groups are named <service>.<purpose>")
@@ -193,8 +193,17 @@ class EventConsumer:
         dead_letters: DeadLetterProducer,
         *,
         max_attempts: int = 5,
+        fetch_max_wait_ms: int = 100,
+        batch_timeout_ms: int = 20,
     ) -> None:
-        """Bind, and register this group as a FastStream batch subscriber on ``broker``."""
+        """Bind, and register this group as a FastStream batch subscriber on ``broker``.
+
+        ``max_records`` (None: what one fetch brings) lets a batch span partitions, which then run
+        in parallel; a cap fills a batch from one partition at a time. The short waits keep the
+        commit-to-handler latency low: tansu answers a fetch only after about half of
+        ``fetch_max_wait_ms`` even when data waits, and FastStream sleeps ``batch_timeout_ms``
+        after an empty poll.
+        """
         self.bind(pool, dead_letters, max_attempts=max_attempts)
 
         async def keep_raw(_message: Any) -> None:
@@ -207,6 +216,8 @@ class EventConsumer:
             group_id=self.group,
             batch=True,
             max_records=self.max_records,
+            fetch_max_wait_ms=fetch_max_wait_ms,
+            batch_timeout_ms=batch_timeout_ms,
             auto_offset_reset="earliest",
             ack_policy=AckPolicy.NACK_ON_ERROR,
             decoder=keep_raw,

@@ -74,8 +74,12 @@ async def publish(
     )
     headers = envelope.headers()
     propagate.inject(headers)  # the writer's trace continues in the relay
+    # One round trip for both: the lock comes before the INSERT, and a NOTIFY is delivered only
+    # at commit anyway.
     await connection.execute(
-        "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", f"{spec.topic.name}/{key}"
+        "SELECT pg_advisory_xact_lock(hashtextextended($1, 0)), pg_notify($2, '')",
+        f"{spec.topic.name}/{key}",
+        NOTIFY_CHANNEL,
     )
     await connection.execute(
         """
@@ -89,7 +93,6 @@ async def publish(
         json.dumps(headers),
         event.model_dump_json(),
     )
-    await connection.execute("SELECT pg_notify($1, '')", NOTIFY_CHANNEL)
     return envelope.id
 
 

@@ -39,6 +39,8 @@ class ServiceSettings(BaseSettings):
     outbox_retention_hours: float = Field(default=168, gt=0, description="Published rows kept")
     inbox_retention_days: float = Field(default=30, gt=0, description="Applied event ids kept")
     consumer_max_attempts: int = Field(default=5, ge=1, description="Before a dead letter")
+    consumer_fetch_max_wait_ms: int = Field(default=100, ge=1, le=5000)
+    consumer_batch_timeout_ms: int = Field(default=20, ge=1, le=5000)
     migrate_on_start: bool = True
     # Authentication: tokens are verified locally against the issuer's JWKS.
     jwks_url: str = "http://127.0.0.1:8001/.well-known/jwks.json"

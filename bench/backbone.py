@@ -1,0 +1,849 @@
+"""Event backbone benchmark: throughput against raw baselines, then steady-rate latency.
+
+Run from the repository root::
+
+    uv run --frozen python bench/backbone.py [--events N] [--rate 200] [--seconds 20]
+
+It starts its own embedded broker (tansu, in memory) and PostgreSQL (in a temporary directory, on
+free loopback ports) unless ``KAFKA_BOOTSTRAP_SERVERS`` / ``DATABASE_URL`` name existing ones (the
+URL is a server URL: the benchmark creates and drops its own databases there). Then, on that one
+broker and that one server, with the same 100-byte ``ThingChanged`` JSON payloads keyed over 50
+aggregates (``thing-00`` … ``thing-49``), it measures three pipelines:
+
+(a) raw aiokafka: N records produced (acks=all, pipelined sends, then awaited) and consumed by a
+    consumer group that commits after each fetched batch; from the first send to the last record
+    received.
+(b) raw asyncpg: ``--writers`` tasks insert the N events, one transaction each, into a table of a
+    "producer" database; a naive poller reads that table in id order and hands each row to one of
+    ``--partitions`` lanes (the Kafka partition of its key, so the lanes see the topic's key skew)
+    which, per row, runs one transaction inserting an inbox row and an effects row in a
+    "consumer" database; from the first insert to the last effects commit.
+(c) the backbone: the same writers commit each event through ``publish`` (outbox), one
+    ``OutboxRelay`` sends it to Kafka, one ``EventConsumer`` (FastStream batch subscriber) applies
+    it with the inbox and a handler inserting the effects row; from the first publish to the last
+    effects commit.
+
+Each pipeline is set up, its consumer group joined and its path warmed up with one event per key
+before any clock starts; then ``--rounds`` rounds run (a), (b), (c) in turn and the best round of
+each counts (the machine may be shared). Then the latency phase: ``--rate`` events/s for
+``--seconds`` through the backbone (the same relay and consumer), each event's latency being its
+handler's ``clock_timestamp()`` in the effects row minus the wall-clock time at which the producer
+saw its commit return. Each throughput figure comes with the CPU time per event of this process,
+of PostgreSQL and of the broker (from /proc, when they are the embedded ones).
+
+Everything runs in this one process, on one event loop (uvloop, as uvicorn picks it, unless
+``--no-uvloop``), like one service that publishes, relays and consumes. It is not a test: it
+prints figures, and every wait is bounded by ``--timeout``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import math
+import os
+import platform
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import asyncpg
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.partitioner import DefaultPartitioner
+from faststream.kafka import KafkaBroker
+
+from maillage.cli.dev import database_url_for
+from maillage.cli.embedded import (
+    EmbeddedBroker,
+    EmbeddedPostgres,
+    drop_database,
+    ensure_database,
+    free_port,
+)
+from maillage.common.db import create_pool, migrate_service, transaction
+from maillage.common.events import Catalog, Event, Level
+from maillage.common.inbox import DeadLetterProducer, Delivery, EventConsumer
+from maillage.common.logging import configure_logging
+from maillage.common.outbox import OutboxRelay, publish
+from maillage.common.topics import ensure_topics
+
+T = TypeVar("T")
+
+AGGREGATES = 50  # keys: thing-00 … thing-49
+NOTE = "n" * 55  # pads the event JSON to 100 bytes
+WARM_UP = AGGREGATES  # one event per key before the clocks start: every partition delivers
+RAW_EVENT_TYPE = "bench.thing.changed"
+
+# Every benchmark database gets these tables after the backbone's outbox and inbox: ``source`` is
+# (b)'s outbox-shaped producer table, ``effects`` what the consumers apply; ``done_at`` is the
+# time the handler ran, inside its transaction.
+BENCH_SQL = """
+CREATE TABLE source (
+    id          bigserial PRIMARY KEY,
+    event_id    uuid NOT NULL UNIQUE,
+    key         text NOT NULL,
+    payload     text NOT NULL,
+    created_at  timestamptz NOT NULL DEFAULT clock_timestamp()
+);
+CREATE TABLE effects (
+    id        bigserial PRIMARY KEY,
+    event_id  uuid NOT NULL,
+    thing_id  text NOT NULL,
+    seq       integer NOT NULL,
+    done_at   timestamptz NOT NULL DEFAULT clock_timestamp()
+);
+CREATE INDEX effects_seq_idx ON effects (seq);
+"""
+
+
+class ThingChanged(Event):
+    thing_id: Annotated[str, Level.PUBLIC]
+    seq: Annotated[int, Level.PARTNERS]
+    note: Annotated[str, Level.PUBLIC] = ""
+
+
+def thing_of(seq: int) -> str:
+    return f"thing-{seq % AGGREGATES:02d}"
+
+
+def event_of(seq: int) -> ThingChanged:
+    return ThingChanged(thing_id=thing_of(seq), seq=seq, note=NOTE)
+
+
+def payload_of(seq: int) -> str:
+    """The JSON ``publish`` puts on the wire for ``event_of(seq)``, built without pydantic."""
+    return json.dumps({"thing_id": thing_of(seq), "seq": seq, "note": NOTE}, separators=(",", ":"))
+
+
+@dataclass
+class Settings:
+    events: int
+    rounds: int
+    writers: int
+    partitions: int
+    rate: float
+    seconds: float
+    telemetry: bool
+    uvloop: bool
+    timeout: float
+    max_records: int | None = None  # EventConsumer(max_records=...): None its default, 0 no limit
+    # What-if options for the backbone's FastStream subscriber, which attach() does not expose.
+    subscriber: dict[str, int] = field(default_factory=dict)
+    prefix: str = field(default_factory=lambda: "b" + uuid.uuid4().hex[:9])
+
+
+@dataclass
+class Stack:
+    bootstrap: str
+    server_url: str
+    migrations: Path
+    external_kafka: bool
+    cpu: CpuMeter
+    databases: list[str] = field(default_factory=list)
+    topics: list[str] = field(default_factory=list)
+
+    async def database(self, name: str) -> str:
+        """A new database with the backbone's tables and the benchmark's; returns its URL."""
+        await ensure_database(self.server_url, name)
+        self.databases.append(name)
+        url: str = database_url_for(self.server_url, name)
+        await migrate_service(url, self.migrations)
+        return url
+
+    async def topic(self, name: str, partitions: int) -> str:
+        await ensure_topics(self.bootstrap, [(name, partitions)])
+        self.topics.append(name)
+        return name
+
+    async def clean_up(self) -> None:
+        for name in self.databases:
+            with contextlib.suppress(Exception):
+                await drop_database(self.server_url, name)
+        if self.external_kafka and self.topics:  # the embedded broker forgets them anyway
+            admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap)
+            with contextlib.suppress(Exception):
+                await admin.start()
+                await admin.delete_topics(self.topics)
+            with contextlib.suppress(Exception):
+                await admin.close()
+
+
+class CpuMeter:
+    """CPU seconds used by this process and by the embedded servers' process trees (Linux /proc;
+    servers given as URLs from outside are not measured). CPU per event does not depend on what
+    else the machine runs as much as events per second do."""
+
+    def __init__(self, servers: dict[str, int | None]) -> None:
+        self.servers = {name: pid for name, pid in servers.items() if pid is not None}
+        self.tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+    def _stats(self) -> dict[int, tuple[int, float]]:
+        """pid -> (parent pid, CPU seconds of it and of its reaped children)."""
+        stats: dict[int, tuple[int, float]] = {}
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            # After the command: state ppid ... utime(12) stime(13) cutime(14) cstime(15).
+            ticks = sum(int(value) for value in fields[11:15])
+            stats[int(entry.name)] = (int(fields[1]), ticks / self.tick)
+        return stats
+
+    def sample(self) -> dict[str, float]:
+        usage = {"bench": time.process_time()}
+        if not self.servers or not Path("/proc/self/stat").exists():
+            return usage
+        stats = self._stats()
+        children: dict[int, list[int]] = {}
+        for pid, (parent, _) in stats.items():
+            children.setdefault(parent, []).append(pid)
+        for name, root in self.servers.items():
+            total, todo = 0.0, [root]
+            while todo:
+                pid = todo.pop()
+                total += stats.get(pid, (0, 0.0))[1]
+                todo.extend(children.get(pid, []))
+            usage[name] = total
+        return usage
+
+    @contextlib.asynccontextmanager
+    async def per_event(self, events: int, into: dict[str, float]) -> AsyncIterator[None]:
+        """Fill ``into`` with milliseconds of CPU per event, by process, over the block."""
+        before = self.sample()
+        yield
+        after = self.sample()
+        into.update({name: (after[name] - before[name]) * 1000 / events for name in after})
+
+
+def cpu_text(cpu: dict[str, float]) -> str:
+    parts = " + ".join(f"{name} {ms:.2f}" for name, ms in cpu.items())
+    return f"CPU/event {sum(cpu.values()):.2f} ms = {parts}"
+
+
+def rate(events: int, seconds: float) -> float:
+    return events / seconds if seconds > 0 else math.inf
+
+
+async def wait_for(
+    what: str, predicate: Callable[[], Awaitable[bool]], timeout: float, interval: float = 0.02
+) -> None:
+    deadline = time.monotonic() + timeout
+    while not await predicate():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{what}: not done within {timeout:.0f} s")
+        await asyncio.sleep(interval)
+
+
+async def run_writers(writers: int, seqs: range, write: Callable[[int], Awaitable[None]]) -> None:
+    """``writers`` tasks, each taking the next sequence number until none is left."""
+    pending = iter(seqs)
+
+    async def writer() -> None:
+        for seq in pending:  # a shared iterator: each number is taken once
+            await write(seq)
+
+    await asyncio.gather(*(writer() for _ in range(writers)))
+
+
+# --- the two database pipelines, (b) and (c) --------------------------------------------------
+
+
+@dataclass
+class Throughput:
+    events_per_s: float  # first write to last effect
+    writes_per_s: float  # first write to last commit of the producer side (consumer running)
+    cpu: dict[str, float]  # milliseconds of CPU per event, by process
+
+    def __str__(self) -> str:
+        return (
+            f"{self.events_per_s:6.0f} events/s "
+            f"(producer side {self.writes_per_s:4.0f} commits/s; {cpu_text(self.cpu)})"
+        )
+
+
+@dataclass
+class Pipeline:
+    """Writers commit events in ``source``; something applies them in ``sink``'s effects."""
+
+    settings: Settings
+    stack: Stack
+    source: asyncpg.Pool
+    sink: asyncpg.Pool
+
+    async def write(self, seq: int) -> None:
+        raise NotImplementedError
+
+    async def effects(self, low: int, high: int) -> tuple[int, float | None]:
+        """How many effects rows have ``low <= seq < high``, and the last one's ``done_at``."""
+        row = await self.sink.fetchrow(
+            "SELECT count(*) AS n, extract(epoch FROM max(done_at))::float8 AS last"
+            " FROM effects WHERE seq >= $1 AND seq < $2",
+            low,
+            high,
+        )
+        assert row is not None
+        return row["n"], row["last"]
+
+    async def wait_applied(self, what: str, seqs: range) -> float:
+        """Wait until every event of ``seqs`` has its effect; the last one's ``done_at``."""
+        last: float | None = None
+
+        async def all_there() -> bool:
+            nonlocal last
+            count, last = await self.effects(seqs.start, seqs.stop)
+            if count > len(seqs):
+                raise RuntimeError(f"{what}: {count} effects for {len(seqs)} events")
+            return count == len(seqs)
+
+        await wait_for(what, all_there, self.settings.timeout, 0.05)
+        assert last is not None
+        return last
+
+    async def warm_up(self) -> None:
+        seqs = range(-WARM_UP, 0)
+        await run_writers(self.settings.writers, seqs, self.write)
+        await self.wait_applied("warm-up", seqs)
+
+    async def measure(self, first: int) -> Throughput:
+        seqs = range(first, first + self.settings.events)
+        cpu: dict[str, float] = {}
+        async with self.stack.cpu.per_event(len(seqs), cpu):
+            started = time.time()
+            await run_writers(self.settings.writers, seqs, self.write)
+            written = time.time()
+            last = await self.wait_applied("throughput", seqs)
+        return Throughput(rate(len(seqs), last - started), rate(len(seqs), written - started), cpu)
+
+
+# --- (a) raw aiokafka -------------------------------------------------------------------------
+
+
+@dataclass
+class RawKafka:
+    settings: Settings
+    stack: Stack
+    topic: str
+    producer: AIOKafkaProducer
+    consumer: AIOKafkaConsumer
+    received: int = 0
+    last_at: float = 0.0
+
+    async def consume(self, until: int) -> None:
+        while self.received < until:
+            batches = await self.consumer.getmany(timeout_ms=200)
+            for records in batches.values():
+                for record in records:
+                    json.loads(record.value or b"")  # what a consumer does at the least
+                self.received += len(records)
+            if batches:
+                self.last_at = time.time()
+                await self.consumer.commit()
+
+    async def produce(self, seqs: range) -> None:
+        sends = [
+            await self.producer.send(
+                self.topic, value=payload_of(seq).encode(), key=thing_of(seq).encode()
+            )
+            for seq in seqs
+        ]
+        await asyncio.gather(*sends)
+
+    async def measure(self) -> tuple[float, dict[str, float]]:
+        n = self.settings.events
+        cpu: dict[str, float] = {}
+        async with self.stack.cpu.per_event(n, cpu):
+            consuming = asyncio.create_task(self.consume(self.received + n))
+            started = time.time()
+            await self.produce(range(n))
+            await asyncio.wait_for(consuming, self.settings.timeout)
+        return rate(n, self.last_at - started), cpu
+
+
+@contextlib.asynccontextmanager
+async def raw_kafka(settings: Settings, stack: Stack) -> AsyncIterator[RawKafka]:
+    topic = await stack.topic(f"{settings.prefix}.raw-kafka", settings.partitions)
+    producer = AIOKafkaProducer(
+        bootstrap_servers=stack.bootstrap, acks="all", enable_idempotence=False, linger_ms=2
+    )
+    consumer = AIOKafkaConsumer(
+        topic,
+        bootstrap_servers=stack.bootstrap,
+        group_id=f"{settings.prefix}.raw-kafka",
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+    )
+    await producer.start()
+    await consumer.start()
+    try:
+        raw = RawKafka(settings, stack, topic, producer, consumer)
+        # Warm-up: the group is joined (~5 s on tansu) and every partition delivers once.
+        await raw.produce(range(-WARM_UP, 0))
+        await asyncio.wait_for(raw.consume(WARM_UP), settings.timeout)
+        yield raw
+    finally:
+        await consumer.stop()
+        await producer.stop()
+
+
+# --- (b) raw asyncpg --------------------------------------------------------------------------
+
+
+class RawPostgres(Pipeline):
+    """Per-event transactions on both sides, a naive id-order poller in between, no Kafka."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        stack: Stack,
+        source: asyncpg.Pool,
+        sink: asyncpg.Pool,
+        poller: asyncpg.Connection,
+    ) -> None:
+        super().__init__(settings, stack, source, sink)
+        self.poller = poller
+        self.group = f"{settings.prefix}.raw-postgres"
+        self.lanes: list[asyncio.Queue[asyncpg.Record]] = [
+            asyncio.Queue() for _ in range(settings.partitions)
+        ]
+        self.partitioner = DefaultPartitioner()
+        self.below = 0  # every id <= below was dispatched
+        self.dispatched: set[int] = set()  # ids > below dispatched (a commit may come late)
+
+    async def write(self, seq: int) -> None:
+        async with self.source.acquire() as connection, connection.transaction():
+            await connection.execute(
+                "INSERT INTO source (event_id, key, payload) VALUES ($1, $2, $3)",
+                uuid.uuid4(),
+                thing_of(seq),
+                payload_of(seq),
+            )
+
+    def lane_of(self, key: str) -> asyncio.Queue[asyncpg.Record]:
+        """The lane of the Kafka partition the key would go to."""
+        every = list(range(len(self.lanes)))
+        partition: int = self.partitioner(key.encode(), every, every)
+        return self.lanes[partition]
+
+    async def poll(self) -> None:
+        while True:
+            rows = await self.poller.fetch(
+                "SELECT id, event_id, key, payload FROM source WHERE id > $1 ORDER BY id LIMIT 500",
+                self.below,
+            )
+            fresh = [row for row in rows if row["id"] not in self.dispatched]
+            for row in fresh:
+                self.dispatched.add(row["id"])
+                self.lane_of(row["key"]).put_nowait(row)
+            while self.below + 1 in self.dispatched:
+                self.below += 1
+                self.dispatched.remove(self.below)
+            if not fresh:
+                await asyncio.sleep(0.002)
+
+    async def apply(self, lane: asyncio.Queue[asyncpg.Record]) -> None:
+        while True:
+            row = await lane.get()
+            data = json.loads(row["payload"])
+            async with self.sink.acquire() as connection, connection.transaction():
+                fresh = await connection.fetchval(
+                    """
+                    INSERT INTO inbox (consumer_group, event_id, event_type)
+                    VALUES ($1, $2, $3) ON CONFLICT DO NOTHING RETURNING true
+                    """,
+                    self.group,
+                    row["event_id"],
+                    RAW_EVENT_TYPE,
+                )
+                if fresh:
+                    await connection.execute(
+                        "INSERT INTO effects (event_id, thing_id, seq) VALUES ($1, $2, $3)",
+                        row["event_id"],
+                        data["thing_id"],
+                        data["seq"],
+                    )
+
+    @contextlib.asynccontextmanager
+    async def running(self) -> AsyncIterator[None]:
+        """The poller and the lanes, only while measured (the poller would spin meanwhile)."""
+        tasks = [asyncio.create_task(self.poll())]
+        tasks += [asyncio.create_task(self.apply(lane)) for lane in self.lanes]
+        try:
+            yield
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def warm_up(self) -> None:
+        async with self.running():
+            await super().warm_up()
+
+    async def measure(self, first: int) -> Throughput:
+        async with self.running():
+            return await super().measure(first)
+
+
+@contextlib.asynccontextmanager
+async def raw_postgres(settings: Settings, stack: Stack) -> AsyncIterator[RawPostgres]:
+    source_url = await stack.database(f"{settings.prefix}_raw_producer")
+    sink_url = await stack.database(f"{settings.prefix}_raw_consumer")
+    source = await create_pool(source_url, min_size=settings.writers, max_size=settings.writers)
+    sink = await create_pool(sink_url, min_size=settings.partitions, max_size=settings.partitions)
+    poller: asyncpg.Connection = await asyncpg.connect(source_url)
+    try:
+        raw = RawPostgres(settings, stack, source, sink, poller)
+        await raw.warm_up()
+        yield raw
+    finally:
+        await poller.close()
+        await source.close()
+        await sink.close()
+
+
+# --- (c) the backbone -------------------------------------------------------------------------
+
+
+class Backbone(Pipeline):
+    """One producing service (outbox + relay) and one consuming service (inbox + handler)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        stack: Stack,
+        source: asyncpg.Pool,
+        sink: asyncpg.Pool,
+        catalog: Catalog,
+    ) -> None:
+        super().__init__(settings, stack, source, sink)
+        self.catalog = catalog
+
+    async def write(self, seq: int) -> None:
+        async with transaction(self.source) as connection:
+            await publish(connection, event_of(seq), catalog=self.catalog)
+
+
+@contextlib.asynccontextmanager
+async def backbone(settings: Settings, stack: Stack) -> AsyncIterator[Backbone]:
+    service = settings.prefix
+    catalog = Catalog()
+    topic = catalog.topic(f"{service}.things", partitions=settings.partitions)
+    catalog.register(
+        ThingChanged,
+        event_type=f"fr.maillage.{service}.thing.changed.v1",
+        topic=topic,
+        key="thing_id",
+    )
+    await stack.topic(topic.name, topic.partitions)
+    source_url = await stack.database(f"{service}_producer")
+    sink_url = await stack.database(f"{service}_consumer")
+    source = await create_pool(source_url, min_size=settings.writers, max_size=settings.writers)
+    sink = await create_pool(sink_url, min_size=settings.partitions, max_size=settings.partitions)
+
+    options: dict[str, Any] = {}
+    if settings.max_records is not None:  # what-if; 0 means no limit
+        options["max_records"] = settings.max_records or None
+    consumer = EventConsumer(f"{service}.effects", [topic], catalog=catalog, **options)
+
+    @consumer.handler(ThingChanged)
+    async def record(event: ThingChanged, delivery: Delivery) -> None:
+        await delivery.connection.execute(
+            "INSERT INTO effects (event_id, thing_id, seq) VALUES ($1, $2, $3)",
+            delivery.envelope.id,
+            event.thing_id,
+            event.seq,
+        )
+
+    middlewares: list[Any] = []
+    if settings.telemetry:  # as create_broker() does in a service
+        from faststream.kafka.opentelemetry import KafkaTelemetryMiddleware
+
+        middlewares.append(KafkaTelemetryMiddleware())
+    broker = KafkaBroker(stack.bootstrap, logger=None, middlewares=middlewares)
+    if settings.subscriber:  # what-if: attach() registers its subscriber with these options
+        register = broker.subscriber
+
+        def subscriber(*topics: str, **options: Any) -> Any:
+            return register(*topics, **{**options, **settings.subscriber})
+
+        broker.subscriber = subscriber  # type: ignore[method-assign, assignment]
+    dead_letters = DeadLetterProducer(stack.bootstrap, client_id="bench", idempotent=False)
+    consumer.attach(broker, lambda: sink, dead_letters)
+    relay = OutboxRelay(source_url, stack.bootstrap, service=service, idempotent=False)
+    relaying = asyncio.create_task(relay.run())
+    try:
+        await broker.start()
+        world = Backbone(settings, stack, source, sink, catalog)
+        await world.warm_up()
+        yield world
+    finally:
+        relay.stop()
+        await asyncio.wait_for(relaying, 15)
+        await broker.stop()
+        await dead_letters.stop()
+        await source.close()
+        await sink.close()
+
+
+@dataclass
+class Latency:
+    events: int
+    offered_rate: float
+    total: list[float]  # commit → handler, seconds, sorted
+    relay: list[float]  # commit → the relay marks it published (broker acknowledged), sorted
+
+
+async def steady_latency(world: Backbone, first: int) -> Latency:
+    settings = world.settings
+    count = round(settings.rate * settings.seconds)
+    committed_at: dict[int, float] = {}
+
+    async def one(seq: int) -> None:
+        await world.write(seq)
+        committed_at[seq] = time.time()
+
+    tasks: list[asyncio.Task[None]] = []
+    started = time.monotonic()
+    for k in range(count):
+        delay = started + k / settings.rate - time.monotonic()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        tasks.append(asyncio.create_task(one(first + k)))
+    await asyncio.gather(*tasks)
+    offered = rate(count, time.monotonic() - started)
+    seqs = range(first, first + count)
+    await world.wait_applied("latency", seqs)
+    done = await world.sink.fetch(
+        "SELECT seq, extract(epoch FROM done_at)::float8 AS at FROM effects"
+        " WHERE seq >= $1 AND seq < $2",
+        seqs.start,
+        seqs.stop,
+    )
+    published = await world.source.fetch(
+        "SELECT seq, extract(epoch FROM published_at)::float8 AS at"
+        " FROM (SELECT (payload::jsonb ->> 'seq')::int AS seq, published_at FROM outbox) AS o"
+        " WHERE seq >= $1 AND seq < $2",
+        seqs.start,
+        seqs.stop,
+    )
+    return Latency(
+        events=count,
+        offered_rate=offered,
+        total=sorted(row["at"] - committed_at[row["seq"]] for row in done),
+        relay=sorted(row["at"] - committed_at[row["seq"]] for row in published),
+    )
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    """Nearest-rank percentile of sorted ``values``."""
+    rank = max(1, math.ceil(fraction * len(values)))
+    return values[rank - 1]
+
+
+def milliseconds(values: list[float]) -> str:
+    return (
+        f"p50 {percentile(values, 0.50) * 1000:6.1f} ms   "
+        f"p99 {percentile(values, 0.99) * 1000:6.1f} ms   "
+        f"max {values[-1] * 1000:6.1f} ms"
+    )
+
+
+# --- the run ----------------------------------------------------------------------------------
+
+
+class ServerThread:
+    """A thread running a standard asyncio loop for the embedded servers' processes: uvloop's
+    subprocesses lack the ``user=`` PostgreSQL needs when we are root. The benchmark's own loop
+    only talks to the servers over TCP."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, name="servers", daemon=True)
+        self.thread.start()
+
+    async def call(self, coroutine: Coroutine[Any, Any, T]) -> T:
+        return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coroutine, self.loop))
+
+    def close(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+        if not self.thread.is_alive():
+            self.loop.close()
+
+
+@contextlib.asynccontextmanager
+async def the_stack(workdir: Path) -> AsyncIterator[Stack]:
+    bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
+    server_url = os.environ.get("DATABASE_URL")
+    broker = None if bootstrap else EmbeddedBroker(free_port())
+    postgres = None if server_url else EmbeddedPostgres(workdir / "postgres", free_port())
+    servers = ServerThread()
+    try:
+        if broker is not None:
+            await servers.call(broker.start())
+            bootstrap = broker.bootstrap_servers
+        if postgres is not None:
+            await servers.call(postgres.start())
+            server_url = postgres.url
+        assert bootstrap is not None
+        assert server_url is not None
+        migrations = workdir / "migrations"
+        migrations.mkdir()
+        (migrations / "0001_bench.sql").write_text(BENCH_SQL)
+        cpu = CpuMeter(
+            {
+                "postgres": postgres.process.pid if postgres and postgres.process else None,
+                "broker": broker.process.pid if broker else None,
+            }
+        )
+        stack = Stack(bootstrap, server_url, migrations, external_kafka=broker is None, cpu=cpu)
+        try:
+            yield stack
+        finally:
+            await stack.clean_up()
+    finally:
+        if postgres is not None:
+            await servers.call(postgres.stop())
+        if broker is not None:
+            await servers.call(broker.stop())
+        servers.close()
+
+
+def load() -> str:
+    return "load average " + " ".join(f"{value:.2f}" for value in os.getloadavg())
+
+
+async def main(settings: Settings) -> int:
+    configure_logging("bench", fmt="console", level="WARNING")
+    if settings.telemetry:
+        from maillage.common.telemetry import configure_telemetry
+
+        configure_telemetry("bench")
+    print(
+        f"machine: {os.cpu_count()} CPUs, Python {platform.python_version()}, "
+        f"{'uvloop' if settings.uvloop else 'asyncio'} event loop, {load()}"
+    )
+    print(
+        f"settings: {settings.events} events x {settings.rounds} rounds, "
+        f"{settings.writers} writers, {settings.partitions} partitions, "
+        f"telemetry {'on' if settings.telemetry else 'off'}"
+    )
+    if settings.max_records is not None or settings.subscriber:
+        what_if = {} if settings.max_records is None else {"max_records": settings.max_records}
+        print(f"what-if consumer options: {what_if | settings.subscriber}")
+    overall = time.monotonic()
+    kafka: list[tuple[float, dict[str, float]]] = []
+    postgres: list[Throughput] = []
+    ours: list[Throughput] = []
+    with tempfile.TemporaryDirectory(prefix="maillage-bench-") as workdir:
+        async with (
+            the_stack(Path(workdir)) as stack,
+            raw_kafka(settings, stack) as a,
+            raw_postgres(settings, stack) as b,
+            backbone(settings, stack) as c,
+        ):
+            print(f"broker {stack.bootstrap}, PostgreSQL {stack.server_url}")
+            print(f"set up and warmed up in {time.monotonic() - overall:.0f} s")
+            for round_ in range(settings.rounds):
+                first = round_ * settings.events
+                kafka.append(await a.measure())
+                postgres.append(await b.measure(first))
+                ours.append(await c.measure(first))
+                print(f"round {round_ + 1}:")
+                print(f"  (a) {kafka[-1][0]:6.0f} events/s ({cpu_text(kafka[-1][1])})")
+                print(f"  (b) {postgres[-1]}")
+                print(f"  (c) {ours[-1]}")
+            latency = await steady_latency(c, first=settings.rounds * settings.events)
+    best_a, best_a_cpu = max(kafka, key=lambda result: result[0])
+    best_b = max(postgres, key=lambda result: result.events_per_s)
+    best_c = max(ours, key=lambda result: result.events_per_s)
+    ratio = best_c.events_per_s / min(best_a, best_b.events_per_s)
+    p99 = percentile(latency.total, 0.99)
+    print()
+    print(f"best of {settings.rounds}:")
+    print(f"(a) raw aiokafka    {best_a:6.0f} events/s ({cpu_text(best_a_cpu)})")
+    print(f"(b) raw asyncpg     {best_b}")
+    print(f"(c) backbone        {best_c}")
+    print(f"c / min(a, b) = {ratio:.2f}   (target >= 0.5: {'met' if ratio >= 0.5 else 'MISSED'})")
+    print()
+    print(
+        f"latency at {settings.rate:.0f} events/s for {settings.seconds:.0f} s "
+        f"({latency.events} events, offered at {latency.offered_rate:.0f} events/s):"
+    )
+    print(f"    commit -> handler       {milliseconds(latency.total)}")
+    print(f"    commit -> relay acked   {milliseconds(latency.relay)}")
+    print(f"    target p99 <= 100 ms: {'met' if p99 <= 0.1 else 'MISSED'}")
+    print()
+    print(f"total run time {time.monotonic() - overall:.0f} s, {load()}")
+    return 0
+
+
+def parse(argv: list[str]) -> Settings:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--events", type=int, default=20_000, help="N, per throughput round")
+    parser.add_argument("--rounds", type=int, default=2, help="throughput rounds; best counts")
+    parser.add_argument("--writers", type=int, default=8, help="producer tasks, (b) and (c)")
+    parser.add_argument("--partitions", type=int, default=6, help="topic partitions; (b) lanes")
+    parser.add_argument("--rate", type=float, default=200.0, help="latency phase, events/s")
+    parser.add_argument("--seconds", type=float, default=20.0, help="latency phase duration")
+    parser.add_argument(
+        "--telemetry", action="store_true", help="OpenTelemetry SDK on, as in a service"
+    )
+    parser.add_argument("--no-uvloop", action="store_true", help="the default asyncio loop")
+    parser.add_argument("--timeout", type=float, default=120.0, help="bound of each wait, s")
+    what_if = parser.add_argument_group(
+        "what-if", "backbone consumer options (default: what the backbone sets)"
+    )
+    what_if.add_argument(
+        "--max-records", type=int, help="EventConsumer max_records (default: no limit; 0: no limit)"
+    )
+    what_if.add_argument(
+        "--fetch-max-wait-ms", type=int, help="aiokafka fetch_max_wait_ms (backbone: 100)"
+    )
+    what_if.add_argument(
+        "--batch-timeout-ms",
+        type=int,
+        help="FastStream getmany timeout, also its sleep after an empty poll (200)",
+    )
+    args = parser.parse_args(argv)
+    subscriber = {
+        name: value
+        for name, value in (
+            ("fetch_max_wait_ms", args.fetch_max_wait_ms),
+            ("batch_timeout_ms", args.batch_timeout_ms),
+        )
+        if value is not None
+    }
+    return Settings(
+        events=args.events,
+        rounds=args.rounds,
+        writers=args.writers,
+        partitions=args.partitions,
+        rate=args.rate,
+        seconds=args.seconds,
+        telemetry=args.telemetry,
+        uvloop=not args.no_uvloop,
+        timeout=args.timeout,
+        max_records=args.max_records,
+        subscriber=subscriber,
+    )
+
+
+if __name__ == "__main__":
+    settings = parse(sys.argv[1:])
+    if settings.uvloop:
+        import uvloop
+
+        sys.exit(uvloop.run(main(settings)))
+    sys.exit(asyncio.run(main(settings)))
