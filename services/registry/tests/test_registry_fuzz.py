@@ -17,7 +17,7 @@ import asyncio
 import time
 import traceback
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,7 +29,7 @@ from asgi_lifespan import LifespanManager
 from fastapi import FastAPI
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis.errors import Unsatisfiable
-from jwt_fixtures import AUDIENCE, ISSUER, JWKSServer, SigningKey, claims, ed25519_key
+from jwt_fixtures import AUDIENCE, ISSUER, JWKSServer, SigningKey, claims
 from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
 from schemathesis.core.failures import FailureGroup
@@ -63,16 +63,6 @@ pytestmark = pytest.mark.filterwarnings(
     "ignore:Do not use the `random` module inside strategies"
     ":hypothesis.errors.HypothesisDeprecationWarning"
 )
-
-
-@pytest.fixture(scope="module")
-def jwks() -> Iterator[tuple[JWKSServer, SigningKey]]:
-    server = JWKSServer()
-    server.start()
-    key = ed25519_key()
-    server.publish(key)
-    yield server, key
-    server.stop()
 
 
 @dataclass
