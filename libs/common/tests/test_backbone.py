@@ -11,14 +11,12 @@ import random
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
-from pathlib import Path
 
 import asyncpg
 import pytest
 from backbone_world import (
     ThingChanged,
     World,
-    new_world,
     read_topic,
     recording_consumer,
     start_consumers,
@@ -27,29 +25,10 @@ from backbone_world import (
 from cloudevents.kafka import KafkaMessage as CloudEventsKafkaMessage
 from cloudevents.kafka import from_binary
 
-from maillage.common.db import create_pool, migrate_service, transaction
+from maillage.common.db import transaction
 from maillage.common.inbox import Delivery, EventConsumer, TransientError
 from maillage.common.outbox import OutboxRelay, publish
 from maillage.common.topics import ensure_topics
-
-
-@pytest.fixture
-async def world(
-    database_url: str, kafka_bootstrap_servers: str, kafka_idempotent_producer: bool, tmp_path: Path
-) -> World:
-    world = new_world(database_url, kafka_bootstrap_servers, kafka_idempotent_producer, tmp_path)
-    await migrate_service(database_url, world.migrations)
-    await ensure_topics(kafka_bootstrap_servers, [(world.topic.name, world.topic.partitions)])
-    return world
-
-
-@pytest.fixture
-async def pool(world: World) -> AsyncIterator[asyncpg.Pool]:
-    pool = await create_pool(world.database_url, max_size=20)
-    try:
-        yield pool
-    finally:
-        await pool.close()
 
 
 @pytest.fixture

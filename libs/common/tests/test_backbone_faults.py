@@ -45,25 +45,6 @@ Spawn = Callable[..., Awaitable[Child]]
 
 
 @pytest.fixture
-async def world(
-    database_url: str, kafka_bootstrap_servers: str, kafka_idempotent_producer: bool, tmp_path: Path
-) -> World:
-    world = new_world(database_url, kafka_bootstrap_servers, kafka_idempotent_producer, tmp_path)
-    await migrate_service(database_url, world.migrations)
-    await ensure_topics(kafka_bootstrap_servers, [(world.topic.name, world.topic.partitions)])
-    return world
-
-
-@pytest.fixture
-async def pool(world: World) -> AsyncIterator[asyncpg.Pool]:
-    pool = await create_pool(world.database_url, max_size=20)
-    try:
-        yield pool
-    finally:
-        await pool.close()
-
-
-@pytest.fixture
 async def spawn() -> AsyncIterator[Spawn]:
     """Starts backbone child processes; every one is killed at the end, whatever happened."""
     children: list[Child] = []
