@@ -12,6 +12,7 @@ rule fails on a deliberately broken copy of the real file.
 from __future__ import annotations
 
 import json
+import os
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -437,3 +438,41 @@ def test_dockerfile_rule_catches_a_broken_copy(mutate: Callable[[str], str]) -> 
     broken = mutate(text)
     assert broken != text
     assert dockerfile_problems(broken) != []
+
+
+_VARIABLE = re.compile(r"\$\{(?P<name>[A-Z0-9_]+)(?::(?P<op>[-?])(?P<word>[^}]*))?\}")
+
+
+def interpolated(value: object) -> str:
+    """Compose's ${VAR:-default} and ${VAR:?message}, as an operator who sets nothing but the
+    required variables would get them (required ones stand for a value they chose)."""
+    return _VARIABLE.sub(
+        lambda match: match["word"] if match["op"] == "-" else f"chosen-{match['name'].lower()}",
+        str(value),
+    )
+
+
+@pytest.mark.parametrize("service", ["registry", "cordees", "stages3e", "funding", "notifications"])
+def test_each_service_accepts_the_environment_compose_gives_it(
+    compose: Compose, service: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The settings class of the service validates what compose sets (production included), so
+    `docker compose up` cannot fail on configuration the tests never saw."""
+    import importlib
+
+    for name in list(os.environ):
+        if name.startswith(f"{service.upper()}_"):
+            monkeypatch.delenv(name)
+    environment = compose["services"][service]["environment"]
+    for name, value in environment.items():
+        monkeypatch.setenv(name, interpolated(value))
+    app = importlib.import_module(f"maillage.{service}.app")
+    settings_class = next(
+        value
+        for name, value in vars(app).items()
+        if name.endswith("Settings") and name != "ServiceSettings" and isinstance(value, type)
+    )
+    settings = settings_class()
+    assert settings.environment == "production"
+    assert settings.service_name == service
+    assert settings.database_url.get_secret_value().endswith(f"/{service}")
