@@ -34,6 +34,7 @@ from maillage.cli.embedded import (
 )
 from maillage.cli.processes import ManagedProcess
 from maillage.common.db import migrate_service
+from maillage.common.settings import mask_url
 
 SERVICES = ("registry", "cordees", "stages3e", "funding", "notifications")
 _COLOURS = {
@@ -134,7 +135,7 @@ class DevStack:
             server_url = self.postgres.url
         else:
             await _check_postgres(server_url)
-        self.output.say(f"broker {bootstrap}, PostgreSQL {_public(server_url)}")
+        self.output.say(f"broker {bootstrap}, PostgreSQL {mask_url(server_url)}")
 
         database_urls = {}
         for name in SERVICES:
@@ -287,13 +288,6 @@ def _base_url(port: int) -> str:
     return f"http://127.0.0.1:{port}"
 
 
-def _public(url: str) -> str:
-    parts = urlsplit(url)
-    if parts.password:
-        return urlunsplit(parts._replace(netloc=parts.netloc.replace(parts.password, "***")))
-    return url
-
-
 async def _check_kafka(bootstrap: str) -> None:
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10_000)
     try:
@@ -309,7 +303,7 @@ async def _check_postgres(server_url: str) -> None:
     try:
         connection = await asyncpg.connect(server_url, timeout=10)
     except Exception as error:
-        raise StackError(f"cannot reach PostgreSQL at {_public(server_url)}: {error}") from error
+        raise StackError(f"cannot reach PostgreSQL at {mask_url(server_url)}: {error}") from error
     await connection.close()
 
 

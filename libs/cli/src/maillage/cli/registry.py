@@ -24,6 +24,8 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
+from maillage.common.settings import mask_url
+
 if TYPE_CHECKING:
     from maillage.registry.reference import Rejected
 
@@ -120,13 +122,13 @@ def import_annuaire(
         raise typer.Exit(1) from None
     except asyncpg.InvalidCatalogNameError as error:
         typer.echo(
-            f"error: {error} at {_public(dsn)}; `maillage dev` creates it, or create it yourself",
+            f"error: {error} at {mask_url(dsn)}; `maillage dev` creates it, or create it yourself",
             err=True,
         )
         raise typer.Exit(2) from None
     except OSError as error:
         typer.echo(
-            f"error: cannot reach the registry database at {_public(dsn)} ({error}); "
+            f"error: cannot reach the registry database at {mask_url(dsn)} ({error}); "
             "is `maillage dev` running, or is --database-url right?",
             err=True,
         )
@@ -179,17 +181,6 @@ def _echo_rejections(rejected: list[Rejected]) -> None:
         typer.echo(f"  line {row.line_number}{f' ({row.uai})' if row.uai else ''}: {row.reason}")
     if len(rejected) > SHOWN_REJECTIONS:
         typer.echo(f"  … and {len(rejected) - SHOWN_REJECTIONS} more")
-
-
-def _public(dsn: str) -> str:
-    """The URL without its password."""
-    from urllib.parse import urlsplit, urlunsplit
-
-    parts = urlsplit(dsn)
-    if parts.password is None:
-        return dsn
-    netloc = f"{parts.username}:***@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
-    return urlunsplit(parts._replace(netloc=netloc))
 
 
 @app.command("create-staff")

@@ -421,12 +421,8 @@ async def list_partners(
     for partner in page:
         if partner["id"] in contacts:
             partner = {**partner, "contacts": contacts[partner["id"]]}
-        items.append(domain.visible(_without_version(partner), levels[partner["id"]]))
+        items.append(domain.visible(partner, levels[partner["id"]]))
     return {"items": items, "next_cursor": _encode_cursor(page[-1]) if more else None}
-
-
-def _without_version(partner: dict[str, Any]) -> dict[str, Any]:
-    return {name: value for name, value in partner.items() if name != "version"}
 
 
 @router.get(
@@ -443,7 +439,7 @@ async def get_partner(partner_id: uuid.UUID, caller: CurrentCaller, pool: Pool) 
     level = await _caller_clearance(pool, caller, partner["id"])
     if level is Level.NOMINATIVE:
         partner["contacts"] = (await store.contacts_of(pool, [partner["id"]]))[partner["id"]]
-    return domain.visible(_without_version(partner), level)
+    return domain.visible(partner, level)
 
 
 @router.patch(
@@ -473,7 +469,7 @@ async def change_partner(
         partner = await store.update_partner(connection, partner_id, values)
         await publish(connection, PartnerUpdated(**_facts(partner)))
         partner["contacts"] = (await store.contacts_of(connection, [partner["id"]]))[partner["id"]]
-    return _without_version(partner)
+    return partner
 
 
 @router.get(
@@ -560,7 +556,7 @@ async def change_status(
             reason=change.reason,
         )
         await publish(connection, _EVENT_OF_TARGET[target](**_facts(partner)))
-    return _without_version(partner)
+    return partner
 
 
 def _status_route(verb: domain.Verb) -> None:

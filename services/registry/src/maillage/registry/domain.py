@@ -92,6 +92,7 @@ FIELD_LEVELS: dict[str, Level] = {
     "qpv_proximity": Level.PUBLIC,
     "qpv_code": Level.PUBLIC,
     "created_at": Level.PUBLIC,
+    "version": Level.PUBLIC,
     "address": Level.PARTNERS,
     "postal_code": Level.PARTNERS,
     "latitude": Level.PARTNERS,
@@ -113,7 +114,7 @@ _P, _S, _N = Level.PUBLIC, Level.PARTNERS, Level.NOMINATIVE
 # Every column the registry stores, table by table (a test checks this against the database).
 # Level 1 also covers what must never be shared at all: secrets, hashes, private keys.
 STORED_FIELD_LEVELS: dict[str, dict[str, Level]] = {
-    "partners": {**{k: v for k, v in FIELD_LEVELS.items() if k != "contacts"}, "version": _P},
+    "partners": {k: v for k, v in FIELD_LEVELS.items() if k != "contacts"},
     "partner_contacts": {
         "id": _N,
         "partner_id": _S,
