@@ -98,3 +98,235 @@ class PartnerSuspended(PartnerFacts):
 @catalog.event("fr.maillage.registry.partner.rejected.v1", topic=PARTNERS, key="partner_id")
 class PartnerRejected(PartnerFacts):
     """An operator rejected a pending registration."""
+
+
+# --- cordees events -----------------------------------------------------------------------------
+# Schools and têtes de cordée appear by their partner ids (level 3: partners are public); a school's
+# pupils never appear, only the number of encordés a cordée can take.
+
+
+class CordeeOfferFacts(Event):
+    """A tête de cordée's offer: how many encordés, which levels and thematics, which territory."""
+
+    offer_id: Annotated[UUID, Level.PUBLIC]
+    tete_partner_id: Annotated[UUID, Level.PUBLIC]
+    school_year: Annotated[str, Level.PUBLIC]  # "2026-2027"
+    capacity: Annotated[int, Level.PUBLIC]
+    levels: Annotated[tuple[str, ...], Level.PUBLIC]  # "4e", "3e", "2nde", "1re", "terminale"
+    thematics: Annotated[tuple[str, ...], Level.PUBLIC]
+    max_distance_km: Annotated[float | None, Level.PUBLIC] = None
+    academies: Annotated[tuple[str, ...], Level.PUBLIC] = ()
+    status: Annotated[str, Level.PUBLIC]  # "open", "closed"
+    version: Annotated[int, Level.PUBLIC]
+
+
+@catalog.event("fr.maillage.cordees.offer.opened.v1", topic=CORDEE_OFFERS, key="offer_id")
+class CordeeOfferOpened(CordeeOfferFacts):
+    """A tête de cordée opened a cordée offer."""
+
+
+@catalog.event("fr.maillage.cordees.offer.updated.v1", topic=CORDEE_OFFERS, key="offer_id")
+class CordeeOfferUpdated(CordeeOfferFacts):
+    """A tête de cordée changed an open offer (capacity, levels, thematics, territory)."""
+
+
+@catalog.event("fr.maillage.cordees.offer.closed.v1", topic=CORDEE_OFFERS, key="offer_id")
+class CordeeOfferClosed(CordeeOfferFacts):
+    """A tête de cordée closed an offer: no new proposals; established pairings go on."""
+
+
+class MatchRequestFacts(Event):
+    """A school's request for a cordée, and where it stands."""
+
+    request_id: Annotated[UUID, Level.PUBLIC]
+    school_partner_id: Annotated[UUID, Level.PUBLIC]
+    school_year: Annotated[str, Level.PUBLIC]
+    status: Annotated[str, Level.PUBLIC]  # requested, proposed, unmatched, withdrawn, established
+    priority_class: Annotated[str, Level.PUBLIC]  # "REP+", "REP", "QPV_OR_RURAL", "OTHER"
+
+
+@catalog.event(
+    "fr.maillage.cordees.match-request.requested.v1", topic=MATCH_REQUESTS, key="request_id"
+)
+class MatchRequested(MatchRequestFacts):
+    """A collège or lycée asked for a cordée."""
+
+    thematics: Annotated[tuple[str, ...], Level.PUBLIC] = ()
+    max_distance_km: Annotated[float | None, Level.PUBLIC] = None
+
+
+class MatchProposalFacts(MatchRequestFacts):
+    """A request together with the offer it is (or was) proposed."""
+
+    offer_id: Annotated[UUID, Level.PUBLIC]
+    tete_partner_id: Annotated[UUID, Level.PUBLIC]
+
+
+@catalog.event(
+    "fr.maillage.cordees.match-request.proposed.v1", topic=MATCH_REQUESTS, key="request_id"
+)
+class MatchProposed(MatchProposalFacts):
+    """The matcher proposed a tête de cordée to a school; the tête accepts or declines."""
+
+    score: Annotated[float, Level.PUBLIC]
+    distance_km: Annotated[float, Level.PUBLIC]
+    rank: Annotated[int, Level.PUBLIC]  # 1 for the first proposal, 2 after one decline…
+
+
+@catalog.event(
+    "fr.maillage.cordees.match-request.declined.v1", topic=MATCH_REQUESTS, key="request_id"
+)
+class MatchDeclined(MatchProposalFacts):
+    """The tête de cordée declined the proposal; the next candidate is proposed, if any."""
+
+
+@catalog.event(
+    "fr.maillage.cordees.match-request.withdrawn.v1", topic=MATCH_REQUESTS, key="request_id"
+)
+class MatchWithdrawn(MatchRequestFacts):
+    """The school withdrew its request."""
+
+    offer_id: Annotated[UUID | None, Level.PUBLIC] = None
+    tete_partner_id: Annotated[UUID | None, Level.PUBLIC] = None
+
+
+@catalog.event(
+    "fr.maillage.cordees.match-request.unmatched.v1", topic=MATCH_REQUESTS, key="request_id"
+)
+class MatchUnmatched(MatchRequestFacts):
+    """No open offer can take the request now; it waits for a new offer or the next campaign."""
+
+
+class PairingFacts(Event):
+    """An encordé school paired with a tête de cordée's offer for a school year."""
+
+    pairing_id: Annotated[UUID, Level.PUBLIC]
+    request_id: Annotated[UUID, Level.PUBLIC]
+    offer_id: Annotated[UUID, Level.PUBLIC]
+    tete_partner_id: Annotated[UUID, Level.PUBLIC]
+    school_partner_id: Annotated[UUID, Level.PUBLIC]
+    school_year: Annotated[str, Level.PUBLIC]
+
+
+@catalog.event("fr.maillage.cordees.pairing.established.v1", topic=PAIRINGS, key="pairing_id")
+class PairingEstablished(PairingFacts):
+    """The tête de cordée accepted: the school is encordé."""
+
+
+@catalog.event("fr.maillage.cordees.pairing.ended.v1", topic=PAIRINGS, key="pairing_id")
+class PairingEnded(PairingFacts):
+    """A pairing ended: at the school year's end, or at the request of the tête or the school."""
+
+    reason: Annotated[str, Level.PUBLIC]  # "school_year_end", "tete_request", "school_request"
+
+
+# --- stages3e events ----------------------------------------------------------------------------
+# Pupils are minors: applications name no pupil; the school's own opaque reference stays in the
+# stages3e database.
+
+
+class StageOfferFacts(Event):
+    """A one-week stage de 3e offer by a partner: where, when, how many places."""
+
+    offer_id: Annotated[UUID, Level.PUBLIC]
+    partner_id: Annotated[UUID, Level.PUBLIC]
+    title: Annotated[str, Level.PUBLIC]
+    sector: Annotated[str | None, Level.PUBLIC] = None
+    week_start: Annotated[str, Level.PUBLIC]  # ISO date of the Monday
+    places: Annotated[int, Level.PUBLIC]
+    commune_code: Annotated[str | None, Level.PUBLIC] = None
+    departement: Annotated[str | None, Level.PUBLIC] = None
+    latitude: Annotated[float | None, Level.PARTNERS] = None
+    longitude: Annotated[float | None, Level.PARTNERS] = None
+    status: Annotated[str, Level.PUBLIC]  # "published", "withdrawn", "filled"
+
+
+@catalog.event("fr.maillage.stages3e.offer.published.v1", topic=STAGE_OFFERS, key="offer_id")
+class StageOfferPublished(StageOfferFacts):
+    """A partner published a stage de 3e offer."""
+
+
+@catalog.event("fr.maillage.stages3e.offer.withdrawn.v1", topic=STAGE_OFFERS, key="offer_id")
+class StageOfferWithdrawn(StageOfferFacts):
+    """A partner withdrew its offer."""
+
+
+class StageApplicationFacts(Event):
+    """A school's application for one of its pupils, named by no one on the bus."""
+
+    application_id: Annotated[UUID, Level.PUBLIC]
+    offer_id: Annotated[UUID, Level.PUBLIC]
+    offer_partner_id: Annotated[UUID, Level.PUBLIC]
+    school_partner_id: Annotated[UUID, Level.PUBLIC]
+    status: Annotated[str, Level.PUBLIC]  # "submitted", "accepted", "declined", "withdrawn"
+
+
+@catalog.event(
+    "fr.maillage.stages3e.application.submitted.v1", topic=STAGE_APPLICATIONS, key="application_id"
+)
+class StageApplicationSubmitted(StageApplicationFacts):
+    """A school applied to an offer for one of its pupils."""
+
+
+@catalog.event(
+    "fr.maillage.stages3e.application.accepted.v1", topic=STAGE_APPLICATIONS, key="application_id"
+)
+class StageApplicationAccepted(StageApplicationFacts):
+    """The offering partner accepted the application."""
+
+
+@catalog.event(
+    "fr.maillage.stages3e.application.declined.v1", topic=STAGE_APPLICATIONS, key="application_id"
+)
+class StageApplicationDeclined(StageApplicationFacts):
+    """The offering partner declined the application."""
+
+
+# --- funding events -----------------------------------------------------------------------------
+# Public money: amounts, beneficiaries and co-financers are public (level 3); officers' names
+# are not on the bus.
+
+
+class ConventionFacts(Event):
+    """A programme 147 convention: who receives, who co-finances, how much, over which years."""
+
+    convention_id: Annotated[UUID, Level.PUBLIC]
+    beneficiary_partner_id: Annotated[UUID, Level.PUBLIC]
+    cofinancer_partner_ids: Annotated[tuple[UUID, ...], Level.PUBLIC] = ()
+    cite_educative: Annotated[str | None, Level.PUBLIC] = None
+    amount_cents: Annotated[int, Level.PUBLIC]  # euros × 100
+    first_year: Annotated[int, Level.PUBLIC]
+    last_year: Annotated[int, Level.PUBLIC]
+    status: Annotated[str, Level.PUBLIC]
+
+
+@catalog.event("fr.maillage.funding.convention.signed.v1", topic=CONVENTIONS, key="convention_id")
+class ConventionSigned(ConventionFacts):
+    """A funding officer recorded a signed convention."""
+
+
+class TrancheFacts(Event):
+    """A tranche of a convention: an advance, or a payment against a compte-rendu financier."""
+
+    tranche_id: Annotated[UUID, Level.PUBLIC]
+    convention_id: Annotated[UUID, Level.PUBLIC]
+    beneficiary_partner_id: Annotated[UUID, Level.PUBLIC]
+    cofinancer_partner_ids: Annotated[tuple[UUID, ...], Level.PUBLIC] = ()
+    number: Annotated[int, Level.PUBLIC]
+    amount_cents: Annotated[int, Level.PUBLIC]
+    status: Annotated[str, Level.PUBLIC]  # "requested", "approved", "paid"
+
+
+@catalog.event("fr.maillage.funding.tranche.requested.v1", topic=TRANCHES, key="tranche_id")
+class TrancheRequested(TrancheFacts):
+    """The beneficiary asked for a tranche."""
+
+
+@catalog.event("fr.maillage.funding.tranche.approved.v1", topic=TRANCHES, key="tranche_id")
+class TrancheApproved(TrancheFacts):
+    """A funding officer approved the tranche."""
+
+
+@catalog.event("fr.maillage.funding.tranche.paid.v1", topic=TRANCHES, key="tranche_id")
+class TranchePaid(TrancheFacts):
+    """A funding officer recorded the payment of the tranche."""
