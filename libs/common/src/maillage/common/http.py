@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Protocol
 
 import asyncpg
 import structlog
@@ -136,6 +136,20 @@ class BodySizeLimitMiddleware:
 ReadinessCheck = Callable[[], Awaitable[object]]
 
 
+class BackgroundWorker(Protocol):
+    """A service's long-running loop beside HTTP and Kafka (the webhook delivery worker…)."""
+
+    async def run(self) -> None:
+        """Work until :meth:`stop`."""
+
+    def stop(self) -> None:
+        """Ask :meth:`run` to return soon, once the work under way is done."""
+
+
+WorkerFactory = Callable[[asyncpg.Pool], BackgroundWorker]
+"""Builds a worker on the open pool, at start-up (``create_app(workers=[...])``)."""
+
+
 @dataclass
 class ServiceRuntime:
     """What a running service holds: reachable from routes as ``request.app.state.runtime``."""
@@ -146,6 +160,7 @@ class ServiceRuntime:
     dead_letters: DeadLetterProducer
     pool: asyncpg.Pool | None = None
     readiness_checks: dict[str, ReadinessCheck] = field(default_factory=dict)
+    workers: list[BackgroundWorker] = field(default_factory=list)
 
 
 def runtime_of(request: Request) -> ServiceRuntime:
@@ -189,11 +204,13 @@ def create_app(
     consumers: Sequence[EventConsumer] = (),
     migrations: Path | None = None,
     catalog: Catalog = default_catalog,
+    workers: Sequence[WorkerFactory] = (),
 ) -> FastAPI:
     """Build a service's ASGI application. See the module docstring for what it wires.
 
     ``routers`` are the service's HTTP routes (``api.router``), ``consumers`` its event consumer
-    groups (``consumers.CONSUMERS``), ``migrations`` its folder of numbered SQL files.
+    groups (``consumers.CONSUMERS``), ``migrations`` its folder of numbered SQL files,
+    ``workers`` its background loops, started after the broker and stopped before it.
     """
     configure_logging(settings.service_name, fmt=settings.log_format, level=settings.log_level)
     configure_telemetry(settings.service_name, version)
@@ -247,6 +264,7 @@ def create_app(
             dsn, min_size=settings.database_pool_min, max_size=settings.database_pool_max
         )
         relay_task: asyncio.Task[None] | None = None
+        worker_tasks: list[asyncio.Task[None]] = []
         try:
             await ensure_topics(
                 settings.kafka_bootstrap_servers,
@@ -255,9 +273,20 @@ def create_app(
             )
             await runtime.broker.start()
             relay_task = asyncio.create_task(runtime.relay.run(), name="outbox-relay")
+            runtime.workers = [factory(runtime.pool) for factory in workers]
+            worker_tasks = [
+                asyncio.create_task(worker.run(), name=type(worker).__name__)
+                for worker in runtime.workers
+            ]
             log.info("ready")
             yield
         finally:
+            for worker in runtime.workers:
+                worker.stop()
+            for result in await asyncio.gather(*worker_tasks, return_exceptions=True):
+                if isinstance(result, Exception):
+                    log.error("background worker failed", error=repr(result))
+            runtime.workers = []
             runtime.relay.stop()
             if relay_task is not None:
                 await relay_task
