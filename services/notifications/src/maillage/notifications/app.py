@@ -1,15 +1,22 @@
-"""Composition root of the notifications service: settings, broker, routes and the ASGI app.
+"""Composition root of the notifications service: settings, broker, routes, workers, ASGI app.
 
 Run it with ``uvicorn maillage.notifications.app:create --factory`` (``maillage dev`` does).
 """
 
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import timedelta
 from pathlib import Path
 
+import asyncpg
 from fastapi import FastAPI
+from pydantic import Field
 
 from maillage.common.http import create_app
 from maillage.common.settings import ServiceSettings, service_config
-from maillage.notifications import api, consumers
+from maillage.notifications import api, consumers, domain
+from maillage.notifications.delivery import DeliveryWorker
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 DESCRIPTION = (
@@ -21,15 +28,55 @@ class NotificationsSettings(ServiceSettings):
     model_config = service_config("notifications")
 
     service_name: str = "notifications"
+    # SSRF policy: https only and public addresses only, unless development or tests say otherwise.
+    webhook_allow_http: bool = Field(
+        default=False, description="Accept http:// endpoints (development and tests only)"
+    )
+    webhook_allowed_hosts: frozenset[str] = Field(
+        default=frozenset(),
+        description="Host names or addresses exempt from the private-address refusal (tests)",
+    )
+    webhook_retry_schedule_seconds: tuple[float, ...] = Field(
+        default=tuple(delay.total_seconds() for delay in domain.DEFAULT_RETRY_SCHEDULE),
+        min_length=1,
+        description="Delay before each attempt: the first is usually 0",
+    )
+    webhook_disable_after_hours: float = Field(default=5 * 24, gt=0)
+    webhook_max_concurrency: int = Field(default=50, ge=1, description="Attempts in flight")
+    webhook_per_endpoint_concurrency: int = Field(default=4, ge=1)
+    webhook_poll_interval_seconds: float = Field(default=1.0, gt=0)
+
+    @property
+    def retry_schedule(self) -> tuple[timedelta, ...]:
+        return tuple(timedelta(seconds=delay) for delay in self.webhook_retry_schedule_seconds)
+
+
+def delivery_worker(settings: NotificationsSettings) -> Callable[[asyncpg.Pool], DeliveryWorker]:
+    def build(pool: asyncpg.Pool) -> DeliveryWorker:
+        return DeliveryWorker(
+            pool,
+            allow_http=settings.webhook_allow_http,
+            allowed_hosts=settings.webhook_allowed_hosts,
+            schedule=settings.retry_schedule,
+            max_concurrency=settings.webhook_max_concurrency,
+            per_endpoint=settings.webhook_per_endpoint_concurrency,
+            poll_interval=settings.webhook_poll_interval_seconds,
+            disable_after=timedelta(hours=settings.webhook_disable_after_hours),
+        )
+
+    return build
 
 
 def create(settings: NotificationsSettings | None = None) -> FastAPI:
     settings = settings or NotificationsSettings()  # type: ignore[call-arg]  # read from the environment
-    return create_app(
+    app = create_app(
         settings,
         title="Maillage notifications",
         description=DESCRIPTION,
         routers=[api.router],
         consumers=consumers.CONSUMERS,
         migrations=MIGRATIONS,
+        workers=[delivery_worker(settings)],
     )
+    app.state.settings = settings
+    return app
