@@ -2,9 +2,83 @@
 
 A tête de cordée (university, grande école, lycée with CPGE/STS) mentors encordés (collèges and
 lycées). The national objective serves every REP+ collège first, then every REP collège.
+
+The interface the service uses
+------------------------------
+- :class:`PriorityClass` and :func:`priority_class` (REP status from the reference data, never
+  from what a school says), :func:`academie_of` (département → code académie), :func:`haversine_km`.
+- :class:`School`, :class:`Offer`, :class:`Request`: frozen values the service builds from its
+  read model; :func:`eligible` says whether an offer may be proposed to a request.
+- Single request: :func:`score` explains one (request, offer) pair with named parts that sum
+  exactly to the score; :func:`rank_candidates` returns the best eligible offers, best first.
+- Campaign: :func:`solve_campaign` assigns every pending request optimally (OR-Tools min-cost
+  flow); :func:`greedy_campaign` is the naive baseline; :func:`campaign_objective` compares them.
+
+Eligibility (:func:`eligible`)
+------------------------------
+An offer may be proposed to a request when all of these hold:
+
+1. same school year;
+2. the offer has a place left (``remaining_capacity > 0``);
+3. the offer mentors a level the school teaches: a collège's 4e/3e, a lycée's 2nde/1re/terminale;
+4. the offer serves the school's territory: the offer names neither a maximum distance nor
+   académies (it serves the whole country), or the school is within the offer's maximum
+   distance, or the school's académie is one of the offer's académies;
+5. the school accepts the distance: within the request's maximum distance, when it gives one
+   (the school's own limit holds even inside an académie the offer serves);
+6. the request has not declined this offer before (``excluded_offer_ids``).
+
+Single-request score (:func:`score`), in whole points
+------------------------------------------------------
+``score = priority + distance + thematics + capacity``, each part an integer:
+
+- priority: REP+ 3000, REP 2000, QPV proximity or rural 1000, other 0;
+- distance: ``round(400 × 25 / (25 + d))`` with ``d`` in km (400 at the door, 200 at 25 km);
+- thematics: ``round(400 × wished thematics the offer covers / wished thematics)``, 400 when the
+  school wishes none (any thematic suits it);
+- capacity: ``10 × min(places left, 10)``, so that fuller offers are spread over.
+
+The three non-priority parts total at most 900 < 1000, the gap between two priority classes: any
+REP+ pair outscores any REP pair, and so on. Serving waiting requests by decreasing score
+therefore serves a REP+ collège before a REP one when places are short. Ranking ties break on the
+exact distance, then the offer id, so the ranking is deterministic.
+
+Campaign objective (:func:`solve_campaign`)
+-------------------------------------------
+Let ``x(r, o) ∈ {0, 1}`` assign request ``r`` to offer ``o`` over eligible pairs only, each request
+at most once, each offer at most its remaining capacity. With ``N`` the number of requests,
+``d(r, o)`` the haversine distance in whole metres and ``D = 20,037,510`` m (half the Earth's
+circumference, more than any distance between two points),
+
+    K = N × D + 1,   w(REP+) = 4K,  w(REP) = 3K,  w(QPV or rural) = 2K,  w(other) = K,
+
+    maximise  objective = Σ x(r, o) × (w(class of r) − d(r, o)).
+
+No total distance reaches ``K``, so distance never buys coverage: the solution first maximises the
+priority-weighted coverage ``Σ w``, then, among those, minimises the total distance. Which schools
+can be served together forms a (transversal) matroid, so maximising ``Σ w`` for any decreasing
+positive weights gives a solution where, *for every class c, the number of served requests of class
+c or higher is the largest possible*: REP+ coverage is maximal, then REP+ and REP coverage
+together, and so on. In particular no number of REP collèges is ever worth one REP+ collège, and
+an unserved request never has a path of moves (take a place, the school there moves to another
+offer…) ending at a free place or at a request of a lower class.
+
+The campaign does not weigh thematics: they rank the candidates of one request, while the
+campaign's objective is the national one (coverage by priority, then proximity).
 """
 
+from __future__ import annotations
+
+import heapq
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 from enum import IntEnum
+from uuid import UUID
+
+import numpy as np
+import numpy.typing as npt
+from ortools.graph.python import min_cost_flow  # type: ignore[import-untyped]  # no stubs
 
 
 class PriorityClass(IntEnum):
@@ -14,3 +88,512 @@ class PriorityClass(IntEnum):
     REP = 2
     QPV_OR_RURAL = 3
     OTHER = 4
+
+    @property
+    def label(self) -> str:
+        return _PRIORITY_LABELS[self]
+
+
+_PRIORITY_LABELS = {
+    PriorityClass.REP_PLUS: "REP+",
+    PriorityClass.REP: "REP",
+    PriorityClass.QPV_OR_RURAL: "QPV or rural",
+    PriorityClass.OTHER: "other",
+}
+
+
+def priority_class(
+    education_prioritaire: str | None, qpv_proximity: bool | None, rural: bool | None = None
+) -> PriorityClass:
+    """A school's priority from the reference data (annuaire, éducation prioritaire list)."""
+    status = (education_prioritaire or "").strip().upper()
+    if status == "REP+":
+        return PriorityClass.REP_PLUS
+    if status == "REP":
+        return PriorityClass.REP
+    if qpv_proximity or rural:
+        return PriorityClass.QPV_OR_RURAL
+    return PriorityClass.OTHER
+
+
+# --- territory --------------------------------------------------------------------------------
+
+EARTH_RADIUS_KM = 6371.0088  # the IUGG mean radius
+
+
+def haversine_km(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
+    """Great-circle distance in km between two points given in degrees."""
+    phi1, phi2 = math.radians(lat1), math.radians(lat2)
+    half_dphi = (phi2 - phi1) / 2
+    half_dlambda = math.radians(lon2 - lon1) / 2
+    h = math.sin(half_dphi) ** 2 + math.cos(phi1) * math.cos(phi2) * math.sin(half_dlambda) ** 2
+    return 2 * EARTH_RADIUS_KM * math.asin(math.sqrt(min(1.0, h)))
+
+
+# Codes académie as the Annuaire de l'éducation publishes them (``code_academie``): "24" is
+# Créteil. Caen and Rouen merged into the académie de Normandie (70) in 2020.
+_ACADEMIES: dict[str, tuple[str, ...]] = {
+    "01": ("75",),  # Paris
+    "02": ("04", "05", "13", "84"),  # Aix-Marseille
+    "03": ("25", "39", "70", "90"),  # Besançon
+    "04": ("24", "33", "40", "47", "64"),  # Bordeaux
+    "06": ("03", "15", "43", "63"),  # Clermont-Ferrand
+    "07": ("21", "58", "71", "89"),  # Dijon
+    "08": ("07", "26", "38", "73", "74"),  # Grenoble
+    "09": ("59", "62"),  # Lille
+    "10": ("01", "42", "69"),  # Lyon
+    "11": ("11", "30", "34", "48", "66"),  # Montpellier
+    "12": ("54", "55", "57", "88"),  # Nancy-Metz
+    "13": ("16", "17", "79", "86"),  # Poitiers
+    "14": ("22", "29", "35", "56"),  # Rennes
+    "15": ("67", "68"),  # Strasbourg
+    "16": ("09", "12", "31", "32", "46", "65", "81", "82"),  # Toulouse
+    "17": ("44", "49", "53", "72", "85"),  # Nantes
+    "18": ("18", "28", "36", "37", "41", "45"),  # Orléans-Tours
+    "19": ("02", "60", "80"),  # Amiens
+    "21": ("19", "23", "87"),  # Limoges
+    "22": ("06", "83"),  # Nice
+    "23": ("08", "10", "51", "52"),  # Reims
+    "24": ("77", "93", "94"),  # Créteil
+    "25": ("78", "91", "92", "95"),  # Versailles
+    "27": ("2A", "2B"),  # Corse
+    "28": ("974",),  # La Réunion
+    "31": ("972",),  # Martinique
+    "32": ("971",),  # Guadeloupe
+    "33": ("973",),  # Guyane
+    "40": ("988",),  # Nouvelle-Calédonie
+    "41": ("987",),  # Polynésie française
+    "42": ("986",),  # Wallis et Futuna
+    "43": ("976",),  # Mayotte
+    "44": ("975",),  # Saint-Pierre-et-Miquelon
+    "70": ("14", "27", "50", "61", "76"),  # Normandie
+}
+ACADEMIE_OF_DEPARTEMENT: dict[str, str] = {
+    departement: academie
+    for academie, departements in _ACADEMIES.items()
+    for departement in departements
+}
+
+
+def academie_of(departement: str) -> str | None:
+    """The code académie of a département, INSEE form ("94", "2A", "971") or the Éducation
+    nationale's three characters ("094", "620"/"720" for Corsica, as a UAI starts); None if
+    unknown."""
+    code = departement.strip().upper()
+    code = {"620": "2A", "720": "2B"}.get(code, code)
+    if len(code) == 3 and code[0] == "0":
+        code = code[1:]
+    return ACADEMIE_OF_DEPARTEMENT.get(code)
+
+
+# --- schools, offers, requests ----------------------------------------------------------------
+
+LEVELS_BY_KIND: dict[str, frozenset[str]] = {
+    "college": frozenset({"4e", "3e"}),
+    "lycee": frozenset({"2nde", "1re", "terminale"}),
+}
+LEVELS = ("4e", "3e", "2nde", "1re", "terminale")
+
+
+@dataclass(frozen=True, slots=True)
+class School:
+    """A collège or lycée of the read model, as the matcher needs it."""
+
+    partner_id: UUID
+    uai: str
+    kind: str  # "college" | "lycee"
+    departement: str  # INSEE form: "94", "2A", "971"
+    academie: str | None  # code académie, e.g. "24"; academie_of(departement) when unknown
+    latitude: float
+    longitude: float
+    priority: PriorityClass
+
+
+@dataclass(frozen=True, slots=True)
+class Offer:
+    """A tête de cordée's open offer, with the places it has left."""
+
+    offer_id: UUID
+    tete_partner_id: UUID
+    latitude: float
+    longitude: float
+    levels: tuple[str, ...]  # among LEVELS
+    thematics: tuple[str, ...]
+    max_distance_km: float | None  # None: no distance rule
+    academies: tuple[str, ...]  # codes académie served; empty: no académie rule
+    remaining_capacity: int
+    school_year: str  # "2026-2027"
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """A school's pending request for a cordée."""
+
+    request_id: UUID
+    school: School
+    thematics: tuple[str, ...]
+    max_distance_km: float | None  # None: any distance
+    school_year: str
+    excluded_offer_ids: frozenset[UUID] = frozenset()  # offers declined for this request
+
+
+def _distance_km(request: Request, offer: Offer) -> float:
+    school = request.school
+    return haversine_km(school.latitude, school.longitude, offer.latitude, offer.longitude)
+
+
+def _territory_ok(request: Request, offer: Offer, distance_km: float) -> bool:
+    if request.max_distance_km is not None and distance_km > request.max_distance_km:
+        return False
+    if offer.max_distance_km is None and not offer.academies:
+        return True
+    if offer.max_distance_km is not None and distance_km <= offer.max_distance_km:
+        return True
+    return request.school.academie in offer.academies
+
+
+def _static_ok(request: Request, offer: Offer) -> bool:
+    """Every rule but the territory's: cheap, checked before any distance."""
+    return (
+        offer.school_year == request.school_year
+        and offer.remaining_capacity > 0
+        and offer.offer_id not in request.excluded_offer_ids
+        and not LEVELS_BY_KIND[request.school.kind].isdisjoint(offer.levels)
+    )
+
+
+def eligible(request: Request, offer: Offer) -> bool:
+    """Whether the offer may be proposed to the request (the rules in the module docstring)."""
+    return _static_ok(request, offer) and _territory_ok(
+        request, offer, _distance_km(request, offer)
+    )
+
+
+# --- single request: score and ranking ----------------------------------------------------------
+
+PRIORITY_POINTS = {
+    PriorityClass.REP_PLUS: 3000,
+    PriorityClass.REP: 2000,
+    PriorityClass.QPV_OR_RURAL: 1000,
+    PriorityClass.OTHER: 0,
+}
+DISTANCE_POINTS = 400
+DISTANCE_HALF_KM = 25.0  # the distance at which the distance part is half its maximum
+THEMATIC_POINTS = 400
+CAPACITY_POINTS_PER_PLACE = 10
+CAPACITY_PLACES_COUNTED = 10
+
+
+@dataclass(frozen=True, slots=True)
+class ScorePart:
+    """One named part of a score: its whole points and why."""
+
+    name: str  # "priority" | "distance" | "thematics" | "capacity"
+    points: int
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Explanation:
+    """Why an offer suits a request: the parts, which sum exactly to the score."""
+
+    request_id: UUID
+    offer_id: UUID
+    distance_km: float
+    parts: tuple[ScorePart, ...]
+
+    @property
+    def score(self) -> int:
+        return sum(part.points for part in self.parts)
+
+    def part(self, name: str) -> ScorePart:
+        return next(part for part in self.parts if part.name == name)
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    """An eligible offer for a request, its explanation and its rank (1 is the best)."""
+
+    offer: Offer
+    explanation: Explanation
+    rank: int
+
+
+def _normalised(thematics: Iterable[str]) -> set[str]:
+    return {thematic.strip().casefold() for thematic in thematics}
+
+
+def _explain(request: Request, offer: Offer, distance_km: float) -> Explanation:
+    priority = request.school.priority
+    wished = _normalised(request.thematics)
+    if wished:
+        covered = sorted(wished & _normalised(offer.thematics))
+        thematic_points = round(THEMATIC_POINTS * len(covered) / len(wished))
+        thematic_reason = f"{len(covered)} of the {len(wished)} wished thematics" + (
+            f" ({', '.join(covered)})" if covered else ""
+        )
+    else:
+        thematic_points = THEMATIC_POINTS
+        thematic_reason = "no thematic wished: every offer suits"
+    places = offer.remaining_capacity
+    return Explanation(
+        request_id=request.request_id,
+        offer_id=offer.offer_id,
+        distance_km=distance_km,
+        parts=(
+            ScorePart(
+                "priority",
+                PRIORITY_POINTS[priority],
+                f"{priority.label} school (national priority)",
+            ),
+            ScorePart(
+                "distance",
+                round(DISTANCE_POINTS * DISTANCE_HALF_KM / (DISTANCE_HALF_KM + distance_km)),
+                f"{distance_km:.1f} km away",
+            ),
+            ScorePart("thematics", thematic_points, thematic_reason),
+            ScorePart(
+                "capacity",
+                CAPACITY_POINTS_PER_PLACE * min(places, CAPACITY_PLACES_COUNTED),
+                f"{places} place{'s' if places > 1 else ''} left",
+            ),
+        ),
+    )
+
+
+def score(request: Request, offer: Offer) -> Explanation:
+    """The explanation of the pair's score (whether or not the offer is eligible)."""
+    return _explain(request, offer, _distance_km(request, offer))
+
+
+def rank_candidates(request: Request, offers: Iterable[Offer], limit: int = 5) -> list[Candidate]:
+    """The ``limit`` best eligible offers for the request, best first.
+
+    Best is the highest score; ties go to the nearer offer, then to the smaller offer id.
+    """
+    scored: list[tuple[int, float, UUID, Offer, Explanation]] = []
+    for offer in offers:
+        if not _static_ok(request, offer):
+            continue
+        distance_km = _distance_km(request, offer)
+        if not _territory_ok(request, offer, distance_km):
+            continue
+        explanation = _explain(request, offer, distance_km)
+        scored.append((-explanation.score, distance_km, offer.offer_id, offer, explanation))
+    best = heapq.nsmallest(limit, scored, key=lambda item: item[:3])
+    return [
+        Candidate(offer=offer, explanation=explanation, rank=rank)
+        for rank, (_, _, _, offer, explanation) in enumerate(best, start=1)
+    ]
+
+
+# --- campaign -----------------------------------------------------------------------------------
+
+MAX_DISTANCE_M = 20_037_510  # half the Earth's circumference: no two points are farther apart
+_CLASS_MULTIPLIER = {
+    PriorityClass.REP_PLUS: 4,
+    PriorityClass.REP: 3,
+    PriorityClass.QPV_OR_RURAL: 2,
+    PriorityClass.OTHER: 1,
+}
+
+
+def coverage_unit(request_count: int) -> int:
+    """``K = N × D + 1``: more than any total distance of N assignments, in metres."""
+    return request_count * MAX_DISTANCE_M + 1
+
+
+def coverage_weight(priority: PriorityClass, request_count: int) -> int:
+    """The weight of serving one request of this class in a campaign of N requests."""
+    return _CLASS_MULTIPLIER[priority] * coverage_unit(request_count)
+
+
+@dataclass(frozen=True, slots=True)
+class Coverage:
+    """How many requests of one priority class a campaign had, and served."""
+
+    requested: int
+    served: int
+
+
+@dataclass(frozen=True)
+class CampaignResult:
+    """A campaign's assignment of requests to offers, and what it achieves."""
+
+    assignments: dict[UUID, UUID]  # request_id → offer_id
+    distances_m: dict[UUID, int]  # request_id → distance to its offer, whole metres
+    coverage: dict[PriorityClass, Coverage]
+    request_count: int
+    objective: int  # see the module docstring
+    unserved: tuple[UUID, ...] = field(default=())
+
+    @property
+    def total_distance_m(self) -> int:
+        return sum(self.distances_m.values())
+
+    @property
+    def total_distance_km(self) -> float:
+        return self.total_distance_m / 1000
+
+
+def campaign_objective(result: CampaignResult) -> int:
+    """``Σ served (w(class) − distance in metres)``, recomputed from the result's figures.
+
+    Two campaigns over the same requests compare by this number: the larger is better, and it
+    is larger exactly when the coverage is lexicographically better (REP+ first), or equal with a
+    smaller total distance.
+    """
+    weights = sum(
+        coverage.served * coverage_weight(priority, result.request_count)
+        for priority, coverage in result.coverage.items()
+    )
+    return weights - result.total_distance_m
+
+
+@dataclass(frozen=True, slots=True)
+class CampaignGraph:
+    """The eligible (request, offer) pairs of a campaign, as arrays (exposed for the benchmark)."""
+
+    requests: tuple[Request, ...]
+    offers: tuple[Offer, ...]  # only those with a place left
+    request_index: npt.NDArray[np.int64]  # per pair: index into requests
+    offer_index: npt.NDArray[np.int64]  # per pair: index into offers
+    distance_m: npt.NDArray[np.int64]  # per pair: whole metres
+
+    def costs(self) -> npt.NDArray[np.int64]:
+        """Per pair ``d(r, o) − w(class of r)``: the min-cost flow's unit cost."""
+        n = len(self.requests)
+        weights = np.array([coverage_weight(r.school.priority, n) for r in self.requests], np.int64)
+        return self.distance_m - weights[self.request_index]
+
+
+def campaign_graph(requests: Sequence[Request], offers: Sequence[Offer]) -> CampaignGraph:
+    """Every eligible (request, offer) pair with its distance."""
+    open_offers = tuple(offer for offer in offers if offer.remaining_capacity > 0)
+    pairs: list[tuple[int, int, int]] = []
+    for i, request in enumerate(requests):
+        for j, offer in enumerate(open_offers):
+            if not _static_ok(request, offer):
+                continue
+            distance_km = _distance_km(request, offer)
+            if _territory_ok(request, offer, distance_km):
+                pairs.append((i, j, round(distance_km * 1000)))
+    array = np.array(pairs, dtype=np.int64).reshape(-1, 3)
+    return CampaignGraph(
+        requests=tuple(requests),
+        offers=open_offers,
+        request_index=array[:, 0].copy(),
+        offer_index=array[:, 1].copy(),
+        distance_m=array[:, 2].copy(),
+    )
+
+
+def _result(graph: CampaignGraph, chosen: Iterable[int]) -> CampaignResult:
+    """The campaign result of a set of chosen pairs (indices into the graph's arrays)."""
+    requests, offers = graph.requests, graph.offers
+    assignments: dict[UUID, UUID] = {}
+    distances: dict[UUID, int] = {}
+    for pair in chosen:
+        request = requests[int(graph.request_index[pair])]
+        assignments[request.request_id] = offers[int(graph.offer_index[pair])].offer_id
+        distances[request.request_id] = int(graph.distance_m[pair])
+    requested = dict.fromkeys(PriorityClass, 0)
+    served = dict.fromkeys(PriorityClass, 0)
+    for request in requests:
+        requested[request.school.priority] += 1
+        served[request.school.priority] += request.request_id in assignments
+    coverage = {p: Coverage(requested=requested[p], served=served[p]) for p in PriorityClass}
+    n = len(requests)
+    objective = sum(coverage_weight(p, n) * served[p] for p in PriorityClass) - sum(
+        distances.values()
+    )
+    return CampaignResult(
+        assignments=assignments,
+        distances_m=distances,
+        coverage=coverage,
+        request_count=n,
+        objective=objective,
+        unserved=tuple(r.request_id for r in requests if r.request_id not in assignments),
+    )
+
+
+def solve_min_cost_flow(
+    graph: CampaignGraph,
+) -> tuple[npt.NDArray[np.int64], int]:
+    """Solve the campaign's min-cost flow: the chosen pairs' indices and the optimal cost.
+
+    Nodes: the source, one per request, one per offer, the sink. Arcs: source → request
+    (capacity 1), request → offer per eligible pair (capacity 1, cost ``d − w``), offer → sink
+    (its remaining capacity), and source → sink (the requests left unserved, cost 0).
+    """
+    n, m, e = len(graph.requests), len(graph.offers), len(graph.request_index)
+    source, sink = 0, n + m + 1
+    request_nodes = np.arange(1, n + 1, dtype=np.int32)
+    offer_nodes = np.arange(n + 1, n + m + 1, dtype=np.int32)
+    tails = np.concatenate(
+        [
+            graph.request_index.astype(np.int32) + 1,
+            np.zeros(n, np.int32),
+            offer_nodes,
+            np.array([source], np.int32),
+        ]
+    )
+    heads = np.concatenate(
+        [
+            graph.offer_index.astype(np.int32) + n + 1,
+            request_nodes,
+            np.full(m, sink, np.int32),
+            np.array([sink], np.int32),
+        ]
+    )
+    capacities = np.concatenate(
+        [
+            np.ones(e, np.int64),
+            np.ones(n, np.int64),
+            np.array([o.remaining_capacity for o in graph.offers], np.int64),
+            np.array([n], np.int64),
+        ]
+    )
+    costs = np.concatenate([graph.costs(), np.zeros(n + m + 1, np.int64)])
+    solver = min_cost_flow.SimpleMinCostFlow()
+    solver.add_arcs_with_capacity_and_unit_cost(tails, heads, capacities, costs)
+    solver.set_node_supply(source, n)
+    solver.set_node_supply(sink, -n)
+    status = solver.solve()
+    if status != solver.OPTIMAL:
+        raise RuntimeError(f"the campaign's min-cost flow ended with status {status}")
+    flows = solver.flows(np.arange(e, dtype=np.int32))
+    return np.flatnonzero(flows), int(solver.optimal_cost())
+
+
+def solve_campaign(requests: Sequence[Request], offers: Sequence[Offer]) -> CampaignResult:
+    """The optimal campaign (objective in the module docstring), by OR-Tools min-cost flow."""
+    graph = campaign_graph(requests, offers)
+    chosen, _ = solve_min_cost_flow(graph)
+    return _result(graph, chosen.tolist())
+
+
+def greedy_campaign(requests: Sequence[Request], offers: Sequence[Offer]) -> CampaignResult:
+    """The baseline: requests by priority class (then request id), each to its nearest eligible
+    offer that still has a place (ties to the smaller offer id)."""
+    graph = campaign_graph(requests, offers)
+    places = [offer.remaining_capacity for offer in graph.offers]
+    pairs_of: dict[int, list[tuple[int, UUID, int]]] = {}
+    for pair in range(len(graph.request_index)):
+        j = int(graph.offer_index[pair])
+        pairs_of.setdefault(int(graph.request_index[pair]), []).append(
+            (int(graph.distance_m[pair]), graph.offers[j].offer_id, pair)
+        )
+    order = sorted(
+        range(len(graph.requests)),
+        key=lambda i: (graph.requests[i].school.priority, graph.requests[i].request_id),
+    )
+    chosen: list[int] = []
+    for i in order:
+        for _, _, pair in sorted(pairs_of.get(i, [])):
+            j = int(graph.offer_index[pair])
+            if places[j] > 0:
+                places[j] -= 1
+                chosen.append(pair)
+                break
+    return _result(graph, chosen)
