@@ -28,9 +28,11 @@ from starlette.routing import Route
 from maillage.common.db import create_pool, migrate_service, transaction
 from maillage.notifications import signing, store
 from maillage.notifications.delivery import DeliveryWorker
+from maillage.notifications.secretbox import SecretBox
 
 MIGRATIONS = Path(store.__file__).parent / "migrations"
 LOOPBACK = frozenset({"127.0.0.0/8"})
+BOX = SecretBox("test-only webhook secret encryption key")
 ZERO_SCHEDULE = (timedelta(0),) * 8
 EVENT_TYPE = "cordees.proposal.created"
 
@@ -143,15 +145,22 @@ def worker(pool: asyncpg.Pool, **options: Any) -> DeliveryWorker:
     options.setdefault("allow_http", True)
     options.setdefault("allowed_hosts", LOOPBACK)
     options.setdefault("schedule", ZERO_SCHEDULE)
+    options.setdefault("secret_box", BOX)
     return DeliveryWorker(pool, **options)
 
 
 async def endpoint(
     pool: asyncpg.Pool, url: str, secret: str, *, event_types: tuple[str, ...] = ()
 ) -> uuid.UUID:
+    endpoint_id = uuid.uuid4()
     async with transaction(pool) as connection:
         return await store.create_endpoint(
-            connection, partner_id=uuid.uuid4(), url=url, secret=secret, event_types=event_types
+            connection,
+            endpoint_id=endpoint_id,
+            partner_id=uuid.uuid4(),
+            url=url,
+            sealed_secret=BOX.seal(secret, endpoint_id),
+            event_types=event_types,
         )
 
 
@@ -221,8 +230,14 @@ async def test_an_event_is_queued_once_per_endpoint(pool: asyncpg.Pool) -> None:
             ("https://b.example.org/hook", (EVENT_TYPE,)),
             ("https://c.example.org/hook", ("funding.tranche.approved",)),
         ):
+            endpoint_id = uuid.uuid4()
             await store.create_endpoint(
-                connection, partner_id=partner, url=url, secret=secret, event_types=types
+                connection,
+                endpoint_id=endpoint_id,
+                partner_id=partner,
+                url=url,
+                sealed_secret=BOX.seal(secret, endpoint_id),
+                event_types=types,
             )
         for _ in range(2):
             queued = await store.enqueue_event(
@@ -441,7 +456,11 @@ async def test_rotation_signs_with_both_secrets(
     endpoint_id = await endpoint(pool, only_old.url, old)
     async with transaction(pool) as connection:
         await store.rotate_secret(
-            connection, endpoint_id, new, now=datetime.now(UTC), overlap=timedelta(hours=1)
+            connection,
+            endpoint_id,
+            BOX.seal(new, endpoint_id),
+            now=datetime.now(UTC),
+            overlap=timedelta(hours=1),
         )
     await enqueue(pool, endpoint_id)
     async with worker(pool) as w:

@@ -11,17 +11,19 @@ from pathlib import Path
 
 import asyncpg
 from fastapi import FastAPI
-from pydantic import Field
+from pydantic import Field, SecretStr, model_validator
 
 from maillage.common.http import create_app
 from maillage.common.settings import ServiceSettings, service_config
 from maillage.notifications import api, consumers, domain
 from maillage.notifications.delivery import DeliveryWorker
+from maillage.notifications.secretbox import SecretBox
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 DESCRIPTION = (
     "Notifications: every event a partner cares about, pushed by signed webhook and by e-mail."
 )
+DEV_SECRET_ENCRYPTION_KEY = "maillage-development-only-webhook-secret-key"  # noqa: S105 - public on purpose
 
 
 class NotificationsSettings(ServiceSettings):
@@ -46,6 +48,20 @@ class NotificationsSettings(ServiceSettings):
     webhook_per_endpoint_concurrency: int = Field(default=4, ge=1)
     webhook_poll_interval_seconds: float = Field(default=1.0, gt=0)
 
+    # Encrypts the webhook signing secrets at rest; production sets its own
+    # (NOTIFICATIONS_SECRET_ENCRYPTION_KEY, e.g. `openssl rand -hex 32`).
+    secret_encryption_key: SecretStr = SecretStr(DEV_SECRET_ENCRYPTION_KEY)
+
+    @model_validator(mode="after")
+    def _production_has_its_own_key(self) -> NotificationsSettings:
+        if self.environment == "production" and (
+            self.secret_encryption_key.get_secret_value() == DEV_SECRET_ENCRYPTION_KEY
+        ):
+            raise ValueError(
+                "set NOTIFICATIONS_SECRET_ENCRYPTION_KEY: the development one is public"
+            )
+        return self
+
     @property
     def retry_schedule(self) -> tuple[timedelta, ...]:
         return tuple(timedelta(seconds=delay) for delay in self.webhook_retry_schedule_seconds)
@@ -62,6 +78,7 @@ def delivery_worker(settings: NotificationsSettings) -> Callable[[asyncpg.Pool],
             per_endpoint=settings.webhook_per_endpoint_concurrency,
             poll_interval=settings.webhook_poll_interval_seconds,
             disable_after=timedelta(hours=settings.webhook_disable_after_hours),
+            secret_box=SecretBox(settings.secret_encryption_key.get_secret_value()),
         )
 
     return build
@@ -79,4 +96,5 @@ def create(settings: NotificationsSettings | None = None) -> FastAPI:
         workers=[delivery_worker(settings)],
     )
     app.state.settings = settings
+    app.state.secret_box = SecretBox(settings.secret_encryption_key.get_secret_value())
     return app

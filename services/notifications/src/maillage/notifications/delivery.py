@@ -37,6 +37,7 @@ import httpx
 from maillage.common.db import transaction
 from maillage.common.logging import get_logger
 from maillage.notifications import domain, signing, ssrf, store
+from maillage.notifications.secretbox import SecretBox
 
 log = get_logger(__name__)
 
@@ -108,6 +109,7 @@ class DeliveryWorker:
         self,
         pool: asyncpg.Pool,
         *,
+        secret_box: SecretBox,
         http_client: HttpClientFactory | None = None,
         allow_http: bool = False,
         allowed_hosts: frozenset[str] = frozenset(),
@@ -128,6 +130,7 @@ class DeliveryWorker:
         if max_concurrency < 1 or per_endpoint < 1:
             raise ValueError("concurrency limits are at least 1")
         self.pool = pool
+        self.secret_box = secret_box  # opens the endpoints' sealed secrets
         self._client_factory = http_client or (lambda: default_http_client(max_concurrency))
         self._client: httpx.AsyncClient | None = None
         self.allow_http = allow_http
@@ -273,9 +276,8 @@ class DeliveryWorker:
         body = delivery.payload.encode("utf-8")
         if not delivery.secrets:
             raise ValueError("the endpoint has no live signing secret")
-        headers = signing.webhook_headers(
-            str(delivery.event_id), int(time.time()), body, list(delivery.secrets)
-        )
+        secrets = [self.secret_box.open(s, delivery.endpoint_id) for s in delivery.secrets]
+        headers = signing.webhook_headers(str(delivery.event_id), int(time.time()), body, secrets)
         headers["host"] = parsed.host_header
         extensions = {"sni_hostname": parsed.host} if parsed.scheme == "https" else {}
         client = self.client

@@ -28,7 +28,9 @@ class ClaimedDelivery:
     event_type: str
     payload: str
     attempts: int  # attempts made before this one
-    secrets: tuple[str, ...]  # current first, then the rotated-out secrets still live
+    # Sealed (secretbox.SecretBox.open them with endpoint_id): current first, then the
+    # rotated-out secrets still live.
+    secrets: tuple[bytes, ...]
 
 
 @dataclass(frozen=True)
@@ -48,23 +50,27 @@ class AttemptRecord:
 async def create_endpoint(
     connection: asyncpg.Connection,
     *,
+    endpoint_id: uuid.UUID,
     partner_id: uuid.UUID,
     url: str,
-    secret: str,
+    sealed_secret: bytes,
     event_types: Sequence[str] = (),
-    endpoint_id: uuid.UUID | None = None,
+    description: str | None = None,
 ) -> uuid.UUID:
-    """A new enabled endpoint with its first (current) secret."""
-    endpoint_id = endpoint_id or uuid.uuid4()
+    """A new enabled endpoint with its first (current) secret, sealed for ``endpoint_id``."""
     await connection.execute(
-        "INSERT INTO webhook_endpoints (id, partner_id, url, event_types) VALUES ($1, $2, $3, $4)",
+        "INSERT INTO webhook_endpoints (id, partner_id, url, event_types, description)"
+        " VALUES ($1, $2, $3, $4, $5)",
         endpoint_id,
         partner_id,
         url,
         list(event_types),
+        description,
     )
     await connection.execute(
-        "INSERT INTO endpoint_secrets (endpoint_id, secret) VALUES ($1, $2)", endpoint_id, secret
+        "INSERT INTO endpoint_secrets (endpoint_id, sealed) VALUES ($1, $2)",
+        endpoint_id,
+        sealed_secret,
     )
     return endpoint_id
 
@@ -72,12 +78,12 @@ async def create_endpoint(
 async def rotate_secret(
     connection: asyncpg.Connection,
     endpoint_id: uuid.UUID,
-    new_secret: str,
+    sealed_secret: bytes,
     *,
     now: datetime,
     overlap: timedelta,
 ) -> None:
-    """``new_secret`` becomes current; the old current keeps signing until ``now + overlap``."""
+    """``sealed_secret`` becomes current; the old current keeps signing until ``now + overlap``."""
     await connection.execute(
         "UPDATE endpoint_secrets SET not_after = $2 WHERE endpoint_id = $1 AND not_after IS NULL",
         endpoint_id,
@@ -89,9 +95,9 @@ async def rotate_secret(
         now,
     )
     await connection.execute(
-        "INSERT INTO endpoint_secrets (endpoint_id, secret) VALUES ($1, $2)",
+        "INSERT INTO endpoint_secrets (endpoint_id, sealed) VALUES ($1, $2)",
         endpoint_id,
-        new_secret,
+        sealed_secret,
     )
 
 
@@ -233,7 +239,7 @@ async def claim_due(
           FROM locked, webhook_endpoints e
          WHERE d.id = locked.id AND e.id = d.endpoint_id
         RETURNING d.id, d.endpoint_id, e.url, d.event_id, d.event_type, d.payload, d.attempts,
-                  ARRAY(SELECT s.secret FROM endpoint_secrets s
+                  ARRAY(SELECT s.sealed FROM endpoint_secrets s
                          WHERE s.endpoint_id = d.endpoint_id
                            AND (s.not_after IS NULL OR s.not_after > $1)
                          ORDER BY s.not_after IS NOT NULL, s.not_after DESC) AS secrets
