@@ -7,10 +7,11 @@ deliveries, attempts and due times are read back from a fresh PostgreSQL databas
 from __future__ import annotations
 
 import asyncio
+import socket
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -47,6 +48,7 @@ class Received:
     payload: Any
     headers: dict[str, str]
     body: bytes
+    peer: tuple[str, int]  # the worker's end of the TCP connection
 
 
 @dataclass
@@ -56,9 +58,11 @@ class Receiver:
     secrets: list[str]
     script: list[tuple[int, dict[str, str]]] = field(default_factory=list)
     delay: float = 0.0
+    answer: bytes = b"ok" * 10_000  # more than the worker reads
     received: list[Received] = field(default_factory=list)
     in_flight: int = 0
     max_in_flight: int = 0
+    port: int = 0
     url: str = ""
 
     def __post_init__(self) -> None:
@@ -92,9 +96,13 @@ class Receiver:
             with self._lock:
                 self.in_flight -= 1
         with self._lock:
-            self.received.append(Received(headers["webhook-id"], verified, payload, headers, body))
+            assert request.client is not None
+            peer = (request.client.host, request.client.port)
+            self.received.append(
+                Received(headers["webhook-id"], verified, payload, headers, body, peer)
+            )
             status, extra = self.script.pop(0) if self.script else (200, {})
-        return Response(b"ok" * 10_000, status_code=status, headers=extra)
+        return Response(self.answer, status_code=status, headers=extra)
 
     def start(self) -> Receiver:
         self._thread.start()
@@ -103,8 +111,8 @@ class Receiver:
             if time.monotonic() > deadline or not self._thread.is_alive():
                 raise RuntimeError("the receiver did not start")
             time.sleep(0.01)
-        port = self._server.servers[0].sockets[0].getsockname()[1]
-        self.url = f"http://127.0.0.1:{port}/hook"
+        self.port = self._server.servers[0].sockets[0].getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}/hook"
         return self
 
     def stop(self) -> None:
@@ -378,7 +386,87 @@ async def test_a_hostname_resolving_to_a_private_address_is_not_delivered(
     async with worker(pool, resolver=rebinding, schedule=(timedelta(0),)) as w:
         await w.deliver_due()
     [attempt] = await attempts(pool, delivery_id)
-    assert "10.1.2.3" in attempt["error"]
+    assert attempt["status_code"] is None
+    assert attempt["error"] == (
+        "refused (webhook_url_address_not_allowed): hooks.example.org resolves to 10.1.2.3,"
+        " a private address (10.0.0.0/8): webhook endpoints must be on the public internet"
+    )
+    assert (await delivery(pool, delivery_id))["status"] == "failed"
+
+
+def resolving(table: dict[str, list[str]]) -> Callable[[str, int], Awaitable[list[str]]]:
+    """A resolver answering from ``table``, as DNS would (names not in it do not exist)."""
+
+    async def resolve(host: str, port: int) -> list[str]:
+        if host not in table:
+            raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+        return table[host]
+
+    return resolve
+
+
+async def test_a_name_is_checked_when_the_connection_opens_and_refused_there(
+    pool: asyncpg.Pool, receivers: list[Receiver]
+) -> None:
+    secret = signing.new_secret()
+    hook = receiver(receivers, [secret])
+    port = hook.port
+    # A public-looking name whose DNS answer is the receiver on loopback, not allow-listed.
+    endpoint_id = await endpoint(pool, f"http://hooks.partner.example:{port}/hook", secret)
+    delivery_id, _ = await enqueue(pool, endpoint_id)
+    dns = resolving({"hooks.partner.example": ["127.0.0.1"]})
+
+    schedule = (timedelta(0), timedelta(hours=1))
+    w = worker(pool, resolver=dns, allowed_hosts=frozenset(), schedule=schedule, poll_interval=0.05)
+    running = asyncio.create_task(w.run())
+    try:
+        async with asyncio.timeout(20):
+            while not await attempts(pool, delivery_id):
+                await asyncio.sleep(0.05)
+    finally:
+        w.stop()
+        await running  # the refusal is an attempt's outcome, not a crash of the loop
+
+    assert hook.received == []
+    [attempt] = await attempts(pool, delivery_id)
+    assert attempt["status_code"] is None
+    assert attempt["error"].startswith(
+        "refused (webhook_url_address_not_allowed): hooks.partner.example resolves to 127.0.0.1,"
+        " a loopback address"
+    )
+    row = await delivery(pool, delivery_id)
+    assert (row["status"], row["attempts"]) == ("pending", 1)  # retried on the schedule
+
+
+async def test_an_allowed_name_is_delivered_to_with_its_name_and_its_own_connections(
+    pool: asyncpg.Pool, receivers: list[Receiver]
+) -> None:
+    secret = signing.new_secret()
+    # A short answer, read whole: the connection stays open for the next request.
+    hook = Receiver(secrets=[secret], answer=b"ok").start()
+    receivers.append(hook)
+    port = hook.port
+    # Two partners' names on one address (a shared host, a CDN): each keeps its own connections.
+    names = ("a.receiver.example", "b.receiver.example")
+    dns = resolving({name: ["127.0.0.1"] for name in names})
+    ids = [await endpoint(pool, f"http://{name}:{port}/hook", secret) for name in names]
+    for endpoint_id in ids * 3:
+        await enqueue(pool, endpoint_id)
+
+    async with worker(pool, resolver=dns, per_endpoint=1, max_concurrency=2) as w:
+        for _ in range(3):
+            assert await w.deliver_due() == 2
+
+    assert len(hook.received) == 6
+    assert all(r.verified for r in hook.received)
+    hosts = {r.headers["host"] for r in hook.received}
+    assert hosts == {f"{name}:{port}" for name in names}
+    peers = {
+        name: {r.peer for r in hook.received if r.headers["host"] == f"{name}:{port}"}
+        for name in names
+    }
+    assert peers[names[0]].isdisjoint(peers[names[1]])
+    assert all(len(used) == 1 for used in peers.values())  # kept alive and reused per name
 
 
 async def test_a_restarted_worker_resumes_the_schedule(

@@ -1,8 +1,13 @@
-"""The SSRF policy of webhook URLs: pure checks, DNS faked by an injected resolver."""
+"""The SSRF policy of webhook URLs: pure checks, DNS faked by an injected resolver; the
+connect-time check of the worker's network backend against a real TCP listener on loopback."""
 
+from __future__ import annotations
+
+import asyncio
 import socket
 from collections.abc import Iterable
 
+import httpcore
 import pytest
 
 from maillage.notifications.ssrf import (
@@ -12,6 +17,7 @@ from maillage.notifications.ssrf import (
     INVALID_URL,
     SCHEME_NOT_ALLOWED,
     USERINFO_NOT_ALLOWED,
+    CheckedNetworkBackend,
     ParsedUrl,
     UnsafeUrl,
     address_problem,
@@ -336,8 +342,114 @@ def test_a_url_is_normalised() -> None:
     assert check("https://bücher.example/").host == "xn--bcher-kva.example"
 
 
-def test_the_delivery_connects_to_the_checked_address_and_names_the_host() -> None:
-    parsed = check("https://hooks.example.org/in?x=1")
-    assert parsed.url_for("93.184.215.14") == "https://93.184.215.14:443/in?x=1"
-    assert parsed.url_for("2606:4700::1") == "https://[2606:4700::1]:443/in?x=1"
-    assert parsed.host_header == "hooks.example.org"
+# --- the connect-time check (the worker's network backend) ---------------------------------------
+
+
+class Listener:
+    """A TCP server on 127.0.0.1 that answers each line with its reverse and counts connections."""
+
+    def __init__(self) -> None:
+        self.connections = 0
+        self.port = 0
+        self._server: asyncio.Server | None = None
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        line = await reader.readline()
+        writer.write(line.rstrip(b"\n")[::-1] + b"\n")
+        await writer.drain()
+        writer.close()
+
+    async def __aenter__(self) -> Listener:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        assert self._server is not None
+        self._server.close()
+        await self._server.wait_closed()
+
+
+async def exchange(stream: httpcore.AsyncNetworkStream, line: bytes) -> bytes:
+    try:
+        await stream.write(line + b"\n", timeout=5)
+        return await stream.read(100, timeout=5)
+    finally:
+        await stream.aclose()
+
+
+async def test_a_name_resolving_to_a_private_address_is_refused_at_connect_time() -> None:
+    dns = FakeDns({"hooks.partner.example": ["127.0.0.1"]})
+    backend = CheckedNetworkBackend(allowed_hosts=NONE, resolver=dns)
+    async with Listener() as listener:
+        with pytest.raises(UnsafeUrl) as info:
+            await backend.connect_tcp("hooks.partner.example", listener.port, timeout=5)
+    assert info.value.code == ADDRESS_NOT_ALLOWED
+    assert info.value.message.startswith(
+        "hooks.partner.example resolves to 127.0.0.1, a loopback address"
+    )
+    assert dns.calls == [("hooks.partner.example", listener.port)]
+    assert listener.connections == 0  # refused before any packet left
+
+
+async def test_an_allowed_name_connects_to_its_checked_address() -> None:
+    dns = FakeDns({"receiver.test": ["127.0.0.1"]})
+    backend = CheckedNetworkBackend(allowed_hosts=frozenset({"127.0.0.0/8"}), resolver=dns)
+    async with Listener() as listener:
+        stream = await backend.connect_tcp("receiver.test", listener.port, timeout=5)
+        assert await exchange(stream, b"maillage") == b"egalliam\n"
+    assert listener.connections == 1
+    assert dns.calls == [("receiver.test", listener.port)]
+    # An IP literal is checked without resolving; an allow-listed name skips the address rules.
+    literal = CheckedNetworkBackend(allowed_hosts=frozenset({"127.0.0.1/32"}), resolver=dns)
+    named = CheckedNetworkBackend(
+        allowed_hosts=frozenset({"localhost"}), resolver=FakeDns({"localhost": ["127.0.0.1"]})
+    )
+    async with Listener() as listener:
+        for backend, host in ((literal, "127.0.0.1"), (named, "localhost")):
+            stream = await backend.connect_tcp(host, listener.port, timeout=5)
+            assert await exchange(stream, b"ab") == b"ba\n"
+    assert listener.connections == 2
+    assert len(dns.calls) == 1  # the literal was not resolved
+
+
+async def test_every_address_is_checked_before_any_connection() -> None:
+    # One address among allowed ones is not: no connection at all, even to the allowed one.
+    dns = FakeDns({"mixed.test": ["127.0.0.1", "10.0.0.7"]})
+    backend = CheckedNetworkBackend(allowed_hosts=frozenset({"127.0.0.0/8"}), resolver=dns)
+    async with Listener() as listener:
+        with pytest.raises(UnsafeUrl, match=r"mixed\.test resolves to 10\.0\.0\.7, a private"):
+            await backend.connect_tcp("mixed.test", listener.port, timeout=5)
+    assert listener.connections == 0
+
+
+async def test_the_next_checked_address_is_tried_when_one_does_not_answer() -> None:
+    # Nothing listens on 127.0.0.2 (the listener is bound to 127.0.0.1 only): refused, next one.
+    dns = FakeDns({"receiver.test": ["127.0.0.2", "127.0.0.1"]})
+    backend = CheckedNetworkBackend(allowed_hosts=frozenset({"127.0.0.0/8"}), resolver=dns)
+    async with Listener() as listener:
+        stream = await backend.connect_tcp("receiver.test", listener.port, timeout=5)
+        assert await exchange(stream, b"xy") == b"yx\n"
+        assert listener.connections == 1
+        lonely = FakeDns({"receiver.test": ["127.0.0.2"]})
+        alone = CheckedNetworkBackend(allowed_hosts=frozenset({"127.0.0.0/8"}), resolver=lonely)
+        with pytest.raises(httpcore.ConnectError):
+            await alone.connect_tcp("receiver.test", listener.port, timeout=5)
+
+
+async def test_slow_resolution_counts_against_the_connect_timeout() -> None:
+    async def slow(host: str, port: int) -> list[str]:
+        await asyncio.sleep(10)
+        return ["93.184.215.14"]
+
+    backend = CheckedNetworkBackend(allowed_hosts=NONE, resolver=slow)
+    with pytest.raises(httpcore.ConnectTimeout, match=r"slow\.example did not resolve within"):
+        await backend.connect_tcp("slow.example", 443, timeout=0.05)
+
+
+async def test_unix_sockets_are_refused() -> None:
+    backend = CheckedNetworkBackend(allowed_hosts=frozenset({"127.0.0.0/8"}))
+    with pytest.raises(UnsafeUrl) as info:
+        await backend.connect_unix_socket("/run/docker.sock")
+    assert info.value.code == INVALID_URL

@@ -2,9 +2,11 @@
 
 Every attempt, in order:
 
-1. the URL goes through the SSRF policy again (:func:`ssrf.check_and_resolve`: settings and DNS
-   may have changed since the subscription), and the request goes to a *checked address*, with
-   the name in ``Host`` and in TLS SNI, so DNS rebinding cannot redirect it;
+1. the URL goes through the SSRF policy again (:func:`ssrf.check_url`: the settings may have
+   changed since the subscription); the pooled client connects through
+   :class:`ssrf.CheckedNetworkBackend`, which resolves the name when it opens a connection and
+   connects only to an address the policy accepts, so DNS rebinding cannot redirect a request
+   and connections stay per host name (``Host``, SNI and certificates as usual);
 2. the stored body is signed afresh (:func:`signing.webhook_headers`: ``webhook-id`` is the event
    id, stable across retries; the timestamp is this attempt's; one signature per live secret);
 3. it is POSTed with httpx: connect timeout 5 s, 15 s for the whole attempt, redirects not
@@ -32,6 +34,7 @@ from types import TracebackType
 from typing import Self
 
 import asyncpg
+import httpcore
 import httpx
 
 from maillage.common.db import transaction
@@ -49,22 +52,39 @@ MAX_RESPONSE_BYTES = 4096
 DEFAULT_LEASE = timedelta(seconds=60)
 USER_AGENT = "Maillage-Webhooks/1.0"
 
-HttpClientFactory = Callable[[], httpx.AsyncClient]
-
 
 def _utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-def default_http_client(max_connections: int = 50) -> httpx.AsyncClient:
+class CheckedTransport(httpx.AsyncHTTPTransport):
+    """httpx's transport on a connection pool whose connections go through the SSRF backend."""
+
+    def __init__(self, network_backend: httpcore.AsyncNetworkBackend, limits: httpx.Limits) -> None:
+        super().__init__(trust_env=False, limits=limits)
+        # httpx 0.28 takes no network backend (encode/httpx#3180): its pool is replaced by one
+        # built as httpx builds it, with the backend.
+        self._pool = httpcore.AsyncConnectionPool(
+            ssl_context=httpx.create_ssl_context(trust_env=False),
+            max_connections=limits.max_connections,
+            max_keepalive_connections=limits.max_keepalive_connections,
+            keepalive_expiry=limits.keepalive_expiry,
+            network_backend=network_backend,
+        )
+
+
+def default_http_client(
+    network_backend: httpcore.AsyncNetworkBackend, max_connections: int = 50
+) -> httpx.AsyncClient:
     """The pooled client of the worker: no redirects, no environment proxy, bounded timeouts."""
+    limits = httpx.Limits(
+        max_connections=max_connections, max_keepalive_connections=max_connections
+    )
     return httpx.AsyncClient(
+        transport=CheckedTransport(network_backend, limits),
         timeout=httpx.Timeout(TOTAL_TIMEOUT, connect=CONNECT_TIMEOUT),
         follow_redirects=False,
         trust_env=False,
-        limits=httpx.Limits(
-            max_connections=max_connections, max_keepalive_connections=max_connections
-        ),
         headers={"user-agent": USER_AGENT},
     )
 
@@ -110,7 +130,6 @@ class DeliveryWorker:
         pool: asyncpg.Pool,
         *,
         secret_box: SecretBox,
-        http_client: HttpClientFactory | None = None,
         allow_http: bool = False,
         allowed_hosts: frozenset[str] = frozenset(),
         schedule: tuple[timedelta, ...] = domain.DEFAULT_RETRY_SCHEDULE,
@@ -131,7 +150,6 @@ class DeliveryWorker:
             raise ValueError("concurrency limits are at least 1")
         self.pool = pool
         self.secret_box = secret_box  # opens the endpoints' sealed secrets
-        self._client_factory = http_client or (lambda: default_http_client(max_concurrency))
         self._client: httpx.AsyncClient | None = None
         self.allow_http = allow_http
         self.allowed_hosts = frozenset(allowed_hosts)
@@ -157,7 +175,10 @@ class DeliveryWorker:
     @property
     def client(self) -> httpx.AsyncClient:
         if self._client is None:
-            self._client = self._client_factory()
+            backend = ssrf.CheckedNetworkBackend(
+                allowed_hosts=self.allowed_hosts, resolver=self.resolver
+            )
+            self._client = default_http_client(backend, self.max_concurrency)
         return self._client
 
     async def aclose(self) -> None:
@@ -267,40 +288,22 @@ class DeliveryWorker:
         return AttemptResult(started_at, duration_ms, status_code, error, retry_after)
 
     async def _post(self, delivery: store.ClaimedDelivery) -> tuple[int, str | None]:
-        parsed, addresses = await ssrf.check_and_resolve(
-            delivery.url,
-            allow_http=self.allow_http,
-            allowed_hosts=self.allowed_hosts,
-            resolver=self.resolver,
+        parsed = ssrf.check_url(
+            delivery.url, allow_http=self.allow_http, allowed_hosts=self.allowed_hosts
         )
         body = delivery.payload.encode("utf-8")
         if not delivery.secrets:
             raise ValueError("the endpoint has no live signing secret")
         secrets = [self.secret_box.open(s, delivery.endpoint_id) for s in delivery.secrets]
         headers = signing.webhook_headers(str(delivery.event_id), int(time.time()), body, secrets)
-        headers["host"] = parsed.host_header
-        extensions = {"sni_hostname": parsed.host} if parsed.scheme == "https" else {}
-        client = self.client
-        for index, address in enumerate(addresses):
-            request = client.build_request(
-                "POST",
-                parsed.url_for(address),
-                content=body,
-                headers=headers,
-                extensions=extensions,
-            )
-            try:
-                response = await client.send(request, stream=True, follow_redirects=False)
-            except httpx.ConnectError:
-                if index == len(addresses) - 1:
-                    raise
-                continue
-            try:
-                await self._read_capped(response)
-            finally:
-                await response.aclose()
-            return response.status_code, response.headers.get("retry-after")
-        raise AssertionError("unreachable: check_and_resolve returns at least one address")
+        # The client resolves and checks the name as it connects (ssrf.CheckedNetworkBackend).
+        request = self.client.build_request("POST", parsed.url, content=body, headers=headers)
+        response = await self.client.send(request, stream=True, follow_redirects=False)
+        try:
+            await self._read_capped(response)
+        finally:
+            await response.aclose()
+        return response.status_code, response.headers.get("retry-after")
 
     async def _read_capped(self, response: httpx.Response) -> bytes:
         received = bytearray()

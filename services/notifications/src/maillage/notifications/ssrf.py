@@ -8,33 +8,28 @@ twice, with the same functions:
 * **at subscription time** (the API): :func:`check_url` on the URL, then
   :func:`resolve_and_check` on its host, and a refusal becomes a problem document carrying
   :attr:`UnsafeUrl.code`;
-* **at delivery time** (every attempt): :func:`check_url` again (the settings may have changed),
-  then :func:`resolve_and_check` again, because DNS answers change.
+* **at delivery time**: :func:`check_url` again on every attempt (the settings may have changed),
+  and :func:`resolve_and_check` on every connection the worker opens, by
+  :class:`CheckedNetworkBackend`, because DNS answers change.
 
 Avoiding DNS rebinding
 ----------------------
 Checking a name and then letting the HTTP client resolve it again is not enough: a hostile DNS
 server answers a public address to the check and ``127.0.0.1`` to the connection a moment later.
-So the delivery code must **connect to an address that was checked**, never to the name:
+So the delivery code **connects only to an address that was checked**, at the moment it
+connects: its HTTP client runs on :class:`CheckedNetworkBackend`, an httpcore network backend
+whose ``connect_tcp(host, port)`` resolves the name, refuses the connection unless *every*
+address passes the policy (:func:`resolve_and_check`), then opens the socket to a checked
+address. URLs keep their host names, so
 
-1. ``addresses = await resolve_and_check(parsed.host, parsed.port, allowed_hosts=...)``;
-2. send the request to ``parsed.url_for(addresses[0])`` (the URL with the checked IP literal in
-   place of the host; try the next address if the connection fails), with the header
-   ``Host: parsed.host_header`` and, for https, the httpx request extension
-   ``{"sni_hostname": parsed.host}`` so that TLS sends the name in SNI and verifies the
-   certificate against the name, not against the IP;
-3. with ``follow_redirects=False`` (a redirect would lead to an unchecked URL; a 3xx is a failed
-   attempt) and ``trust_env=False`` (an environment proxy would resolve the name itself);
-4. reading the response body only up to a cap.
+* connections are pooled per name: two partners' names sharing an address (a CDN) never share a
+  connection, nor a TLS session opened with the other's SNI;
+* ``Host``, TLS SNI and certificate verification use the name, as for any request;
+* there is no window between the check and the connection for DNS to change its answer.
 
-The check and the connection then concern the same address, whatever DNS says in between.
-
-Caveat for a pooled client: httpx pools connections by origin, so with URLs rewritten to IPs two
-host names sharing an address (a CDN) would share a TLS connection opened with the other's SNI.
-The better shape for the fan-out is therefore a custom httpcore network backend whose
-``connect_tcp(host, port)`` calls :func:`resolve_and_check` and opens the socket to a checked
-address: URLs keep their names (pooling, SNI and certificate checks stay per name), and the check
-happens at the very moment of connecting.
+The rest of the delivery side: ``follow_redirects=False`` (a redirect would lead to an unchecked
+URL; a 3xx is a failed attempt), ``trust_env=False`` (an environment proxy would resolve the name
+itself), and the response body read only up to a cap.
 
 Tests and local development deliver to receivers on loopback: ``allowed_hosts`` (a setting) holds
 host names (``localhost``) and IP networks (``127.0.0.0/8``, ``::1``) exempted from the address
@@ -51,6 +46,8 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from functools import lru_cache
 from urllib.parse import urlsplit
+
+import httpcore
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -168,12 +165,6 @@ class ParsedUrl:
     def url(self) -> str:
         """The normalised URL, as stored."""
         return f"{self.scheme}://{self.host_header}{self.target}"
-
-    def url_for(self, address: str) -> str:
-        """The URL with a checked IP address in place of the host (connect there, not to DNS)."""
-        ip = ipaddress.ip_address(address)
-        literal = f"[{ip}]" if isinstance(ip, ipaddress.IPv6Address) else str(ip)
-        return f"{self.scheme}://{literal}:{self.port}{self.target}"
 
 
 # --- addresses ---------------------------------------------------------------------------------
@@ -440,3 +431,72 @@ async def check_and_resolve(
         parsed.host, parsed.port, resolver=resolver, allowed_hosts=allowed_hosts
     )
     return parsed, addresses
+
+
+# --- connecting ----------------------------------------------------------------------------------
+
+
+class CheckedNetworkBackend(httpcore.AsyncNetworkBackend):
+    """An httpcore network backend that connects only to addresses the policy accepts.
+
+    ``connect_tcp(host, port)`` resolves ``host`` with ``resolver`` and raises :class:`UnsafeUrl`
+    unless every address passes :func:`resolve_and_check` (the allow-list honoured); then it
+    connects to the checked addresses in order, the next one when a connection fails. Resolution
+    and connection share the connect timeout. ``UnsafeUrl`` goes through httpcore and httpx
+    untouched, so the caller of ``client.send`` sees the refusal and its code.
+    """
+
+    def __init__(
+        self,
+        *,
+        allowed_hosts: frozenset[str],
+        resolver: Resolver = system_resolver,
+        backend: httpcore.AsyncNetworkBackend | None = None,
+    ) -> None:
+        self.allowed_hosts = frozenset(allowed_hosts)
+        self.resolver = resolver
+        self._backend = backend or httpcore.AnyIOBackend()
+
+    async def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,
+        local_address: str | None = None,
+        socket_options: Iterable[httpcore.SOCKET_OPTION] | None = None,
+    ) -> httpcore.AsyncNetworkStream:
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        try:
+            async with asyncio.timeout_at(deadline):
+                addresses = await resolve_and_check(
+                    host, port, resolver=self.resolver, allowed_hosts=self.allowed_hosts
+                )
+        except TimeoutError as exc:
+            raise httpcore.ConnectTimeout(f"{host} did not resolve within {timeout:g} s") from exc
+        failure: httpcore.ConnectError | httpcore.ConnectTimeout | None = None
+        for address in addresses:
+            remaining = None if deadline is None else max(deadline - loop.time(), 0.0)
+            try:
+                return await self._backend.connect_tcp(
+                    address,
+                    port,
+                    timeout=remaining,
+                    local_address=local_address,
+                    socket_options=socket_options,
+                )
+            except (httpcore.ConnectError, httpcore.ConnectTimeout) as exc:
+                failure = exc
+        assert failure is not None  # resolve_and_check returns at least one address
+        raise failure
+
+    async def connect_unix_socket(
+        self,
+        path: str,
+        timeout: float | None = None,
+        socket_options: Iterable[httpcore.SOCKET_OPTION] | None = None,
+    ) -> httpcore.AsyncNetworkStream:
+        raise UnsafeUrl(INVALID_URL, "webhooks are delivered over TCP, never to a Unix socket")
+
+    async def sleep(self, seconds: float) -> None:
+        await asyncio.sleep(seconds)
