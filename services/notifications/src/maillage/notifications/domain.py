@@ -1,15 +1,21 @@
 """Pure rules of notifications: no I/O, no framework.
 
 Webhooks follow the Standard Webhooks specification; a failed delivery is retried on a schedule
-and an endpoint failing for days is disabled.
+and an endpoint failing for days is disabled. The audience table says who is concerned by each
+event type; e-mail is retried with a capped backoff.
 """
 
 from __future__ import annotations
 
+import math
 import random
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
-from typing import Literal
+from types import MappingProxyType
+from typing import Any, Literal
+from uuid import UUID
 
 # Standard Webhooks' recommended schedule: at once, then these delays after each failure.
 DEFAULT_RETRY_SCHEDULE: tuple[timedelta, ...] = (
@@ -132,3 +138,182 @@ def classify_response(status_code: int) -> Outcome:
     if status_code == 410:
         return "disable"
     return "retry"
+
+
+# --- who is concerned by an event --------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Concerned:
+    """Who an event type concerns.
+
+    ``fields`` name the partner ids in the event's data (a field may hold one id, none, or a
+    tuple of ids, like co-financers); ``schools_following_offers`` adds the collèges and lycées
+    that follow stage offers within their chosen distance of the offer.
+    """
+
+    fields: tuple[str, ...]
+    schools_following_offers: bool = False
+
+
+_THE_PARTNER = Concerned(("partner_id",))
+_THE_TETE = Concerned(("tete_partner_id",))
+_THE_SCHOOL = Concerned(("school_partner_id",))
+_THE_SCHOOL_AND_THE_TETE = Concerned(("school_partner_id", "tete_partner_id"))
+_THE_SCHOOL_AND_THE_OFFERING_PARTNER = Concerned(("school_partner_id", "offer_partner_id"))
+_THE_OFFERING_PARTNER_AND_SCHOOLS_NEARBY = Concerned(("partner_id",), schools_following_offers=True)
+_THE_BENEFICIARY_AND_THE_COFINANCERS = Concerned(
+    ("beneficiary_partner_id", "cofinancer_partner_ids")
+)
+
+# Every event type of the catalog, and who hears of it (a test checks none is missing).
+AUDIENCES: Mapping[str, Concerned] = MappingProxyType(
+    {
+        # registry: a partner hears of its own record
+        "fr.maillage.registry.partner.registered.v1": _THE_PARTNER,
+        "fr.maillage.registry.partner.verified.v1": _THE_PARTNER,
+        "fr.maillage.registry.partner.updated.v1": _THE_PARTNER,
+        "fr.maillage.registry.partner.suspended.v1": _THE_PARTNER,
+        "fr.maillage.registry.partner.rejected.v1": _THE_PARTNER,
+        # cordées: an offer concerns its tête de cordée
+        "fr.maillage.cordees.offer.opened.v1": _THE_TETE,
+        "fr.maillage.cordees.offer.updated.v1": _THE_TETE,
+        "fr.maillage.cordees.offer.closed.v1": _THE_TETE,
+        # a request concerns the school until a tête de cordée is involved
+        "fr.maillage.cordees.match-request.requested.v1": _THE_SCHOOL,
+        "fr.maillage.cordees.match-request.unmatched.v1": _THE_SCHOOL,
+        "fr.maillage.cordees.match-request.proposed.v1": _THE_SCHOOL_AND_THE_TETE,
+        "fr.maillage.cordees.match-request.declined.v1": _THE_SCHOOL_AND_THE_TETE,
+        # the tête is told only if the request had been proposed to it (tete_partner_id set)
+        "fr.maillage.cordees.match-request.withdrawn.v1": _THE_SCHOOL_AND_THE_TETE,
+        "fr.maillage.cordees.pairing.established.v1": _THE_SCHOOL_AND_THE_TETE,
+        "fr.maillage.cordees.pairing.ended.v1": _THE_SCHOOL_AND_THE_TETE,
+        # stages de 3e: a new or withdrawn offer also reaches the schools following offers nearby
+        "fr.maillage.stages3e.offer.published.v1": _THE_OFFERING_PARTNER_AND_SCHOOLS_NEARBY,
+        "fr.maillage.stages3e.offer.withdrawn.v1": _THE_OFFERING_PARTNER_AND_SCHOOLS_NEARBY,
+        "fr.maillage.stages3e.application.submitted.v1": _THE_SCHOOL_AND_THE_OFFERING_PARTNER,
+        "fr.maillage.stages3e.application.accepted.v1": _THE_SCHOOL_AND_THE_OFFERING_PARTNER,
+        "fr.maillage.stages3e.application.declined.v1": _THE_SCHOOL_AND_THE_OFFERING_PARTNER,
+        # funding: public money concerns who receives it and who co-finances it
+        "fr.maillage.funding.convention.signed.v1": _THE_BENEFICIARY_AND_THE_COFINANCERS,
+        "fr.maillage.funding.tranche.requested.v1": _THE_BENEFICIARY_AND_THE_COFINANCERS,
+        "fr.maillage.funding.tranche.approved.v1": _THE_BENEFICIARY_AND_THE_COFINANCERS,
+        "fr.maillage.funding.tranche.paid.v1": _THE_BENEFICIARY_AND_THE_COFINANCERS,
+    }
+)
+
+# Partners in these states hear nothing more, except the event that put them there: they are
+# told why they were suspended or rejected.
+SILENCED_STATUSES = frozenset({"suspended", "rejected"})
+SILENCING_EVENTS = frozenset(
+    {
+        "fr.maillage.registry.partner.suspended.v1",
+        "fr.maillage.registry.partner.rejected.v1",
+    }
+)
+# Who may follow stage offers: collèges, and lycées (3e prépa-métiers in lycées professionnels).
+SCHOOL_KINDS = frozenset({"college", "lycee"})
+EARTH_RADIUS_KM = 6371.0088  # the mean radius (IUGG)
+
+
+class UnknownEventType(LookupError):
+    """An event type the audience table does not know: a new type was added to the catalog
+    without saying who is concerned."""
+
+
+@dataclass(frozen=True)
+class GeoPoint:
+    latitude: float
+    longitude: float
+
+
+@dataclass(frozen=True)
+class OfferFollower:
+    """A school that hears of stage offers within ``within_km`` of where it is."""
+
+    partner_id: UUID
+    location: GeoPoint
+    within_km: float
+
+
+def haversine_km(a: GeoPoint, b: GeoPoint) -> float:
+    """Great-circle distance on the mean Earth sphere (error under 0.5 %: plenty for a radius)."""
+    lat1, lat2 = math.radians(a.latitude), math.radians(b.latitude)
+    dlat = lat2 - lat1
+    dlon = math.radians(b.longitude - a.longitude)
+    h = math.sin(dlat / 2) ** 2 + math.cos(lat1) * math.cos(lat2) * math.sin(dlon / 2) ** 2
+    return 2 * EARTH_RADIUS_KM * math.asin(min(1.0, math.sqrt(h)))
+
+
+def schools_near(offer: GeoPoint | None, followers: Iterable[OfferFollower]) -> frozenset[UUID]:
+    """The followers within their own chosen distance of the offer (none when it has no place)."""
+    if offer is None:
+        return frozenset()
+    return frozenset(
+        follower.partner_id
+        for follower in followers
+        if haversine_km(offer, follower.location) <= follower.within_km
+    )
+
+
+def concerned(event_type: str) -> Concerned:
+    try:
+        return AUDIENCES[event_type]
+    except KeyError:
+        raise UnknownEventType(f"no audience is declared for {event_type}") from None
+
+
+def audience(
+    event_type: str,
+    data: Mapping[str, Any],
+    *,
+    offer_location: GeoPoint | None = None,
+    followers: Iterable[OfferFollower] = (),
+) -> frozenset[UUID]:
+    """The partners an event concerns, by the table above.
+
+    ``data`` is the event's data (its model's fields). For stage offers, ``offer_location`` is
+    where the offer is and ``followers`` the schools following offers (the caller may pass more
+    than are near: the distance rule is applied here).
+    """
+    rule = concerned(event_type)
+    found: set[UUID] = set()
+    for name in rule.fields:
+        value = data[name]
+        values = value if isinstance(value, (tuple, list, frozenset, set)) else (value,)
+        found.update(UUID(str(item)) for item in values if item is not None)
+    if rule.schools_following_offers:
+        found |= schools_near(offer_location, followers)
+    return frozenset(found)
+
+
+def silenced(
+    partner_id: UUID, status: str | None, event_type: str, data: Mapping[str, Any]
+) -> bool:
+    """Whether a partner of this status hears nothing of this event (None: status unknown yet)."""
+    if status not in SILENCED_STATUSES:
+        return False
+    told_why = event_type in SILENCING_EVENTS and str(data.get("partner_id")) == str(partner_id)
+    return not told_why
+
+
+# --- e-mail --------------------------------------------------------------------------------------
+
+# While the SMTP server refuses or is down, a mail waits this long, doubling, up to the cap; it is
+# never given up for an outage.
+MAIL_RETRY_FIRST = timedelta(seconds=30)
+MAIL_RETRY_CAP = timedelta(minutes=15)
+
+
+def mail_retry_delay(
+    attempts: int,
+    *,
+    first: timedelta = MAIL_RETRY_FIRST,
+    cap: timedelta = MAIL_RETRY_CAP,
+) -> timedelta:
+    """How long a mail waits after its ``attempts``-th failed attempt (1 for the first)."""
+    if attempts < 1:
+        raise ValueError("a retry follows at least one attempt")
+    # 2**30 × 30 s is far past any cap: bounding the exponent keeps timedelta in range.
+    delay: timedelta = first * 2 ** min(attempts - 1, 30)
+    return min(delay, cap)

@@ -14,6 +14,7 @@ into ``layout.txt`` by a plain one. Event mails are ``events/<type without fr.ma
 
 from __future__ import annotations
 
+import re
 import textwrap
 import uuid
 from collections.abc import Mapping
@@ -48,6 +49,7 @@ _MONTHS = (
 )
 _WEEKDAYS = ("lundi", "mardi", "mercredi", "jeudi", "vendredi", "samedi", "dimanche")
 NARROW_NBSP = "\u202f"  # the French thousands separator, and before « € »
+_SPACES = re.compile(r"[ \t\r\n]+")
 
 
 def event_template(event_type: str) -> str:
@@ -151,7 +153,8 @@ class Renderer:
         name = f"{template}.jinja"
         text_template = self._text.get_template(name)
         subject = "".join(text_template.blocks["subject"](text_template.new_context(dict(context))))
-        subject = " ".join(subject.split())
+        # Only ASCII whitespace: the no-break spaces of French typography stay.
+        subject = _SPACES.sub(" ", subject).strip()
         if not subject:
             raise ValueError(f"template {template!r} has an empty subject")
         text = text_template.render({**context, "layout": "layout.txt", "width": TEXT_WIDTH})
