@@ -1,1 +1,506 @@
-"""SQL of the cordees service: asyncpg queries on its own database only."""
+"""SQL of the cordees service: asyncpg queries on its own database only.
+
+Lock order, everywhere: an offer's row before a request's row. An acceptance locks the offer
+(capacity) and then the request; re-proposing the other requests of a full offer locks them
+after it; a decline or a withdrawal locks only its request.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+
+Connection = asyncpg.Connection | asyncpg.Pool
+
+# --- the read model of partners -----------------------------------------------------------------
+
+PARTNER_COLUMNS = (
+    "partner_id, kind, legal_name, status, uai, departement, academie, latitude, longitude,"
+    " education_prioritaire, qpv_proximity, version"
+)
+
+
+async def apply_partner(connection: Connection, facts: dict[str, Any]) -> bool:
+    """Keep the partner's facts unless a newer version is already there. True when applied."""
+    applied = await connection.fetchval(
+        """
+        INSERT INTO partners (partner_id, kind, legal_name, status, uai, departement, academie,
+                              latitude, longitude, education_prioritaire, qpv_proximity, version)
+        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+        ON CONFLICT (partner_id) DO UPDATE SET
+            kind = EXCLUDED.kind, legal_name = EXCLUDED.legal_name, status = EXCLUDED.status,
+            uai = EXCLUDED.uai, departement = EXCLUDED.departement, academie = EXCLUDED.academie,
+            latitude = EXCLUDED.latitude, longitude = EXCLUDED.longitude,
+            education_prioritaire = EXCLUDED.education_prioritaire,
+            qpv_proximity = EXCLUDED.qpv_proximity, version = EXCLUDED.version,
+            updated_at = now()
+        WHERE partners.version < EXCLUDED.version
+        RETURNING true
+        """,
+        facts["partner_id"],
+        facts["kind"],
+        facts["legal_name"],
+        facts["status"],
+        facts.get("uai"),
+        facts.get("departement"),
+        facts.get("academie"),
+        facts.get("latitude"),
+        facts.get("longitude"),
+        facts.get("education_prioritaire"),
+        facts.get("qpv_proximity"),
+        facts["version"],
+    )
+    return bool(applied)
+
+
+async def get_partner(connection: Connection, partner_id: uuid.UUID | str) -> dict[str, Any] | None:
+    row = await connection.fetchrow(
+        f"SELECT {PARTNER_COLUMNS} FROM partners WHERE partner_id = $1",  # noqa: S608
+        _uuid(partner_id),
+    )
+    return dict(row) if row else None
+
+
+# --- cordée offers ------------------------------------------------------------------------------
+
+OFFER_COLUMNS = (
+    "o.id, o.tete_partner_id, o.school_year, o.capacity, o.status, o.levels, o.thematics,"
+    " o.max_distance_km, o.academies, o.version, o.created_at, o.updated_at, o.closed_at,"
+    " (SELECT count(*) FROM pairings p WHERE p.offer_id = o.id AND p.status = 'active')::int"
+    " AS encordes"
+)
+
+
+async def insert_offer(connection: Connection, offer: dict[str, Any]) -> dict[str, Any]:
+    await connection.execute(
+        """
+        INSERT INTO cordee_offers (id, tete_partner_id, school_year, capacity, levels, thematics,
+                                   max_distance_km, academies)
+        VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+        """,
+        offer["id"],
+        offer["tete_partner_id"],
+        offer["school_year"],
+        offer["capacity"],
+        offer["levels"],
+        offer["thematics"],
+        offer["max_distance_km"],
+        offer["academies"],
+    )
+    created = await get_offer(connection, offer["id"])
+    assert created is not None
+    return created
+
+
+async def get_offer(
+    connection: Connection, offer_id: uuid.UUID | str, *, for_update: bool = False
+) -> dict[str, Any] | None:
+    if for_update:  # the lock first (an aggregate cannot be locked), then the figures
+        await connection.execute(
+            "SELECT 1 FROM cordee_offers WHERE id = $1 FOR UPDATE", _uuid(offer_id)
+        )
+    row = await connection.fetchrow(
+        f"SELECT {OFFER_COLUMNS} FROM cordee_offers o WHERE o.id = $1",  # noqa: S608
+        _uuid(offer_id),
+    )
+    return dict(row) if row else None
+
+
+async def update_offer(
+    connection: Connection, offer_id: uuid.UUID, values: dict[str, Any]
+) -> dict[str, Any]:
+    """Change the given columns (names from the API's own model), bump the version."""
+    assignments = ", ".join(f"{name} = ${i}" for i, name in enumerate(values, start=2))
+    await connection.execute(
+        f"UPDATE cordee_offers SET {assignments}, version = version + 1,"  # noqa: S608
+        " updated_at = now() WHERE id = $1",
+        offer_id,
+        *values.values(),
+    )
+    updated = await get_offer(connection, offer_id)
+    assert updated is not None
+    return updated
+
+
+async def close_offer(connection: Connection, offer_id: uuid.UUID) -> dict[str, Any]:
+    await connection.execute(
+        "UPDATE cordee_offers SET status = 'closed', closed_at = now(), version = version + 1,"
+        " updated_at = now() WHERE id = $1",
+        offer_id,
+    )
+    closed = await get_offer(connection, offer_id)
+    assert closed is not None
+    return closed
+
+
+async def list_offers(
+    connection: Connection,
+    *,
+    tete_partner_id: uuid.UUID | None,
+    school_year: str | None,
+    status: str | None,
+    thematic: str | None,
+    level: str | None,
+    after: tuple[datetime, uuid.UUID] | None,
+    limit: int,
+) -> list[dict[str, Any]]:
+    rows = await connection.fetch(
+        f"""
+        SELECT {OFFER_COLUMNS} FROM cordee_offers o
+        WHERE ($1::uuid IS NULL OR o.tete_partner_id = $1)
+          AND ($2::text IS NULL OR o.school_year = $2)
+          AND ($3::text IS NULL OR o.status = $3)
+          AND ($4::text IS NULL OR $4 = ANY (o.thematics))
+          AND ($5::text IS NULL OR $5 = ANY (o.levels))
+          AND ($6::timestamptz IS NULL OR (o.created_at, o.id) > ($6, $7::uuid))
+        ORDER BY o.created_at, o.id
+        LIMIT $8
+        """,  # noqa: S608
+        tete_partner_id,
+        school_year,
+        status,
+        thematic,
+        level,
+        after[0] if after else None,
+        after[1] if after else None,
+        limit,
+    )
+    return [dict(row) for row in rows]
+
+
+async def open_offers(
+    connection: Connection, school_year: str, *, departements: Sequence[str] | None = None
+) -> list[dict[str, Any]]:
+    """Open offers of verified têtes de cordée for the year, with their remaining capacity and
+    the tête's coordinates and académie; full offers are left out."""
+    rows = await connection.fetch(
+        """
+        SELECT o.id, o.tete_partner_id, o.school_year, o.capacity, o.levels, o.thematics,
+               o.max_distance_km, o.academies, t.latitude, t.longitude, t.academie,
+               o.capacity - (SELECT count(*) FROM pairings p
+                             WHERE p.offer_id = o.id AND p.status = 'active')::int AS remaining
+        FROM cordee_offers o JOIN partners t ON t.partner_id = o.tete_partner_id
+        WHERE o.status = 'open' AND o.school_year = $1 AND t.status = 'verified'
+          AND t.latitude IS NOT NULL AND t.longitude IS NOT NULL
+        """,
+        school_year,
+    )
+    return [dict(row) for row in rows if row["remaining"] > 0]
+
+
+# --- match requests -----------------------------------------------------------------------------
+
+REQUEST_COLUMNS = (
+    "id, school_partner_id, school_year, thematics, max_distance_km, priority, status,"
+    " offer_id, proposal, proposals, declined_offer_ids, created_at, updated_at"
+)
+
+
+async def insert_request(connection: Connection, request: dict[str, Any]) -> dict[str, Any]:
+    row = await connection.fetchrow(
+        f"""
+        INSERT INTO match_requests (id, school_partner_id, school_year, thematics,
+                                    max_distance_km, priority, status)
+        VALUES ($1, $2, $3, $4, $5, $6, 'requested')
+        RETURNING {REQUEST_COLUMNS}
+        """,  # noqa: S608
+        request["id"],
+        request["school_partner_id"],
+        request["school_year"],
+        request["thematics"],
+        request["max_distance_km"],
+        request["priority"],
+    )
+    return dict(row)
+
+
+async def get_request(
+    connection: Connection, request_id: uuid.UUID | str, *, for_update: bool = False
+) -> dict[str, Any] | None:
+    row = await connection.fetchrow(
+        f"SELECT {REQUEST_COLUMNS} FROM match_requests WHERE id = $1"  # noqa: S608
+        + (" FOR UPDATE" if for_update else ""),
+        _uuid(request_id),
+    )
+    return dict(row) if row else None
+
+
+async def set_request_state(
+    connection: Connection,
+    request_id: uuid.UUID,
+    *,
+    status: str,
+    offer_id: uuid.UUID | None = None,
+    proposal: dict[str, Any] | None = None,
+    proposed: bool = False,
+    declined_offer_id: uuid.UUID | None = None,
+) -> dict[str, Any]:
+    """Move a request: `proposed` counts one more proposal; a declined offer is remembered."""
+    row = await connection.fetchrow(
+        f"""
+        UPDATE match_requests SET
+            status = $2, offer_id = $3, proposal = $4,
+            proposals = proposals + CASE WHEN $5 THEN 1 ELSE 0 END,
+            declined_offer_ids = CASE WHEN $6::uuid IS NULL THEN declined_offer_ids
+                                      ELSE array_append(declined_offer_ids, $6::uuid) END,
+            updated_at = now()
+        WHERE id = $1
+        RETURNING {REQUEST_COLUMNS}
+        """,  # noqa: S608
+        request_id,
+        status,
+        offer_id,
+        proposal,
+        proposed,
+        declined_offer_id,
+    )
+    return dict(row)
+
+
+async def list_requests(
+    connection: Connection,
+    *,
+    partner_id: uuid.UUID | None,
+    status: str | None,
+    school_year: str | None,
+    after: tuple[datetime, uuid.UUID] | None,
+    limit: int,
+) -> list[dict[str, Any]]:
+    """Requests by filter; `partner_id` keeps those of that school and those proposed to (or
+    established with) that tête's offers."""
+    rows = await connection.fetch(
+        f"""
+        SELECT {REQUEST_COLUMNS} FROM match_requests r
+        WHERE ($1::uuid IS NULL OR r.school_partner_id = $1 OR EXISTS (
+                SELECT 1 FROM cordee_offers o WHERE o.id = r.offer_id AND o.tete_partner_id = $1))
+          AND ($2::text IS NULL OR r.status = $2)
+          AND ($3::text IS NULL OR r.school_year = $3)
+          AND ($4::timestamptz IS NULL OR (r.created_at, r.id) > ($4, $5::uuid))
+        ORDER BY r.created_at, r.id
+        LIMIT $6
+        """,  # noqa: S608
+        partner_id,
+        status,
+        school_year,
+        after[0] if after else None,
+        after[1] if after else None,
+        limit,
+    )
+    return [dict(row) for row in rows]
+
+
+async def proposed_to_offer(
+    connection: Connection, offer_id: uuid.UUID, *, for_update: bool = False
+) -> list[dict[str, Any]]:
+    """The requests currently proposed this offer, oldest proposal first."""
+    rows = await connection.fetch(
+        f"SELECT {REQUEST_COLUMNS} FROM match_requests"  # noqa: S608
+        " WHERE offer_id = $1 AND status = 'proposed' ORDER BY updated_at, id"
+        + (" FOR UPDATE" if for_update else ""),
+        offer_id,
+    )
+    return [dict(row) for row in rows]
+
+
+async def proposed_to_tete(connection: Connection, tete_partner_id: uuid.UUID) -> list[uuid.UUID]:
+    """The requests proposed to any offer of this tête (to move on when it is suspended)."""
+    rows = await connection.fetch(
+        """
+        SELECT r.id FROM match_requests r JOIN cordee_offers o ON o.id = r.offer_id
+        WHERE r.status = 'proposed' AND o.tete_partner_id = $1
+        ORDER BY r.id
+        """,
+        tete_partner_id,
+    )
+    return [row["id"] for row in rows]
+
+
+async def waiting_requests(
+    connection: Connection,
+    *,
+    school_year: str | None,
+    departement: str | None = None,
+    academie: str | None = None,
+    limit: int | None = None,
+    skip_locked: bool = False,
+) -> list[dict[str, Any]]:
+    """Unmatched requests of verified schools in scope, locked, the highest priority and the
+    oldest first, with the school's facts (`school_*` columns)."""
+    rows = await connection.fetch(
+        f"""
+        SELECT {", ".join(f"r.{c.strip()}" for c in REQUEST_COLUMNS.split(","))},
+               s.uai AS school_uai, s.kind AS school_kind, s.departement AS school_departement,
+               s.academie AS school_academie, s.latitude AS school_latitude,
+               s.longitude AS school_longitude,
+               s.education_prioritaire AS school_education_prioritaire,
+               s.qpv_proximity AS school_qpv_proximity
+        FROM match_requests r JOIN partners s ON s.partner_id = r.school_partner_id
+        WHERE r.status = 'unmatched' AND s.status = 'verified'
+          AND ($1::text IS NULL OR r.school_year = $1)
+          AND ($2::text IS NULL OR s.departement = $2)
+          AND ($3::text IS NULL OR s.academie = $3)
+        ORDER BY r.priority, r.created_at, r.id
+        LIMIT $4
+        FOR UPDATE OF r {"SKIP LOCKED" if skip_locked else ""}
+        """,  # noqa: S608
+        school_year,
+        departement,
+        academie,
+        limit,
+    )
+    return [dict(row) for row in rows]
+
+
+# --- pairings -----------------------------------------------------------------------------------
+
+PAIRING_COLUMNS = (
+    "id, request_id, offer_id, tete_partner_id, school_partner_id, school_year, status,"
+    " established_at, ended_at, end_reason"
+)
+
+
+async def insert_pairing(connection: Connection, pairing: dict[str, Any]) -> dict[str, Any]:
+    row = await connection.fetchrow(
+        f"""
+        INSERT INTO pairings (id, request_id, offer_id, tete_partner_id, school_partner_id,
+                              school_year, status)
+        VALUES ($1, $2, $3, $4, $5, $6, 'active')
+        RETURNING {PAIRING_COLUMNS}
+        """,  # noqa: S608
+        pairing["id"],
+        pairing["request_id"],
+        pairing["offer_id"],
+        pairing["tete_partner_id"],
+        pairing["school_partner_id"],
+        pairing["school_year"],
+    )
+    return dict(row)
+
+
+async def get_pairing(
+    connection: Connection, pairing_id: uuid.UUID, *, for_update: bool = False
+) -> dict[str, Any] | None:
+    row = await connection.fetchrow(
+        f"SELECT {PAIRING_COLUMNS} FROM pairings WHERE id = $1"  # noqa: S608
+        + (" FOR UPDATE" if for_update else ""),
+        pairing_id,
+    )
+    return dict(row) if row else None
+
+
+async def end_pairing(connection: Connection, pairing_id: uuid.UUID, reason: str) -> dict[str, Any]:
+    row = await connection.fetchrow(
+        f"""
+        UPDATE pairings SET status = 'ended', ended_at = now(), end_reason = $2
+        WHERE id = $1 RETURNING {PAIRING_COLUMNS}
+        """,  # noqa: S608
+        pairing_id,
+        reason,
+    )
+    return dict(row)
+
+
+async def active_pairings_before(connection: Connection, school_year: str) -> list[dict[str, Any]]:
+    """Active pairings of school years before ``school_year``, locked: they are over."""
+    rows = await connection.fetch(
+        f"SELECT {PAIRING_COLUMNS} FROM pairings"  # noqa: S608
+        " WHERE status = 'active' AND school_year < $1 ORDER BY id FOR UPDATE",
+        school_year,
+    )
+    return [dict(row) for row in rows]
+
+
+async def list_pairings(
+    connection: Connection,
+    *,
+    partner_id: uuid.UUID | None,
+    status: str | None,
+    school_year: str | None,
+    after: tuple[datetime, uuid.UUID] | None,
+    limit: int,
+) -> list[dict[str, Any]]:
+    """Pairings by filter; `partner_id` keeps those where it is the tête or the school."""
+    rows = await connection.fetch(
+        f"""
+        SELECT {PAIRING_COLUMNS} FROM pairings
+        WHERE ($1::uuid IS NULL OR tete_partner_id = $1 OR school_partner_id = $1)
+          AND ($2::text IS NULL OR status = $2)
+          AND ($3::text IS NULL OR school_year = $3)
+          AND ($4::timestamptz IS NULL OR (established_at, id) > ($4, $5::uuid))
+        ORDER BY established_at, id
+        LIMIT $6
+        """,  # noqa: S608
+        partner_id,
+        status,
+        school_year,
+        after[0] if after else None,
+        after[1] if after else None,
+        limit,
+    )
+    return [dict(row) for row in rows]
+
+
+# --- coverage -----------------------------------------------------------------------------------
+
+
+async def coverage(
+    connection: Connection, *, school_year: str, departement: str | None, academie: str | None
+) -> list[dict[str, Any]]:
+    """Every REP+ and REP collège known in scope (but rejected registrations), and whether it
+    is encordé this school year."""
+    rows = await connection.fetch(
+        """
+        SELECT s.partner_id, s.legal_name, s.uai, s.education_prioritaire,
+               EXISTS (SELECT 1 FROM pairings p
+                       WHERE p.school_partner_id = s.partner_id AND p.status = 'active'
+                         AND p.school_year = $1) AS encorde
+        FROM partners s
+        WHERE s.kind = 'college' AND s.education_prioritaire IN ('REP+', 'REP')
+          AND s.status <> 'rejected'
+          AND ($2::text IS NULL OR s.departement = $2)
+          AND ($3::text IS NULL OR s.academie = $3)
+        ORDER BY s.uai, s.partner_id
+        """,
+        school_year,
+        departement,
+        academie,
+    )
+    return [dict(row) for row in rows]
+
+
+# --- campaigns ----------------------------------------------------------------------------------
+
+
+async def insert_campaign(
+    connection: Connection,
+    campaign_id: uuid.UUID,
+    scope: dict[str, Any],
+    summary: dict[str, Any],
+    run_by: str,
+) -> dict[str, Any]:
+    row = await connection.fetchrow(
+        """
+        INSERT INTO campaigns (id, scope, summary, run_by) VALUES ($1, $2, $3, $4)
+        RETURNING id, scope, summary, run_by, created_at
+        """,
+        campaign_id,
+        scope,
+        summary,
+        run_by,
+    )
+    return dict(row)
+
+
+async def get_campaign(connection: Connection, campaign_id: uuid.UUID) -> dict[str, Any] | None:
+    row = await connection.fetchrow(
+        "SELECT id, scope, summary, run_by, created_at FROM campaigns WHERE id = $1", campaign_id
+    )
+    return dict(row) if row else None
+
+
+def _uuid(value: uuid.UUID | str) -> uuid.UUID:
+    return value if isinstance(value, uuid.UUID) else uuid.UUID(value)

@@ -1,0 +1,372 @@
+"""The match flow around the pure engine (``domain``): ranking against the read model,
+proposals with their explanation, moving a request on, serving waiting requests, campaigns.
+
+Every function runs inside the caller's transaction and publishes its events there.
+
+A proposal holds no place: several schools may be proposed the same offer, and the tête de
+cordée accepts them first come, first served, up to its capacity. Capacity is checked under the
+offer's row lock at acceptance; when an offer fills up (or closes, shrinks, or its tête is no
+longer verified), the requests still proposed to it move on to their next candidate, so no
+request waits on an offer that cannot take it.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Sequence
+from datetime import date
+from typing import Any
+
+import asyncpg
+
+from maillage.common.catalog import MatchDeclined, MatchProposed, MatchUnmatched
+from maillage.common.outbox import publish
+from maillage.cordees import domain, store
+from maillage.cordees.domain import PriorityClass
+
+# A lycée with CPGE or STS may lead a cordée too. The registry does not say which lycées have
+# them, so any verified lycée may open offers (it is also a school that may be encordé, never
+# with its own offers).
+TETE_KINDS = frozenset({"etablissement_superieur", "lycee"})
+SCHOOL_KINDS = frozenset(domain.LEVELS_BY_KIND)
+ALTERNATIVES = 4  # ranked alternatives shown besides the proposal
+PRIORITY_NAMES = {  # as events and the API name them
+    PriorityClass.REP_PLUS: "REP+",
+    PriorityClass.REP: "REP",
+    PriorityClass.QPV_OR_RURAL: "QPV_OR_RURAL",
+    PriorityClass.OTHER: "OTHER",
+}
+
+
+# --- school years -------------------------------------------------------------------------------
+
+
+def school_year_of(day: date) -> str:
+    """The school year a day falls in: it starts on 1 September."""
+    first = day.year if day.month >= 9 else day.year - 1
+    return f"{first}-{first + 1}"
+
+
+def is_school_year(value: str) -> bool:
+    """ "2026-2027": two consecutive years."""
+    first, _, second = value.partition("-")
+    return (
+        len(first) == 4 and first.isdigit() and second.isdigit() and int(second) == int(first) + 1
+    )
+
+
+# --- from the read model to the engine's values -------------------------------------------------
+
+
+def school_of(partner: dict[str, Any]) -> domain.School | None:
+    """The matcher's view of a school, or None when it cannot be matched (no coordinates)."""
+    if (
+        partner["kind"] not in SCHOOL_KINDS
+        or partner["latitude"] is None
+        or partner["longitude"] is None
+        or not partner["uai"]
+        or not partner["departement"]
+    ):
+        return None
+    return domain.School(
+        partner_id=partner["partner_id"],
+        uai=partner["uai"],
+        kind=partner["kind"],
+        departement=partner["departement"],
+        academie=partner["academie"],
+        latitude=partner["latitude"],
+        longitude=partner["longitude"],
+        priority=priority_of(partner),
+    )
+
+
+def priority_of(partner: dict[str, Any]) -> PriorityClass:
+    return domain.priority_class(partner["education_prioritaire"], partner["qpv_proximity"])
+
+
+def offer_of(row: dict[str, Any]) -> domain.Offer:
+    """An open offer (from ``store.open_offers``) as the engine sees it."""
+    return domain.Offer(
+        offer_id=row["id"],
+        tete_partner_id=row["tete_partner_id"],
+        latitude=row["latitude"],
+        longitude=row["longitude"],
+        levels=tuple(row["levels"]),
+        thematics=tuple(row["thematics"]),
+        max_distance_km=row["max_distance_km"],
+        academies=tuple(row["academies"]),
+        remaining_capacity=row["remaining"],
+        school_year=row["school_year"],
+    )
+
+
+def request_of(request: dict[str, Any], school: domain.School) -> domain.Request:
+    return domain.Request(
+        request_id=request["id"],
+        school=school,
+        thematics=tuple(request["thematics"]),
+        max_distance_km=request["max_distance_km"],
+        school_year=request["school_year"],
+        excluded_offer_ids=frozenset(request["declined_offer_ids"]),
+    )
+
+
+def explained(explanation: domain.Explanation, offer: domain.Offer) -> dict[str, Any]:
+    """An explanation as the API shows it: the facts, the score and its parts."""
+    return {
+        "offer_id": str(offer.offer_id),
+        "tete_partner_id": str(offer.tete_partner_id),
+        "score": explanation.score,
+        "distance_km": round(explanation.distance_km, 2),
+        "priority_class": explanation.part("priority").reason,
+        "thematics": explanation.part("thematics").reason,
+        "remaining_capacity": offer.remaining_capacity,
+        "parts": [
+            {"name": part.name, "points": part.points, "reason": part.reason}
+            for part in explanation.parts
+        ],
+    }
+
+
+# --- proposals ----------------------------------------------------------------------------------
+
+
+async def candidate_offers(connection: asyncpg.Connection, school_year: str) -> list[domain.Offer]:
+    return [offer_of(row) for row in await store.open_offers(connection, school_year)]
+
+
+def _facts(request: dict[str, Any], status: str) -> dict[str, Any]:
+    return {
+        "request_id": request["id"],
+        "school_partner_id": request["school_partner_id"],
+        "school_year": request["school_year"],
+        "status": status,
+        "priority_class": PRIORITY_NAMES[PriorityClass(request["priority"])],
+    }
+
+
+async def propose_best(
+    connection: asyncpg.Connection,
+    request: dict[str, Any],
+    school: domain.School | None,
+    offers: Sequence[domain.Offer] | None = None,
+) -> dict[str, Any]:
+    """Propose the request its best candidate with ranked alternatives, or mark it unmatched.
+    ``offers``: the open offers of its school year, when the caller already has them."""
+    candidates: list[domain.Candidate] = []
+    if school is not None:
+        if offers is None:
+            offers = await candidate_offers(connection, request["school_year"])
+        own = [offer for offer in offers if offer.tete_partner_id != school.partner_id]
+        candidates = domain.rank_candidates(
+            request_of(request, school), own, limit=1 + ALTERNATIVES
+        )
+    if not candidates:
+        return await _unmatched(connection, request)
+    best, *alternatives = candidates
+    return await _propose(
+        connection,
+        request,
+        best.offer,
+        best.explanation,
+        [explained(c.explanation, c.offer) for c in alternatives],
+    )
+
+
+async def _propose(
+    connection: asyncpg.Connection,
+    request: dict[str, Any],
+    offer: domain.Offer,
+    explanation: domain.Explanation,
+    alternatives: list[dict[str, Any]],
+    campaign_id: uuid.UUID | None = None,
+) -> dict[str, Any]:
+    proposal = {
+        "rank": request["proposals"] + 1,
+        "explanation": explained(explanation, offer),
+        "alternatives": alternatives,
+        "campaign_id": str(campaign_id) if campaign_id else None,
+    }
+    updated = await store.set_request_state(
+        connection,
+        request["id"],
+        status="proposed",
+        offer_id=offer.offer_id,
+        proposal=proposal,
+        proposed=True,
+    )
+    await publish(
+        connection,
+        MatchProposed(
+            **_facts(updated, "proposed"),
+            offer_id=offer.offer_id,
+            tete_partner_id=offer.tete_partner_id,
+            score=float(explanation.score),
+            distance_km=round(explanation.distance_km, 3),
+            rank=proposal["rank"],
+        ),
+    )
+    return updated
+
+
+async def _unmatched(connection: asyncpg.Connection, request: dict[str, Any]) -> dict[str, Any]:
+    updated = await store.set_request_state(connection, request["id"], status="unmatched")
+    await publish(connection, MatchUnmatched(**_facts(updated, "unmatched")))
+    return updated
+
+
+async def move_on(
+    connection: asyncpg.Connection, request: dict[str, Any], *, declined: bool
+) -> dict[str, Any]:
+    """The offer proposed to a (locked) request is no longer for it: declined by its tête (then
+    never proposed again), or unable to take it (full, closed, tête suspended). The next
+    candidate is proposed."""
+    offer_id = request["offer_id"]
+    if declined:
+        tete = request["proposal"]["explanation"]["tete_partner_id"]
+        request = await store.set_request_state(
+            connection, request["id"], status="unmatched", declined_offer_id=offer_id
+        )
+        await publish(
+            connection,
+            MatchDeclined(**_facts(request, "declined"), offer_id=offer_id, tete_partner_id=tete),
+        )
+    school = await store.get_partner(connection, request["school_partner_id"])
+    offers = [
+        offer
+        for offer in await candidate_offers(connection, request["school_year"])
+        if offer.offer_id != offer_id
+    ]
+    return await propose_best(connection, request, school_of(school) if school else None, offers)
+
+
+async def rebalance(connection: asyncpg.Connection, offer_id: uuid.UUID) -> None:
+    """After an offer changed (under its row lock): the requests it can no longer take move on;
+    if it has places left, waiting requests it suits are proposed it."""
+    offers = {o.offer_id: o for o in await candidate_offers_of(connection, offer_id)}
+    offer = offers.get(offer_id)
+    for request in await store.proposed_to_offer(connection, offer_id, for_update=True):
+        school = await store.get_partner(connection, request["school_partner_id"])
+        still = school_of(school) if school else None
+        if offer is None or still is None or not domain.eligible(request_of(request, still), offer):
+            await move_on(connection, request, declined=False)
+    if offer is not None:
+        await serve_waiting(connection, offer)
+
+
+async def candidate_offers_of(
+    connection: asyncpg.Connection, offer_id: uuid.UUID
+) -> list[domain.Offer]:
+    """The open offers of the same school year as ``offer_id`` (empty if it is unknown)."""
+    row = await store.get_offer(connection, offer_id)
+    return await candidate_offers(connection, row["school_year"]) if row else []
+
+
+async def serve_waiting(connection: asyncpg.Connection, offer: domain.Offer) -> int:
+    """Unmatched requests this offer can serve, the highest priority first, are proposed their
+    best candidate (most often this offer) until as many went to it as it has places left.
+    Returns how many were proposed this offer."""
+    offers = await candidate_offers(connection, offer.school_year)
+    served = 0
+    for waiting in await store.waiting_requests(
+        connection, school_year=offer.school_year, skip_locked=True
+    ):
+        if served >= offer.remaining_capacity:
+            break
+        school = school_of(_school_columns(waiting))
+        if school is None or school.partner_id == offer.tete_partner_id:
+            continue
+        if not domain.eligible(request_of(waiting, school), offer):
+            continue
+        updated = await propose_best(connection, waiting, school, offers)
+        served += updated["offer_id"] == offer.offer_id
+    return served
+
+
+def _school_columns(row: dict[str, Any]) -> dict[str, Any]:
+    """The school's facts of a ``store.waiting_requests`` row, as a read-model partner."""
+    return {
+        "partner_id": row["school_partner_id"],
+        "uai": row["school_uai"],
+        "kind": row["school_kind"],
+        "departement": row["school_departement"],
+        "academie": row["school_academie"],
+        "latitude": row["school_latitude"],
+        "longitude": row["school_longitude"],
+        "education_prioritaire": row["school_education_prioritaire"],
+        "qpv_proximity": row["school_qpv_proximity"],
+    }
+
+
+# --- campaigns ----------------------------------------------------------------------------------
+
+
+async def run_campaign(
+    connection: asyncpg.Connection,
+    campaign_id: uuid.UUID,
+    *,
+    departement: str | None,
+    academie: str | None,
+) -> dict[str, Any]:
+    """Solve the optimal assignment of every waiting request in scope against the open offers'
+    places left, and propose each assigned offer. Returns the summary."""
+    waiting = await store.waiting_requests(
+        connection, school_year=None, departement=departement, academie=academie
+    )
+    requests: list[domain.Request] = []
+    rows: dict[uuid.UUID, dict[str, Any]] = {}
+    for row in waiting:
+        school = school_of(_school_columns(row))
+        if school is not None:
+            requests.append(request_of(row, school))
+            rows[row["id"]] = row
+    offers: list[domain.Offer] = []
+    for year in sorted({request.school_year for request in requests}):
+        offers += await candidate_offers(connection, year)
+    # A lycée never leads its own cordée: its own offers are out of its reach.
+    requests = [
+        domain.Request(
+            request_id=r.request_id,
+            school=r.school,
+            thematics=r.thematics,
+            max_distance_km=r.max_distance_km,
+            school_year=r.school_year,
+            excluded_offer_ids=r.excluded_offer_ids
+            | {o.offer_id for o in offers if o.tete_partner_id == r.school.partner_id},
+        )
+        for r in requests
+    ]
+    started = time.perf_counter()
+    result = domain.solve_campaign(requests, offers)
+    solve_ms = (time.perf_counter() - started) * 1000
+    by_id = {offer.offer_id: offer for offer in offers}
+    for request in requests:
+        offer_id = result.assignments.get(request.request_id)
+        if offer_id is None:
+            continue
+        offer = by_id[offer_id]
+        alternatives = [
+            explained(c.explanation, c.offer)
+            for c in domain.rank_candidates(request, offers, limit=1 + ALTERNATIVES)
+            if c.offer.offer_id != offer_id
+        ][:ALTERNATIVES]
+        await _propose(
+            connection,
+            rows[request.request_id],
+            offer,
+            domain.score(request, offer),
+            alternatives,
+            campaign_id,
+        )
+    return {
+        "requests": len(requests),
+        "proposed": len(result.assignments),
+        "coverage": {
+            PRIORITY_NAMES[priority]: {"requested": c.requested, "served": c.served}
+            for priority, c in sorted(result.coverage.items())
+        },
+        "total_distance_km": round(result.total_distance_km, 3),
+        "objective": result.objective,
+        "solve_ms": round(solve_ms, 3),
+    }

@@ -1,0 +1,45 @@
+"""Fixtures of the cordees tests: the app on a fresh database (helpers in cordees_world)."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from asgi_lifespan import LifespanManager
+from jwt_fixtures import AUDIENCE, ISSUER, JWKSServer, SigningKey
+
+from maillage.common.auth import JWKSCache, TokenVerifier
+from maillage.cordees.app import CordeesSettings, create
+
+# The helper module imports by name, as pyproject's pythonpath does for libs/common/tests.
+sys.path.append(str(Path(__file__).parent))
+from cordees_world import Cordees
+
+
+@pytest.fixture
+async def cordees(
+    database_url: str,
+    kafka_bootstrap_servers: str,
+    kafka_idempotent_producer: bool,
+    jwks: tuple[JWKSServer, SigningKey],
+) -> AsyncIterator[Cordees]:
+    server, key = jwks
+    settings = CordeesSettings(
+        environment="test",
+        database_url=database_url,
+        kafka_bootstrap_servers=kafka_bootstrap_servers,
+        kafka_idempotent_producer=kafka_idempotent_producer,
+        jwks_url=server.url,
+        jwt_issuer=ISSUER,
+        jwt_audience=AUDIENCE,
+        log_level="WARNING",
+        database_pool_max=20,
+    )
+    app = create(settings)
+    async with LifespanManager(app, startup_timeout=60) as manager:
+        app.state.token_verifier = TokenVerifier(
+            JWKSCache(server.url), issuer=ISSUER, audience=AUDIENCE
+        )
+        yield Cordees(app, manager.app, key, database_url)
