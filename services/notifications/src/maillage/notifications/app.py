@@ -15,8 +15,10 @@ from pydantic import Field, SecretStr, model_validator
 
 from maillage.common.http import create_app
 from maillage.common.settings import ServiceSettings, service_config
-from maillage.notifications import api, consumers, domain
+from maillage.notifications import api, consumers, domain, mail
 from maillage.notifications.delivery import DeliveryWorker
+from maillage.notifications.endpoint_warnings import DisableWarningWorker
+from maillage.notifications.mail import MailWorker, SmtpServer, TlsMode
 from maillage.notifications.secretbox import SecretBox
 
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -52,6 +54,28 @@ class NotificationsSettings(ServiceSettings):
     # (NOTIFICATIONS_SECRET_ENCRYPTION_KEY, e.g. `openssl rand -hex 32`).
     secret_encryption_key: SecretStr = SecretStr(DEV_SECRET_ENCRYPTION_KEY)
 
+    # E-mail: SMTP (Mailpit in compose), the sender, and where links in mail point.
+    smtp_host: str = "127.0.0.1"
+    smtp_port: int = Field(default=1025, ge=1, le=65535)
+    smtp_tls: TlsMode = Field(
+        default="none", description="none (local relay), starttls (port 587) or tls (port 465)"
+    )
+    smtp_username: str | None = None
+    smtp_password: SecretStr | None = None
+    smtp_timeout_seconds: float = Field(default=30, gt=0)
+    mail_from: str = Field(
+        default="Maillage <notifications@maillage.localhost>", description="The From header"
+    )
+    public_base_url: str = Field(
+        default="http://127.0.0.1:8005", description="This service's public address, for links"
+    )
+    mail_poll_interval_seconds: float = Field(default=1.0, gt=0)
+    mail_retry_first_seconds: float = Field(default=30, gt=0, description="Doubles per failure")
+    mail_retry_cap_seconds: float = Field(default=900, gt=0)
+    webhook_disable_warning_hours: float = Field(
+        default=24, gt=0, description="How long before disabling a failing endpoint it is warned"
+    )
+
     @model_validator(mode="after")
     def _production_has_its_own_key(self) -> NotificationsSettings:
         if self.environment == "production" and (
@@ -84,6 +108,43 @@ def delivery_worker(settings: NotificationsSettings) -> Callable[[asyncpg.Pool],
     return build
 
 
+def mail_worker(settings: NotificationsSettings) -> Callable[[asyncpg.Pool], MailWorker]:
+    password = settings.smtp_password.get_secret_value() if settings.smtp_password else None
+    smtp = SmtpServer(
+        host=settings.smtp_host,
+        port=settings.smtp_port,
+        from_address=settings.mail_from,
+        tls=settings.smtp_tls,
+        username=settings.smtp_username,
+        password=password,
+        timeout=settings.smtp_timeout_seconds,
+    )
+
+    def build(pool: asyncpg.Pool) -> MailWorker:
+        return MailWorker(
+            pool,
+            smtp,
+            poll_interval=settings.mail_poll_interval_seconds,
+            retry_first=timedelta(seconds=settings.mail_retry_first_seconds),
+            retry_cap=timedelta(seconds=settings.mail_retry_cap_seconds),
+        )
+
+    return build
+
+
+def disable_warning_worker(
+    settings: NotificationsSettings,
+) -> Callable[[asyncpg.Pool], DisableWarningWorker]:
+    def build(pool: asyncpg.Pool) -> DisableWarningWorker:
+        return DisableWarningWorker(
+            pool,
+            disable_after=timedelta(hours=settings.webhook_disable_after_hours),
+            warn_ahead=timedelta(hours=settings.webhook_disable_warning_hours),
+        )
+
+    return build
+
+
 def create(settings: NotificationsSettings | None = None) -> FastAPI:
     settings = settings or NotificationsSettings()  # type: ignore[call-arg]  # read from the environment
     app = create_app(
@@ -93,8 +154,13 @@ def create(settings: NotificationsSettings | None = None) -> FastAPI:
         routers=[api.router],
         consumers=consumers.CONSUMERS,
         migrations=MIGRATIONS,
-        workers=[delivery_worker(settings)],
+        workers=[
+            delivery_worker(settings),
+            mail_worker(settings),
+            disable_warning_worker(settings),
+        ],
     )
+    mail.configure(public_base_url=settings.public_base_url)
     app.state.settings = settings
     app.state.secret_box = SecretBox(settings.secret_encryption_key.get_secret_value())
     return app

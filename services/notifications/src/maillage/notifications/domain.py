@@ -317,3 +317,12 @@ def mail_retry_delay(
     # 2**30 × 30 s is far past any cap: bounding the exponent keeps timedelta in range.
     delay: timedelta = first * 2 ** min(attempts - 1, 30)
     return min(delay, cap)
+
+
+# The largest distance a school may choose for stage offers (migration 0003 checks it too).
+MAX_OFFERS_WITHIN_KM = 200.0
+
+
+def latitude_degrees(km: float) -> float:
+    """How many degrees of latitude span ``km`` (a degree of latitude is the same everywhere)."""
+    return math.degrees(km / EARTH_RADIUS_KM)

@@ -14,17 +14,28 @@ into ``layout.txt`` by a plain one. Event mails are ``events/<type without fr.ma
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import re
 import textwrap
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import date
+from datetime import UTC, date, datetime, timedelta
+from email.message import EmailMessage
+from email.utils import format_datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
+import aiosmtplib
 import asyncpg
 import jinja2
+
+from maillage.common.db import transaction
+from maillage.common.logging import get_logger
+from maillage.notifications import domain
+
+log = get_logger(__name__)
 
 TEMPLATES = Path(__file__).parent / "templates"
 EVENT_PREFIX = "fr.maillage."
@@ -73,6 +84,12 @@ def date_fr(value: str | date) -> str:
     day = date.fromisoformat(value[:10]) if isinstance(value, str) else value
     number = "1er" if day.day == 1 else str(day.day)
     return f"{_WEEKDAYS[day.weekday()]} {number} {_MONTHS[day.month - 1]} {day.year}"
+
+
+def datetime_fr(moment: datetime) -> str:
+    """An aware datetime → ``lundi 7 décembre 2026 à 14 h 05 UTC`` (UTC needs no zone data)."""
+    utc = moment.astimezone(UTC)
+    return f"{date_fr(utc.date())} à {utc.hour} h {utc.minute:02d} UTC"
 
 
 def kilometres(value: float) -> str:
@@ -137,7 +154,11 @@ class Renderer:
         self._text = jinja2.Environment(autoescape=False, **common)  # noqa: S701  # text/plain is not HTML
         for environment in (self._html, self._text):
             environment.filters.update(
-                euros=euros, date_fr=date_fr, km=kilometres, paragraphs=paragraphs
+                euros=euros,
+                date_fr=date_fr,
+                datetime_fr=datetime_fr,
+                km=kilometres,
+                paragraphs=paragraphs,
             )
             environment.globals.update(partner=partner_name, url=self.url)
 
@@ -209,3 +230,224 @@ async def queue(
         dedupe_key,
     )
     return queued
+
+
+# --- sending -----------------------------------------------------------------------------------
+
+TlsMode = Literal["none", "starttls", "tls"]
+# A claimed mail is the worker's for this long: far more than sending a batch takes.
+DEFAULT_LEASE = timedelta(minutes=2)
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class SmtpServer:
+    """Where and how mail is sent. ``tls``: ``none`` (a local relay, Mailpit), ``starttls``
+    (upgrade on port 587) or ``tls`` (implicit TLS on port 465)."""
+
+    host: str
+    port: int
+    from_address: str
+    tls: TlsMode = "none"
+    username: str | None = None
+    password: str | None = None
+    timeout: float = 30.0
+
+
+@dataclass(frozen=True)
+class PendingMail:
+    id: uuid.UUID
+    recipient: str
+    subject: str
+    text_body: str
+    html_body: str
+    message_id: str
+    attempts: int
+
+
+def build_message(pending: PendingMail, from_address: str, now: datetime) -> EmailMessage:
+    """The MIME message: text/plain first, text/html as the richer alternative."""
+    message = EmailMessage()
+    message["From"] = from_address
+    message["To"] = pending.recipient
+    message["Subject"] = pending.subject
+    message["Date"] = format_datetime(now)
+    message["Message-ID"] = pending.message_id
+    message["Auto-Submitted"] = "auto-generated"  # RFC 3834: no vacation replies, please
+    message.set_content(pending.text_body)
+    message.add_alternative(pending.html_body, subtype="html")
+    return message
+
+
+def _refused_for_good(error: aiosmtplib.SMTPException) -> bool:
+    """Whether the server refused *this* mail permanently (5xx for its recipient or content).
+
+    Everything else (server down, 4xx, authentication or sender refused: configuration) is
+    retried: the mail is not at fault.
+    """
+    if isinstance(error, aiosmtplib.SMTPRecipientsRefused):
+        return all(refused.code >= 500 for refused in error.recipients)
+    return isinstance(error, aiosmtplib.SMTPDataError) and error.code >= 500
+
+
+class MailWorker:
+    """Sends the due mails of ``outgoing_mail`` over SMTP; ``run()`` until ``stop()``."""
+
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        smtp: SmtpServer,
+        *,
+        batch_size: int = 20,
+        poll_interval: float = 1.0,
+        lease: timedelta = DEFAULT_LEASE,
+        retry_first: timedelta = domain.MAIL_RETRY_FIRST,
+        retry_cap: timedelta = domain.MAIL_RETRY_CAP,
+        clock: Callable[[], datetime] = _utcnow,
+    ) -> None:
+        self.pool = pool
+        self.smtp = smtp
+        self.batch_size = batch_size
+        self.poll_interval = poll_interval
+        self.lease = lease
+        self.retry_first = retry_first
+        self.retry_cap = retry_cap
+        self.clock = clock
+        self._stopping = asyncio.Event()
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    async def run(self) -> None:
+        """Send due mail until :meth:`stop`; a failing database or SMTP server only waits."""
+        self._stopping.clear()
+        while not self._stopping.is_set():
+            sent = 0
+            try:
+                sent = await self.send_due()
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                log.warning("sending mail failed", error=str(exc))
+            if sent == self.batch_size:
+                continue  # more may be due
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), self.poll_interval)
+
+    async def send_due(self) -> int:
+        """One pass: claim up to a batch of due mails and send them on one connection.
+
+        Returns how many were claimed. A mail is marked sent as soon as the server accepts it;
+        if the server goes away, the rest of the batch waits its backoff.
+        """
+        claimed = await self._claim()
+        if not claimed:
+            return 0
+        remaining = list(claimed)
+        try:
+            async with self._client() as client:
+                while remaining:
+                    pending = remaining[0]
+                    try:
+                        await client.send_message(
+                            build_message(pending, self.smtp.from_address, self.clock())
+                        )
+                    except (aiosmtplib.SMTPRecipientsRefused, aiosmtplib.SMTPDataError) as exc:
+                        remaining.pop(0)
+                        await self._failed(pending, exc, permanent=_refused_for_good(exc))
+                        continue
+                    remaining.pop(0)
+                    await self._sent(pending)
+        except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
+            log.warning("SMTP server unavailable", error=f"{type(exc).__name__}: {exc}")
+            for pending in remaining:
+                await self._failed(pending, exc, permanent=False)
+        return len(claimed)
+
+    def _client(self) -> aiosmtplib.SMTP:
+        return aiosmtplib.SMTP(
+            hostname=self.smtp.host,
+            port=self.smtp.port,
+            use_tls=self.smtp.tls == "tls",
+            start_tls=self.smtp.tls == "starttls",
+            username=self.smtp.username,
+            password=self.smtp.password,
+            timeout=self.smtp.timeout,
+        )
+
+    async def _claim(self) -> list[PendingMail]:
+        now = self.clock()
+        async with transaction(self.pool) as connection:
+            rows = await connection.fetch(
+                """
+                WITH due AS (
+                    SELECT id FROM outgoing_mail
+                     WHERE status = 'pending' AND next_attempt_at <= $1
+                     ORDER BY next_attempt_at
+                     LIMIT $2
+                       FOR UPDATE SKIP LOCKED
+                )
+                UPDATE outgoing_mail m SET next_attempt_at = $1 + $3::interval
+                  FROM due WHERE m.id = due.id
+                RETURNING m.id, m.recipient, m.subject, m.text_body, m.html_body, m.message_id,
+                          m.attempts, m.next_attempt_at
+                """,
+                now,
+                self.batch_size,
+                self.lease,
+            )
+        rows = sorted(rows, key=lambda row: row["next_attempt_at"])
+        return [
+            PendingMail(
+                id=row["id"],
+                recipient=row["recipient"],
+                subject=row["subject"],
+                text_body=row["text_body"],
+                html_body=row["html_body"],
+                message_id=row["message_id"],
+                attempts=row["attempts"],
+            )
+            for row in rows
+        ]
+
+    async def _sent(self, pending: PendingMail) -> None:
+        async with transaction(self.pool) as connection:
+            await connection.execute(
+                """
+                UPDATE outgoing_mail
+                   SET status = 'sent', sent_at = $2, attempts = attempts + 1,
+                       next_attempt_at = NULL, last_error = NULL
+                 WHERE id = $1
+                """,
+                pending.id,
+                self.clock(),
+            )
+        log.info("mail sent", mail_id=str(pending.id), attempts=pending.attempts + 1)
+
+    async def _failed(self, pending: PendingMail, error: BaseException, *, permanent: bool) -> None:
+        attempts = pending.attempts + 1
+        next_at = None
+        if not permanent:
+            delay = domain.mail_retry_delay(attempts, first=self.retry_first, cap=self.retry_cap)
+            next_at = self.clock() + delay
+        async with transaction(self.pool) as connection:
+            await connection.execute(
+                """
+                UPDATE outgoing_mail
+                   SET status = $2, attempts = $3, next_attempt_at = $4, last_error = $5
+                 WHERE id = $1
+                """,
+                pending.id,
+                "failed" if permanent else "pending",
+                attempts,
+                next_at,
+                f"{type(error).__name__}: {error}"[:2000],
+            )
+        log.warning(
+            "mail not sent",
+            mail_id=str(pending.id),
+            attempts=attempts,
+            permanent=permanent,
+            next_attempt_at=next_at.isoformat() if next_at else None,
+        )

@@ -7,12 +7,15 @@ the caller, so the worker's clock is the only clock and tests can move it.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
 import asyncpg
+
+from maillage.common.catalog import PartnerFacts
+from maillage.notifications import domain, mail
 
 DeliveryStatus = Literal["pending", "delivered", "failed", "disabled"]
 
@@ -102,14 +105,34 @@ async def rotate_secret(
 
 
 async def disable_endpoint(
-    connection: asyncpg.Connection, endpoint_id: uuid.UUID, *, reason: str
+    connection: asyncpg.Connection, endpoint_id: uuid.UUID, *, reason: str, notify: bool = True
 ) -> int:
-    """Disable an endpoint and stop its pending deliveries; the number of deliveries stopped."""
-    await connection.execute(
-        "UPDATE webhook_endpoints SET enabled = false, disabled_reason = $2 WHERE id = $1",
+    """Disable an endpoint and stop its pending deliveries; the number of deliveries stopped.
+
+    When this disables an enabled endpoint and ``notify`` holds (the worker gave up on it, not
+    its partner's own request), the partner is told by e-mail in the same transaction.
+    """
+    endpoint = await connection.fetchrow(
+        """
+        UPDATE webhook_endpoints e SET enabled = false, disabled_reason = $2
+          FROM (SELECT id, enabled FROM webhook_endpoints WHERE id = $1 FOR UPDATE) before
+         WHERE e.id = before.id
+        RETURNING e.partner_id, e.url, e.first_failure_at, before.enabled AS was_enabled
+        """,
         endpoint_id,
         reason,
     )
+    if notify and endpoint is not None and endpoint["was_enabled"]:
+        await mail_partner(
+            connection,
+            endpoint["partner_id"],
+            template="endpoint_disabled",
+            context={
+                "endpoint_url": endpoint["url"],
+                "reason": reason,
+                "failing_since": endpoint["first_failure_at"],
+            },
+        )
     result: str = await connection.execute(
         """
         UPDATE deliveries
@@ -372,3 +395,220 @@ async def list_attempts(
         delivery_id,
     )
     return [dict(row) for row in rows]
+
+
+# --- the partner read model --------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class KnownPartner:
+    """A partner as the registry last published it (levels 2 and 3 only)."""
+
+    id: uuid.UUID
+    kind: str
+    legal_name: str
+    status: str
+    location: domain.GeoPoint | None
+
+
+async def apply_partner(connection: asyncpg.Connection, facts: PartnerFacts) -> bool:
+    """Keep the read model of a partner; an event older than what is stored changes nothing.
+
+    True when the row was written.
+    """
+    written: bool | None = await connection.fetchval(
+        """
+        INSERT INTO partners (id, kind, legal_name, status, latitude, longitude, departement,
+                              version)
+        VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+        ON CONFLICT (id) DO UPDATE
+           SET kind = EXCLUDED.kind, legal_name = EXCLUDED.legal_name,
+               status = EXCLUDED.status, latitude = EXCLUDED.latitude,
+               longitude = EXCLUDED.longitude, departement = EXCLUDED.departement,
+               version = EXCLUDED.version, updated_at = now()
+         WHERE partners.version < EXCLUDED.version
+        RETURNING true
+        """,
+        facts.partner_id,
+        facts.kind,
+        facts.legal_name,
+        facts.status,
+        facts.latitude,
+        facts.longitude,
+        facts.departement,
+        facts.version,
+    )
+    return bool(written)
+
+
+def _location(row: Mapping[str, Any]) -> domain.GeoPoint | None:
+    if row["latitude"] is None or row["longitude"] is None:
+        return None
+    return domain.GeoPoint(row["latitude"], row["longitude"])
+
+
+async def known_partners(
+    connection: asyncpg.Connection, partner_ids: Collection[uuid.UUID]
+) -> dict[uuid.UUID, KnownPartner]:
+    """The partners of the read model among ``partner_ids`` (unknown ones are absent)."""
+    rows = await connection.fetch(
+        "SELECT id, kind, legal_name, status, latitude, longitude FROM partners"
+        " WHERE id = ANY($1::uuid[])",
+        list(partner_ids),
+    )
+    return {
+        row["id"]: KnownPartner(
+            row["id"], row["kind"], row["legal_name"], row["status"], _location(row)
+        )
+        for row in rows
+    }
+
+
+async def offer_followers(
+    connection: asyncpg.Connection, near: domain.GeoPoint
+) -> list[domain.OfferFollower]:
+    """Schools following stage offers that may be close enough to ``near``.
+
+    A latitude band as wide as the largest distance a school may choose narrows the rows; the
+    exact rule (each school's own distance) is :func:`domain.schools_near`.
+    """
+    band = domain.latitude_degrees(domain.MAX_OFFERS_WITHIN_KM)
+    rows = await connection.fetch(
+        """
+        SELECT p.id, p.latitude, p.longitude, s.stage_offers_within_km
+          FROM partner_settings s
+          JOIN partners p ON p.id = s.partner_id
+         WHERE s.stage_offers_within_km IS NOT NULL
+           AND p.kind = ANY($1::text[])
+           AND p.latitude BETWEEN $2 - $3 AND $2 + $3
+           AND p.longitude IS NOT NULL
+        """,
+        sorted(domain.SCHOOL_KINDS),
+        near.latitude,
+        band,
+    )
+    return [
+        domain.OfferFollower(
+            row["id"],
+            domain.GeoPoint(row["latitude"], row["longitude"]),
+            row["stage_offers_within_km"],
+        )
+        for row in rows
+    ]
+
+
+# --- channels and preferences ------------------------------------------------------------------
+
+
+async def wanted_channels(
+    connection: asyncpg.Connection, partner_ids: Collection[uuid.UUID], event_type: str
+) -> tuple[set[uuid.UUID], set[uuid.UUID]]:
+    """Which of these partners want this event type by webhook, and which by e-mail.
+
+    A partner without a preference for the type wants both (the default).
+    """
+    rows = await connection.fetch(
+        """
+        SELECT wanted.id, coalesce(p.webhook, true) AS webhook, coalesce(p.email, true) AS email
+          FROM unnest($1::uuid[]) AS wanted (id)
+          LEFT JOIN preferences p ON p.partner_id = wanted.id AND p.event_type = $2
+        """,
+        list(partner_ids),
+        event_type,
+    )
+    webhook = {row["id"] for row in rows if row["webhook"]}
+    email = {row["id"] for row in rows if row["email"]}
+    return webhook, email
+
+
+async def email_recipients(
+    connection: asyncpg.Connection, partner_ids: Collection[uuid.UUID]
+) -> list[tuple[uuid.UUID, str]]:
+    """(partner, address) of every confirmed, enabled e-mail channel of these partners."""
+    rows = await connection.fetch(
+        """
+        SELECT partner_id, address FROM email_channels
+         WHERE partner_id = ANY($1::uuid[]) AND enabled AND confirmed_at IS NOT NULL
+         ORDER BY partner_id, address
+        """,
+        list(partner_ids),
+    )
+    return [(row["partner_id"], row["address"]) for row in rows]
+
+
+async def mail_partner(
+    connection: asyncpg.Connection,
+    partner_id: uuid.UUID,
+    *,
+    template: str,
+    context: Mapping[str, Any],
+    dedupe_key: str | None = None,
+) -> int:
+    """Queue one mail to every confirmed channel of a partner (about its own account: no
+    preference applies); how many were queued."""
+    partner = (await known_partners(connection, [partner_id])).get(partner_id)
+    name = partner.legal_name if partner else None
+    queued = 0
+    for _, address in await email_recipients(connection, [partner_id]):
+        mail_id = await mail.queue(
+            connection,
+            to=address,
+            template=template,
+            context={**context, "recipient": name, "names": {str(partner_id): name}},
+            partner_id=partner_id,
+            dedupe_key=dedupe_key,
+        )
+        queued += mail_id is not None
+    return queued
+
+
+# --- endpoint health: the warning before disabling ---------------------------------------------
+
+
+async def warn_failing_endpoints(
+    connection: asyncpg.Connection,
+    *,
+    now: datetime,
+    disable_after: timedelta,
+    warn_ahead: timedelta,
+) -> int:
+    """E-mail the partners of endpoints due the "will be disabled" warning; how many endpoints.
+
+    Once per failure streak: an endpoint warned after its streak began is skipped, and a new
+    streak (a success resets ``first_failure_at``) is due its own warning.
+    """
+    rows = await connection.fetch(
+        """
+        SELECT id, partner_id, url, first_failure_at FROM webhook_endpoints
+         WHERE enabled AND first_failure_at <= $1
+           AND (disable_warning_sent_at IS NULL OR disable_warning_sent_at < first_failure_at)
+         ORDER BY first_failure_at
+           FOR UPDATE SKIP LOCKED
+        """,
+        now - max(disable_after - warn_ahead, timedelta(0)),
+    )
+    warned = 0
+    for row in rows:
+        first_failure_at: datetime = row["first_failure_at"]
+        if not domain.warn_before_disable(
+            first_failure_at, now, after=disable_after, ahead=warn_ahead
+        ):
+            continue
+        await mail_partner(
+            connection,
+            row["partner_id"],
+            template="endpoint_disable_warning",
+            context={
+                "endpoint_url": row["url"],
+                "failing_since": first_failure_at,
+                "disable_at": first_failure_at + disable_after,
+            },
+            dedupe_key=f"endpoint-disable-warning:{row['id']}:{first_failure_at.isoformat()}",
+        )
+        await connection.execute(
+            "UPDATE webhook_endpoints SET disable_warning_sent_at = $2 WHERE id = $1",
+            row["id"],
+            now,
+        )
+        warned += 1
+    return warned
