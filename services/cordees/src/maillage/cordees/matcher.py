@@ -8,6 +8,10 @@ cordée accepts them first come, first served, up to its capacity. Capacity is c
 offer's row lock at acceptance; when an offer fills up (or closes, shrinks, or its tête is no
 longer verified), the requests still proposed to it move on to their next candidate, so no
 request waits on an offer that cannot take it.
+
+A request no open offer can take is unmatched: it waits for the next campaign, which assigns
+every waiting request in its scope at once, optimally (REP+ first), rather than one by one to
+whichever offer opens first.
 """
 
 from __future__ import annotations
@@ -242,46 +246,17 @@ async def move_on(
 
 
 async def rebalance(connection: asyncpg.Connection, offer_id: uuid.UUID) -> None:
-    """After an offer changed (under its row lock): the requests it can no longer take move on;
-    if it has places left, waiting requests it suits are proposed it."""
-    offers = {o.offer_id: o for o in await candidate_offers_of(connection, offer_id)}
-    offer = offers.get(offer_id)
+    """After an offer changed (under its row lock): the requests proposed to it that it can no
+    longer take (closed, full, out of its territory now) move on to their next candidate."""
+    row = await store.get_offer(connection, offer_id)
+    assert row is not None
+    offers = await candidate_offers(connection, row["school_year"])
+    offer = next((o for o in offers if o.offer_id == offer_id), None)
     for request in await store.proposed_to_offer(connection, offer_id, for_update=True):
         school = await store.get_partner(connection, request["school_partner_id"])
         still = school_of(school) if school else None
         if offer is None or still is None or not domain.eligible(request_of(request, still), offer):
             await move_on(connection, request, declined=False)
-    if offer is not None:
-        await serve_waiting(connection, offer)
-
-
-async def candidate_offers_of(
-    connection: asyncpg.Connection, offer_id: uuid.UUID
-) -> list[domain.Offer]:
-    """The open offers of the same school year as ``offer_id`` (empty if it is unknown)."""
-    row = await store.get_offer(connection, offer_id)
-    return await candidate_offers(connection, row["school_year"]) if row else []
-
-
-async def serve_waiting(connection: asyncpg.Connection, offer: domain.Offer) -> int:
-    """Unmatched requests this offer can serve, the highest priority first, are proposed their
-    best candidate (most often this offer) until as many went to it as it has places left.
-    Returns how many were proposed this offer."""
-    offers = await candidate_offers(connection, offer.school_year)
-    served = 0
-    for waiting in await store.waiting_requests(
-        connection, school_year=offer.school_year, skip_locked=True
-    ):
-        if served >= offer.remaining_capacity:
-            break
-        school = school_of(_school_columns(waiting))
-        if school is None or school.partner_id == offer.tete_partner_id:
-            continue
-        if not domain.eligible(request_of(waiting, school), offer):
-            continue
-        updated = await propose_best(connection, waiting, school, offers)
-        served += updated["offer_id"] == offer.offer_id
-    return served
 
 
 def _school_columns(row: dict[str, Any]) -> dict[str, Any]:
@@ -311,9 +286,7 @@ async def run_campaign(
 ) -> dict[str, Any]:
     """Solve the optimal assignment of every waiting request in scope against the open offers'
     places left, and propose each assigned offer. Returns the summary."""
-    waiting = await store.waiting_requests(
-        connection, school_year=None, departement=departement, academie=academie
-    )
+    waiting = await store.waiting_requests(connection, departement=departement, academie=academie)
     requests: list[domain.Request] = []
     rows: dict[uuid.UUID, dict[str, Any]] = {}
     for row in waiting:

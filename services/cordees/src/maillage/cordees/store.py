@@ -322,11 +322,8 @@ async def proposed_to_tete(connection: Connection, tete_partner_id: uuid.UUID) -
 async def waiting_requests(
     connection: Connection,
     *,
-    school_year: str | None,
-    departement: str | None = None,
-    academie: str | None = None,
-    limit: int | None = None,
-    skip_locked: bool = False,
+    departement: str | None,
+    academie: str | None,
 ) -> list[dict[str, Any]]:
     """Unmatched requests of verified schools in scope, locked, the highest priority and the
     oldest first, with the school's facts (`school_*` columns)."""
@@ -340,17 +337,13 @@ async def waiting_requests(
                s.qpv_proximity AS school_qpv_proximity
         FROM match_requests r JOIN partners s ON s.partner_id = r.school_partner_id
         WHERE r.status = 'unmatched' AND s.status = 'verified'
-          AND ($1::text IS NULL OR r.school_year = $1)
-          AND ($2::text IS NULL OR s.departement = $2)
-          AND ($3::text IS NULL OR s.academie = $3)
+          AND ($1::text IS NULL OR s.departement = $1)
+          AND ($2::text IS NULL OR s.academie = $2)
         ORDER BY r.priority, r.created_at, r.id
-        LIMIT $4
-        FOR UPDATE OF r {"SKIP LOCKED" if skip_locked else ""}
+        FOR UPDATE OF r
         """,  # noqa: S608
-        school_year,
         departement,
         academie,
-        limit,
     )
     return [dict(row) for row in rows]
 
@@ -465,7 +458,6 @@ async def coverage(
           AND ($3::text IS NULL OR s.academie = $3)
         ORDER BY s.uai, s.partner_id
         """,
-        school_year,
         departement,
         academie,
     )
