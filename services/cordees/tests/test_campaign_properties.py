@@ -75,7 +75,7 @@ def requests(draw: st.DrawFn, n: int, offer_ids: list[UUID]) -> Request:
             uai="0940123Y",
             kind=draw(st.sampled_from(("college", "lycee"))),
             departement="94",
-            academie=draw(st.sampled_from(ACADEMIES)),
+            academie=draw(st.sampled_from((*ACADEMIES, None))),
             latitude=draw(latitudes),
             longitude=draw(longitudes),
             priority=draw(st.sampled_from(PriorityClass)),

@@ -467,24 +467,127 @@ class CampaignGraph:
         return self.distance_m - weights[self.request_index]
 
 
+_KM_PER_DEGREE_OF_LATITUDE = EARTH_RADIUS_KM * math.pi / 180
+
+
 def campaign_graph(requests: Sequence[Request], offers: Sequence[Offer]) -> CampaignGraph:
-    """Every eligible (request, offer) pair with its distance."""
+    """Every eligible (request, offer) pair with its distance.
+
+    Offer by offer, only the requests that can be in its territory are measured: those of a
+    latitude band as wide as the farthest distance allowed (a great-circle distance is never
+    shorter than the difference of latitudes), plus those of the académies it serves. The rules
+    are then those of :func:`eligible`, on arrays, with :func:`haversine_km`'s formula.
+    """
     open_offers = tuple(offer for offer in offers if offer.remaining_capacity > 0)
-    pairs: list[tuple[int, int, int]] = []
-    for i, request in enumerate(requests):
-        for j, offer in enumerate(open_offers):
-            if not _static_ok(request, offer):
-                continue
-            distance_km = _distance_km(request, offer)
-            if _territory_ok(request, offer, distance_km):
-                pairs.append((i, j, round(distance_km * 1000)))
-    array = np.array(pairs, dtype=np.int64).reshape(-1, 3)
+    n, m = len(requests), len(open_offers)
+    lat = np.fromiter((r.school.latitude for r in requests), np.float64, n)
+    lon = np.fromiter((r.school.longitude for r in requests), np.float64, n)
+    phi = np.radians(lat)
+    cos_phi = np.cos(phi)
+    limit = np.fromiter(
+        (math.inf if r.max_distance_km is None else r.max_distance_km for r in requests),
+        np.float64,
+        n,
+    )
+    years = {year: code for code, year in enumerate(sorted({r.school_year for r in requests}))}
+    year = np.fromiter((years[r.school_year] for r in requests), np.int64, n)
+    kind_bit = np.fromiter((_KIND_BITS[r.school.kind] for r in requests), np.int64, n)
+    academie_codes = {
+        a: code for code, a in enumerate(sorted({r.school.academie or "" for r in requests}))
+    }
+    academie = np.fromiter((academie_codes[r.school.academie or ""] for r in requests), np.int64, n)
+    members = {code: np.flatnonzero(academie == code) for code in academie_codes.values()}
+    by_latitude = np.argsort(lat, kind="stable")
+    sorted_lat = lat[by_latitude]
+    farthest_wished = float(limit.max()) if n else 0.0
+    static_masks: dict[tuple[int, int], npt.NDArray[np.bool_]] = {}
+    candidate = np.zeros(n, bool)  # scratch: the union of a band and académies
+
+    request_parts, offer_parts, km_parts = [], [], []
+    for j, offer in enumerate(open_offers):
+        if offer.school_year not in years:
+            continue
+        key = (years[offer.school_year], _levels_bits(offer.levels))
+        if key not in static_masks:  # same year, and a level the school teaches
+            static_masks[key] = (year == key[0]) & (kind_bit & key[1] != 0)
+        static = static_masks[key]
+        unrestricted = offer.max_distance_km is None and not offer.academies
+        radius = (
+            farthest_wished
+            if unrestricted
+            else min(
+                farthest_wished,
+                -1.0 if offer.max_distance_km is None else offer.max_distance_km,
+            )
+        )
+        served = [academie_codes[a] for a in offer.academies if a and a in academie_codes]
+        if radius == math.inf:
+            index = np.flatnonzero(static)
+        else:
+            band = radius / _KM_PER_DEGREE_OF_LATITUDE + 1e-6  # a margin for rounding
+            low = int(np.searchsorted(sorted_lat, offer.latitude - band, side="left"))
+            high = int(np.searchsorted(sorted_lat, offer.latitude + band, side="right"))
+            in_band = by_latitude[low:high] if radius >= 0 else by_latitude[:0]
+            if served:
+                candidate[in_band] = True
+                for code in served:
+                    candidate[members[code]] = True
+                index = np.flatnonzero(candidate & static)
+                candidate[:] = False
+            else:
+                index = in_band[static[in_band]]
+        if not len(index):
+            continue
+        h = (
+            np.sin((phi[index] - math.radians(offer.latitude)) / 2) ** 2
+            + math.cos(math.radians(offer.latitude))
+            * cos_phi[index]
+            * np.sin(np.radians(offer.longitude - lon[index]) / 2) ** 2
+        )
+        km = 2 * EARTH_RADIUS_KM * np.arcsin(np.sqrt(np.minimum(h, 1.0)))
+        territory = km <= limit[index]
+        if not unrestricted:
+            reach = km <= (-1.0 if offer.max_distance_km is None else offer.max_distance_km)
+            if served:
+                reach |= np.isin(academie[index], served)
+            territory &= reach
+        request_parts.append(index[territory])
+        offer_parts.append(np.full(int(territory.sum()), j, np.int64))
+        km_parts.append(km[territory])
+
+    request_index = np.concatenate([np.zeros(0, np.int64), *request_parts])
+    offer_index = np.concatenate([np.zeros(0, np.int64), *offer_parts])
+    distance_km = np.concatenate([np.zeros(0, np.float64), *km_parts])
+    offer_number = {offer.offer_id: j for j, offer in enumerate(open_offers)}
+    declined = [
+        i * m + offer_number[offer_id]
+        for i, r in enumerate(requests)
+        for offer_id in r.excluded_offer_ids
+        if offer_id in offer_number
+    ]
+    if declined:
+        keep = ~np.isin(request_index * m + offer_index, declined)
+        request_index, offer_index, distance_km = (
+            request_index[keep],
+            offer_index[keep],
+            distance_km[keep],
+        )
     return CampaignGraph(
         requests=tuple(requests),
         offers=open_offers,
-        request_index=array[:, 0].copy(),
-        offer_index=array[:, 1].copy(),
-        distance_m=array[:, 2].copy(),
+        request_index=request_index,
+        offer_index=offer_index,
+        distance_m=np.rint(distance_km * 1000).astype(np.int64),
+    )
+
+
+_KIND_BITS = {"college": 1, "lycee": 2}
+
+
+def _levels_bits(levels: Iterable[str]) -> int:
+    """Which kinds of school an offer's levels suit, as bits of ``_KIND_BITS``."""
+    return sum(
+        bit for kind, bit in _KIND_BITS.items() if not LEVELS_BY_KIND[kind].isdisjoint(levels)
     )
 
 
