@@ -14,8 +14,9 @@ from fastapi import FastAPI
 from pydantic import Field, SecretStr, model_validator
 
 from maillage.common.http import create_app
+from maillage.common.ratelimit import TokenBucket
 from maillage.common.settings import ServiceSettings, service_config
-from maillage.notifications import api, consumers, domain, mail
+from maillage.notifications import api, consumers, domain, mail, ssrf
 from maillage.notifications.delivery import DeliveryWorker
 from maillage.notifications.endpoint_warnings import DisableWarningWorker
 from maillage.notifications.mail import MailWorker, SmtpServer, TlsMode
@@ -53,6 +54,14 @@ class NotificationsSettings(ServiceSettings):
     # Encrypts the webhook signing secrets at rest; production sets its own
     # (NOTIFICATIONS_SECRET_ENCRYPTION_KEY, e.g. `openssl rand -hex 32`).
     secret_encryption_key: SecretStr = SecretStr(DEV_SECRET_ENCRYPTION_KEY)
+
+    # The subscriptions API.
+    webhook_max_endpoints_per_partner: int = Field(default=20, ge=1)
+    email_max_channels_per_partner: int = Field(default=10, ge=1)
+    email_confirmation_ttl_hours: float = Field(default=48, gt=0)
+    email_confirmations_per_minute: int = Field(
+        default=10, ge=1, description="Confirmation attempts accepted per client address and minute"
+    )
 
     # E-mail: SMTP (Mailpit in compose), the sender, and where links in mail point.
     smtp_host: str = "127.0.0.1"
@@ -163,4 +172,8 @@ def create(settings: NotificationsSettings | None = None) -> FastAPI:
     mail.configure(public_base_url=settings.public_base_url)
     app.state.settings = settings
     app.state.secret_box = SecretBox(settings.secret_encryption_key.get_secret_value())
+    app.state.webhook_resolver = ssrf.system_resolver  # subscription-time DNS (tests replace it)
+    app.state.rate_limits = {
+        "email confirmation": TokenBucket(rate=settings.email_confirmations_per_minute, per=60)
+    }
     return app

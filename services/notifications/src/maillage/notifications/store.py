@@ -612,3 +612,442 @@ async def warn_failing_endpoints(
         )
         warned += 1
     return warned
+
+
+# --- the subscriptions API ---------------------------------------------------------------------
+# A partner's webhook endpoints, e-mail channels, preferences and settings, as the API reads and
+# changes them. ``partner_id=None`` on a read means every partner's (operators).
+
+Page = tuple[datetime, uuid.UUID]
+"""Where a page starts: after the row with this ``(created_at, id)``."""
+
+
+async def lock_partner_subscriptions(connection: asyncpg.Connection, partner_id: uuid.UUID) -> None:
+    """Serialise one partner's creations until the transaction ends (limits are counted)."""
+    await connection.execute(
+        "SELECT pg_advisory_xact_lock("
+        " hashtextextended('notifications.partner:' || $1::uuid::text, 0))",
+        partner_id,
+    )
+
+
+_ENDPOINT = """
+    SELECT e.id, e.partner_id, e.url, e.event_types, e.description, e.enabled, e.disabled_reason,
+           e.first_failure_at AS failing_since, e.created_at, e.updated_at,
+           (SELECT max(s.not_after) FROM endpoint_secrets s
+             WHERE s.endpoint_id = e.id AND s.not_after > $1) AS previous_secret_expires_at
+      FROM webhook_endpoints e
+"""
+
+
+async def count_endpoints(connection: asyncpg.Connection, partner_id: uuid.UUID) -> int:
+    count: int = await connection.fetchval(
+        "SELECT count(*) FROM webhook_endpoints WHERE partner_id = $1", partner_id
+    )
+    return count
+
+
+async def find_endpoint(
+    connection: asyncpg.Connection,
+    endpoint_id: uuid.UUID,
+    *,
+    partner_id: uuid.UUID | None,
+    now: datetime,
+    for_update: bool = False,
+) -> dict[str, Any] | None:
+    """One endpoint as the API shows it (never a secret); None when it is not this partner's."""
+    row = await connection.fetchrow(
+        _ENDPOINT
+        + " WHERE e.id = $2 AND ($3::uuid IS NULL OR e.partner_id = $3)"
+        + (" FOR UPDATE OF e" if for_update else ""),
+        now,
+        endpoint_id,
+        partner_id,
+    )
+    return dict(row) if row is not None else None
+
+
+async def list_endpoints(
+    connection: asyncpg.Connection,
+    *,
+    partner_id: uuid.UUID | None,
+    after: Page | None,
+    limit: int,
+    now: datetime,
+) -> list[dict[str, Any]]:
+    """Endpoints, oldest first, from the page start."""
+    rows = await connection.fetch(
+        _ENDPOINT
+        + """
+         WHERE ($2::uuid IS NULL OR e.partner_id = $2)
+           AND ($3::timestamptz IS NULL OR (e.created_at, e.id) > ($3, $4::uuid))
+         ORDER BY e.created_at, e.id
+         LIMIT $5
+        """,
+        now,
+        partner_id,
+        after[0] if after else None,
+        after[1] if after else None,
+        limit,
+    )
+    return [dict(row) for row in rows]
+
+
+async def update_endpoint(
+    connection: asyncpg.Connection,
+    endpoint_id: uuid.UUID,
+    *,
+    url: str,
+    event_types: Sequence[str],
+    description: str | None,
+    now: datetime,
+) -> None:
+    """New settings for an endpoint; a new URL starts a new health record."""
+    await connection.execute(
+        """
+        UPDATE webhook_endpoints
+           SET first_failure_at = CASE WHEN url = $2 THEN first_failure_at END,
+               url = $2, event_types = $3, description = $4, updated_at = $5
+         WHERE id = $1
+        """,
+        endpoint_id,
+        url,
+        list(event_types),
+        description,
+        now,
+    )
+
+
+async def enable_endpoint(
+    connection: asyncpg.Connection, endpoint_id: uuid.UUID, *, now: datetime
+) -> None:
+    """Enabled again, healthy until it fails anew (its failure streak is forgotten)."""
+    await connection.execute(
+        """
+        UPDATE webhook_endpoints
+           SET enabled = true, disabled_reason = NULL, first_failure_at = NULL, updated_at = $2
+         WHERE id = $1
+        """,
+        endpoint_id,
+        now,
+    )
+
+
+async def touch_endpoint(
+    connection: asyncpg.Connection, endpoint_id: uuid.UUID, *, now: datetime
+) -> None:
+    await connection.execute(
+        "UPDATE webhook_endpoints SET updated_at = $2 WHERE id = $1", endpoint_id, now
+    )
+
+
+async def delete_endpoint(connection: asyncpg.Connection, endpoint_id: uuid.UUID) -> None:
+    """The endpoint, its secrets, deliveries and attempts (ON DELETE CASCADE)."""
+    await connection.execute("DELETE FROM webhook_endpoints WHERE id = $1", endpoint_id)
+
+
+# --- e-mail channels ---------------------------------------------------------------------------
+
+_CHANNEL = """
+    SELECT id, partner_id, address, confirmed_at, confirmation_expires_at, confirmation_sent_at,
+           enabled, created_at
+      FROM email_channels
+"""
+
+
+async def count_email_channels(connection: asyncpg.Connection, partner_id: uuid.UUID) -> int:
+    count: int = await connection.fetchval(
+        "SELECT count(*) FROM email_channels WHERE partner_id = $1", partner_id
+    )
+    return count
+
+
+async def create_email_channel(
+    connection: asyncpg.Connection,
+    *,
+    channel_id: uuid.UUID,
+    partner_id: uuid.UUID,
+    address: str,
+    token_hash: bytes,
+    expires_at: datetime,
+    now: datetime,
+) -> dict[str, Any]:
+    """A pending channel awaiting its confirmation token; UniqueViolationError if it exists."""
+    row = await connection.fetchrow(
+        """
+        INSERT INTO email_channels (id, partner_id, address, confirmation_token_hash,
+                                    confirmation_expires_at, confirmation_sent_at, created_at)
+        VALUES ($1, $2, $3, $4, $5, $6, $6)
+        RETURNING id, partner_id, address, confirmed_at, confirmation_expires_at,
+                  confirmation_sent_at, enabled, created_at
+        """,
+        channel_id,
+        partner_id,
+        address,
+        token_hash,
+        expires_at,
+        now,
+    )
+    return dict(row)
+
+
+async def find_email_channel(
+    connection: asyncpg.Connection,
+    channel_id: uuid.UUID,
+    *,
+    partner_id: uuid.UUID | None,
+    for_update: bool = False,
+) -> dict[str, Any] | None:
+    row = await connection.fetchrow(
+        _CHANNEL
+        + " WHERE id = $1 AND ($2::uuid IS NULL OR partner_id = $2)"
+        + (" FOR UPDATE" if for_update else ""),
+        channel_id,
+        partner_id,
+    )
+    return dict(row) if row is not None else None
+
+
+async def list_email_channels(
+    connection: asyncpg.Connection,
+    *,
+    partner_id: uuid.UUID | None,
+    after: Page | None,
+    limit: int,
+) -> list[dict[str, Any]]:
+    rows = await connection.fetch(
+        _CHANNEL
+        + """
+         WHERE ($1::uuid IS NULL OR partner_id = $1)
+           AND ($2::timestamptz IS NULL OR (created_at, id) > ($2, $3::uuid))
+         ORDER BY created_at, id
+         LIMIT $4
+        """,
+        partner_id,
+        after[0] if after else None,
+        after[1] if after else None,
+        limit,
+    )
+    return [dict(row) for row in rows]
+
+
+async def renew_confirmation(
+    connection: asyncpg.Connection,
+    channel_id: uuid.UUID,
+    *,
+    token_hash: bytes,
+    expires_at: datetime,
+    now: datetime,
+) -> dict[str, Any]:
+    """A new confirmation token for a pending channel: the previous one no longer works."""
+    row = await connection.fetchrow(
+        """
+        UPDATE email_channels
+           SET confirmation_token_hash = $2, confirmation_expires_at = $3,
+               confirmation_sent_at = $4
+         WHERE id = $1
+        RETURNING id, partner_id, address, confirmed_at, confirmation_expires_at,
+                  confirmation_sent_at, enabled, created_at
+        """,
+        channel_id,
+        token_hash,
+        expires_at,
+        now,
+    )
+    return dict(row)
+
+
+async def channel_by_token(
+    connection: asyncpg.Connection, token_hash: bytes
+) -> dict[str, Any] | None:
+    """The pending channel a confirmation token belongs to (locked), expired or not."""
+    row = await connection.fetchrow(
+        _CHANNEL + " WHERE confirmation_token_hash = $1 FOR UPDATE", token_hash
+    )
+    return dict(row) if row is not None else None
+
+
+async def confirm_email_channel(
+    connection: asyncpg.Connection, channel_id: uuid.UUID, *, now: datetime
+) -> dict[str, Any]:
+    """Confirmed: the token is spent (its hash is forgotten)."""
+    row = await connection.fetchrow(
+        """
+        UPDATE email_channels
+           SET confirmed_at = $2, confirmation_token_hash = NULL, confirmation_expires_at = NULL
+         WHERE id = $1
+        RETURNING id, partner_id, address, confirmed_at, confirmation_expires_at,
+                  confirmation_sent_at, enabled, created_at
+        """,
+        channel_id,
+        now,
+    )
+    return dict(row)
+
+
+async def delete_email_channel(connection: asyncpg.Connection, channel_id: uuid.UUID) -> None:
+    await connection.execute("DELETE FROM email_channels WHERE id = $1", channel_id)
+
+
+# --- preferences and settings ------------------------------------------------------------------
+
+
+async def preferences_of(
+    connection: asyncpg.Connection, partner_id: uuid.UUID
+) -> dict[str, tuple[bool, bool]]:
+    """The partner's stored choices: event type → (webhook, email); absent types are defaults."""
+    rows = await connection.fetch(
+        "SELECT event_type, webhook, email FROM preferences WHERE partner_id = $1", partner_id
+    )
+    return {row["event_type"]: (row["webhook"], row["email"]) for row in rows}
+
+
+async def set_preference(
+    connection: asyncpg.Connection,
+    partner_id: uuid.UUID,
+    event_type: str,
+    *,
+    webhook: bool,
+    email: bool,
+    now: datetime,
+) -> None:
+    await connection.execute(
+        """
+        INSERT INTO preferences (partner_id, event_type, webhook, email, updated_at)
+        VALUES ($1, $2, $3, $4, $5)
+        ON CONFLICT (partner_id, event_type)
+        DO UPDATE SET webhook = $3, email = $4, updated_at = $5
+        """,
+        partner_id,
+        event_type,
+        webhook,
+        email,
+        now,
+    )
+
+
+async def settings_of(connection: asyncpg.Connection, partner_id: uuid.UUID) -> dict[str, Any]:
+    """The partner's settings; defaults when it never set any."""
+    row = await connection.fetchrow(
+        "SELECT stage_offers_within_km, updated_at FROM partner_settings WHERE partner_id = $1",
+        partner_id,
+    )
+    return dict(row) if row is not None else {"stage_offers_within_km": None, "updated_at": None}
+
+
+async def put_settings(
+    connection: asyncpg.Connection,
+    partner_id: uuid.UUID,
+    *,
+    stage_offers_within_km: float | None,
+    now: datetime,
+) -> None:
+    await connection.execute(
+        """
+        INSERT INTO partner_settings (partner_id, stage_offers_within_km, updated_at)
+        VALUES ($1, $2, $3)
+        ON CONFLICT (partner_id) DO UPDATE SET stage_offers_within_km = $2, updated_at = $3
+        """,
+        partner_id,
+        stage_offers_within_km,
+        now,
+    )
+
+
+# --- the delivery log, resend and recover ------------------------------------------------------
+
+_DELIVERY_COLUMNS = """
+    SELECT d.id, d.endpoint_id, e.partner_id, d.event_id, d.event_type, d.status, d.attempts,
+           d.next_attempt_at, d.last_status_code, d.last_error, d.created_at, d.delivered_at,
+           last.duration_ms AS last_latency_ms, last.started_at AS last_attempt_at
+"""
+_DELIVERY_FROM = """
+      FROM deliveries d
+      JOIN webhook_endpoints e ON e.id = d.endpoint_id
+      LEFT JOIN LATERAL (
+            SELECT a.duration_ms, a.started_at FROM delivery_attempts a
+             WHERE a.delivery_id = d.id ORDER BY a.number DESC LIMIT 1
+      ) last ON true
+"""
+
+
+async def delivery_log(
+    connection: asyncpg.Connection,
+    *,
+    partner_id: uuid.UUID | None,
+    endpoint_id: uuid.UUID | None = None,
+    event_id: uuid.UUID | None = None,
+    status: DeliveryStatus | None = None,
+    after: Page | None = None,
+    limit: int,
+) -> list[dict[str, Any]]:
+    """Deliveries, newest first, with their last attempt's latency, from the page start."""
+    rows = await connection.fetch(
+        _DELIVERY_COLUMNS
+        + _DELIVERY_FROM
+        + """
+         WHERE ($1::uuid IS NULL OR e.partner_id = $1)
+           AND ($2::uuid IS NULL OR d.endpoint_id = $2)
+           AND ($3::uuid IS NULL OR d.event_id = $3)
+           AND ($4::text IS NULL OR d.status = $4)
+           AND ($5::timestamptz IS NULL OR (d.created_at, d.id) < ($5, $6::uuid))
+         ORDER BY d.created_at DESC, d.id DESC
+         LIMIT $7
+        """,
+        partner_id,
+        endpoint_id,
+        event_id,
+        status,
+        after[0] if after else None,
+        after[1] if after else None,
+        limit,
+    )
+    return [dict(row) for row in rows]
+
+
+async def find_delivery(
+    connection: asyncpg.Connection,
+    delivery_id: uuid.UUID,
+    *,
+    partner_id: uuid.UUID | None,
+    for_update: bool = False,
+) -> dict[str, Any] | None:
+    """One delivery with its payload and its endpoint's state; None when not this partner's."""
+    row = await connection.fetchrow(
+        _DELIVERY_COLUMNS
+        + ", d.payload, e.enabled AS endpoint_enabled"
+        + _DELIVERY_FROM
+        + " WHERE d.id = $1 AND ($2::uuid IS NULL OR e.partner_id = $2)"
+        + (" FOR UPDATE OF d" if for_update else ""),
+        delivery_id,
+        partner_id,
+    )
+    return dict(row) if row is not None else None
+
+
+async def resend_delivery(
+    connection: asyncpg.Connection, delivery_id: uuid.UUID, *, now: datetime
+) -> None:
+    """Due again at ``now`` (same event id, so the same ``webhook-id``): one more attempt."""
+    await connection.execute(
+        "UPDATE deliveries SET status = 'pending', next_attempt_at = $2 WHERE id = $1",
+        delivery_id,
+        now,
+    )
+
+
+async def recover_deliveries(
+    connection: asyncpg.Connection, endpoint_id: uuid.UUID, *, since: datetime, now: datetime
+) -> int:
+    """Every delivery of the endpoint created since ``since`` that failed, or that was stopped
+    when the endpoint was disabled, due again at ``now``; how many."""
+    result: str = await connection.execute(
+        """
+        UPDATE deliveries SET status = 'pending', next_attempt_at = $3
+         WHERE endpoint_id = $1 AND created_at >= $2 AND status IN ('failed', 'disabled')
+        """,
+        endpoint_id,
+        since,
+        now,
+    )
+    return int(result.rsplit(" ", 1)[-1])
