@@ -11,7 +11,7 @@ from __future__ import annotations
 import itertools
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any
 
@@ -47,7 +47,6 @@ class Cordees:
     asgi: Any
     key: SigningKey
     database_url: str
-    versions: dict[uuid.UUID, int] = field(default_factory=dict)
 
     @property
     def pool(self) -> asyncpg.Pool:
@@ -121,7 +120,6 @@ class Cordees:
         }
         model = PartnerVerified if status == "verified" else PartnerRegistered
         await self.apply(model(**facts))
-        self.versions[partner_id] = 1
         return partner_id
 
     async def suspend(self, partner_id: uuid.UUID) -> None:
@@ -129,7 +127,7 @@ class Cordees:
             row = await connection.fetchrow(
                 "SELECT * FROM partners WHERE partner_id = $1", partner_id
             )
-        facts = {k: row[k] for k in row if k not in ("academie", "updated_at")}
+        facts = {k: v for k, v in dict(row).items() if k not in ("academie", "updated_at")}
         facts["version"] = row["version"] + 1
         facts["status"] = "suspended"
         await self.apply(PartnerSuspended(**facts))
