@@ -458,6 +458,7 @@ async def coverage(
           AND ($3::text IS NULL OR s.academie = $3)
         ORDER BY s.uai, s.partner_id
         """,
+        school_year,
         departement,
         academie,
     )
