@@ -591,6 +591,26 @@ async def test_concurrency_is_bounded_per_endpoint_and_run_delivers_until_stoppe
     assert hook.max_in_flight <= 2
 
 
+async def test_queued_deliveries_wake_an_idle_worker_without_waiting_for_its_poll(
+    pool: asyncpg.Pool, receivers: list[Receiver]
+) -> None:
+    secret = signing.new_secret()
+    hook = receiver(receivers, [secret])
+    endpoint_id = await endpoint(pool, hook.url, secret)
+    w = worker(pool, poll_interval=3600)
+    running = asyncio.create_task(w.run())
+    try:
+        await asyncio.sleep(0.3)  # it claimed nothing and sleeps until a NOTIFY (or an hour)
+        delivery_id, _ = await enqueue(pool, endpoint_id)
+        async with asyncio.timeout(10):
+            while (await delivery(pool, delivery_id))["status"] != "delivered":
+                await asyncio.sleep(0.02)
+    finally:
+        w.stop()
+        await running
+    assert [r.verified for r in hook.received] == [True]
+
+
 async def test_redirects_are_not_followed(pool: asyncpg.Pool, receivers: list[Receiver]) -> None:
     secret = signing.new_secret()
     target = receiver(receivers, [secret])

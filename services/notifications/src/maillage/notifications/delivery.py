@@ -27,6 +27,7 @@ import contextlib
 import random
 import time
 import uuid
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -51,37 +52,116 @@ MAX_RESPONSE_BYTES = 4096
 # A claimed delivery is the worker's for this long: far more than an attempt can take.
 DEFAULT_LEASE = timedelta(seconds=60)
 USER_AGENT = "Maillage-Webhooks/1.0"
+# Migration 0006 notifies it when deliveries are queued: the worker wakes without waiting a poll.
+DUE_CHANNEL = "notifications_deliveries_due"
+# An idle connection is closed after this (httpx's default).
+KEEPALIVE_EXPIRY = 5.0
 
 
 def _utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-class CheckedTransport(httpx.AsyncHTTPTransport):
-    """httpx's transport on a connection pool whose connections go through the SSRF backend."""
+Origin = tuple[bytes, bytes, int | None]
 
-    def __init__(self, network_backend: httpcore.AsyncNetworkBackend, limits: httpx.Limits) -> None:
-        super().__init__(trust_env=False, limits=limits)
-        # httpx 0.28 takes no network backend (encode/httpx#3180): its pool is replaced by one
-        # built as httpx builds it, with the backend.
-        self._pool = httpcore.AsyncConnectionPool(
-            ssl_context=httpx.create_ssl_context(trust_env=False),
-            max_connections=limits.max_connections,
-            max_keepalive_connections=limits.max_keepalive_connections,
-            keepalive_expiry=limits.keepalive_expiry,
-            network_backend=network_backend,
-        )
+
+class PoolPerOrigin:
+    """One httpcore connection pool per origin (scheme, host name, port).
+
+    httpcore's pool scans every one of its connections, several times, for each request (its
+    cost grows with the square of their number): small pools, one per host, keep the cost per
+    request flat however many endpoints a fan-out reaches. Requests in flight are bounded by
+    the worker, not here. Once there are ``max_pools`` pools, the least recently used pools
+    whose connections are all idle are closed, so sockets and memory stay bounded too.
+    """
+
+    def __init__(
+        self, new_pool: Callable[[], httpcore.AsyncConnectionPool], *, max_pools: int
+    ) -> None:
+        self._new_pool = new_pool
+        self._max_pools = max_pools
+        self._pools: OrderedDict[Origin, httpcore.AsyncConnectionPool] = OrderedDict()
+
+    async def handle_async_request(self, request: httpcore.Request) -> httpcore.Response:
+        origin = (request.url.scheme, request.url.host, request.url.port)
+        pool = self._pools.get(origin)
+        if pool is None:
+            if len(self._pools) >= self._max_pools:
+                await self._close_idle_pools()
+            pool = self._pools[origin] = self._new_pool()
+        else:
+            self._pools.move_to_end(origin)
+        return await pool.handle_async_request(request)
+
+    async def _close_idle_pools(self) -> None:
+        # Down to half the bound at once, so the sweep is paid once per max_pools / 2 origins.
+        for origin, pool in list(self._pools.items()):
+            if len(self._pools) < self._max_pools // 2:
+                break
+            if all(connection.is_idle() for connection in pool.connections):
+                del self._pools[origin]
+                await pool.aclose()
+
+    async def aclose(self) -> None:
+        pools, self._pools = list(self._pools.values()), OrderedDict()
+        for pool in pools:
+            await pool.aclose()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None = None,
+        exc: BaseException | None = None,
+        tb: TracebackType | None = None,
+    ) -> None:
+        await self.aclose()
+
+
+class CheckedTransport(httpx.AsyncHTTPTransport):
+    """httpx's transport on per-origin connection pools whose connections go through the SSRF
+    backend."""
+
+    def __init__(
+        self,
+        network_backend: httpcore.AsyncNetworkBackend,
+        *,
+        max_connections: int,
+        max_keepalive_per_origin: int,
+    ) -> None:
+        super().__init__(trust_env=False)
+        ssl_context = httpx.create_ssl_context(trust_env=False)
+
+        def new_pool() -> httpcore.AsyncConnectionPool:
+            return httpcore.AsyncConnectionPool(
+                ssl_context=ssl_context,
+                max_connections=max_connections,
+                max_keepalive_connections=max_keepalive_per_origin,
+                keepalive_expiry=KEEPALIVE_EXPIRY,
+                network_backend=network_backend,
+            )
+
+        # httpx 0.28 takes no network backend (encode/httpx#3180), nor another pool: its pool is
+        # replaced by ours, which builds httpcore pools as httpx does, with the backend.
+        self._pool = PoolPerOrigin(new_pool, max_pools=max_connections)  # type: ignore[assignment]
 
 
 def default_http_client(
-    network_backend: httpcore.AsyncNetworkBackend, max_connections: int = 50
+    network_backend: httpcore.AsyncNetworkBackend, max_connections: int = 50, per_origin: int = 4
 ) -> httpx.AsyncClient:
-    """The pooled client of the worker: no redirects, no environment proxy, bounded timeouts."""
-    limits = httpx.Limits(
-        max_connections=max_connections, max_keepalive_connections=max_connections
+    """The pooled client of the worker: no redirects, no environment proxy, bounded timeouts.
+
+    At most ``max_connections`` origins keep connections open, each at most
+    ``max(per_origin, max_connections // 4)`` idle ones, for :data:`KEEPALIVE_EXPIRY`.
+    """
+    transport = CheckedTransport(
+        network_backend,
+        max_connections=max_connections,
+        max_keepalive_per_origin=max(per_origin, max_connections // 4),
     )
     return httpx.AsyncClient(
-        transport=CheckedTransport(network_backend, limits),
+        transport=transport,
         timeout=httpx.Timeout(TOTAL_TIMEOUT, connect=CONNECT_TIMEOUT),
         follow_redirects=False,
         trust_env=False,
@@ -98,6 +178,15 @@ class AttemptResult:
     status_code: int | None
     error: str | None
     retry_after: str | None = None
+
+
+@dataclass(frozen=True)
+class _Finished:
+    """An attempt judged, waiting to be recorded."""
+
+    outcome: store.AttemptOutcome
+    kind: domain.Outcome
+    at: datetime  # when it was judged, by the worker's clock
 
 
 class _EndpointLimits:
@@ -169,6 +258,9 @@ class DeliveryWorker:
         self._global = asyncio.Semaphore(max_concurrency)
         self._endpoints = _EndpointLimits(per_endpoint)
         self._stopping = asyncio.Event()
+        self._due = asyncio.Event()
+        self._unrecorded: list[tuple[_Finished, asyncio.Future[None]]] = []
+        self._recording: asyncio.Task[None] | None = None
 
     # --- lifecycle -----------------------------------------------------------------------------
 
@@ -178,7 +270,7 @@ class DeliveryWorker:
             backend = ssrf.CheckedNetworkBackend(
                 allowed_hosts=self.allowed_hosts, resolver=self.resolver
             )
-            self._client = default_http_client(backend, self.max_concurrency)
+            self._client = default_http_client(backend, self.max_concurrency, self.per_endpoint)
         return self._client
 
     async def aclose(self) -> None:
@@ -203,16 +295,23 @@ class DeliveryWorker:
         self._stopping.set()
 
     async def run(self) -> None:
-        """Claim and deliver until :meth:`stop`: a pipeline, never more than the global bound."""
+        """Claim and deliver until :meth:`stop`: a pipeline, never more than the global bound.
+
+        Woken by a NOTIFY when deliveries are queued; polls every ``poll_interval`` for retries
+        come due (and in case a NOTIFY was missed).
+        """
         self._stopping.clear()
         in_flight: set[asyncio.Task[None]] = set()
         stopping = asyncio.create_task(self._stopping.wait())
+        listener = await self._listen()
         try:
             while not self._stopping.is_set():
                 free = self.max_concurrency - len(in_flight)
                 limit = min(free, self.batch_size)
                 claimed: list[store.ClaimedDelivery] = []
                 if limit > 0:
+                    # Cleared before the claim: a NOTIFY for rows it does not see wakes the wait.
+                    self._due.clear()
                     try:
                         claimed = await self._claim(limit)
                     except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
@@ -223,16 +322,43 @@ class DeliveryWorker:
                     task.add_done_callback(in_flight.discard)
                 if claimed and len(claimed) == limit:
                     continue  # more may be due: claim again at once
-                await asyncio.wait(
-                    {stopping, *in_flight},
-                    timeout=self.poll_interval,
-                    return_when=asyncio.FIRST_COMPLETED,
-                )
+                due = asyncio.create_task(self._due.wait())
+                try:
+                    await asyncio.wait(
+                        {stopping, due, *in_flight},
+                        timeout=self.poll_interval,
+                        return_when=asyncio.FIRST_COMPLETED,
+                    )
+                finally:
+                    due.cancel()
             if in_flight:
                 await asyncio.gather(*in_flight, return_exceptions=True)
         finally:
             stopping.cancel()
+            if listener is not None:
+                await self._unlisten(listener)
             await self.aclose()
+
+    async def _listen(self) -> asyncpg.Connection | None:
+        """A pool connection listening on :data:`DUE_CHANNEL`; None (polling only) if it fails."""
+        connection: asyncpg.Connection | None = None
+        try:
+            connection = await self.pool.acquire()
+            await connection.add_listener(DUE_CHANNEL, self._notified)
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            log.warning("deliveries are polled only: LISTEN failed", error=str(exc))
+            if connection is not None:
+                await self.pool.release(connection)
+            return None
+        return connection
+
+    async def _unlisten(self, connection: asyncpg.Connection) -> None:
+        with contextlib.suppress(OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+            await connection.remove_listener(DUE_CHANNEL, self._notified)
+        await self.pool.release(connection)
+
+    def _notified(self, *_args: object) -> None:
+        self._due.set()
 
     async def deliver_due(self) -> int:
         """One pass: claim up to a batch of due deliveries and attempt each; how many."""
@@ -314,6 +440,30 @@ class DeliveryWorker:
         return bytes(received)
 
     async def _record(self, delivery: store.ClaimedDelivery, result: AttemptResult) -> None:
+        """Judge the attempt, then wait until its batch is recorded (raises if that failed)."""
+        finished = self._judge(delivery, result)
+        recorded = asyncio.get_running_loop().create_future()
+        self._unrecorded.append((finished, recorded))
+        if self._recording is None or self._recording.done():
+            self._recording = asyncio.create_task(self._record_batches())
+        await recorded
+        log.info(
+            "webhook attempt",
+            delivery_id=str(delivery.id),
+            event_id=str(delivery.event_id),
+            attempt=finished.outcome.attempt.number,
+            status_code=result.status_code,
+            error=finished.outcome.attempt.error,
+            outcome=finished.outcome.status,
+            next_attempt_at=(
+                finished.outcome.next_attempt_at.isoformat()
+                if finished.outcome.next_attempt_at
+                else None
+            ),
+            duration_ms=result.duration_ms,
+        )
+
+    def _judge(self, delivery: store.ClaimedDelivery, result: AttemptResult) -> _Finished:
         now = self.clock()
         number = delivery.attempts + 1
         outcome: domain.Outcome = (
@@ -347,29 +497,40 @@ class DeliveryWorker:
             status_code=result.status_code,
             error=error,
         )
+        recorded = store.AttemptOutcome(delivery.id, delivery.endpoint_id, attempt, status, next_at)
+        return _Finished(recorded, outcome, now)
+
+    async def _record_batches(self) -> None:
+        """Group commit: the attempts that finish while a batch is written go in the next one,
+        so one transaction of a few statements records many attempts under load."""
+        while self._unrecorded:
+            batch, self._unrecorded = self._unrecorded, []
+            try:
+                await self._write([finished for finished, _ in batch])
+            except Exception as exc:  # each waiting delivery reports it; leases bring them back
+                for _, recorded in batch:
+                    if not recorded.done():
+                        recorded.set_exception(exc)
+            else:
+                for _, recorded in batch:
+                    if not recorded.done():
+                        recorded.set_result(None)
+
+    async def _write(self, batch: list[_Finished]) -> None:
         async with transaction(self.pool) as connection:
-            await store.record_attempt(
-                connection, delivery.id, attempt, status=status, next_attempt_at=next_at, now=now
+            await store.record_attempts(
+                connection, [finished.outcome for finished in batch], now=self.clock()
             )
-            reason: str | None = None
-            if outcome == "disable":
-                reason = "the receiver answered 410 Gone"
-            elif outcome == "retry":
-                first = await store.endpoint_first_failure(connection, delivery.endpoint_id)
-                if first is not None and domain.should_disable(
-                    first, now, after=self.disable_after
-                ):
-                    reason = f"failing without a success since {signing.iso_timestamp(first)}"
-            if reason is not None:
-                await store.disable_endpoint(connection, delivery.endpoint_id, reason=reason)
-        log.info(
-            "webhook attempt",
-            delivery_id=str(delivery.id),
-            event_id=str(delivery.event_id),
-            attempt=number,
-            status_code=result.status_code,
-            error=error,
-            outcome=status,
-            next_attempt_at=next_at.isoformat() if next_at else None,
-            duration_ms=result.duration_ms,
-        )
+            for finished in batch:
+                endpoint_id = finished.outcome.endpoint_id
+                reason: str | None = None
+                if finished.kind == "disable":
+                    reason = "the receiver answered 410 Gone"
+                elif finished.kind == "retry":
+                    first = await store.endpoint_first_failure(connection, endpoint_id)
+                    if first is not None and domain.should_disable(
+                        first, finished.at, after=self.disable_after
+                    ):
+                        reason = f"failing without a success since {signing.iso_timestamp(first)}"
+                if reason is not None:
+                    await store.disable_endpoint(connection, endpoint_id, reason=reason)

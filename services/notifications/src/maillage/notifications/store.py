@@ -287,61 +287,90 @@ async def claim_due(
     ]
 
 
-async def record_attempt(
-    connection: asyncpg.Connection,
-    delivery_id: uuid.UUID,
-    attempt: AttemptRecord,
-    *,
-    status: DeliveryStatus,
-    next_attempt_at: datetime | None,
-    now: datetime,
-) -> None:
-    """Store one attempt and its outcome on the delivery (and the endpoint's health).
+@dataclass(frozen=True)
+class AttemptOutcome:
+    """One finished attempt and what it makes of its delivery."""
 
-    ``status`` is the delivery's status after the attempt; ``next_attempt_at`` is set exactly
-    when it stays pending.
+    delivery_id: uuid.UUID
+    endpoint_id: uuid.UUID
+    attempt: AttemptRecord
+    status: DeliveryStatus  # the delivery's status after the attempt
+    next_attempt_at: datetime | None  # set exactly when it stays pending
+
+
+async def record_attempts(
+    connection: asyncpg.Connection, outcomes: Sequence[AttemptOutcome], *, now: datetime
+) -> None:
+    """Store finished attempts, their deliveries' outcomes and the endpoints' health.
+
+    A handful of statements whatever the number of attempts (the worker records them in
+    batches). ``outcomes`` are in the order the attempts finished: an endpoint's health follows
+    its last attempts (a success clears ``first_failure_at``, a failure sets it if unset).
     """
+    if not outcomes:
+        return
     await connection.execute(
         """
         INSERT INTO delivery_attempts
                (delivery_id, number, started_at, duration_ms, status_code, error)
-        VALUES ($1, $2, $3, $4, $5, $6)
+        SELECT * FROM unnest($1::uuid[], $2::int[], $3::timestamptz[], $4::int[], $5::int[],
+                             $6::text[])
         ON CONFLICT (delivery_id, number) DO NOTHING
         """,
-        delivery_id,
-        attempt.number,
-        attempt.started_at,
-        attempt.duration_ms,
-        attempt.status_code,
-        attempt.error,
+        [o.delivery_id for o in outcomes],
+        [o.attempt.number for o in outcomes],
+        [o.attempt.started_at for o in outcomes],
+        [o.attempt.duration_ms for o in outcomes],
+        [o.attempt.status_code for o in outcomes],
+        [o.attempt.error for o in outcomes],
     )
-    endpoint_id: uuid.UUID = await connection.fetchval(
+    await connection.execute(
         """
-        UPDATE deliveries
-           SET status = $2, attempts = greatest(attempts, $3), next_attempt_at = $4,
-               last_status_code = $5, last_error = $6,
-               delivered_at = CASE WHEN $2 = 'delivered' THEN $7 ELSE delivered_at END
-         WHERE id = $1
-        RETURNING endpoint_id
+        UPDATE deliveries d
+           SET status = u.status, attempts = greatest(d.attempts, u.number),
+               next_attempt_at = u.next_attempt_at, last_status_code = u.status_code,
+               last_error = u.error,
+               delivered_at = CASE WHEN u.status = 'delivered' THEN $7 ELSE d.delivered_at END
+          FROM unnest($1::uuid[], $2::text[], $3::int[], $4::timestamptz[], $5::int[], $6::text[])
+               AS u (id, status, number, next_attempt_at, status_code, error)
+         WHERE d.id = u.id
         """,
-        delivery_id,
-        status,
-        attempt.number,
-        next_attempt_at,
-        attempt.status_code,
-        attempt.error,
+        [o.delivery_id for o in outcomes],
+        [o.status for o in outcomes],
+        [o.attempt.number for o in outcomes],
+        [o.next_attempt_at for o in outcomes],
+        [o.attempt.status_code for o in outcomes],
+        [o.attempt.error for o in outcomes],
         now,
     )
-    if status == "delivered":
+    # Per endpoint: healthy if its last attempt succeeded; else failing since its first failure
+    # after its last success (or since before, when no success came in this batch).
+    healthy: set[uuid.UUID] = set()
+    failing: dict[uuid.UUID, tuple[datetime, bool]] = {}  # since, after a success of the batch
+    for o in outcomes:
+        if o.status == "delivered":
+            healthy.add(o.endpoint_id)
+            failing.pop(o.endpoint_id, None)
+        elif o.endpoint_id not in failing:
+            failing[o.endpoint_id] = (o.attempt.started_at, o.endpoint_id in healthy)
+            healthy.discard(o.endpoint_id)
+    if healthy:
         await connection.execute(
-            "UPDATE webhook_endpoints SET first_failure_at = NULL WHERE id = $1", endpoint_id
+            "UPDATE webhook_endpoints SET first_failure_at = NULL WHERE id = ANY($1::uuid[])",
+            list(healthy),
         )
-    else:
+    if failing:
         await connection.execute(
-            "UPDATE webhook_endpoints SET first_failure_at = coalesce(first_failure_at, $2)"
-            " WHERE id = $1",
-            endpoint_id,
-            attempt.started_at,
+            """
+            UPDATE webhook_endpoints e
+               SET first_failure_at = CASE WHEN f.reset THEN f.since
+                                           ELSE coalesce(e.first_failure_at, f.since) END
+              FROM unnest($1::uuid[], $2::timestamptz[], $3::boolean[]) AS f (id, since, reset)
+             WHERE e.id = f.id
+            """,
+            list(failing),
+            [since for since, _ in failing.values()],
+            [reset for _, reset in failing.values()],
         )
 
 
