@@ -69,11 +69,14 @@ campaign's objective is the national one (coverage by priority, then proximity).
 
 from __future__ import annotations
 
+import functools
 import heapq
+import itertools
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from enum import IntEnum
+from typing import Any
 from uuid import UUID
 
 import numpy as np
@@ -319,21 +322,34 @@ class Candidate:
     rank: int
 
 
-def _normalised(thematics: Iterable[str]) -> set[str]:
-    return {thematic.strip().casefold() for thematic in thematics}
+@functools.lru_cache(maxsize=4096)
+def _normalised(thematics: tuple[str, ...]) -> frozenset[str]:
+    return frozenset(thematic.strip().casefold() for thematic in thematics)
+
+
+def _distance_points(distance_km: float) -> int:
+    return round(DISTANCE_POINTS * DISTANCE_HALF_KM / (DISTANCE_HALF_KM + distance_km))
+
+
+def _thematic_points(wished: frozenset[str], offered: frozenset[str]) -> int:
+    if not wished:
+        return THEMATIC_POINTS
+    return round(THEMATIC_POINTS * len(wished & offered) / len(wished))
+
+
+def _capacity_points(places: int) -> int:
+    return CAPACITY_POINTS_PER_PLACE * min(places, CAPACITY_PLACES_COUNTED)
 
 
 def _explain(request: Request, offer: Offer, distance_km: float) -> Explanation:
     priority = request.school.priority
-    wished = _normalised(request.thematics)
+    wished, offered = _normalised(request.thematics), _normalised(offer.thematics)
     if wished:
-        covered = sorted(wished & _normalised(offer.thematics))
-        thematic_points = round(THEMATIC_POINTS * len(covered) / len(wished))
+        covered = sorted(wished & offered)
         thematic_reason = f"{len(covered)} of the {len(wished)} wished thematics" + (
             f" ({', '.join(covered)})" if covered else ""
         )
     else:
-        thematic_points = THEMATIC_POINTS
         thematic_reason = "no thematic wished: every offer suits"
     places = offer.remaining_capacity
     return Explanation(
@@ -346,15 +362,11 @@ def _explain(request: Request, offer: Offer, distance_km: float) -> Explanation:
                 PRIORITY_POINTS[priority],
                 f"{priority.label} school (national priority)",
             ),
-            ScorePart(
-                "distance",
-                round(DISTANCE_POINTS * DISTANCE_HALF_KM / (DISTANCE_HALF_KM + distance_km)),
-                f"{distance_km:.1f} km away",
-            ),
-            ScorePart("thematics", thematic_points, thematic_reason),
+            ScorePart("distance", _distance_points(distance_km), f"{distance_km:.1f} km away"),
+            ScorePart("thematics", _thematic_points(wished, offered), thematic_reason),
             ScorePart(
                 "capacity",
-                CAPACITY_POINTS_PER_PLACE * min(places, CAPACITY_PLACES_COUNTED),
+                _capacity_points(places),
                 f"{places} place{'s' if places > 1 else ''} left",
             ),
         ),
@@ -369,21 +381,28 @@ def score(request: Request, offer: Offer) -> Explanation:
 def rank_candidates(request: Request, offers: Iterable[Offer], limit: int = 5) -> list[Candidate]:
     """The ``limit`` best eligible offers for the request, best first.
 
-    Best is the highest score; ties go to the nearer offer, then to the smaller offer id.
+    Best is the highest score; ties go to the nearer offer, then to the smaller offer id. Only
+    the points are computed for every eligible offer; the explanations, for the best ones.
     """
-    scored: list[tuple[int, float, UUID, Offer, Explanation]] = []
+    wished = _normalised(request.thematics)
+    # the priority part is the same for every offer of this request: it cannot change the order
+    scored: list[tuple[int, float, UUID, Offer]] = []
     for offer in offers:
         if not _static_ok(request, offer):
             continue
         distance_km = _distance_km(request, offer)
         if not _territory_ok(request, offer, distance_km):
             continue
-        explanation = _explain(request, offer, distance_km)
-        scored.append((-explanation.score, distance_km, offer.offer_id, offer, explanation))
+        points = (
+            _distance_points(distance_km)
+            + _thematic_points(wished, _normalised(offer.thematics))
+            + _capacity_points(offer.remaining_capacity)
+        )
+        scored.append((-points, distance_km, offer.offer_id, offer))
     best = heapq.nsmallest(limit, scored, key=lambda item: item[:3])
     return [
-        Candidate(offer=offer, explanation=explanation, rank=rank)
-        for rank, (_, _, _, offer, explanation) in enumerate(best, start=1)
+        Candidate(offer=offer, explanation=_explain(request, offer, distance_km), rank=rank)
+        for rank, (_, distance_km, _, offer) in enumerate(best, start=1)
     ]
 
 
@@ -676,27 +695,32 @@ def solve_campaign(requests: Sequence[Request], offers: Sequence[Offer]) -> Camp
     return _result(graph, chosen.tolist())
 
 
+def _ranks(keys: Sequence[Any]) -> npt.NDArray[np.int64]:
+    """Each key's rank in the sorted keys."""
+    ranks = np.empty(len(keys), np.int64)
+    ranks[sorted(range(len(keys)), key=keys.__getitem__)] = np.arange(len(keys))
+    return ranks
+
+
 def greedy_campaign(requests: Sequence[Request], offers: Sequence[Offer]) -> CampaignResult:
     """The baseline: requests by priority class (then request id), each to its nearest eligible
     offer that still has a place (ties to the smaller offer id)."""
     graph = campaign_graph(requests, offers)
-    places = [offer.remaining_capacity for offer in graph.offers]
-    pairs_of: dict[int, list[tuple[int, UUID, int]]] = {}
-    for pair in range(len(graph.request_index)):
-        j = int(graph.offer_index[pair])
-        pairs_of.setdefault(int(graph.request_index[pair]), []).append(
-            (int(graph.distance_m[pair]), graph.offers[j].offer_id, pair)
-        )
-    order = sorted(
-        range(len(graph.requests)),
-        key=lambda i: (graph.requests[i].school.priority, graph.requests[i].request_id),
+    request_rank = _ranks([(r.school.priority, r.request_id) for r in graph.requests])
+    offer_rank = _ranks([offer.offer_id for offer in graph.offers])
+    # every pair, in the order greedy looks at them: request by request, nearest offer first
+    order = np.lexsort(
+        (offer_rank[graph.offer_index], graph.distance_m, request_rank[graph.request_index])
     )
+    ranks = request_rank[graph.request_index[order]]
+    starts = np.searchsorted(ranks, np.arange(len(graph.requests) + 1)).tolist()
+    offer_of_pair = graph.offer_index[order].tolist()
+    places = [offer.remaining_capacity for offer in graph.offers]
     chosen: list[int] = []
-    for i in order:
-        for _, _, pair in sorted(pairs_of.get(i, [])):
-            j = int(graph.offer_index[pair])
-            if places[j] > 0:
-                places[j] -= 1
-                chosen.append(pair)
+    for start, end in itertools.pairwise(starts):
+        for k in range(start, end):
+            if places[offer_of_pair[k]] > 0:
+                places[offer_of_pair[k]] -= 1
+                chosen.append(int(order[k]))
                 break
     return _result(graph, chosen)
