@@ -509,7 +509,7 @@ async def offer_followers(
           JOIN partners p ON p.id = s.partner_id
          WHERE s.stage_offers_within_km IS NOT NULL
            AND p.kind = ANY($1::text[])
-           AND p.latitude BETWEEN $2 - $3 AND $2 + $3
+           AND p.latitude BETWEEN $2::float8 - $3::float8 AND $2::float8 + $3::float8
            AND p.longitude IS NOT NULL
         """,
         sorted(domain.SCHOOL_KINDS),
