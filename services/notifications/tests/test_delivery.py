@@ -20,6 +20,7 @@ from typing import Any
 import asyncpg
 import pytest
 import uvicorn
+from opentelemetry import trace
 from standardwebhooks import Webhook, WebhookVerificationError
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -644,3 +645,25 @@ async def test_an_endpoint_failing_for_days_is_disabled(
     assert row["enabled"] is False
     assert row["disabled_reason"].startswith("failing without a success since")
     assert (await delivery(pool, first_id))["status"] == "disabled"
+
+
+async def test_an_attempt_continues_the_trace_of_the_event_it_carries(
+    pool: asyncpg.Pool, receivers: list[Receiver]
+) -> None:
+    secret = signing.new_secret()
+    hook = receiver(receivers, [secret])
+    endpoint_id = await endpoint(pool, hook.url, secret)
+    tracer = trace.get_tracer("test")
+    with tracer.start_as_current_span("the consumer of the event") as span:
+        delivery_id, _ = await enqueue(pool, endpoint_id)
+        trace_id = format(span.get_span_context().trace_id, "032x")
+    assert (await delivery(pool, delivery_id))["trace_context"]["traceparent"].split("-")[1] == (
+        trace_id
+    )
+
+    async with worker(pool) as w:
+        assert await w.deliver_due() == 1
+    [received] = hook.received
+    assert received.verified
+    # The receiver is told the trace: a partner's own tracing can join the operator's.
+    assert received.headers["traceparent"].split("-")[1] == trace_id

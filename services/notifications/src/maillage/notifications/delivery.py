@@ -37,6 +37,7 @@ from typing import Self
 import asyncpg
 import httpcore
 import httpx
+from opentelemetry import propagate, trace
 
 from maillage.common.db import transaction
 from maillage.common.logging import get_logger
@@ -44,6 +45,7 @@ from maillage.notifications import domain, signing, ssrf, store
 from maillage.notifications.secretbox import SecretBox
 
 log = get_logger(__name__)
+tracer = trace.get_tracer(__name__)
 
 CONNECT_TIMEOUT = 5.0
 TOTAL_TIMEOUT = 15.0
@@ -399,17 +401,35 @@ class DeliveryWorker:
         status_code: int | None = None
         retry_after: str | None = None
         error: str | None = None
-        try:
-            async with asyncio.timeout(self.total_timeout):
-                status_code, retry_after = await self._post(delivery)
-        except ssrf.UnsafeUrl as exc:
-            error = f"refused ({exc.code}): {exc.message}"
-        except TimeoutError:
-            error = f"no answer within {self.total_timeout:g} s"
-        except httpx.HTTPError as exc:
-            error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-        except (OSError, ValueError) as exc:
-            error = f"{type(exc).__name__}: {exc}"
+        # The attempt continues the trace of the event it carries (stored when it was queued),
+        # and the receiver gets that trace in its ``traceparent`` header.
+        with tracer.start_as_current_span(
+            "webhook attempt",
+            context=propagate.extract(delivery.trace_context),
+            kind=trace.SpanKind.CLIENT,
+            attributes={
+                "maillage.delivery.id": str(delivery.id),
+                "maillage.endpoint.id": str(delivery.endpoint_id),
+                "maillage.event.id": str(delivery.event_id),
+                "maillage.event.type": delivery.event_type,
+                "maillage.delivery.attempt": delivery.attempts + 1,
+            },
+        ) as span:
+            try:
+                async with asyncio.timeout(self.total_timeout):
+                    status_code, retry_after = await self._post(delivery)
+            except ssrf.UnsafeUrl as exc:
+                error = f"refused ({exc.code}): {exc.message}"
+            except TimeoutError:
+                error = f"no answer within {self.total_timeout:g} s"
+            except httpx.HTTPError as exc:
+                error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+            except (OSError, ValueError) as exc:
+                error = f"{type(exc).__name__}: {exc}"
+            if status_code is not None:
+                span.set_attribute("http.response.status_code", status_code)
+            if error is not None or status_code is None or not 200 <= status_code <= 299:
+                span.set_status(trace.StatusCode.ERROR, error or f"HTTP {status_code}")
         duration_ms = round((time.monotonic() - start) * 1000)
         return AttemptResult(started_at, duration_ms, status_code, error, retry_after)
 
@@ -422,6 +442,7 @@ class DeliveryWorker:
             raise ValueError("the endpoint has no live signing secret")
         secrets = [self.secret_box.open(s, delivery.endpoint_id) for s in delivery.secrets]
         headers = signing.webhook_headers(str(delivery.event_id), int(time.time()), body, secrets)
+        propagate.inject(headers)  # traceparent: the receiver may join the trace
         # The client resolves and checks the name as it connects (ssrf.CheckedNetworkBackend).
         request = self.client.build_request("POST", parsed.url, content=body, headers=headers)
         response = await self.client.send(request, stream=True, follow_redirects=False)

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Collection, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
 import asyncpg
+from opentelemetry import propagate
 
 from maillage.common.catalog import PartnerFacts
 from maillage.notifications import domain, mail
@@ -34,6 +35,7 @@ class ClaimedDelivery:
     # Sealed (secretbox.SecretBox.open them with endpoint_id): current first, then the
     # rotated-out secrets still live.
     secrets: tuple[bytes, ...]
+    trace_context: Mapping[str, str] = field(default_factory=dict)  # W3C, of the event
 
 
 @dataclass(frozen=True)
@@ -45,6 +47,13 @@ class AttemptRecord:
     duration_ms: int
     status_code: int | None
     error: str | None
+
+
+def current_trace_context() -> dict[str, str]:
+    """The W3C headers of the current span, to store with what is sent later on its behalf."""
+    carrier: dict[str, str] = {}
+    propagate.inject(carrier)
+    return carrier
 
 
 # --- endpoints ---------------------------------------------------------------------------------
@@ -168,8 +177,9 @@ async def enqueue(
     """Queue an event for one endpoint, due at once; None when it was already queued there."""
     delivery_id: uuid.UUID | None = await connection.fetchval(
         """
-        INSERT INTO deliveries (id, endpoint_id, event_id, event_type, payload, next_attempt_at)
-        VALUES ($1, $2, $3, $4, $5, $6)
+        INSERT INTO deliveries
+               (id, endpoint_id, event_id, event_type, payload, next_attempt_at, trace_context)
+        VALUES ($1, $2, $3, $4, $5, $6, $7)
         ON CONFLICT (endpoint_id, event_id) DO NOTHING
         RETURNING id
         """,
@@ -179,6 +189,7 @@ async def enqueue(
         event_type,
         payload,
         now,
+        current_trace_context(),
     )
     return delivery_id
 
@@ -195,12 +206,14 @@ async def enqueue_event(
     """Queue an event for every enabled endpoint of these partners that wants its type.
 
     Idempotent: an event already queued for an endpoint is not queued again. Returns how many
-    deliveries were queued by this call.
+    deliveries were queued by this call. The current trace context (the consumer's span, itself
+    in the trace of the request that caused the event) is stored with each delivery.
     """
     result: str = await connection.execute(
         """
-        INSERT INTO deliveries (id, endpoint_id, event_id, event_type, payload, next_attempt_at)
-        SELECT gen_random_uuid(), e.id, $2, $3, $4, $5
+        INSERT INTO deliveries
+               (id, endpoint_id, event_id, event_type, payload, next_attempt_at, trace_context)
+        SELECT gen_random_uuid(), e.id, $2, $3, $4, $5, $6
           FROM webhook_endpoints e
          WHERE e.partner_id = ANY($1::uuid[]) AND e.enabled
            AND (cardinality(e.event_types) = 0 OR $3 = ANY(e.event_types))
@@ -211,6 +224,7 @@ async def enqueue_event(
         event_type,
         payload,
         now,
+        current_trace_context(),
     )
     return int(result.rsplit(" ", 1)[-1])
 
@@ -262,6 +276,7 @@ async def claim_due(
           FROM locked, webhook_endpoints e
          WHERE d.id = locked.id AND e.id = d.endpoint_id
         RETURNING d.id, d.endpoint_id, e.url, d.event_id, d.event_type, d.payload, d.attempts,
+                  d.trace_context,
                   ARRAY(SELECT s.sealed FROM endpoint_secrets s
                          WHERE s.endpoint_id = d.endpoint_id
                            AND (s.not_after IS NULL OR s.not_after > $1)
@@ -282,6 +297,7 @@ async def claim_due(
             payload=row["payload"],
             attempts=row["attempts"],
             secrets=tuple(row["secrets"]),
+            trace_context=row["trace_context"],
         )
         for row in rows
     ]
