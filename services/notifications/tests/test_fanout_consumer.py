@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email import message_from_bytes, policy
 from email.message import EmailMessage
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -40,18 +41,20 @@ from starlette.routing import Route
 
 from maillage.common.catalog import (
     MatchProposed,
+    MatchUnmatched,
     PairingEstablished,
     PartnerSuspended,
     PartnerVerified,
     StageOfferPublished,
     catalog,
 )
-from maillage.common.db import create_pool, transaction
+from maillage.common.db import create_pool, migrate_service, transaction
 from maillage.common.events import Envelope, Event, encode_headers
 from maillage.notifications import signing, store
 from maillage.notifications.app import NotificationsSettings, create
 from maillage.notifications.secretbox import SecretBox
 
+MIGRATIONS = Path(store.__file__).parent / "migrations"
 PROPOSED = "fr.maillage.cordees.match-request.proposed.v1"
 ORLY = (48.7433, 2.3936)
 CRETEIL = (48.7904, 2.4556)  # about 7 km from Orly
@@ -73,6 +76,7 @@ class WebhookReceiver:
     """One uvicorn app on loopback; each path is an endpoint whose secret is registered here."""
 
     secrets: dict[str, str] = field(default_factory=dict)
+    gone: set[str] = field(default_factory=set)  # paths answering 410 Gone
     received: list[tuple[str, str, Any]] = field(default_factory=list)  # path, webhook-id, body
     refused: list[str] = field(default_factory=list)
     url: str = ""
@@ -95,7 +99,7 @@ class WebhookReceiver:
             return Response(status_code=401)
         with self._lock:
             self.received.append((path, request.headers["webhook-id"], payload))
-        return Response(status_code=204)
+        return Response(status_code=410 if path in self.gone else 204)
 
     def start(self) -> WebhookReceiver:
         self._thread.start()
@@ -198,6 +202,7 @@ class World:
         return partner_id
 
     async def endpoint(self, partner_id: uuid.UUID, name: str) -> uuid.UUID:
+        """An endpoint at ``/<name>`` of the receiver, with a fresh secret."""
         endpoint_id = uuid.uuid4()
         secret = signing.new_secret()
         box = SecretBox(self.settings.secret_encryption_key.get_secret_value())
@@ -223,9 +228,10 @@ class World:
         )
 
     async def deliveries(self, event_id: uuid.UUID) -> list[asyncpg.Record]:
-        return await self.pool.fetch(
+        rows: list[asyncpg.Record] = await self.pool.fetch(
             "SELECT endpoint_id, payload FROM deliveries WHERE event_id = $1", event_id
         )
+        return rows
 
     async def mails(self, event_id: uuid.UUID) -> list[str]:
         rows = await self.pool.fetch(
@@ -485,3 +491,62 @@ async def test_an_event_that_cannot_be_processed_lands_in_the_dead_letters(world
     assert dead[0]["dlq-consumer-group"] == "notifications.fanout"
     assert dead[0]["dlq-original-topic"] == spec.topic.name
     assert "ValidationError" in dead[0]["dlq-error-class"]
+
+
+async def test_an_endpoint_answering_410_is_disabled_and_its_partner_told_by_mail(
+    world: World,
+) -> None:
+    school = await world.partner("Collège Jean Vilar", kind="college")
+    endpoint_id = await world.endpoint(school, "vilar")
+    world.receiver.gone.add("/vilar")
+    await world.channel(school, "numerique@vilar.example")
+    await world.pool.execute(  # only the webhook: the mail below is about the endpoint
+        "INSERT INTO preferences (partner_id, event_type, webhook, email)"
+        " VALUES ($1, $2, true, false)",
+        school,
+        "fr.maillage.cordees.match-request.unmatched.v1",
+    )
+    await world.produce(
+        MatchUnmatched(
+            request_id=uuid.uuid4(),
+            school_partner_id=school,
+            school_year="2026-2027",
+            status="unmatched",
+            priority_class="REP",
+        )
+    )
+
+    async def told() -> bool:
+        return any(m["To"] == "numerique@vilar.example" for m in world.inbox.messages)
+
+    assert await wait_until(told)
+    [message] = [m for m in world.inbox.messages if m["To"] == "numerique@vilar.example"]
+    assert message["Subject"] == "Votre point de réception de webhooks est désactivé"
+    text = message.get_body(("plain",))
+    assert text is not None
+    assert f"{world.receiver.url}/vilar" in text.get_content()
+    assert "410 Gone" in text.get_content()
+    endpoint = await world.pool.fetchrow(
+        "SELECT enabled, disabled_reason FROM webhook_endpoints WHERE id = $1", endpoint_id
+    )
+    assert endpoint["enabled"] is False
+    assert "410" in endpoint["disabled_reason"]
+
+
+async def test_the_partner_read_model_keeps_only_newer_versions(database_url: str) -> None:
+    await migrate_service(database_url, MIGRATIONS)
+    connection = await asyncpg.connect(database_url)
+    try:
+        partner_id = uuid.uuid4()
+        facts = {"partner_id": partner_id, "kind": "association", "status": "verified"}
+        newer = PartnerVerified(**facts, legal_name="Nouveau nom", version=5)
+        older = PartnerVerified(**facts, legal_name="Ancien nom", version=4)
+        assert await store.apply_partner(connection, newer)
+        assert not await store.apply_partner(connection, older)
+        assert not await store.apply_partner(connection, newer)
+        name = await connection.fetchval(
+            "SELECT legal_name FROM partners WHERE id = $1", partner_id
+        )
+        assert name == "Nouveau nom"
+    finally:
+        await connection.close()
