@@ -311,9 +311,6 @@ _URL_REFUSED: Responses = {
     }
 }
 _IDEMPOTENT: dict[str, Any] = {"parameters": [idempotency.OPENAPI_PARAMETER]}
-_IDEMPOTENCY_CONFLICT: Responses = {
-    409: {"description": "The Idempotency-Key was used for another request, or is in progress"}
-}
 
 # --- callers -----------------------------------------------------------------------------------
 
