@@ -391,13 +391,12 @@ class MailWorker:
                 UPDATE outgoing_mail m SET next_attempt_at = $1 + $3::interval
                   FROM due WHERE m.id = due.id
                 RETURNING m.id, m.recipient, m.subject, m.text_body, m.html_body, m.message_id,
-                          m.attempts, m.next_attempt_at
+                          m.attempts
                 """,
                 now,
                 self.batch_size,
                 self.lease,
             )
-        rows = sorted(rows, key=lambda row: row["next_attempt_at"])
         return [
             PendingMail(
                 id=row["id"],
