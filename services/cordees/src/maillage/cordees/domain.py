@@ -12,7 +12,13 @@ The interface the service uses
 - Single request: :func:`score` explains one (request, offer) pair with named parts that sum
   exactly to the score; :func:`rank_candidates` returns the best eligible offers, best first.
 - Campaign: :func:`solve_campaign` assigns every pending request optimally (OR-Tools min-cost
-  flow); :func:`greedy_campaign` is the naive baseline; :func:`campaign_objective` compares them.
+  flow) and returns a :class:`CampaignResult` (request → offer, distances, per-class
+  :class:`Coverage`, the objective, the unserved requests); :func:`greedy_campaign` is the naive
+  baseline; :func:`campaign_objective` compares two results. :func:`campaign_graph` (the eligible
+  pairs as numpy arrays) and :func:`solve_min_cost_flow` are the two steps, exposed for the
+  benchmark (``bench/cordees_matching.py``).
+
+Schools and offers need coordinates: the service leaves a school without them out of matching.
 
 Eligibility (:func:`eligible`)
 ------------------------------
