@@ -179,7 +179,109 @@ async def registry_step(context: DemoContext) -> list[str]:
     return lines
 
 
-STEPS: list[DemoStep] = [registry_step]
+CORDEE_OFFERS = {  # by the SIRET of the demo tête de cordée
+    _demo_siret(1): {  # EFREI, Villejuif: the cordée of Orly's cité éducative
+        "capacity": 3,
+        "levels": ["4e", "3e"],
+        "thematics": ["numerique", "sciences", "ingenierie"],
+        "max_distance_km": 25,
+    },
+    _demo_siret(2): {  # UPEC, Créteil: the whole académie de Créteil
+        "capacity": 4,
+        "levels": ["3e", "2nde", "1re", "terminale"],
+        "thematics": ["sante", "droit", "sciences"],
+        "academies": ["24"],
+    },
+}
+MATCH_REQUESTS = {  # by UAI: what the demo collèges ask for
+    "0940123Y": {"thematics": ["numerique", "sciences"], "max_distance_km": 20},  # Desnos, REP+
+    "0941755X": {"thematics": ["sante"]},
+    "0941147L": {"thematics": ["droit", "arts"], "max_distance_km": 30},
+}
+
+
+async def cordees_step(context: DemoContext) -> list[str]:
+    """Cordée offers by EFREI and UPEC, and match requests from three demo collèges, through
+    the cordees API with each partner's own token (an API client the demo operator creates)."""
+    import asyncio
+    from datetime import date
+
+    year = date.today().year if date.today().month >= 9 else date.today().year - 1
+    school_year = f"{year}-{year + 1}"
+    pool = await create_pool(context.database_urls["registry"])
+    try:
+        ids = {
+            row["key"]: str(row["id"])
+            for row in await pool.fetch(
+                "SELECT coalesce(siret, uai) AS key, id FROM partners"
+                " WHERE siret = ANY($1::text[]) OR uai = ANY($2::text[])",
+                list(CORDEE_OFFERS),
+                list(MATCH_REQUESTS),
+            )
+        }
+    finally:
+        await pool.close()
+    lines: list[str] = []
+    async with (
+        httpx.AsyncClient(base_url=context.base_urls["registry"], timeout=10) as registry,
+        httpx.AsyncClient(base_url=context.base_urls["cordees"], timeout=10) as cordees,
+    ):
+        login = await registry.post(
+            "/oauth/token",
+            data={
+                "grant_type": "password",
+                "username": "operator@maillage.test",
+                "password": STAFF["operator@maillage.test"][1],
+            },
+        )
+        login.raise_for_status()
+        operator = {"Authorization": f"Bearer {login.json()['access_token']}"}
+
+        async def partner_token(partner_id: str) -> dict[str, str]:
+            client = await registry.post(
+                f"/partners/{partner_id}/clients", json={"name": "Démo cordées"}, headers=operator
+            )
+            client.raise_for_status()
+            issued = await registry.post(
+                "/oauth/token",
+                data={"grant_type": "client_credentials"},
+                auth=(client.json()["client_id"], client.json()["client_secret"]),
+            )
+            issued.raise_for_status()
+            return {"Authorization": f"Bearer {issued.json()['access_token']}"}
+
+        async def post(path: str, body: dict[str, Any], headers: dict[str, str]) -> Any:
+            # The cordees read model learns of the partners from the registry's events: a few
+            # seconds after they registered, the first calls may still be refused.
+            for _ in range(60):
+                response = await cordees.post(path, json=body, headers=headers)
+                if response.status_code != 403:
+                    break
+                await asyncio.sleep(0.5)
+            if response.status_code not in (201, 202):
+                raise RuntimeError(f"cordees {path}: {response.status_code} {response.text}")
+            return response.json()
+
+        for siret, offer in CORDEE_OFFERS.items():
+            headers = await partner_token(ids[siret])
+            mine = await cordees.get(
+                "/offers", params={"tete_partner_id": ids[siret]}, headers=headers
+            )
+            if mine.status_code == 200 and mine.json()["items"]:
+                continue  # loaded before
+            created = await post("/offers", {**offer, "school_year": school_year}, headers)
+            lines.append(f"cordees: offer {created['id']} ({created['capacity']} places)")
+        for uai, wish in MATCH_REQUESTS.items():
+            headers = await partner_token(ids[uai])
+            mine = await cordees.get("/match-requests", headers=headers)
+            if mine.status_code == 200 and mine.json()["items"]:
+                continue
+            match = await post("/match-requests", {**wish, "school_year": school_year}, headers)
+            lines.append(f"cordees: match request of {uai}: {match['status']}")
+    return lines
+
+
+STEPS: list[DemoStep] = [registry_step, cordees_step]
 
 
 async def load(context: DemoContext) -> list[str]:
