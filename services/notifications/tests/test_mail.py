@@ -446,7 +446,7 @@ async def test_the_disabled_mail_commits_with_the_disabling_and_only_then(
     async def disable_then_crash() -> None:
         async with transaction(pool) as connection:
             await store.disable_endpoint(
-                connection, endpoint_id, reason="the receiver answered 410 Gone"
+                connection, endpoint_id, reason="the receiver answered 410 Gone", notify=True
             )
             raise RuntimeError("crash")
 
@@ -457,11 +457,11 @@ async def test_the_disabled_mail_commits_with_the_disabling_and_only_then(
 
     async with transaction(pool) as connection:
         await store.disable_endpoint(
-            connection, endpoint_id, reason="the receiver answered 410 Gone"
+            connection, endpoint_id, reason="the receiver answered 410 Gone", notify=True
         )
     # Disabling what is already disabled, or at the partner's own request, sends nothing more.
     async with transaction(pool) as connection:
-        await store.disable_endpoint(connection, endpoint_id, reason="again")
+        await store.disable_endpoint(connection, endpoint_id, reason="again", notify=True)
     other = await failing_endpoint(pool, partner_id, datetime.now(UTC))
     async with transaction(pool) as connection:
         await store.disable_endpoint(connection, other, reason="by its partner", notify=False)

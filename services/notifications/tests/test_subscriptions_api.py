@@ -279,6 +279,13 @@ async def test_disable_stops_deliveries_and_enable_clears_the_failure_record(
     created = await subscribe(notifications, headers, "http://127.0.0.1:9/hook")
     endpoint_id = uuid.UUID(created["id"])
     path = f"/webhook-endpoints/{endpoint_id}"
+    async with notifications.pool.acquire() as connection:  # a confirmed address to warn
+        await connection.execute(
+            "INSERT INTO email_channels (id, partner_id, address, confirmed_at)"
+            " VALUES ($1, $2, 'ops@partner.example', now())",
+            uuid.uuid4(),
+            partner_id,
+        )
     async with notifications.client() as http:
         disabled = await http.post(f"{path}/disable", headers=headers)
         event_id = await notifications.publish(partner_id)  # not queued: the endpoint is disabled
@@ -295,6 +302,12 @@ async def test_disable_stops_deliveries_and_enable_clears_the_failure_record(
         "disabled by its partner",
     )
     assert not await rows(notifications, "SELECT id FROM deliveries WHERE event_id = $1", event_id)
+    # The partner's own choice: no "your endpoint was disabled" e-mail.
+    assert not await rows(
+        notifications,
+        "SELECT id FROM outgoing_mail WHERE partner_id = $1 AND template = 'endpoint_disabled'",
+        partner_id,
+    )
     assert enabled.status_code == 200
     body = enabled.json()
     assert (body["enabled"], body["disabled_reason"], body["failing_since"]) == (True, None, None)

@@ -673,7 +673,10 @@ async def disable_webhook_endpoint(
     async with transaction(pool) as connection:
         endpoint = await _own_endpoint(connection, endpoint_id, partner_id, now)
         if endpoint["enabled"]:
-            await store.disable_endpoint(connection, endpoint_id, reason="disabled by its partner")
+            # The partner's own choice: no "your endpoint was disabled" e-mail.
+            await store.disable_endpoint(
+                connection, endpoint_id, reason="disabled by its partner", notify=False
+            )
             await store.touch_endpoint(connection, endpoint_id, now=now)
         return await _own_endpoint(connection, endpoint_id, partner_id, now)
 

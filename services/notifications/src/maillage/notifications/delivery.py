@@ -554,4 +554,6 @@ class DeliveryWorker:
                     ):
                         reason = f"failing without a success since {signing.iso_timestamp(first)}"
                 if reason is not None:
-                    await store.disable_endpoint(connection, endpoint_id, reason=reason)
+                    await store.disable_endpoint(
+                        connection, endpoint_id, reason=reason, notify=True
+                    )

@@ -114,7 +114,7 @@ async def rotate_secret(
 
 
 async def disable_endpoint(
-    connection: asyncpg.Connection, endpoint_id: uuid.UUID, *, reason: str, notify: bool = True
+    connection: asyncpg.Connection, endpoint_id: uuid.UUID, *, reason: str, notify: bool
 ) -> int:
     """Disable an endpoint and stop its pending deliveries; the number of deliveries stopped.
 
