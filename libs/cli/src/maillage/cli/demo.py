@@ -200,6 +200,87 @@ MATCH_REQUESTS = {  # by UAI: what the demo collèges ask for
 }
 
 
+async def _operator_headers(registry: httpx.AsyncClient) -> dict[str, str]:
+    """The demo operator's bearer header (a password grant on the registry)."""
+    login = await registry.post(
+        "/oauth/token",
+        data={
+            "grant_type": "password",
+            "username": "operator@maillage.test",
+            "password": STAFF["operator@maillage.test"][1],
+        },
+    )
+    login.raise_for_status()
+    return {"Authorization": f"Bearer {login.json()['access_token']}"}
+
+
+async def _partner_headers(
+    registry: httpx.AsyncClient, operator: dict[str, str], partner_id: str, client_name: str
+) -> dict[str, str]:
+    """A partner's own bearer header: an API client the operator creates for it, then a
+    client-credentials token."""
+    client = await registry.post(
+        f"/partners/{partner_id}/clients", json={"name": client_name}, headers=operator
+    )
+    client.raise_for_status()
+    issued = await registry.post(
+        "/oauth/token",
+        data={"grant_type": "client_credentials"},
+        auth=(client.json()["client_id"], client.json()["client_secret"]),
+    )
+    issued.raise_for_status()
+    return {"Authorization": f"Bearer {issued.json()['access_token']}"}
+
+
+# Fictitious addresses of two demo partners: their notifications land in the dev mailbox.
+DEMO_MAILBOXES = {
+    "EFREI Paris (démo)": "cordees@efrei.demo",
+    "Collège Robert Desnos": "ce.0940123y@ac-creteil.demo",
+}
+
+
+async def notifications_step(context: DemoContext) -> list[str]:
+    """E-mail channels for EFREI and the Collège Robert Desnos, so that what the next steps do
+    (offers, proposals, pairings) arrives as French e-mails in ``maillage dev``'s mailbox."""
+    pool = await create_pool(context.database_urls["registry"])
+    try:
+        ids = {
+            row["legal_name"]: str(row["id"])
+            for row in await pool.fetch(
+                "SELECT legal_name, id FROM partners WHERE legal_name = ANY($1::text[])",
+                list(DEMO_MAILBOXES),
+            )
+        }
+    finally:
+        await pool.close()
+    lines: list[str] = []
+    async with (
+        httpx.AsyncClient(base_url=context.base_urls["registry"], timeout=10) as registry,
+        httpx.AsyncClient(base_url=context.base_urls["notifications"], timeout=10) as service,
+    ):
+        operator = await _operator_headers(registry)
+        for name, address in DEMO_MAILBOXES.items():
+            headers = await _partner_headers(registry, operator, ids[name], "Démo notifications")
+            created = await service.post(
+                "/email-channels", json={"address": address}, headers=headers
+            )
+            if created.status_code not in (201, 202, 409):
+                raise RuntimeError(f"notifications: {created.status_code} {created.text}")
+            lines.append(f"notifications: {name} is notified at {address}")
+    # The addresses are fictitious, so nobody can click the confirmation: the demo confirms them
+    # in the database (the confirmation e-mail is in the mailbox all the same).
+    pool = await create_pool(context.database_urls["notifications"])
+    try:
+        await pool.execute(
+            "UPDATE email_channels SET confirmed_at = coalesce(confirmed_at, now()),"
+            " confirmation_token_hash = NULL WHERE address = ANY($1::text[])",
+            list(DEMO_MAILBOXES.values()),
+        )
+    finally:
+        await pool.close()
+    return lines
+
+
 async def cordees_step(context: DemoContext) -> list[str]:
     """Cordée offers by EFREI and UPEC, and match requests from three demo collèges, through
     the cordees API with each partner's own token (an API client the demo operator creates)."""
@@ -226,29 +307,10 @@ async def cordees_step(context: DemoContext) -> list[str]:
         httpx.AsyncClient(base_url=context.base_urls["registry"], timeout=10) as registry,
         httpx.AsyncClient(base_url=context.base_urls["cordees"], timeout=10) as cordees,
     ):
-        login = await registry.post(
-            "/oauth/token",
-            data={
-                "grant_type": "password",
-                "username": "operator@maillage.test",
-                "password": STAFF["operator@maillage.test"][1],
-            },
-        )
-        login.raise_for_status()
-        operator = {"Authorization": f"Bearer {login.json()['access_token']}"}
+        operator = await _operator_headers(registry)
 
         async def partner_token(partner_id: str) -> dict[str, str]:
-            client = await registry.post(
-                f"/partners/{partner_id}/clients", json={"name": "Démo cordées"}, headers=operator
-            )
-            client.raise_for_status()
-            issued = await registry.post(
-                "/oauth/token",
-                data={"grant_type": "client_credentials"},
-                auth=(client.json()["client_id"], client.json()["client_secret"]),
-            )
-            issued.raise_for_status()
-            return {"Authorization": f"Bearer {issued.json()['access_token']}"}
+            return await _partner_headers(registry, operator, partner_id, "Démo cordées")
 
         async def post(path: str, body: dict[str, Any], headers: dict[str, str]) -> Any:
             # The cordees read model learns of the partners from the registry's events: a few
@@ -281,7 +343,7 @@ async def cordees_step(context: DemoContext) -> list[str]:
     return lines
 
 
-STEPS: list[DemoStep] = [registry_step, cordees_step]
+STEPS: list[DemoStep] = [registry_step, notifications_step, cordees_step]
 
 
 async def load(context: DemoContext) -> list[str]:

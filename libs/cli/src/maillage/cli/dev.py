@@ -32,6 +32,7 @@ from maillage.cli.embedded import (
     ensure_database,
     port_is_free,
 )
+from maillage.cli.mailbox import DevMailbox
 from maillage.cli.processes import ManagedProcess
 from maillage.common.db import migrate_service
 from maillage.common.settings import mask_url
@@ -45,6 +46,7 @@ _COLOURS = {
     "stages3e": 33,
     "funding": 35,
     "notifications": 34,
+    "mail": 34,
 }
 
 
@@ -54,6 +56,7 @@ class DevOptions:
     port_base: int = 8001
     broker_port: int = 19092
     postgres_port: int = 15432
+    smtp_port: int = 11025
     fresh: bool = False
     demo: bool = False
     ready_timeout: float = 30.0
@@ -106,6 +109,7 @@ class DevStack:
     options: DevOptions
     output: Output = field(default_factory=Output)
     broker: EmbeddedBroker | None = None
+    mailbox: DevMailbox | None = None
     postgres: EmbeddedPostgres | None = None
     services: dict[str, ManagedProcess] = field(default_factory=dict)
     database_urls: dict[str, str] = field(default_factory=dict)
@@ -148,6 +152,22 @@ class DevStack:
             if applied:
                 self.output.say(f"{name}: migrated ({', '.join(applied)})")
 
+        # Mail goes to the development mailbox unless the environment names an SMTP server.
+        smtp: dict[str, str] = {}
+        if "NOTIFICATIONS_SMTP_HOST" not in os.environ:
+            self.mailbox = DevMailbox(
+                options.data_dir / "mail",
+                options.smtp_port,
+                lambda text: self.output.line("mail", text),
+            )
+            self.mailbox.start()
+            smtp = {
+                "NOTIFICATIONS_SMTP_HOST": "127.0.0.1",
+                "NOTIFICATIONS_SMTP_PORT": str(options.smtp_port),
+                "NOTIFICATIONS_SMTP_TLS": "none",
+                "NOTIFICATIONS_PUBLIC_BASE_URL": _base_url(ports["notifications"]),
+            }
+
         issuer = f"http://127.0.0.1:{ports['registry']}"
         for name in SERVICES:
             prefix = f"{name.upper()}_"
@@ -164,6 +184,7 @@ class DevStack:
                 f"{prefix}MIGRATE_ON_START": "false",
                 f"{prefix}JWT_ISSUER": issuer,
                 f"{prefix}JWKS_URL": f"{issuer}/.well-known/jwks.json",
+                **(smtp if name == "notifications" else {}),
             }
             process = ManagedProcess(
                 name,
@@ -208,12 +229,14 @@ class DevStack:
             wanted.append((self.options.broker_port, "the embedded Kafka broker"))
         if self.options.database_url is None:
             wanted.append((self.options.postgres_port, "the embedded PostgreSQL"))
+        if "NOTIFICATIONS_SMTP_HOST" not in os.environ:
+            wanted.append((self.options.smtp_port, "the development mailbox (SMTP)"))
         for port, what in wanted:
             if not port_is_free(port):
                 raise StackError(
                     f"port {port}, wanted by {what}, is already in use. Stop what uses it "
                     f"(`ss -ltnp 'sport = :{port}'` shows it) or choose other ports "
-                    "(--port-base, --broker-port, --postgres-port)."
+                    "(--port-base, --broker-port, --postgres-port, --smtp-port)."
                 )
 
     async def _wait_ready(self, ports: dict[str, int]) -> None:
@@ -268,6 +291,8 @@ class DevStack:
             await self.broker.stop()
         if self.postgres is not None:
             await self.postgres.stop()
+        if self.mailbox is not None:
+            self.mailbox.stop()
 
     def summary(self) -> str:
         ports = self.options.service_ports()
@@ -332,6 +357,10 @@ async def run(options: DevOptions) -> int:
         if options.demo:
             await stack.load_demo()
         print(f"\n{stack.summary()}\n", flush=True)
+        if stack.mailbox is not None:
+            stack.output.say(
+                f"mail: smtp://127.0.0.1:{options.smtp_port}, kept in {stack.mailbox.folder}/"
+            )
         stack.output.say("logs follow; Ctrl-C stops everything")
         died = await stack.watch(stop)
         if died is not None:

@@ -40,6 +40,9 @@ def dev_command(
     ] = 8001,
     broker_port: Annotated[int, typer.Option(help="Port of the embedded Kafka broker.")] = 19092,
     postgres_port: Annotated[int, typer.Option(help="Port of the embedded PostgreSQL.")] = 15432,
+    smtp_port: Annotated[
+        int, typer.Option(help="Port of the development mailbox (unless NOTIFICATIONS_SMTP_HOST).")
+    ] = 11025,
     ready_timeout: Annotated[
         float, typer.Option(help="Seconds to wait for every service to be ready.")
     ] = 30.0,
@@ -54,6 +57,7 @@ def dev_command(
         port_base=port_base,
         broker_port=broker_port,
         postgres_port=postgres_port,
+        smtp_port=smtp_port,
         fresh=fresh,
         demo=demo,
         ready_timeout=ready_timeout,
