@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from maillage.common.catalog import (
+    SCHOOLS,
     ConventionSigned,
     MatchDeclined,
     MatchProposed,
@@ -21,7 +22,7 @@ from maillage.common.catalog import (
     TrancheApproved,
     catalog,
 )
-from maillage.notifications import domain, mail
+from maillage.notifications import consumers, domain, mail
 from maillage.notifications.domain import GeoPoint, OfferFollower
 
 SCHOOL = uuid.uuid4()
@@ -37,9 +38,22 @@ def data(model: type[Any], **fields: Any) -> dict[str, Any]:
     return model.model_validate(fields).model_dump(mode="json")  # type: ignore[no-any-return]
 
 
-def test_every_event_type_of_the_catalog_has_an_audience_and_a_template() -> None:
-    assert set(domain.AUDIENCES) == set(catalog.events)
-    for event_type in catalog.events:
+# Topics the fan-out does not read, and why: a new topic is either read or listed here.
+NOT_READ = {
+    SCHOOLS.name: "reference data (the Annuaire de l'éducation), no partner's news: nobody hears",
+}
+
+
+def test_the_fan_out_reads_every_topic_but_reference_data() -> None:
+    read = {topic.name for topic in consumers.fanout.topics}
+    assert read | set(NOT_READ) == set(catalog.topics)
+    assert not read & set(NOT_READ)
+
+
+def test_every_event_type_read_has_an_audience_and_a_template() -> None:
+    read = catalog.types_on(consumers.fanout.topics)
+    assert set(domain.AUDIENCES) == set(read)
+    for event_type in read:
         assert mail.renderer.has(mail.event_template(event_type)), event_type
 
 

@@ -8,12 +8,14 @@ import time
 import tracemalloc
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import pytest
 from typer.testing import CliRunner
 
 from maillage.cli import registry as registry_cli
+from maillage.common.catalog import SchoolReferenced
 from maillage.common.db import create_pool, migrate_service
 from maillage.registry import identifiers, reference
 from maillage.registry.reference import (
@@ -460,6 +462,10 @@ async def test_a_large_file_imports_in_batches_with_flat_memory(
     finally:
         tracemalloc.stop()
     assert (again.inserted, again.updated) == (0, LARGE_ROWS)
+    # Each school was published once, by the first import; the re-import changed nothing.
+    assert (summary.published, again.published) == (LARGE_ROWS, 0)
+    assert await pool.fetchval("SELECT count(DISTINCT key) FROM outbox") == LARGE_ROWS
+    assert await pool.fetchval("SELECT count(*) FROM outbox") == LARGE_ROWS
     # Loading the file's rows at once would take tens of MiB; a batch takes well under one.
     assert peak < 8 * 1024 * 1024, f"peak Python allocations {peak / 2**20:.1f} MiB"
     print(
@@ -552,3 +558,118 @@ def test_the_education_prioritaire_list_gives_qpv_proximity() -> None:
     [rejected] = [p for p in parsed if isinstance(p, Rejected)]
     assert rejected.uai == "0940184P"
     assert "QX123" in rejected.reason
+
+
+# --- Reference schools published on registry.schools --------------------------------------------
+
+
+async def outbox_schools(pool: asyncpg.Pool) -> list[dict[str, Any]]:
+    """The school events of the registry's outbox, oldest first, with their envelope checked."""
+    rows = await pool.fetch("SELECT * FROM outbox ORDER BY id")
+    events = []
+    for row in rows:
+        headers = row["headers"]  # the pool decodes jsonb
+        assert (row["topic"], row["type"]) == (
+            "registry.schools",
+            "fr.maillage.registry.school.referenced.v1",
+        )
+        assert headers["ce_type"] == row["type"]
+        assert headers["ce_id"] == str(row["event_id"])
+        assert headers["ce_source"] == "/maillage/registry"
+        assert headers["ce_subject"] == row["key"]
+        payload = SchoolReferenced.model_validate_json(row["payload"])  # the catalog's model
+        assert payload.uai == row["key"]
+        events.append(payload.model_dump())
+    return events
+
+
+async def test_an_import_publishes_new_and_changed_schools_once(
+    pool: asyncpg.Pool, tmp_path: Path
+) -> None:
+    first = await import_annuaire(pool, DEMO_ANNUAIRE)
+    events = await outbox_schools(pool)
+    assert first.published == len(events) == DEMO_ROWS
+    desnos = next(event for event in events if event["uai"] == "0940123Y")
+    assert desnos == {
+        "uai": "0940123Y",
+        "name": "Collège Robert Desnos",
+        "type": "Collège",
+        "public_private": "public",
+        "departement": "94",
+        "academie": "24",
+        "commune_code": "94054",
+        "commune_name": "Orly",
+        "education_prioritaire": "REP+",
+        "qpv_proximity": None,
+        "qpv_code": None,
+        "latitude": desnos["latitude"],
+        "longitude": desnos["longitude"],
+        "version": 1,
+    }
+    assert abs(desnos["latitude"] - 48.744249) < 1e-9
+
+    # The list gives every listed school its QPV proximity (and Jean Moulin becomes REP+).
+    listed = await import_education_prioritaire(pool, DEMO_EP)
+    events = await outbox_schools(pool)
+    assert listed.published == len(events) - DEMO_ROWS == DEMO_EP_ROWS
+    jean_moulin = next(e for e in events[DEMO_ROWS:] if e["name"] == "Collège Jean Moulin")
+    assert (jean_moulin["education_prioritaire"], jean_moulin["qpv_code"]) == ("REP+", "QN09403B")
+    assert jean_moulin["version"] == 2
+
+    # The same files again: nothing changed, nothing published (the rows are still updated).
+    again = await import_annuaire(pool, DEMO_ANNUAIRE)
+    listed_again = await import_education_prioritaire(pool, DEMO_EP)
+    assert (again.updated, again.published) == (DEMO_ROWS, 0)
+    assert (listed_again.updated, listed_again.published) == (DEMO_EP_ROWS, 0)
+    assert len(await outbox_schools(pool)) == DEMO_ROWS + DEMO_EP_ROWS
+
+    # A renamed school and a new pupil count: only the renamed one is published, at version 3;
+    # the annuaire's REP column does not undo the list's status.
+    text = DEMO_ANNUAIRE.read_text(encoding="utf-8")
+    changed = tmp_path / "annuaire.csv"
+    changed.write_text(
+        text.replace("Collège Robert Desnos", "Collège Robert-Desnos").replace(
+            ";REP;485;",
+            ";;499;",  # Dorval: the annuaire drops REP, and 499 pupils
+        ),
+        encoding="utf-8",
+    )
+    renamed = await import_annuaire(pool, changed)
+    assert renamed.published == 1
+    [event] = (await outbox_schools(pool))[DEMO_ROWS + DEMO_EP_ROWS :]
+    assert (event["uai"], event["name"], event["version"]) == (
+        "0940123Y",
+        "Collège Robert-Desnos",
+        3,
+    )
+    assert (event["education_prioritaire"], event["qpv_code"]) == ("REP+", "QN09407A")
+
+
+async def test_a_failed_import_publishes_nothing(pool: asyncpg.Pool, tmp_path: Path) -> None:
+    path = tmp_path / "annuaire.csv"
+    path.write_text(
+        "identifiant_de_l_etablissement;nom_etablissement;type_etablissement;latitude;longitude\n"
+        "0940123Y;Collège Robert Desnos;Collège;48.74;2.38\n",
+        encoding="utf-8",
+    )
+    async with pool.acquire() as connection:
+        # the database refuses the batch: the whole import rolls back, its events with it
+        await connection.execute(
+            "ALTER TABLE reference_schools ADD CONSTRAINT no_orly CHECK (uai <> '0940123Y')"
+        )
+    with pytest.raises(asyncpg.CheckViolationError):
+        await import_annuaire(pool, path)
+    assert await pool.fetchval("SELECT count(*) FROM outbox") == 0
+
+
+async def test_schools_imported_before_publishing_existed_are_published_by_the_next_import(
+    pool: asyncpg.Pool,
+) -> None:
+    await import_annuaire(pool, DEMO_ANNUAIRE)
+    async with pool.acquire() as connection:
+        # as migration 0006 leaves the rows of an earlier import
+        await connection.execute("UPDATE reference_schools SET version = 0")
+        await connection.execute("DELETE FROM outbox")
+    again = await import_annuaire(pool, DEMO_ANNUAIRE)
+    assert again.published == DEMO_ROWS
+    assert {event["version"] for event in await outbox_schools(pool)} == {1}

@@ -21,6 +21,11 @@ PARTNERS = catalog.topic(
     partitions=6,
     description="Partner organisations: registration, verification, updates, suspension",
 )
+SCHOOLS = catalog.topic(
+    "registry.schools",
+    partitions=6,
+    description="Reference schools: the Annuaire de l'éducation and their éducation prioritaire",
+)
 
 # cordees: Cordées de la réussite
 CORDEE_OFFERS = catalog.topic(
@@ -98,6 +103,28 @@ class PartnerSuspended(PartnerFacts):
 @catalog.event("fr.maillage.registry.partner.rejected.v1", topic=PARTNERS, key="partner_id")
 class PartnerRejected(PartnerFacts):
     """An operator rejected a pending registration."""
+
+
+@catalog.event("fr.maillage.registry.school.referenced.v1", topic=SCHOOLS, key="uai")
+class SchoolReferenced(Event):
+    """A school of the reference data (Annuaire de l'éducation, éducation prioritaire list), new
+    or changed in one of these fields. Public data, published by the import; ``version`` grows
+    with each change of a school, so a consumer keeps only the newest."""
+
+    uai: Annotated[str, Level.PUBLIC]
+    name: Annotated[str, Level.PUBLIC]
+    type: Annotated[str, Level.PUBLIC]  # type_etablissement: "Collège", "Lycée", "Ecole"...
+    public_private: Annotated[str | None, Level.PUBLIC] = None  # "public" | "prive"
+    departement: Annotated[str | None, Level.PUBLIC] = None  # INSEE form: "94", "2A", "971"
+    academie: Annotated[str | None, Level.PUBLIC] = None  # code_academie: "24" is Créteil
+    commune_code: Annotated[str | None, Level.PUBLIC] = None
+    commune_name: Annotated[str | None, Level.PUBLIC] = None
+    education_prioritaire: Annotated[str | None, Level.PUBLIC] = None  # "REP" | "REP+"
+    qpv_proximity: Annotated[bool | None, Level.PUBLIC] = None
+    qpv_code: Annotated[str | None, Level.PUBLIC] = None
+    latitude: Annotated[float | None, Level.PARTNERS] = None
+    longitude: Annotated[float | None, Level.PARTNERS] = None
+    version: Annotated[int, Level.PUBLIC]
 
 
 # --- cordees events -----------------------------------------------------------------------------

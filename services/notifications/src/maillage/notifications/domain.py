@@ -166,7 +166,8 @@ _THE_BENEFICIARY_AND_THE_COFINANCERS = Concerned(
     ("beneficiary_partner_id", "cofinancer_partner_ids")
 )
 
-# Every event type of the catalog, and who hears of it (a test checks none is missing).
+# Every event type the fan-out reads, and who hears of it (a test checks none is missing). The
+# reference schools of registry.schools are not read: reference data concerns no partner.
 AUDIENCES: Mapping[str, Concerned] = MappingProxyType(
     {
         # registry: a partner hears of its own record

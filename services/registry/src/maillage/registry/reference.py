@@ -14,6 +14,11 @@ a bad row becomes a :class:`Rejected` with its line number and reason, and the g
 The importers upsert batches of :data:`BATCH_SIZE` rows in one transaction per file, so memory stays
 flat whatever the file's size and a failed import leaves the table as it was.
 
+Every school an import adds, or whose published fields (those of ``SchoolReferenced``: name,
+place, REP/REP+, QPV) it changes, is published as a ``fr.maillage.registry.school.referenced.v1``
+event on ``registry.schools``, through the outbox and in the import's transaction, so that other
+services keep their own copy of the reference; re-importing the same file publishes nothing.
+
 The éducation prioritaire list takes precedence over the annuaire's own
 ``appartenance_education_prioritaire`` column: once a school's status came from a list
 (``education_prioritaire_source`` = ``ep_2022_2023``), re-importing the annuaire leaves it alone,
@@ -28,16 +33,23 @@ valid UTF-8 is read as Windows-1252, which is what a spreadsheet re-save produce
 from __future__ import annotations
 
 import csv
+import json
 import math
 import re
 import unicodedata
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from uuid import uuid4
 
 import asyncpg
+from opentelemetry import propagate
 
+from maillage.common.catalog import SchoolReferenced, catalog
+from maillage.common.events import Envelope
+from maillage.common.outbox import NOTIFY_CHANNEL
 from maillage.registry import identifiers
 from maillage.registry.identifiers import InvalidIdentifier
 
@@ -130,6 +142,7 @@ class PrioritaireStatus:
 class ImportSummary:
     inserted: int = 0
     updated: int = 0
+    published: int = 0  # schools new or changed in what is published (registry.schools)
     rejected: list[Rejected] = field(default_factory=list)
 
     @property
@@ -143,6 +156,7 @@ class EducationPrioritaireSummary:
     updated: int = 0  # schools whose status was set from the list
     not_found: int = 0  # UAIs of the list absent from reference_schools (import the annuaire first)
     superseded: int = 0  # schools whose status already came from a later school year's list
+    published: int = 0  # schools whose published status or QPV changed (registry.schools)
     rejected: list[Rejected] = field(default_factory=list)
 
 
@@ -479,62 +493,122 @@ class _FileLines:
 
 # --- The database --------------------------------------------------------------------------------
 
+# `previous` is read in the statement's snapshot, before the upsert: a school is changed when it
+# is new or its version moved. The version moves when a published column changes, or when the
+# school was never published (version 0).
 _UPSERT_SCHOOLS = """
-INSERT INTO reference_schools AS school (
-    uai, name, type, public_private, postal_code, commune_code, commune_name, departement,
-    academie, education_prioritaire, education_prioritaire_source, latitude, longitude, pupils,
-    updated_at
+WITH incoming AS (
+    SELECT * FROM unnest(
+        $1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
+        $8::text[], $9::text[], $10::text[], $11::float8[], $12::float8[], $13::int4[]
+    ) AS incoming (
+        uai, name, type, public_private, postal_code, commune_code, commune_name, departement,
+        academie, education_prioritaire, latitude, longitude, pupils
+    )
+), previous AS (
+    SELECT uai, version FROM reference_schools WHERE uai IN (SELECT uai FROM incoming)
+), upserted AS (
+    INSERT INTO reference_schools AS school (
+        uai, name, type, public_private, postal_code, commune_code, commune_name, departement,
+        academie, education_prioritaire, education_prioritaire_source, latitude, longitude,
+        pupils, version, updated_at
+    )
+    SELECT uai, name, type, public_private, postal_code, commune_code, commune_name,
+           departement, academie, education_prioritaire, 'annuaire', latitude, longitude, pupils,
+           1, now()
+    FROM incoming
+    ON CONFLICT (uai) DO UPDATE SET
+        name = EXCLUDED.name,
+        type = EXCLUDED.type,
+        public_private = EXCLUDED.public_private,
+        postal_code = EXCLUDED.postal_code,
+        commune_code = EXCLUDED.commune_code,
+        commune_name = EXCLUDED.commune_name,
+        departement = EXCLUDED.departement,
+        academie = EXCLUDED.academie,
+        -- A status taken from the éducation prioritaire list outranks the annuaire's column.
+        education_prioritaire = CASE WHEN school.education_prioritaire_source = 'annuaire'
+            THEN EXCLUDED.education_prioritaire ELSE school.education_prioritaire END,
+        latitude = EXCLUDED.latitude,
+        longitude = EXCLUDED.longitude,
+        pupils = EXCLUDED.pupils,
+        version = school.version + CASE
+            WHEN school.version = 0
+              OR (school.name, school.type, school.public_private, school.commune_code,
+                  school.commune_name, school.departement, school.academie, school.latitude,
+                  school.longitude)
+                 IS DISTINCT FROM
+                 (EXCLUDED.name, EXCLUDED.type, EXCLUDED.public_private, EXCLUDED.commune_code,
+                  EXCLUDED.commune_name, EXCLUDED.departement, EXCLUDED.academie,
+                  EXCLUDED.latitude, EXCLUDED.longitude)
+              OR (school.education_prioritaire_source = 'annuaire' AND
+                  school.education_prioritaire IS DISTINCT FROM EXCLUDED.education_prioritaire)
+            THEN 1 ELSE 0 END,
+        updated_at = now()
+    RETURNING school.*, (xmax = 0) AS inserted
 )
-SELECT uai, name, type, public_private, postal_code, commune_code, commune_name, departement,
-       academie, education_prioritaire, 'annuaire', latitude, longitude, pupils, now()
-FROM unnest(
-    $1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
-    $8::text[], $9::text[], $10::text[], $11::float8[], $12::float8[], $13::int4[]
-) AS incoming (
-    uai, name, type, public_private, postal_code, commune_code, commune_name, departement,
-    academie, education_prioritaire, latitude, longitude, pupils
-)
-ON CONFLICT (uai) DO UPDATE SET
-    name = EXCLUDED.name,
-    type = EXCLUDED.type,
-    public_private = EXCLUDED.public_private,
-    postal_code = EXCLUDED.postal_code,
-    commune_code = EXCLUDED.commune_code,
-    commune_name = EXCLUDED.commune_name,
-    departement = EXCLUDED.departement,
-    academie = EXCLUDED.academie,
-    -- A status taken from the éducation prioritaire list outranks the annuaire's column.
-    education_prioritaire = CASE WHEN school.education_prioritaire_source = 'annuaire'
-        THEN EXCLUDED.education_prioritaire ELSE school.education_prioritaire END,
-    latitude = EXCLUDED.latitude,
-    longitude = EXCLUDED.longitude,
-    pupils = EXCLUDED.pupils,
-    updated_at = now()
-RETURNING (xmax = 0) AS inserted
+SELECT school.inserted, school.version <> coalesce(previous.version, 0) AS changed,
+       school.uai, school.name, school.type, school.public_private, school.departement,
+       school.academie, school.commune_code, school.commune_name, school.education_prioritaire,
+       school.qpv_proximity, school.qpv_code, school.latitude, school.longitude, school.version
+FROM upserted AS school LEFT JOIN previous USING (uai)
 """
 
+# One row per school of the list found in reference_schools: whether the list applied to it
+# (not superseded by a later year's list) and whether that changed what is published of it.
 _SET_EDUCATION_PRIORITAIRE = """
 WITH incoming AS (
     SELECT * FROM unnest($1::text[], $2::text[], $4::boolean[], $5::text[])
         AS incoming (uai, status, qpv_proximity, qpv_code)
+), target AS (
+    SELECT school.uai, school.version, next.*,
+           school.version = 0
+           OR (school.education_prioritaire, school.qpv_proximity, school.qpv_code)
+              IS DISTINCT FROM (next.education_prioritaire, next.qpv_proximity, next.qpv_code)
+           AS changed
+    FROM incoming
+    JOIN reference_schools AS school USING (uai)
+    CROSS JOIN LATERAL (
+        SELECT incoming.status AS education_prioritaire,
+               coalesce(incoming.qpv_proximity, school.qpv_proximity) AS qpv_proximity,
+               CASE WHEN incoming.qpv_proximity IS NULL THEN school.qpv_code
+                    ELSE incoming.qpv_code END AS qpv_code
+    ) AS next
+    WHERE school.education_prioritaire_source = 'annuaire'
+       OR school.education_prioritaire_source <= $3
 ), updated AS (
     UPDATE reference_schools AS school
-    SET education_prioritaire = incoming.status,
+    SET education_prioritaire = target.education_prioritaire,
         education_prioritaire_source = $3,
-        qpv_proximity = coalesce(incoming.qpv_proximity, school.qpv_proximity),
-        qpv_code = CASE WHEN incoming.qpv_proximity IS NULL THEN school.qpv_code
-                        ELSE incoming.qpv_code END,
+        qpv_proximity = target.qpv_proximity,
+        qpv_code = target.qpv_code,
+        version = target.version + target.changed::int,
         updated_at = now()
-    FROM incoming
-    WHERE school.uai = incoming.uai
-      AND (school.education_prioritaire_source = 'annuaire'
-           OR school.education_prioritaire_source <= $3)
-    RETURNING school.uai
+    FROM target
+    WHERE school.uai = target.uai
+    RETURNING school.*
 )
-SELECT
-    (SELECT count(*) FROM updated) AS updated,
-    (SELECT count(*) FROM incoming
-     WHERE NOT EXISTS (SELECT 1 FROM reference_schools s WHERE s.uai = incoming.uai)) AS not_found
+SELECT school.uai IS NOT NULL AS applied, coalesce(target.changed, false) AS changed,
+       school.uai, school.name, school.type, school.public_private, school.departement,
+       school.academie, school.commune_code, school.commune_name, school.education_prioritaire,
+       school.qpv_proximity, school.qpv_code, school.latitude, school.longitude, school.version
+FROM incoming
+JOIN reference_schools AS found USING (uai)
+LEFT JOIN target USING (uai)
+LEFT JOIN updated AS school USING (uai)
+"""
+
+# Imports of reference schools take this lock for their whole transaction: one import at a time,
+# so the outbox rows of a school are in the order of the imports that wrote them (what the
+# per-key lock of outbox.publish() guarantees, which a national import cannot take 66,000 times).
+_IMPORT_LOCK = "SELECT pg_advisory_xact_lock(hashtextextended('registry.schools', 0))"
+
+_OUTBOX_INSERT = """
+INSERT INTO outbox (event_id, topic, key, type, headers, payload)
+SELECT event_id, $2, key, $3, headers::jsonb, payload
+FROM unnest($1::uuid[], $4::text[], $5::text[], $6::text[])
+    WITH ORDINALITY AS event (event_id, key, headers, payload, position)
+ORDER BY position
 """
 
 _LOOKUP_SCHOOL = """
@@ -548,23 +622,26 @@ WHERE uai = $1
 
 async def upsert_schools(
     connection: asyncpg.Connection, batch: Sequence[ReferenceSchool]
-) -> tuple[int, int]:
-    """Insert or update ``batch`` (distinct UAIs) in one statement; return (inserted, updated)."""
+) -> tuple[int, int, int]:
+    """Insert or update ``batch`` (distinct UAIs) in one statement and publish the schools that
+    are new or changed; return (inserted, updated, published)."""
     if not batch:
-        return 0, 0
+        return 0, 0, 0
     columns = [[getattr(school, attribute) for school in batch] for attribute in ANNUAIRE_COLUMNS]
     rows = await connection.fetch(_UPSERT_SCHOOLS, *columns)
     inserted = sum(1 for row in rows if row["inserted"])
-    return inserted, len(rows) - inserted
+    published = await publish_schools(connection, [row for row in rows if row["changed"]])
+    return inserted, len(rows) - inserted, published
 
 
 async def set_education_prioritaire(
     connection: asyncpg.Connection, batch: Sequence[PrioritaireStatus], school_year: str
-) -> tuple[int, int]:
-    """Apply ``batch`` of statuses from ``school_year``'s list; return (updated, not found)."""
+) -> tuple[int, int, int]:
+    """Apply ``batch`` of statuses from ``school_year``'s list and publish the schools it
+    changed; return (updated, not found, published)."""
     if not batch:
-        return 0, 0
-    row = await connection.fetchrow(
+        return 0, 0, 0
+    rows = await connection.fetch(
         _SET_EDUCATION_PRIORITAIRE,
         [entry.uai for entry in batch],
         [entry.status for entry in batch],
@@ -572,8 +649,38 @@ async def set_education_prioritaire(
         [entry.qpv_proximity for entry in batch],
         [entry.qpv_code for entry in batch],
     )
-    assert row is not None
-    return int(row["updated"]), int(row["not_found"])
+    published = await publish_schools(connection, [row for row in rows if row["changed"]])
+    return sum(1 for row in rows if row["applied"]), len(batch) - len(rows), published
+
+
+async def publish_schools(connection: asyncpg.Connection, rows: Sequence[asyncpg.Record]) -> int:
+    """Write a ``SchoolReferenced`` event per row into the outbox, in one statement; return how
+    many. Called inside the import's transaction, which holds :data:`_IMPORT_LOCK`.
+
+    This is ``outbox.publish`` for a batch: the same envelope, trace context and wake-up of the
+    relay, without its per-key lock (see :data:`_IMPORT_LOCK`).
+    """
+    if not rows:
+        return 0
+    spec = catalog.spec_of(SchoolReferenced)
+    trace_context: dict[str, str] = {}
+    propagate.inject(trace_context)  # the import's trace continues in the relay
+    now = datetime.now(UTC)
+    ids, keys, headers, payloads = [], [], [], []
+    for row in rows:
+        event = SchoolReferenced(**{name: row[name] for name in SchoolReferenced.model_fields})
+        envelope = Envelope(
+            id=uuid4(), type=spec.event_type, source=spec.source, subject=event.uai, time=now
+        )
+        ids.append(envelope.id)
+        keys.append(event.uai)
+        headers.append(json.dumps(envelope.headers() | trace_context))
+        payloads.append(event.model_dump_json())
+    await connection.execute(
+        _OUTBOX_INSERT, ids, spec.topic.name, spec.event_type, keys, headers, payloads
+    )
+    await connection.execute("SELECT pg_notify($1, '')", NOTIFY_CHANNEL)
+    return len(rows)
 
 
 async def lookup_school(connection: asyncpg.Connection, uai: str) -> ReferenceSchool | None:
@@ -604,12 +711,14 @@ async def import_annuaire(
     rows = 0
 
     async def flush() -> None:
-        inserted, updated = await upsert_schools(connection, batch)
+        inserted, updated, published = await upsert_schools(connection, batch)
         summary.inserted += inserted
         summary.updated += updated
+        summary.published += published
         batch.clear()
 
     async with pool.acquire() as connection, connection.transaction():
+        await connection.execute(_IMPORT_LOCK)
         for item in parse_annuaire(lines):
             rows += 1
             if isinstance(item, Rejected):
@@ -648,13 +757,17 @@ async def import_education_prioritaire(
             return
         school_year = batch[0].school_year
         summary.school_year = school_year
-        updated, not_found = await set_education_prioritaire(connection, batch, school_year)
+        updated, not_found, published = await set_education_prioritaire(
+            connection, batch, school_year
+        )
         summary.updated += updated
         summary.not_found += not_found
+        summary.published += published
         summary.superseded += len(batch) - updated - not_found
         batch.clear()
 
     async with pool.acquire() as connection, connection.transaction():
+        await connection.execute(_IMPORT_LOCK)
         for item in parse_education_prioritaire(lines):
             rows += 1
             if isinstance(item, Rejected):
