@@ -39,7 +39,7 @@ imports: sync
 	$(UV) run --frozen --no-sync lint-imports
 
 pytest: sync
-	$(UV) run --frozen --no-sync pytest
+	$(UV) run --frozen --no-sync pytest --durations=15  # the slowest tests, to keep CI within its budget
 
 test: lint typecheck imports pytest
 
