@@ -20,7 +20,13 @@ import httpx
 from fastapi import FastAPI
 from jwt_fixtures import SigningKey, claims
 
-from maillage.common.catalog import PARTNERS, PartnerRegistered, PartnerSuspended, PartnerVerified
+from maillage.common.catalog import (
+    PartnerRegistered,
+    PartnerSuspended,
+    PartnerVerified,
+    SchoolReferenced,
+    catalog,
+)
 from maillage.common.events import Envelope
 from maillage.common.inbox import Delivery
 from maillage.cordees import consumers, matcher
@@ -72,24 +78,55 @@ class Cordees:
         return self.token(None, "operator")
 
     async def apply(self, event: Any) -> None:
-        """Apply a registry event as the consumer does: handler and inbox row, one transaction."""
+        """Apply a registry event as its consumer group does: handler and inbox row, one
+        transaction."""
+        spec = catalog.spec_of(event)
+        [consumer] = [c for c in consumers.CONSUMERS if spec.event_type in c.handlers]
+        _, handler = consumer.handlers[spec.event_type]
         envelope = Envelope(
             id=uuid.uuid4(),
-            type=consumers.partners.catalog.spec_of(event).event_type,
+            type=spec.event_type,
             source="test",
-            subject=str(event.partner_id),
+            subject=spec.key_of(event),
             time=datetime.now(UTC),
         )
         async with self.pool.acquire() as connection, connection.transaction():
             await connection.execute(
                 "INSERT INTO inbox (consumer_group, event_id, event_type) VALUES ($1, $2, $3)",
-                consumers.partners.group,
+                consumer.group,
                 envelope.id,
                 envelope.type,
             )
-            await consumers.apply_partner(
-                event, Delivery(connection, envelope, PARTNERS.name, 0, 0)
+            await handler(event, Delivery(connection, envelope, spec.topic.name, 0, 0))
+
+    async def reference_college(
+        self,
+        education_prioritaire: str | None,
+        *,
+        name: str = "Collège",
+        departement: str = "94",
+        commune_name: str = "Orly",
+        school_type: str = "Collège",
+    ) -> str:
+        """A new school of the reference data (registry.schools), with a valid UAI."""
+        code = uai(f"0{departement}")
+        await self.apply(
+            SchoolReferenced(
+                uai=code,
+                name=name,
+                type=school_type,
+                public_private="public",
+                departement=departement,
+                academie=None,
+                commune_code=f"{departement}054",
+                commune_name=commune_name,
+                education_prioritaire=education_prioritaire,
+                latitude=48.79,
+                longitude=2.40,
+                version=1,
             )
+        )
+        return code
 
     async def partner(
         self,
@@ -102,8 +139,9 @@ class Cordees:
         education_prioritaire: str | None = None,
         qpv_proximity: bool | None = None,
         status: str = "verified",
+        school_uai: str | None = None,
     ) -> uuid.UUID:
-        """A new partner in the read model (a school gets a valid UAI)."""
+        """A new partner in the read model (a school gets ``school_uai``, or a new valid UAI)."""
         partner_id = uuid.uuid4()
         facts = {
             "partner_id": partner_id,
@@ -111,7 +149,7 @@ class Cordees:
             "legal_name": name,
             "status": status,
             "version": 1,
-            "uai": uai(f"0{departement}") if kind in ("college", "lycee") else None,
+            "uai": (school_uai or uai(f"0{departement}")) if kind in ("college", "lycee") else None,
             "departement": departement,
             "latitude": latitude,
             "longitude": longitude,

@@ -1,10 +1,13 @@
-"""Coverage of the national objective on a small known set; pairings that end."""
+"""Coverage of the national objective on a small known set of reference collèges, some never
+registered; pairings that end."""
 
 from __future__ import annotations
 
 import uuid
 
 from cordees_world import Cordees, school_year
+
+from maillage.common.catalog import SchoolReferenced
 
 
 async def pair(cordees: Cordees, http: object, tete: uuid.UUID, school: uuid.UUID) -> str:
@@ -17,32 +20,42 @@ async def pair(cordees: Cordees, http: object, tete: uuid.UUID, school: uuid.UUI
     return pairing_id
 
 
-async def test_coverage_counts_encordes_rep_plus_and_rep_colleges_by_scope(
+async def test_coverage_counts_every_rep_plus_and_rep_college_of_the_reference_by_scope(
     cordees: Cordees,
 ) -> None:
     tete = await cordees.partner("etablissement_superieur")
+    # The reference in the Val-de-Marne: 4 REP+ collèges (two never registered), 2 REP ones.
     rep_plus = [
-        await cordees.partner("college", name=f"REP+ {i}", education_prioritaire="REP+")
-        for i in range(3)
+        await cordees.reference_college("REP+", name=f"REP+ {i}", commune_name=f"Commune {i}")
+        for i in range(4)
     ]
-    rep = [
-        await cordees.partner("college", name=f"REP {i}", education_prioritaire="REP")
-        for i in range(2)
-    ]
-    await cordees.partner("college", name="Hors EP")  # not counted
-    await cordees.partner("lycee", education_prioritaire="REP")  # lycées are not counted
-    paris = await cordees.partner(
-        "college", departement="75", education_prioritaire="REP+", latitude=48.85, longitude=2.35
+    rep = [await cordees.reference_college("REP", name=f"REP {i}") for i in range(2)]
+    await cordees.reference_college(None, name="Hors EP")  # not counted
+    await cordees.reference_college("REP", name="Lycée", school_type="Lycée")  # not counted
+    paris = await cordees.reference_college("REP+", name="Paris", departement="75")
+    # Who registered in Maillage, under the reference's UAI; a registration without reference
+    # row is not counted (the reference says which collèges are REP+, not the registration).
+    registered = {
+        code: await cordees.partner(
+            "college", name=f"Partenaire {code}", school_uai=code, education_prioritaire="REP+"
+        )
+        for code in (rep_plus[0], rep_plus[1], rep_plus[2], rep[0])
+    }
+    registered[paris] = await cordees.partner(
+        "college", departement="75", school_uai=paris, latitude=48.85, longitude=2.35
     )
+    await cordees.partner("college", name="Hors référence", education_prioritaire="REP+")
+    rejected = await cordees.partner("college", school_uai=rep_plus[3], status="rejected")
     async with cordees.client() as http:
         await cordees.offer(tete, http, capacity=10, max_distance_km=50)
-        await pair(cordees, http, tete, rep_plus[0])
-        await pair(cordees, http, tete, rep_plus[1])
-        ended = await pair(cordees, http, tete, rep[0])
+        await pair(cordees, http, tete, registered[rep_plus[0]])
+        await pair(cordees, http, tete, registered[rep_plus[1]])
+        ended = await pair(cordees, http, tete, registered[rep[0]])
         await http.post(
-            f"/pairings/{ended}/end", headers=cordees.token(rep[0], "partner", "school")
+            f"/pairings/{ended}/end",
+            headers=cordees.token(registered[rep[0]], "partner", "school"),
         )
-        await pair(cordees, http, tete, paris)
+        await pair(cordees, http, tete, registered[paris])
         reader = cordees.token(tete, "partner")
         val_de_marne = (await http.get("/coverage?departement=94", headers=reader)).json()
         creteil = (await http.get("/coverage?academie=24", headers=reader)).json()
@@ -51,31 +64,73 @@ async def test_coverage_counts_encordes_rep_plus_and_rep_colleges_by_scope(
             await http.get(f"/coverage?school_year={school_year(1)}", headers=reader)
         ).json()
         anonymous = await http.get("/coverage")
-    assert val_de_marne["rep_plus"] == {"colleges": 3, "encordes": 2, "share": 0.6667}
+        bad = await http.get("/coverage?departement=99", headers=reader)
+    assert val_de_marne["rep_plus"] == {"colleges": 4, "encordes": 2, "share": 0.5}
     assert val_de_marne["rep"] == {"colleges": 2, "encordes": 0, "share": 0.0}
-    [uncovered] = val_de_marne["uncovered_rep_plus"]
-    assert uncovered["partner_id"] == str(rep_plus[2])
-    assert uncovered["name"] == "REP+ 2"
-    assert uncovered["uai"].startswith("094")
-    assert "1 still to encorder" in val_de_marne["objective"]
+    assert val_de_marne["uncovered_rep_plus"] == [
+        {
+            "uai": rep_plus[2],
+            "name": "REP+ 2",
+            "commune_code": "94054",
+            "commune_name": "Commune 2",
+            "registered": True,
+            "partner_id": str(registered[rep_plus[2]]),
+        },
+        {  # its registration was rejected: not registered
+            "uai": rep_plus[3],
+            "name": "REP+ 3",
+            "commune_code": "94054",
+            "commune_name": "Commune 3",
+            "registered": False,
+            "partner_id": None,
+        },
+    ]
+    assert rejected not in registered.values()
+    assert "2 still to encorder" in val_de_marne["objective"]
     assert creteil["rep_plus"] == val_de_marne["rep_plus"]  # 94 is in the académie de Créteil
-    assert national["rep_plus"] == {"colleges": 4, "encordes": 3, "share": 0.75}
+    assert creteil["scope"] == {"departement": None, "academie": "24"}
+    assert national["rep_plus"] == {"colleges": 5, "encordes": 3, "share": 0.6}
+    assert national["rep"] == val_de_marne["rep"]
     assert next_year["rep_plus"]["encordes"] == 0
     assert anonymous.status_code == 401
+    assert bad.status_code == 422
 
 
 async def test_the_objective_moves_to_rep_once_every_rep_plus_is_encorde(cordees: Cordees) -> None:
     tete = await cordees.partner("etablissement_superieur")
-    rep_plus = await cordees.partner("college", education_prioritaire="REP+")
-    await cordees.partner("college", education_prioritaire="REP")
+    rep_plus = await cordees.reference_college("REP+")
+    rep = await cordees.reference_college("REP")
+    school = await cordees.partner("college", school_uai=rep_plus, education_prioritaire="REP+")
+    await cordees.partner("college", school_uai=rep, education_prioritaire="REP")
     async with cordees.client() as http:
         empty = (await http.get("/coverage?departement=93", headers=cordees.operator())).json()
         await cordees.offer(tete, http)
-        await pair(cordees, http, tete, rep_plus)
+        await pair(cordees, http, tete, school)
         report = (await http.get("/coverage?departement=94", headers=cordees.operator())).json()
     assert empty["rep_plus"] == {"colleges": 0, "encordes": 0, "share": None}
     assert report["uncovered_rep_plus"] == []
     assert report["objective"] == "every REP+ collège is encordé; next, every REP collège"
+
+
+async def test_only_a_newer_version_of_a_reference_school_applies(cordees: Cordees) -> None:
+    code = await cordees.reference_college("REP", name="Collège Jean Moulin")
+    facts = {"uai": code, "type": "Collège", "departement": "94", "academie": "24"}
+    moved = SchoolReferenced(
+        **facts, name="Collège Jean Moulin", education_prioritaire="REP+", version=2
+    )
+    stale = SchoolReferenced(**facts, name="stale", education_prioritaire="REP", version=1)
+    await cordees.apply(moved)
+    await cordees.apply(stale)
+    async with cordees.client() as http:
+        report = (await http.get("/coverage?departement=94", headers=cordees.operator())).json()
+    assert report["rep_plus"]["colleges"] == 1
+    assert report["rep"]["colleges"] == 0
+    [school] = report["uncovered_rep_plus"]
+    assert (school["uai"], school["name"], school["registered"]) == (
+        code,
+        "Collège Jean Moulin",
+        False,
+    )
 
 
 async def test_either_side_ends_a_pairing_and_finished_school_years_end(cordees: Cordees) -> None:

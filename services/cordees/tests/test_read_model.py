@@ -211,3 +211,64 @@ async def test_a_suspended_tete_receives_no_proposal_and_a_suspended_school_cann
     assert all(a["tete_partner_id"] != str(near) for a in second["proposal"]["alternatives"])
     assert refused.status_code == 403
     assert "suspended" in refused.json()["detail"]
+
+
+SAMPLE_REP_PLUS = 12  # REP+ collèges of the Val-de-Marne sample, once the list is applied
+SAMPLE_REP = 10
+
+
+async def test_coverage_counts_the_reference_schools_the_registry_publishes(
+    cordees: Cordees, registry: httpx.AsyncClient
+) -> None:
+    """The registry's import reaches cordees over the broker; only Desnos registers."""
+
+    async def reference_known() -> bool:
+        async with cordees.pool.acquire() as connection:
+            counts = await connection.fetchrow(
+                """
+                SELECT count(*) FILTER (WHERE education_prioritaire = 'REP+') AS rep_plus,
+                       count(*) FILTER (WHERE education_prioritaire = 'REP') AS rep
+                FROM reference_schools WHERE type = 'Collège'
+                """
+            )
+        return (counts["rep_plus"], counts["rep"]) == (SAMPLE_REP_PLUS, SAMPLE_REP)
+
+    await eventually(reference_known)
+    desnos = await registry.post(
+        "/partners",
+        json={
+            "kind": "college",
+            "legal_name": "Collège Robert Desnos",
+            "uai": "0940123Y",
+            "contacts": [{"name": "Direction", "role": "Principal", "email": "ce@example.org"}],
+        },
+    )
+    desnos_id = desnos.json()["id"]
+
+    async def registered() -> bool:
+        async with cordees.pool.acquire() as connection:
+            return bool(
+                await connection.fetchval(
+                    "SELECT true FROM partners WHERE partner_id = $1", uuid.UUID(desnos_id)
+                )
+            )
+
+    await eventually(registered)
+    async with cordees.client() as http:
+        report = (await http.get("/coverage?departement=94", headers=cordees.operator())).json()
+    assert report["rep_plus"] == {"colleges": SAMPLE_REP_PLUS, "encordes": 0, "share": 0.0}
+    assert report["rep"]["colleges"] == SAMPLE_REP
+    uncovered = {school["uai"]: school for school in report["uncovered_rep_plus"]}
+    assert len(uncovered) == SAMPLE_REP_PLUS
+    assert uncovered["0940123Y"] == {
+        "uai": "0940123Y",
+        "name": "Collège Robert Desnos",
+        "commune_code": "94054",
+        "commune_name": "Orly",
+        "registered": True,
+        "partner_id": desnos_id,
+    }
+    # Jean Moulin is REP+ by the 2023-2024 list (REP in the annuaire): the list's event applied.
+    assert uncovered["0942584Y"]["name"] == "Collège Jean Moulin"
+    assert not uncovered["0942584Y"]["registered"]
+    assert sum(school["registered"] for school in uncovered.values()) == 1

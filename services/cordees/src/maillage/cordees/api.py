@@ -280,15 +280,21 @@ class Campaign(BaseModel):
     created_at: datetime
 
 
-class SchoolRef(BaseModel):
-    partner_id: uuid.UUID
-    name: str
-    uai: str | None
+class UncoveredCollege(BaseModel):
+    uai: str
+    name: str = Field(description="As the Annuaire de l'éducation names it")
+    commune_code: str | None = Field(description="Code commune INSEE")
+    commune_name: str | None
+    registered: bool = Field(
+        description="Whether the collège registered in Maillage (rejected registrations do not "
+        "count): the others are the ones to reach first"
+    )
+    partner_id: uuid.UUID | None = Field(description="Its partner id when registered")
 
 
 class ShareOf(BaseModel):
-    colleges: int
-    encordes: int
+    colleges: int = Field(description="Collèges of the reference in scope, registered or not")
+    encordes: int = Field(description="Of which encordés this school year")
     share: float | None = Field(description="encordés / colleges; null when there are none")
 
 
@@ -301,7 +307,9 @@ class CoverageReport(BaseModel):
         description="Where the national objective stands: every REP+ collège first, then every "
         "REP collège"
     )
-    uncovered_rep_plus: list[SchoolRef]
+    uncovered_rep_plus: list[UncoveredCollege] = Field(
+        description="The REP+ collèges in scope not encordé this school year, by UAI"
+    )
 
 
 # --- helpers ------------------------------------------------------------------------------------
@@ -1084,12 +1092,22 @@ def _share(colleges: list[dict[str, Any]]) -> dict[str, Any]:
     response_model=CoverageReport,
     tags=["coverage"],
     summary="Share of REP+ and REP colleges encordés, against the national objective",
+    description="Counts every REP+ and REP collège of the reference data (the Annuaire de "
+    "l'éducation and the éducation prioritaire list, as the registry imported them) in the "
+    "scope: a département, an académie, or the whole country when neither is given. A collège "
+    "is encordé when a partner registered with its UAI has an active pairing in the school "
+    "year. Collèges that never registered count as not encordés: they are the ones operators "
+    "must reach, and `uncovered_rep_plus` says which are not registered.",
 )
 async def coverage(
     caller: CurrentCaller,
     pool: Pool,
-    departement: Annotated[str | None, Query(pattern=_DEPARTEMENT)] = None,
-    academie: Annotated[str | None, Query(pattern=_ACADEMIE)] = None,
+    departement: Annotated[
+        str | None, Query(pattern=_DEPARTEMENT, description="INSEE form: 94, 2A, 971")
+    ] = None,
+    academie: Annotated[
+        str | None, Query(pattern=_ACADEMIE, description="Code académie: 24 is Créteil")
+    ] = None,
     school_year: Annotated[
         str | None, Query(pattern=_SCHOOL_YEAR, description="Default: the current one")
     ] = None,
@@ -1114,7 +1132,14 @@ async def coverage(
         "rep": _share(rep),
         "objective": objective,
         "uncovered_rep_plus": [
-            {"partner_id": s["partner_id"], "name": s["legal_name"], "uai": s["uai"]}
+            {
+                "uai": s["uai"],
+                "name": s["name"],
+                "commune_code": s["commune_code"],
+                "commune_name": s["commune_name"],
+                "registered": s["partner_id"] is not None,
+                "partner_id": s["partner_id"],
+            }
             for s in uncovered
         ],
     }

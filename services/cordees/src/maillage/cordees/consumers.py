@@ -5,18 +5,25 @@ matcher needs of schools (UAI, REP status, QPV proximity, coordinates) and of t�
 Events may come again or out of order across a redelivery: only a newer ``version`` applies.
 When a tête de cordée stops being verified, the requests proposed to its offers move on to
 their next candidate, so a suspended tête receives no proposal and holds none.
+
+``cordees.reference`` keeps the reference schools from ``registry.schools`` (the Annuaire de
+l'éducation, as the registry imported it): coverage counts every REP+ and REP collège there,
+whether or not it registered. Its own group, so a national import's tens of thousands of events
+never hold up the partners' news.
 """
 
 from __future__ import annotations
 
 from maillage.common.catalog import (
     PARTNERS,
+    SCHOOLS,
     PartnerFacts,
     PartnerRegistered,
     PartnerRejected,
     PartnerSuspended,
     PartnerUpdated,
     PartnerVerified,
+    SchoolReferenced,
 )
 from maillage.common.inbox import Delivery, EventConsumer
 from maillage.cordees import domain, matcher, store
@@ -50,4 +57,21 @@ for _model in (
     partners.handler(_model)(apply_partner)
 
 
-CONSUMERS: list[EventConsumer] = [partners]
+reference = EventConsumer(
+    "cordees.reference",
+    [SCHOOLS],
+    description="The reference schools (Annuaire de l'éducation) that coverage counts.",
+)
+
+
+@reference.handler(SchoolReferenced)
+async def school_referenced(event: SchoolReferenced, delivery: Delivery) -> None:
+    facts = event.model_dump()
+    # The académie as partners and offers have it (from the département), so that one scope
+    # means the same everywhere; the annuaire's own code when the département is unknown.
+    if event.departement and (academie := domain.academie_of(event.departement)):
+        facts["academie"] = academie
+    await store.apply_reference_school(delivery.connection, facts)
+
+
+CONSUMERS: list[EventConsumer] = [partners, reference]

@@ -440,27 +440,78 @@ async def list_pairings(
 # --- coverage -----------------------------------------------------------------------------------
 
 
+# What the annuaire calls a collège (type_etablissement).
+COLLEGE_TYPE = "Collège"
+
+
+async def apply_reference_school(connection: Connection, facts: dict[str, Any]) -> bool:
+    """Keep a reference school unless a newer version is already there. True when applied."""
+    applied = await connection.fetchval(
+        """
+        INSERT INTO reference_schools (uai, name, type, public_private, departement, academie,
+                                       commune_code, commune_name, education_prioritaire,
+                                       qpv_proximity, qpv_code, latitude, longitude, version)
+        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
+        ON CONFLICT (uai) DO UPDATE SET
+            name = EXCLUDED.name, type = EXCLUDED.type, public_private = EXCLUDED.public_private,
+            departement = EXCLUDED.departement, academie = EXCLUDED.academie,
+            commune_code = EXCLUDED.commune_code, commune_name = EXCLUDED.commune_name,
+            education_prioritaire = EXCLUDED.education_prioritaire,
+            qpv_proximity = EXCLUDED.qpv_proximity, qpv_code = EXCLUDED.qpv_code,
+            latitude = EXCLUDED.latitude, longitude = EXCLUDED.longitude,
+            version = EXCLUDED.version, updated_at = now()
+        WHERE reference_schools.version < EXCLUDED.version
+        RETURNING true
+        """,
+        facts["uai"],
+        facts["name"],
+        facts["type"],
+        facts.get("public_private"),
+        facts.get("departement"),
+        facts.get("academie"),
+        facts.get("commune_code"),
+        facts.get("commune_name"),
+        facts.get("education_prioritaire"),
+        facts.get("qpv_proximity"),
+        facts.get("qpv_code"),
+        facts.get("latitude"),
+        facts.get("longitude"),
+        facts["version"],
+    )
+    return bool(applied)
+
+
 async def coverage(
     connection: Connection, *, school_year: str, departement: str | None, academie: str | None
 ) -> list[dict[str, Any]]:
-    """Every REP+ and REP collège known in scope (but rejected registrations), and whether it
-    is encordé this school year."""
+    """Every REP+ and REP collège of the reference in scope, registered in Maillage or not:
+    the partner that registered with its UAI (none when it never did or was rejected), and
+    whether it is encordé: a partner with its UAI has an active pairing this school year."""
     rows = await connection.fetch(
         """
-        SELECT s.partner_id, s.legal_name, s.uai, s.education_prioritaire,
-               EXISTS (SELECT 1 FROM pairings p
-                       WHERE p.school_partner_id = s.partner_id AND p.status = 'active'
-                         AND p.school_year = $1) AS encorde
-        FROM partners s
-        WHERE s.kind = 'college' AND s.education_prioritaire IN ('REP+', 'REP')
-          AND s.status <> 'rejected'
-          AND ($2::text IS NULL OR s.departement = $2)
-          AND ($3::text IS NULL OR s.academie = $3)
-        ORDER BY s.uai, s.partner_id
+        SELECT r.uai, r.name, r.commune_code, r.commune_name, r.education_prioritaire,
+               p.partner_id,
+               EXISTS (
+                   SELECT 1 FROM partners school
+                   JOIN pairings pairing ON pairing.school_partner_id = school.partner_id
+                   WHERE school.uai = r.uai AND pairing.status = 'active'
+                     AND pairing.school_year = $1) AS encorde
+        FROM reference_schools r
+        LEFT JOIN LATERAL (
+            SELECT partner_id FROM partners
+            WHERE partners.uai = r.uai AND partners.status <> 'rejected'
+            ORDER BY partners.status = 'verified' DESC, partners.updated_at DESC
+            LIMIT 1
+        ) AS p ON true
+        WHERE r.type = $4 AND r.education_prioritaire IN ('REP+', 'REP')
+          AND ($2::text IS NULL OR r.departement = $2)
+          AND ($3::text IS NULL OR r.academie = $3)
+        ORDER BY r.uai
         """,
         school_year,
         departement,
         academie,
+        COLLEGE_TYPE,
     )
     return [dict(row) for row in rows]
 
