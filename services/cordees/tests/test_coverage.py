@@ -108,6 +108,7 @@ async def test_the_objective_moves_to_rep_once_every_rep_plus_is_encorde(cordees
         await pair(cordees, http, tete, school)
         report = (await http.get("/coverage?departement=94", headers=cordees.operator())).json()
     assert empty["rep_plus"] == {"colleges": 0, "encordes": 0, "share": None}
+    assert empty["objective"] == "no REP+ or REP collège in the reference data for this scope"
     assert report["uncovered_rep_plus"] == []
     assert report["objective"] == "every REP+ collège is encordé; next, every REP collège"
 

@@ -1119,7 +1119,10 @@ async def coverage(
     rep_plus = [s for s in schools if s["education_prioritaire"] == "REP+"]
     rep = [s for s in schools if s["education_prioritaire"] == "REP"]
     uncovered = [s for s in rep_plus if not s["encorde"]]
-    if uncovered:
+    if not rep_plus and not rep:
+        # Not "met": the reference may simply not have been imported for this scope.
+        objective = "no REP+ or REP collège in the reference data for this scope"
+    elif uncovered:
         objective = f"every REP+ collège: {len(uncovered)} still to encorder"
     elif any(not s["encorde"] for s in rep):
         objective = "every REP+ collège is encordé; next, every REP collège"
