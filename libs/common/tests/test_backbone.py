@@ -27,7 +27,7 @@ from cloudevents.kafka import from_binary
 
 from maillage.common.db import transaction
 from maillage.common.inbox import Delivery, EventConsumer, TransientError
-from maillage.common.outbox import OutboxRelay, publish
+from maillage.common.outbox import OutboxRelay, publish, publish_many
 from maillage.common.topics import ensure_topics
 
 
@@ -98,6 +98,38 @@ async def test_publish_outside_a_transaction_is_refused(world: World, pool: asyn
     async with pool.acquire() as connection:
         with pytest.raises(RuntimeError, match="inside the transaction"):
             await publish(connection, ThingChanged(thing_id="x", seq=1), catalog=world.catalog)
+
+
+async def test_publish_many_writes_a_batch_in_order_or_nothing(
+    world: World, pool: asyncpg.Pool, relay: OutboxRelay
+) -> None:
+    batch = [ThingChanged(thing_id=f"bulk-{index % 3}", seq=index) for index in range(30)]
+
+    async def publish_then_fail() -> None:
+        async with transaction(pool) as connection:
+            await publish_many(connection, batch, catalog=world.catalog)
+            raise RuntimeError("import failed")
+
+    with pytest.raises(RuntimeError, match="import failed"):
+        await publish_then_fail()
+    async with pool.acquire() as connection:
+        with pytest.raises(RuntimeError, match="inside the transaction"):
+            await publish_many(connection, batch, catalog=world.catalog)
+    async with transaction(pool) as connection:
+        assert await publish_many(connection, [], catalog=world.catalog) == []
+        ids = await publish_many(connection, batch, catalog=world.catalog)
+
+    records = await read_topic(world.bootstrap, world.topic.name, at_least=30)
+    assert len(records) == 30
+    by_key: dict[bytes, list[int]] = {}
+    for record in sorted(records, key=lambda r: (r.partition, r.offset)):
+        by_key.setdefault(record.key or b"", []).append(json.loads(record.value or b"")["seq"])
+    # Per key, in the order of the batch; every event is a CloudEvent with its own id.
+    assert by_key == {
+        f"bulk-{key}".encode(): [seq for seq in range(30) if seq % 3 == key] for key in range(3)
+    }
+    received_ids = {dict(record.headers)["ce_id"].decode() for record in records}
+    assert received_ids == {str(event_id) for event_id in ids}
 
 
 async def test_per_key_order_holds_with_concurrent_writers(

@@ -21,6 +21,7 @@ import asyncio
 import contextlib
 import json
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -94,6 +95,67 @@ async def publish(
         event.model_dump_json(),
     )
     return envelope.id
+
+
+async def publish_many(
+    connection: asyncpg.Connection,
+    events: Sequence[Event],
+    *,
+    catalog: Catalog = default_catalog,
+) -> list[UUID]:
+    """Record many events of one topic in the outbox in one statement, inside the caller's
+    transaction (a bulk writer: a national reference import). Returns their ids, in order.
+
+    :func:`publish` takes one lock per key until commit, which a transaction of 66,000 events
+    cannot hold (PostgreSQL's lock table overflows); this takes one lock for the whole topic, so
+    batches of concurrent writers commit, and reach Kafka, one after the other. Per-key order
+    holds between writers of one kind only: a topic is written with ``publish`` or with
+    ``publish_many``, not both.
+    """
+    if not connection.is_in_transaction():
+        raise RuntimeError("publish_many() belongs inside the transaction that changes the state")
+    if not events:
+        return []
+    specs = [catalog.spec_of(event) for event in events]
+    topics = {spec.topic.name for spec in specs}
+    if len(topics) != 1:
+        raise ValueError(f"publish_many() writes one topic at a time, not {sorted(topics)}")
+    trace_context: dict[str, str] = {}
+    propagate.inject(trace_context)  # the writer's trace continues in the relay
+    now = datetime.now(UTC)
+    ids, keys, types, headers, payloads = [], [], [], [], []
+    for spec, event in zip(specs, events, strict=True):
+        key = spec.key_of(event)
+        envelope = Envelope(
+            id=uuid4(), type=spec.event_type, source=spec.source, subject=key, time=now
+        )
+        ids.append(envelope.id)
+        keys.append(key)
+        types.append(spec.event_type)
+        headers.append(json.dumps(envelope.headers() | trace_context))
+        payloads.append(event.model_dump_json())
+    (topic,) = topics
+    await connection.execute(
+        "SELECT pg_advisory_xact_lock(hashtextextended($1, 0)), pg_notify($2, '')",
+        topic,
+        NOTIFY_CHANNEL,
+    )
+    await connection.execute(
+        """
+        INSERT INTO outbox (event_id, topic, key, type, headers, payload)
+        SELECT event_id, $2, key, type, headers::jsonb, payload
+          FROM unnest($1::uuid[], $3::text[], $4::text[], $5::text[], $6::text[])
+               WITH ORDINALITY AS event (event_id, key, type, headers, payload, position)
+         ORDER BY position
+        """,
+        ids,
+        topic,
+        keys,
+        types,
+        headers,
+        payloads,
+    )
+    return ids
 
 
 @dataclass

@@ -33,23 +33,18 @@ valid UTF-8 is read as Windows-1252, which is what a spreadsheet re-save produce
 from __future__ import annotations
 
 import csv
-import json
 import math
 import re
 import unicodedata
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-from uuid import uuid4
 
 import asyncpg
-from opentelemetry import propagate
 
-from maillage.common.catalog import SchoolReferenced, catalog
-from maillage.common.events import Envelope
-from maillage.common.outbox import NOTIFY_CHANNEL
+from maillage.common.catalog import SchoolReferenced
+from maillage.common.outbox import publish_many
 from maillage.registry import identifiers
 from maillage.registry.identifiers import InvalidIdentifier
 
@@ -598,18 +593,11 @@ LEFT JOIN target USING (uai)
 LEFT JOIN updated AS school USING (uai)
 """
 
-# Imports of reference schools take this lock for their whole transaction: one import at a time,
-# so the outbox rows of a school are in the order of the imports that wrote them (what the
-# per-key lock of outbox.publish() guarantees, which a national import cannot take 66,000 times).
+# Imports of reference schools take this lock for their whole transaction: one import at a time
+# (it is also outbox.publish_many's lock for the topic, taken before the first batch), so the
+# events of a school are in the order of the imports that wrote them.
 _IMPORT_LOCK = "SELECT pg_advisory_xact_lock(hashtextextended('registry.schools', 0))"
 
-_OUTBOX_INSERT = """
-INSERT INTO outbox (event_id, topic, key, type, headers, payload)
-SELECT event_id, $2, key, $3, headers::jsonb, payload
-FROM unnest($1::uuid[], $4::text[], $5::text[], $6::text[])
-    WITH ORDINALITY AS event (event_id, key, headers, payload, position)
-ORDER BY position
-"""
 
 _LOOKUP_SCHOOL = """
 SELECT uai, name, type, public_private, postal_code, commune_code, commune_name, departement,
@@ -654,33 +642,14 @@ async def set_education_prioritaire(
 
 
 async def publish_schools(connection: asyncpg.Connection, rows: Sequence[asyncpg.Record]) -> int:
-    """Write a ``SchoolReferenced`` event per row into the outbox, in one statement; return how
-    many. Called inside the import's transaction, which holds :data:`_IMPORT_LOCK`.
-
-    This is ``outbox.publish`` for a batch: the same envelope, trace context and wake-up of the
-    relay, without its per-key lock (see :data:`_IMPORT_LOCK`).
-    """
-    if not rows:
-        return 0
-    spec = catalog.spec_of(SchoolReferenced)
-    trace_context: dict[str, str] = {}
-    propagate.inject(trace_context)  # the import's trace continues in the relay
-    now = datetime.now(UTC)
-    ids, keys, headers, payloads = [], [], [], []
-    for row in rows:
-        event = SchoolReferenced(**{name: row[name] for name in SchoolReferenced.model_fields})
-        envelope = Envelope(
-            id=uuid4(), type=spec.event_type, source=spec.source, subject=event.uai, time=now
-        )
-        ids.append(envelope.id)
-        keys.append(event.uai)
-        headers.append(json.dumps(envelope.headers() | trace_context))
-        payloads.append(event.model_dump_json())
-    await connection.execute(
-        _OUTBOX_INSERT, ids, spec.topic.name, spec.event_type, keys, headers, payloads
-    )
-    await connection.execute("SELECT pg_notify($1, '')", NOTIFY_CHANNEL)
-    return len(rows)
+    """Record a ``SchoolReferenced`` event per row in the outbox, in one statement; return how
+    many. Called inside the import's transaction (a national import is too many events for
+    ``outbox.publish``'s lock per key: see ``outbox.publish_many``)."""
+    events = [
+        SchoolReferenced(**{name: row[name] for name in SchoolReferenced.model_fields})
+        for row in rows
+    ]
+    return len(await publish_many(connection, events))
 
 
 async def lookup_school(connection: asyncpg.Connection, uai: str) -> ReferenceSchool | None:
