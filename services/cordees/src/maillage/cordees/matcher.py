@@ -16,9 +16,9 @@ whichever offer opens first.
 
 from __future__ import annotations
 
+import math
 import time
 import uuid
-from collections.abc import Sequence
 from datetime import date
 from typing import Any
 
@@ -140,6 +140,34 @@ async def candidate_offers(connection: asyncpg.Connection, school_year: str) -> 
     return [offer_of(row) for row in await store.open_offers(connection, school_year)]
 
 
+KM_PER_DEGREE_OF_LATITUDE = domain.EARTH_RADIUS_KM * math.pi / 180
+
+
+async def reachable_offers(
+    connection: asyncpg.Connection, request: domain.Request
+) -> list[domain.Offer]:
+    """The open offers that may be eligible for the request: a superset of those
+    ``domain.rank_candidates`` keeps (which leaves out the declined ones), cut down in SQL so that
+    one request neither reads nor builds every offer of the country. Never the school's own
+    offers: a lycée never leads its own cordée."""
+    school = request.school
+    rows = await store.reachable_offers(
+        connection,
+        request.school_year,
+        school_partner_id=school.partner_id,
+        levels=sorted(domain.LEVELS_BY_KIND[school.kind]),
+        latitude=school.latitude,
+        academie=school.academie,
+        max_band_degrees=(
+            None
+            if request.max_distance_km is None
+            else request.max_distance_km / KM_PER_DEGREE_OF_LATITUDE
+        ),
+        km_per_degree=KM_PER_DEGREE_OF_LATITUDE,
+    )
+    return [offer_of(row) for row in rows]
+
+
 def _facts(request: dict[str, Any], status: str) -> dict[str, Any]:
     return {
         "request_id": request["id"],
@@ -154,18 +182,20 @@ async def propose_best(
     connection: asyncpg.Connection,
     request: dict[str, Any],
     school: domain.School | None,
-    offers: Sequence[domain.Offer] | None = None,
+    *,
+    passing_over: uuid.UUID | None = None,
 ) -> dict[str, Any]:
     """Propose the request its best candidate with ranked alternatives, or mark it unmatched.
-    ``offers``: the open offers of its school year, when the caller already has them."""
+    ``passing_over``: an offer not to propose now (the one it moves on from)."""
     candidates: list[domain.Candidate] = []
     if school is not None:
-        if offers is None:
-            offers = await candidate_offers(connection, request["school_year"])
-        own = [offer for offer in offers if offer.tete_partner_id != school.partner_id]
-        candidates = domain.rank_candidates(
-            request_of(request, school), own, limit=1 + ALTERNATIVES
-        )
+        match = request_of(request, school)
+        offers = [
+            offer
+            for offer in await reachable_offers(connection, match)
+            if offer.offer_id != passing_over
+        ]
+        candidates = domain.rank_candidates(match, offers, limit=1 + ALTERNATIVES)
     if not candidates:
         return await _unmatched(connection, request)
     best, *alternatives = candidates
@@ -237,12 +267,9 @@ async def move_on(
             MatchDeclined(**_facts(request, "declined"), offer_id=offer_id, tete_partner_id=tete),
         )
     school = await store.get_partner(connection, request["school_partner_id"])
-    offers = [
-        offer
-        for offer in await candidate_offers(connection, request["school_year"])
-        if offer.offer_id != offer_id
-    ]
-    return await propose_best(connection, request, school_of(school) if school else None, offers)
+    return await propose_best(
+        connection, request, school_of(school) if school else None, passing_over=offer_id
+    )
 
 
 async def rebalance(connection: asyncpg.Connection, offer_id: uuid.UUID) -> None:

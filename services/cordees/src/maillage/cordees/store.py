@@ -192,6 +192,53 @@ async def open_offers(
     return [dict(row) for row in rows if row["remaining"] > 0]
 
 
+async def reachable_offers(
+    connection: Connection,
+    school_year: str,
+    *,
+    school_partner_id: uuid.UUID,
+    levels: Sequence[str],
+    latitude: float,
+    academie: str | None,
+    max_band_degrees: float | None,
+    km_per_degree: float,
+) -> list[dict[str, Any]]:
+    """The open offers of the year with places left that one school may reach, as
+    :func:`open_offers` gives them: not its own, teaching one of its ``levels``, and whose tête
+    lies in a latitude band as wide as the farthest distance allowed (``max_band_degrees`` from
+    the school's wish, the offer's own maximum distance), or that serve its académie, or that
+    have no territory rule. A great-circle distance is never shorter than the difference of
+    latitudes, so no offer the matcher would keep is left out; the band's margin (1e-6 degree)
+    covers rounding."""
+    rows = await connection.fetch(
+        """
+        SELECT o.id, o.tete_partner_id, o.school_year, o.capacity, o.levels, o.thematics,
+               o.max_distance_km, o.academies, t.latitude, t.longitude, t.academie,
+               o.capacity - taken.active AS remaining
+        FROM cordee_offers o
+        JOIN partners t ON t.partner_id = o.tete_partner_id
+        CROSS JOIN LATERAL (SELECT count(*)::int AS active FROM pairings p
+                            WHERE p.offer_id = o.id AND p.status = 'active') AS taken
+        WHERE o.status = 'open' AND o.school_year = $1 AND t.status = 'verified'
+          AND t.latitude IS NOT NULL AND t.longitude IS NOT NULL
+          AND o.capacity > taken.active
+          AND o.tete_partner_id <> $2 AND o.levels && $3::text[]
+          AND ($5::float8 IS NULL OR abs(t.latitude - $4) <= $5 + 1e-6)
+          AND ((o.max_distance_km IS NULL AND o.academies = '{}')
+               OR abs(t.latitude - $4) <= o.max_distance_km / $7 + 1e-6
+               OR $6 = ANY (o.academies))
+        """,
+        school_year,
+        school_partner_id,
+        list(levels),
+        latitude,
+        max_band_degrees,
+        academie,
+        km_per_degree,
+    )
+    return [dict(row) for row in rows]
+
+
 # --- match requests -----------------------------------------------------------------------------
 
 REQUEST_COLUMNS = (
