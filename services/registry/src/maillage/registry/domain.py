@@ -153,6 +153,7 @@ STORED_FIELD_LEVELS: dict[str, dict[str, Level]] = {
             "longitude",
             "pupils",
             "updated_at",
+            "version",
         ),
         _P,
     ),
