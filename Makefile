@@ -39,7 +39,7 @@ imports: sync
 	$(UV) run --frozen --no-sync lint-imports
 
 pytest: sync
-	$(UV) run --frozen --no-sync pytest --durations=15  # the slowest tests, to keep CI within its budget
+	$(UV) run --frozen --no-sync pytest -n 2 --dist loadfile --durations=15
 
 test: lint typecheck imports pytest
 

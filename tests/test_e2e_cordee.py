@@ -179,6 +179,8 @@ def stack(tmp_path: Path, sink: OtlpSink) -> Iterator[Stack]:
             str(free_port()),
             "--postgres-port",
             str(postgres_port),
+            "--smtp-port",
+            str(free_port()),
         ],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,

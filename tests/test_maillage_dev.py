@@ -50,6 +50,8 @@ def start_dev(
             str(free_port()),
             "--postgres-port",
             str(free_port()),
+            "--smtp-port",
+            str(free_port()),
             *extra,
         ],
         stdout=subprocess.PIPE,
@@ -101,6 +103,9 @@ def test_dev_starts_everything_and_stops_clean_on_ctrl_c(tmp_path: Path) -> None
         ready_after = time.monotonic() - started
         assert "all services ready" in text
         assert "demo:" in text
+        # The demo's e-mail channels: their confirmation mails reach the development mailbox.
+        output.wait_for("Confirmez votre adresse", timeout=30)
+        assert len(list((tmp_path / "data" / "mail").glob("*.eml"))) >= 2
         for index, name in enumerate(SERVICES):
             base = f"http://127.0.0.1:{port_base + index}"
             assert f"{base}/docs" in text
