@@ -2,20 +2,15 @@
 
 from __future__ import annotations
 
-import sys
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 from asgi_lifespan import LifespanManager
+from cordees_world import Cordees
 from jwt_fixtures import AUDIENCE, ISSUER, JWKSServer, SigningKey
 
 from maillage.common.auth import JWKSCache, TokenVerifier
 from maillage.cordees.app import CordeesSettings, create
-
-# The helper module imports by name, as pyproject's pythonpath does for libs/common/tests.
-sys.path.append(str(Path(__file__).parent))
-from cordees_world import Cordees
 
 
 @pytest.fixture
