@@ -3,11 +3,13 @@ registered; pairings that end."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 
 from cordees_world import Cordees, school_year
 
 from maillage.common.catalog import SchoolReferenced
+from maillage.cordees import matcher
 
 
 async def pair(cordees: Cordees, http: object, tete: uuid.UUID, school: uuid.UUID) -> str:
@@ -177,3 +179,34 @@ async def test_either_side_ends_a_pairing_and_finished_school_years_end(cordees:
     assert len(listed.json()["items"]) == 3
     reasons = [payload["reason"] for _, payload in await cordees.events("pairing.ended.v1")]
     assert reasons == ["school_request", "tete_request", "school_year_end"]
+
+
+async def test_the_service_ends_the_pairings_of_a_finished_school_year_by_itself(
+    cordees: Cordees,
+) -> None:
+    assert any(isinstance(w, matcher.SchoolYearEnd) for w in cordees.app.state.runtime.workers)
+    tete = await cordees.partner("etablissement_superieur")
+    school = await cordees.partner("college")
+    async with cordees.client() as http:
+        await cordees.offer(tete, http, capacity=1)
+        pairing_id = await pair(cordees, http, tete, school)
+    async with cordees.pool.acquire() as connection:
+        await connection.execute(
+            "UPDATE pairings SET school_year = '2001-2002' WHERE id = $1", uuid.UUID(pairing_id)
+        )
+    worker = matcher.SchoolYearEnd(cordees.pool, interval=0.05)
+    running = asyncio.create_task(worker.run())
+    try:
+        for _ in range(200):
+            status = await cordees.pool.fetchval(
+                "SELECT status FROM pairings WHERE id = $1", uuid.UUID(pairing_id)
+            )
+            if status == "ended":
+                break
+            await asyncio.sleep(0.05)
+    finally:
+        worker.stop()
+        await asyncio.wait_for(running, 5)
+    assert status == "ended"
+    [(_, payload)] = await cordees.events("pairing.ended.v1")
+    assert (payload["pairing_id"], payload["reason"]) == (pairing_id, "school_year_end")

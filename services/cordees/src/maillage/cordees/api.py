@@ -433,22 +433,6 @@ def _request_facts(request: dict[str, Any], status: str) -> dict[str, Any]:
     }
 
 
-def _pairing_facts(pairing: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "pairing_id": pairing["id"],
-        **{
-            name: pairing[name]
-            for name in (
-                "request_id",
-                "offer_id",
-                "tete_partner_id",
-                "school_partner_id",
-                "school_year",
-            )
-        },
-    }
-
-
 async def _creating(
     request: Request, pool: asyncpg.Pool, caller: Caller, body: BaseModel
 ) -> idempotency.IdempotencyKey | JSONResponse | None:
@@ -845,7 +829,7 @@ async def accept_match(request_id: uuid.UUID, caller: CurrentCaller, pool: Pool)
             offer_id=offer["id"],
             proposal=match["proposal"],
         )
-        await publish(connection, PairingEstablished(**_pairing_facts(pairing)))
+        await publish(connection, PairingEstablished(**matcher.pairing_facts(pairing)))
         await matcher.rebalance(connection, offer["id"])
     return pairing
 
@@ -993,7 +977,7 @@ async def end_pairing(pairing_id: uuid.UUID, caller: CurrentCaller, pool: Pool) 
         if pairing["status"] != "active":
             raise _conflict("pairing_ended", "Already ended", "This pairing has ended.")
         pairing = await store.end_pairing(connection, pairing_id, reason)
-        await publish(connection, PairingEnded(**_pairing_facts(pairing), reason=reason))
+        await publish(connection, PairingEnded(**matcher.pairing_facts(pairing), reason=reason))
         await matcher.rebalance(connection, pairing["offer_id"])  # a place is free again
     return pairing
 
@@ -1010,12 +994,8 @@ async def end_finished_school_years(
 ) -> dict[str, Any]:
     current = matcher.school_year_of(datetime.now(UTC).date())
     async with transaction(pool) as connection:
-        over = await store.active_pairings_before(connection, current)
-        for pairing in over:
-            reason = "school_year_end"
-            ended = await store.end_pairing(connection, pairing["id"], reason)
-            await publish(connection, PairingEnded(**_pairing_facts(ended), reason=reason))
-    return {"school_year": current, "ended": len(over)}
+        ended = await matcher.end_finished_school_years(connection, current)
+    return {"school_year": current, "ended": ended}
 
 
 # --- campaigns ----------------------------------------------------------------------------------

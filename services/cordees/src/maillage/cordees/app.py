@@ -5,11 +5,13 @@ Run it with ``uvicorn maillage.cordees.app:create --factory`` (``maillage dev`` 
 
 from pathlib import Path
 
+import asyncpg
 from fastapi import FastAPI
+from pydantic import Field
 
 from maillage.common.http import create_app
 from maillage.common.settings import ServiceSettings, service_config
-from maillage.cordees import api, consumers
+from maillage.cordees import api, consumers, matcher
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 DESCRIPTION = (
@@ -22,10 +24,17 @@ class CordeesSettings(ServiceSettings):
     model_config = service_config("cordees")
 
     service_name: str = "cordees"
+    school_year_end_check_seconds: float = Field(
+        default=3600, gt=0, description="How often pairings of finished school years are ended"
+    )
 
 
 def create(settings: CordeesSettings | None = None) -> FastAPI:
     settings = settings or CordeesSettings()  # type: ignore[call-arg]  # read from the environment
+
+    def school_year_end(pool: asyncpg.Pool) -> matcher.SchoolYearEnd:
+        return matcher.SchoolYearEnd(pool, interval=settings.school_year_end_check_seconds)
+
     return create_app(
         settings,
         title="Maillage cordées",
@@ -33,4 +42,5 @@ def create(settings: CordeesSettings | None = None) -> FastAPI:
         routers=[api.router],
         consumers=consumers.CONSUMERS,
         migrations=MIGRATIONS,
+        workers=[school_year_end],
     )

@@ -16,18 +16,24 @@ whichever offer opens first.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import math
 import time
 import uuid
-from datetime import date
+from datetime import UTC, date, datetime
 from typing import Any
 
 import asyncpg
 
-from maillage.common.catalog import MatchDeclined, MatchProposed, MatchUnmatched
+from maillage.common.catalog import MatchDeclined, MatchProposed, MatchUnmatched, PairingEnded
+from maillage.common.db import transaction
+from maillage.common.logging import get_logger
 from maillage.common.outbox import publish
 from maillage.cordees import domain, store
 from maillage.cordees.domain import PriorityClass
+
+log = get_logger(__name__)
 
 # A lycée with CPGE or STS may lead a cordée too. The registry does not say which lycées have
 # them, so any verified lycée may open offers (it is also a school that may be encordé, never
@@ -370,3 +376,63 @@ async def run_campaign(
         "objective": result.objective,
         "solve_ms": round(solve_ms, 3),
     }
+
+
+# --- pairings -----------------------------------------------------------------------------------
+
+
+def pairing_facts(pairing: dict[str, Any]) -> dict[str, Any]:
+    """The facts every pairing event carries."""
+    return {
+        "pairing_id": pairing["id"],
+        **{
+            name: pairing[name]
+            for name in (
+                "request_id",
+                "offer_id",
+                "tete_partner_id",
+                "school_partner_id",
+                "school_year",
+            )
+        },
+    }
+
+
+async def end_finished_school_years(connection: asyncpg.Connection, current_year: str) -> int:
+    """End every active pairing of a school year before ``current_year``; how many.
+
+    Cordées run for a school year: the worker (:class:`SchoolYearEnd`) calls this at start-up
+    and then hourly, operators may too (``POST /pairings/end-of-school-year``). Safe to repeat.
+    """
+    over = await store.active_pairings_before(connection, current_year)
+    for pairing in over:
+        reason = "school_year_end"
+        ended = await store.end_pairing(connection, pairing["id"], reason)
+        await publish(connection, PairingEnded(**pairing_facts(ended), reason=reason))
+    return len(over)
+
+
+class SchoolYearEnd:
+    """Ends the pairings of finished school years: at start-up, then every ``interval``
+    seconds (a background worker of the app). A failed pass is logged and retried next time."""
+
+    def __init__(self, pool: asyncpg.Pool, *, interval: float = 3600.0) -> None:
+        self.pool = pool
+        self.interval = interval
+        self._stopping = asyncio.Event()
+
+    async def run(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                async with transaction(self.pool) as connection:
+                    current = school_year_of(datetime.now(UTC).date())
+                    ended = await end_finished_school_years(connection, current)
+                if ended:
+                    log.info("pairings of finished school years ended", ended=ended)
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as error:
+                log.warning("ending finished school years failed", error=str(error))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), self.interval)
+
+    def stop(self) -> None:
+        self._stopping.set()
