@@ -7,6 +7,7 @@ delivery worker of the app delivers to real receivers on loopback, verified with
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import re
 import socket
@@ -769,3 +770,45 @@ async def test_the_openapi_documents_every_route_for_partners(notifications: Not
     confirm = document["paths"]["/email-channels/confirm"]["post"]
     assert "security" not in confirm
     assert "429" in confirm["responses"]
+
+
+async def test_disabling_waits_for_an_attempt_being_recorded_instead_of_deadlocking(
+    notifications: Notifications,
+) -> None:
+    """The worker records an attempt by locking the delivery, then its endpoint; the API takes
+    the same order, so a partner disabling the endpoint meanwhile waits, then answers."""
+    partner_id, headers = notifications.partner()
+    created = await subscribe(notifications, headers, "http://127.0.0.1:9/hook")
+    endpoint_id = uuid.UUID(created["id"])
+    await notifications.publish(partner_id)
+
+    async def settled() -> bool:  # the app's own worker has given up on port 9
+        status = await notifications.pool.fetchval(
+            "SELECT status FROM deliveries WHERE endpoint_id = $1", endpoint_id
+        )
+        return status != "pending"
+
+    for _ in range(100):
+        if await settled():
+            break
+        await asyncio.sleep(0.1)
+    async with notifications.client() as http:
+        async with notifications.pool.acquire() as worker, worker.transaction():
+            # As store.record_attempts does: the delivery first…
+            await worker.execute(
+                "UPDATE deliveries SET last_error = last_error WHERE endpoint_id = $1",
+                endpoint_id,
+            )
+            disabling = asyncio.create_task(
+                http.post(f"/webhook-endpoints/{endpoint_id}/disable", headers=headers)
+            )
+            await asyncio.sleep(0.5)  # the API call is now waiting for a lock
+            # …then its endpoint: with the API holding the endpoint, this would deadlock.
+            await worker.execute(
+                "UPDATE webhook_endpoints SET first_failure_at = first_failure_at WHERE id = $1",
+                endpoint_id,
+            )
+            assert not disabling.done()
+        disabled = await disabling  # the "worker" committed: the API goes on
+    assert disabled.status_code == 200, disabled.text
+    assert disabled.json()["enabled"] is False

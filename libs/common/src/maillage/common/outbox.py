@@ -75,17 +75,15 @@ async def publish(
     )
     headers = envelope.headers()
     propagate.inject(headers)  # the writer's trace continues in the relay
-    # One round trip for both: the lock comes before the INSERT, and a NOTIFY is delivered only
-    # at commit anyway.
-    await connection.execute(
-        "SELECT pg_advisory_xact_lock(hashtextextended($1, 0)), pg_notify($2, '')",
-        f"{spec.topic.name}/{key}",
-        NOTIFY_CHANNEL,
-    )
+    # One round trip: the inserted row is read from the materialised lock, so the lock is held
+    # before the row (and its outbox id) exists; a NOTIFY is delivered only at commit anyway.
     await connection.execute(
         """
+        WITH locked AS MATERIALIZED (
+            SELECT pg_advisory_xact_lock(hashtextextended($7, 0)), pg_notify($8, '')
+        )
         INSERT INTO outbox (event_id, topic, key, type, headers, payload)
-        VALUES ($1, $2, $3, $4, $5::text::jsonb, $6)
+        SELECT $1::uuid, $2::text, $3::text, $4::text, $5::text::jsonb, $6::text FROM locked
         """,
         envelope.id,
         spec.topic.name,
@@ -93,6 +91,8 @@ async def publish(
         spec.event_type,
         json.dumps(headers),
         event.model_dump_json(),
+        f"{spec.topic.name}/{key}",
+        NOTIFY_CHANNEL,
     )
     return envelope.id
 
@@ -238,7 +238,14 @@ class OutboxRelay:
             while not self._stop.is_set():
                 try:
                     await self._run_once()
-                except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as error:
+                # InternalClientError: a connection left mid-operation when the server went
+                # away (seen while PostgreSQL shuts down); the next round reconnects.
+                except (
+                    OSError,
+                    asyncpg.PostgresError,
+                    asyncpg.InterfaceError,
+                    asyncpg.InternalClientError,
+                ) as error:
                     log.warning("outbox relay lost its database connection", error=str(error))
                     self.status.role = "starting"
                     await self._sleep(self.poll_interval)

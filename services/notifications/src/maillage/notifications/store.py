@@ -786,6 +786,14 @@ async def touch_endpoint(
     )
 
 
+async def lock_deliveries_of(connection: asyncpg.Connection, endpoint_id: uuid.UUID) -> None:
+    """Lock every delivery of an endpoint for the transaction (see the API's ``_own_endpoint``:
+    deliveries before their endpoint, as the worker locks them)."""
+    await connection.execute(
+        "SELECT 1 FROM deliveries WHERE endpoint_id = $1 ORDER BY id FOR UPDATE", endpoint_id
+    )
+
+
 async def delete_endpoint(connection: asyncpg.Connection, endpoint_id: uuid.UUID) -> None:
     """The endpoint, its secrets, deliveries and attempts (ON DELETE CASCADE)."""
     await connection.execute("DELETE FROM webhook_endpoints WHERE id = $1", endpoint_id)
