@@ -20,7 +20,7 @@ import pytest
 
 from maillage.common.catalog import catalog
 from maillage.common.ratelimit import TokenBucket
-from maillage.notifications import ssrf
+from maillage.notifications import ssrf, store
 
 if TYPE_CHECKING:  # the fixtures' types; pytest itself loads conftest
     from services.notifications.tests.conftest import Notifications, Receiver
@@ -772,43 +772,93 @@ async def test_the_openapi_documents_every_route_for_partners(notifications: Not
     assert "429" in confirm["responses"]
 
 
-async def test_disabling_waits_for_an_attempt_being_recorded_instead_of_deadlocking(
-    notifications: Notifications,
-) -> None:
-    """The worker records an attempt by locking the delivery, then its endpoint; the API takes
-    the same order, so a partner disabling the endpoint meanwhile waits, then answers."""
-    partner_id, headers = notifications.partner()
+async def _in_flight(
+    notifications: Notifications, headers: dict[str, str], partner_id: uuid.UUID
+) -> tuple[uuid.UUID, uuid.UUID]:
+    """An endpoint with one delivery the app's worker has given up on (port 9 refuses): as an
+    attempt in flight would be, from the API's side. (endpoint id, delivery id)"""
     created = await subscribe(notifications, headers, "http://127.0.0.1:9/hook")
     endpoint_id = uuid.UUID(created["id"])
     await notifications.publish(partner_id)
-
-    async def settled() -> bool:  # the app's own worker has given up on port 9
-        status = await notifications.pool.fetchval(
-            "SELECT status FROM deliveries WHERE endpoint_id = $1", endpoint_id
-        )
-        return status != "pending"
-
     for _ in range(100):
-        if await settled():
+        row = await notifications.pool.fetchrow(
+            "SELECT id, status FROM deliveries WHERE endpoint_id = $1", endpoint_id
+        )
+        if row is not None and row["status"] != "pending":
             break
         await asyncio.sleep(0.1)
+    async with notifications.pool.acquire() as connection:  # pending again, mid-attempt
+        await connection.execute(
+            "UPDATE deliveries SET status = 'pending', next_attempt_at = now() + interval '1 h'"
+            " WHERE id = $1",
+            row["id"],
+        )
+    return endpoint_id, row["id"]
+
+
+def _attempt(endpoint_id: uuid.UUID, delivery_id: uuid.UUID, status_code: int) -> Any:
+    delivered = status_code == 200
+    return store.AttemptOutcome(
+        delivery_id,
+        endpoint_id,
+        store.AttemptRecord(10, datetime.now(UTC), 12, status_code, None),
+        "delivered" if delivered else "pending",
+        None if delivered else datetime.now(UTC) + timedelta(minutes=5),
+    )
+
+
+async def test_disabling_while_an_attempt_is_recorded_waits_then_disables_the_delivery(
+    notifications: Notifications,
+) -> None:
+    """The worker records attempts under the endpoint's lock, then its deliveries', and the API
+    takes the same order: disabling meanwhile waits for the worker's commit, then answers."""
+    partner_id, headers = notifications.partner()
+    endpoint_id, delivery_id = await _in_flight(notifications, headers, partner_id)
     async with notifications.client() as http:
         async with notifications.pool.acquire() as worker, worker.transaction():
-            # As store.record_attempts does: the delivery first…
-            await worker.execute(
-                "UPDATE deliveries SET last_error = last_error WHERE endpoint_id = $1",
-                endpoint_id,
+            await store.record_attempts(
+                worker, [_attempt(endpoint_id, delivery_id, 503)], now=datetime.now(UTC)
             )
             disabling = asyncio.create_task(
                 http.post(f"/webhook-endpoints/{endpoint_id}/disable", headers=headers)
             )
-            await asyncio.sleep(0.5)  # the API call is now waiting for a lock
-            # …then its endpoint: with the API holding the endpoint, this would deadlock.
-            await worker.execute(
-                "UPDATE webhook_endpoints SET first_failure_at = first_failure_at WHERE id = $1",
-                endpoint_id,
-            )
-            assert not disabling.done()
-        disabled = await disabling  # the "worker" committed: the API goes on
+            await asyncio.sleep(0.5)
+            assert not disabling.done()  # waiting for the worker's transaction
+        disabled = await disabling
     assert disabled.status_code == 200, disabled.text
-    assert disabled.json()["enabled"] is False
+    status = await notifications.pool.fetchval(
+        "SELECT status FROM deliveries WHERE id = $1", delivery_id
+    )
+    assert status == "disabled"
+
+
+async def test_an_attempt_finishing_after_a_disable_or_a_delete_changes_nothing_it_should_not(
+    notifications: Notifications,
+) -> None:
+    partner_id, headers = notifications.partner()
+    disabled_endpoint, kept_off = await _in_flight(notifications, headers, partner_id)
+    deleted_endpoint, gone = await _in_flight(notifications, headers, partner_id)
+    other_endpoint, other = await _in_flight(notifications, headers, partner_id)
+    async with notifications.client() as http:
+        path = "/webhook-endpoints"
+        assert (await http.post(f"{path}/{disabled_endpoint}/disable", headers=headers)).is_success
+        assert (await http.delete(f"{path}/{deleted_endpoint}", headers=headers)).is_success
+    # The attempts that were in flight finish now, recorded in one batch.
+    async with notifications.pool.acquire() as worker, worker.transaction():
+        await store.record_attempts(
+            worker,
+            [
+                _attempt(disabled_endpoint, kept_off, 503),
+                _attempt(deleted_endpoint, gone, 503),
+                _attempt(other_endpoint, other, 200),
+            ],
+            now=datetime.now(UTC),
+        )
+    statuses = dict(
+        await notifications.pool.fetch(
+            "SELECT id, status FROM deliveries WHERE id = ANY($1::uuid[])", [kept_off, gone, other]
+        )
+    )
+    # The disabled one stays disabled (enable + recover sends it), the deleted one is gone, and
+    # the rest of the batch is recorded all the same.
+    assert statuses == {kept_off: "disabled", other: "delivered"}

@@ -470,26 +470,10 @@ def _endpoint_not_found(endpoint_id: uuid.UUID) -> Problem:
 
 
 async def _own_endpoint(
-    connection: asyncpg.Connection,
-    endpoint_id: uuid.UUID,
-    partner_id: uuid.UUID,
-    now: datetime,
-    *,
-    with_deliveries: bool = False,
+    connection: asyncpg.Connection, endpoint_id: uuid.UUID, partner_id: uuid.UUID, now: datetime
 ) -> dict[str, Any]:
-    """The caller's endpoint, locked for the transaction (404 when it is another's).
-
-    ``with_deliveries``: its deliveries are locked too, before the endpoint, which is the order
-    the delivery worker takes them (deliveries, then their endpoint), so that disabling or
-    deleting an endpoint never deadlocks with an attempt being recorded.
-    """
-    if with_deliveries:
-        found = await store.find_endpoint(
-            connection, endpoint_id, partner_id=partner_id, now=now, for_update=False
-        )
-        if found is None:
-            raise _endpoint_not_found(endpoint_id)
-        await store.lock_deliveries_of(connection, endpoint_id)
+    """The caller's endpoint, locked for the transaction (404 when it is another's). Locking
+    the endpoint before its deliveries is the order the delivery worker takes them too."""
     endpoint = await store.find_endpoint(
         connection, endpoint_id, partner_id=partner_id, now=now, for_update=True
     )
@@ -689,9 +673,7 @@ async def disable_webhook_endpoint(
     partner_id = _own_partner(caller)
     now = _now()
     async with transaction(pool) as connection:
-        endpoint = await _own_endpoint(
-            connection, endpoint_id, partner_id, now, with_deliveries=True
-        )
+        endpoint = await _own_endpoint(connection, endpoint_id, partner_id, now)
         if endpoint["enabled"]:
             # The partner's own choice: no "your endpoint was disabled" e-mail.
             await store.disable_endpoint(
@@ -766,7 +748,7 @@ async def delete_webhook_endpoint(
 ) -> Response:
     partner_id = _own_partner(caller)
     async with transaction(pool) as connection:
-        await _own_endpoint(connection, endpoint_id, partner_id, _now(), with_deliveries=True)
+        await _own_endpoint(connection, endpoint_id, partner_id, _now())
         await store.delete_endpoint(connection, endpoint_id)
     return Response(status_code=204)
 

@@ -322,15 +322,26 @@ async def record_attempts(
     A handful of statements whatever the number of attempts (the worker records them in
     batches). ``outcomes`` are in the order the attempts finished: an endpoint's health follows
     its last attempts (a success clears ``first_failure_at``, a failure sets it if unset).
+
+    The endpoints are locked first, then their deliveries: the order every writer takes (the
+    API disabling or deleting an endpoint too), so none deadlocks with another. An attempt may
+    finish after its partner deleted or disabled the endpoint: a deleted delivery records
+    nothing, and a disabled one stays disabled unless the attempt delivered it.
     """
     if not outcomes:
         return
     await connection.execute(
+        "SELECT 1 FROM webhook_endpoints WHERE id = ANY($1::uuid[]) ORDER BY id FOR UPDATE",
+        sorted({o.endpoint_id for o in outcomes}),
+    )
+    await connection.execute(
         """
         INSERT INTO delivery_attempts
                (delivery_id, number, started_at, duration_ms, status_code, error)
-        SELECT * FROM unnest($1::uuid[], $2::int[], $3::timestamptz[], $4::int[], $5::int[],
-                             $6::text[])
+        SELECT u.* FROM unnest($1::uuid[], $2::int[], $3::timestamptz[], $4::int[], $5::int[],
+                               $6::text[])
+                        AS u (delivery_id, number, started_at, duration_ms, status_code, error)
+          JOIN deliveries d ON d.id = u.delivery_id
         ON CONFLICT (delivery_id, number) DO NOTHING
         """,
         [o.delivery_id for o in outcomes],
@@ -343,8 +354,12 @@ async def record_attempts(
     await connection.execute(
         """
         UPDATE deliveries d
-           SET status = u.status, attempts = greatest(d.attempts, u.number),
-               next_attempt_at = u.next_attempt_at, last_status_code = u.status_code,
+           SET status = CASE WHEN d.status = 'pending' OR u.status = 'delivered'
+                             THEN u.status ELSE d.status END,
+               next_attempt_at = CASE WHEN d.status = 'pending' AND u.status = 'pending'
+                                      THEN u.next_attempt_at END,
+               attempts = greatest(d.attempts, u.number),
+               last_status_code = u.status_code,
                last_error = u.error,
                delivered_at = CASE WHEN u.status = 'delivered' THEN $7 ELSE d.delivered_at END
           FROM unnest($1::uuid[], $2::text[], $3::int[], $4::timestamptz[], $5::int[], $6::text[])
@@ -783,14 +798,6 @@ async def touch_endpoint(
 ) -> None:
     await connection.execute(
         "UPDATE webhook_endpoints SET updated_at = $2 WHERE id = $1", endpoint_id, now
-    )
-
-
-async def lock_deliveries_of(connection: asyncpg.Connection, endpoint_id: uuid.UUID) -> None:
-    """Lock every delivery of an endpoint for the transaction (see the API's ``_own_endpoint``:
-    deliveries before their endpoint, as the worker locks them)."""
-    await connection.execute(
-        "SELECT 1 FROM deliveries WHERE endpoint_id = $1 ORDER BY id FOR UPDATE", endpoint_id
     )
 
 
