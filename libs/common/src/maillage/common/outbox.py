@@ -33,6 +33,7 @@ from opentelemetry import metrics, propagate, trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from maillage.common.catalog import catalog as default_catalog
+from maillage.common.db import CONNECTION_ERRORS
 from maillage.common.events import Catalog, Envelope, Event, encode_headers
 from maillage.common.logging import get_logger
 
@@ -238,14 +239,7 @@ class OutboxRelay:
             while not self._stop.is_set():
                 try:
                     await self._run_once()
-                # InternalClientError: a connection left mid-operation when the server went
-                # away (seen while PostgreSQL shuts down); the next round reconnects.
-                except (
-                    OSError,
-                    asyncpg.PostgresError,
-                    asyncpg.InterfaceError,
-                    asyncpg.InternalClientError,
-                ) as error:
+                except CONNECTION_ERRORS as error:
                     log.warning("outbox relay lost its database connection", error=str(error))
                     self.status.role = "starting"
                     await self._sleep(self.poll_interval)
@@ -291,7 +285,7 @@ class OutboxRelay:
             self._wake.clear()
             try:
                 published = await self._publish_batch(connection)
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+            except CONNECTION_ERRORS:
                 raise
             except Exception as error:  # the broker: unreachable, timing out, refusing
                 if self.status.failing_since is None:
