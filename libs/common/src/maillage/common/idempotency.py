@@ -44,10 +44,14 @@ class IdempotencyKey:
 
 
 async def claim(
-    pool: asyncpg.Pool, request: Request, scope: str, body: Any
+    database: asyncpg.Pool | asyncpg.Connection, request: Request, scope: str, body: Any
 ) -> IdempotencyKey | JSONResponse | None:
     """Claim the request's key. Returns None without a key, the stored response for a replay,
-    or the claimed key for the handler to ``remember`` its response under."""
+    or the claimed key for the handler to ``remember`` its response under.
+
+    ``database``: the pool, or a connection outside any transaction (a handler that reads on it
+    before and writes on it after saves taking a second one): the claim must commit at once, so
+    that a concurrent retry sees it in progress."""
     key = request.headers.get("Idempotency-Key")
     if key is None:
         return None
@@ -58,36 +62,42 @@ async def claim(
             "Invalid Idempotency-Key",
             detail="An Idempotency-Key is 8 to 255 characters: letters, digits, . _ : -",
         )
+    if not isinstance(database, asyncpg.Pool) and database.is_in_transaction():
+        raise RuntimeError("claim() commits at once: call it outside the handler's transaction")
     canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), default=str)
     request_hash = hashlib.sha256(
         f"{request.method} {request.url.path}\n{canonical}".encode()
     ).hexdigest()
-    async with pool.acquire() as connection:
-        await connection.execute(
-            "DELETE FROM idempotency_keys WHERE created_at < now() - $1::float8 * interval '1 hour'"
-            " AND scope = $2",
-            float(RETENTION_HOURS),
-            scope,
+    # One statement: drop the caller's other expired keys, and take this key if it is free or
+    # expired (a concurrent claim of the same expired key waits on its row, then finds it fresh).
+    claimed = await database.fetchval(
+        """
+        WITH expired AS (
+            DELETE FROM idempotency_keys
+            WHERE scope = $1 AND key <> $2 AND created_at < now() - $4::float8 * interval '1 hour'
         )
-        claimed = await connection.fetchval(
-            """
-            INSERT INTO idempotency_keys (scope, key, request_hash) VALUES ($1, $2, $3)
-            ON CONFLICT DO NOTHING RETURNING true
-            """,
-            scope,
-            key,
-            request_hash,
-        )
-        if claimed:
-            return IdempotencyKey(scope, key, request_hash)
-        row = await connection.fetchrow(
-            "SELECT request_hash, status_code, response FROM idempotency_keys"
-            " WHERE scope = $1 AND key = $2",
-            scope,
-            key,
-        )
+        INSERT INTO idempotency_keys AS kept (scope, key, request_hash) VALUES ($1, $2, $3)
+        ON CONFLICT (scope, key) DO UPDATE
+            SET request_hash = EXCLUDED.request_hash, status_code = NULL, response = NULL,
+                created_at = now()
+            WHERE kept.created_at < now() - $4::float8 * interval '1 hour'
+        RETURNING true
+        """,
+        scope,
+        key,
+        request_hash,
+        float(RETENTION_HOURS),
+    )
+    if claimed:
+        return IdempotencyKey(scope, key, request_hash)
+    row = await database.fetchrow(
+        "SELECT request_hash, status_code, response FROM idempotency_keys"
+        " WHERE scope = $1 AND key = $2",
+        scope,
+        key,
+    )
     if row is None:  # expired and deleted between the two statements: try once more
-        return await claim(pool, request, scope, body)
+        return await claim(database, request, scope, body)
     if row["request_hash"] != request_hash:
         raise Problem(
             409,

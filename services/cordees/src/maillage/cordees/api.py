@@ -434,10 +434,13 @@ def _request_facts(request: dict[str, Any], status: str) -> dict[str, Any]:
 
 
 async def _creating(
-    request: Request, pool: asyncpg.Pool, caller: Caller, body: BaseModel
+    request: Request,
+    database: asyncpg.Pool | asyncpg.Connection,
+    caller: Caller,
+    body: BaseModel,
 ) -> idempotency.IdempotencyKey | JSONResponse | None:
     return await idempotency.claim(
-        pool, request, f"caller:{caller.subject}", body.model_dump(mode="json")
+        database, request, f"caller:{caller.subject}", body.model_dump(mode="json")
     )
 
 
@@ -651,46 +654,49 @@ async def close_offer(offer_id: uuid.UUID, caller: CurrentCaller, pool: Pool) ->
 async def request_match(
     body: NewMatchRequest, request: Request, caller: CurrentCaller, pool: Pool
 ) -> JSONResponse:
-    partner = await _school(pool, caller)
-    school = matcher.school_of(partner)
-    if school is None:
-        raise _conflict(
-            "school_location_unknown",
-            "Location unknown",
-            "The school's coordinates are unknown: the registry has them from the Annuaire.",
-        )
-    claimed = await _creating(request, pool, caller, body)
-    if isinstance(claimed, JSONResponse):
-        return claimed
-    try:
-        async with transaction(pool) as connection:
-            match = await store.insert_request(
-                connection,
-                {
-                    "id": uuid.uuid4(),
-                    "school_partner_id": school.partner_id,
-                    "school_year": body.school_year,
-                    "thematics": sorted({thematic.value for thematic in body.thematics}),
-                    "max_distance_km": body.max_distance_km,
-                    "priority": int(school.priority),
-                },
+    # One connection for the whole request: the caller's school, the key's claim (committed at
+    # once, so a concurrent retry sees it in progress), then the request's transaction.
+    async with pool.acquire() as connection:
+        partner = await _school(connection, caller)
+        school = matcher.school_of(partner)
+        if school is None:
+            raise _conflict(
+                "school_location_unknown",
+                "Location unknown",
+                "The school's coordinates are unknown: the registry has them from the Annuaire.",
             )
-            await publish(
-                connection,
-                MatchRequested(
-                    **_request_facts(match, "requested"),
-                    thematics=tuple(match["thematics"]),
-                    max_distance_km=match["max_distance_km"],
-                ),
-            )
-            # Matching runs in the request's transaction: the status URL never shows a request
-            # the matcher has not seen.
-            match = await matcher.propose_best(connection, match, school)
-            out = MatchRequestOut(**_request_out(match)).model_dump(mode="json")
-            await idempotency.remember(connection, claimed, 202, out)
-    except BaseException:
-        await idempotency.release(pool, claimed)
-        raise
+        claimed = await _creating(request, connection, caller, body)
+        if isinstance(claimed, JSONResponse):
+            return claimed
+        try:
+            async with connection.transaction():
+                match = await store.insert_request(
+                    connection,
+                    {
+                        "id": uuid.uuid4(),
+                        "school_partner_id": school.partner_id,
+                        "school_year": body.school_year,
+                        "thematics": sorted({thematic.value for thematic in body.thematics}),
+                        "max_distance_km": body.max_distance_km,
+                        "priority": int(school.priority),
+                    },
+                )
+                await publish(
+                    connection,
+                    MatchRequested(
+                        **_request_facts(match, "requested"),
+                        thematics=tuple(match["thematics"]),
+                        max_distance_km=match["max_distance_km"],
+                    ),
+                )
+                # Matching runs in the request's transaction: the status URL never shows a
+                # request the matcher has not seen.
+                match = await matcher.propose_best(connection, match, school)
+                out = MatchRequestOut(**_request_out(match)).model_dump(mode="json")
+                await idempotency.remember(connection, claimed, 202, out)
+        except BaseException:
+            await idempotency.release(pool, claimed)
+            raise
     return JSONResponse(
         out, status_code=202, headers={"Location": f"/match-requests/{match['id']}"}
     )
