@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 import asyncpg
+import httpx
 from asgi_lifespan import LifespanManager
 
 from maillage.common.http import create_app
@@ -56,3 +57,40 @@ async def test_workers_start_on_the_pool_and_stop_with_the_app(
         assert app.state.runtime.workers == built
     assert built[0].stopped
     assert app.state.runtime.workers == []
+
+
+class Crasher:
+    """Fails on its first round, as a worker meeting an error it does not handle would."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self.pool = pool
+
+    async def run(self) -> None:
+        await self.pool.fetchval("SELECT 1")
+        raise RuntimeError("an error the loop does not handle")
+
+    def stop(self) -> None:
+        pass
+
+
+async def test_a_worker_that_stops_turns_readiness_red(
+    database_url: str, kafka_bootstrap_servers: str, kafka_idempotent_producer: bool
+) -> None:
+    settings = ServiceSettings(
+        service_name="workers",
+        environment="test",
+        database_url=database_url,
+        kafka_bootstrap_servers=kafka_bootstrap_servers,
+        kafka_idempotent_producer=kafka_idempotent_producer,
+    )
+    app = create_app(settings, title="t", description="t", workers=[Crasher])
+    async with LifespanManager(app) as manager:
+        transport = httpx.ASGITransport(app=manager.app, raise_app_exceptions=False)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            for _ in range(100):
+                ready = await client.get("/readyz")
+                if ready.status_code == 503:
+                    break
+                await asyncio.sleep(0.05)
+    assert ready.status_code == 503
+    assert ready.json()["checks"]["workers"] == "RuntimeError: stopped: Crasher"

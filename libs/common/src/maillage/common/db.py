@@ -30,6 +30,16 @@ MIGRATION_LOCK_KEY = 0x6D61_696C_6C61_6765
 
 COMMON_MIGRATIONS = Path(__file__).parent / "migrations"
 
+# What a long-running loop (outbox relay, background workers) survives and retries: the database
+# is unreachable, restarting or refusing, or a connection was left mid-operation when the server
+# went away (asyncpg's InternalClientError, seen while PostgreSQL shuts down).
+CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
+    OSError,
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+    asyncpg.InternalClientError,
+)
+
 _MIGRATION_NAME = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
 
 

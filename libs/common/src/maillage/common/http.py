@@ -278,14 +278,22 @@ def create_app(
                 asyncio.create_task(worker.run(), name=type(worker).__name__)
                 for worker in runtime.workers
             ]
+            for task in worker_tasks:
+                task.add_done_callback(_report_stopped_worker)
+            if worker_tasks:
+
+                async def workers_ready() -> None:
+                    stopped = [task.get_name() for task in worker_tasks if task.done()]
+                    if stopped:
+                        raise RuntimeError(f"stopped: {', '.join(stopped)}")
+
+                runtime.readiness_checks["workers"] = workers_ready
             log.info("ready")
             yield
         finally:
             for worker in runtime.workers:
                 worker.stop()
-            for result in await asyncio.gather(*worker_tasks, return_exceptions=True):
-                if isinstance(result, Exception):
-                    log.error("background worker failed", error=repr(result))
+            await asyncio.gather(*worker_tasks, return_exceptions=True)  # failures are logged
             runtime.workers = []
             runtime.relay.stop()
             if relay_task is not None:
@@ -353,6 +361,13 @@ def create_app(
         app.include_router(router)
     FastAPIInstrumentor.instrument_app(app, excluded_urls="livez,readyz")
     return app
+
+
+def _report_stopped_worker(task: asyncio.Task[None]) -> None:
+    """A worker's run() returns only when asked to; anything else is said at once (and
+    /readyz turns red: see the "workers" check)."""
+    if not task.cancelled() and task.exception() is not None:
+        log.error("background worker stopped", worker=task.get_name(), error=repr(task.exception()))
 
 
 def _health_router(runtime: ServiceRuntime) -> APIRouter:

@@ -27,7 +27,7 @@ from typing import Any
 import asyncpg
 
 from maillage.common.catalog import MatchDeclined, MatchProposed, MatchUnmatched, PairingEnded
-from maillage.common.db import transaction
+from maillage.common.db import CONNECTION_ERRORS, transaction
 from maillage.common.logging import get_logger
 from maillage.common.outbox import publish
 from maillage.cordees import domain, store
@@ -429,7 +429,7 @@ class SchoolYearEnd:
                     ended = await end_finished_school_years(connection, current)
                 if ended:
                     log.info("pairings of finished school years ended", ended=ended)
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as error:
+            except CONNECTION_ERRORS as error:
                 log.warning("ending finished school years failed", error=str(error))
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stopping.wait(), self.interval)

@@ -39,7 +39,7 @@ import httpcore
 import httpx
 from opentelemetry import propagate, trace
 
-from maillage.common.db import transaction
+from maillage.common.db import CONNECTION_ERRORS, transaction
 from maillage.common.logging import get_logger
 from maillage.notifications import domain, signing, ssrf, store
 from maillage.notifications.secretbox import SecretBox
@@ -316,7 +316,7 @@ class DeliveryWorker:
                     self._due.clear()
                     try:
                         claimed = await self._claim(limit)
-                    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                    except CONNECTION_ERRORS as exc:
                         log.warning("claiming deliveries failed", error=str(exc))
                 for delivery in claimed:
                     task = asyncio.create_task(self._deliver_logged(delivery))
@@ -347,7 +347,7 @@ class DeliveryWorker:
         try:
             connection = await self.pool.acquire()
             await connection.add_listener(DUE_CHANNEL, self._notified)
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        except CONNECTION_ERRORS as exc:
             log.warning("deliveries are polled only: LISTEN failed", error=str(exc))
             if connection is not None:
                 await self.pool.release(connection)
@@ -355,7 +355,7 @@ class DeliveryWorker:
         return connection
 
     async def _unlisten(self, connection: asyncpg.Connection) -> None:
-        with contextlib.suppress(OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+        with contextlib.suppress(*CONNECTION_ERRORS):
             await connection.remove_listener(DUE_CHANNEL, self._notified)
         await self.pool.release(connection)
 

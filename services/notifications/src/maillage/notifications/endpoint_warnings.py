@@ -14,7 +14,7 @@ from datetime import UTC, datetime, timedelta
 
 import asyncpg
 
-from maillage.common.db import transaction
+from maillage.common.db import CONNECTION_ERRORS, transaction
 from maillage.common.logging import get_logger
 from maillage.notifications import domain, store
 
@@ -52,7 +52,7 @@ class DisableWarningWorker:
         while not self._stopping.is_set():
             try:
                 await self.sweep()
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            except CONNECTION_ERRORS as exc:
                 log.warning("endpoint warning sweep failed", error=str(exc))
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stopping.wait(), self.interval)

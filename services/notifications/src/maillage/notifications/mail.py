@@ -31,7 +31,7 @@ import aiosmtplib
 import asyncpg
 import jinja2
 
-from maillage.common.db import transaction
+from maillage.common.db import CONNECTION_ERRORS, transaction
 from maillage.common.logging import get_logger
 from maillage.notifications import domain
 
@@ -328,7 +328,7 @@ class MailWorker:
             sent = 0
             try:
                 sent = await self.send_due()
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            except CONNECTION_ERRORS as exc:
                 log.warning("sending mail failed", error=str(exc))
             if sent == self.batch_size:
                 continue  # more may be due
