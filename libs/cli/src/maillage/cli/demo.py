@@ -148,16 +148,7 @@ async def registry_step(context: DemoContext) -> list[str]:
     lines = [f"registry: {schools.inserted + schools.updated} reference schools (Val-de-Marne)"]
     base = context.base_urls["registry"]
     async with httpx.AsyncClient(base_url=base, timeout=10) as http:
-        login = await http.post(
-            "/oauth/token",
-            data={
-                "grant_type": "password",
-                "username": "operator@maillage.test",
-                "password": STAFF["operator@maillage.test"][1],
-            },
-        )
-        login.raise_for_status()
-        operator = {"Authorization": f"Bearer {login.json()['access_token']}"}
+        operator = await _operator_headers(http)
         for body in DEMO_PARTNERS:
             response = await http.post("/partners", json=body)
             if response.status_code == 409:
@@ -175,7 +166,8 @@ async def registry_step(context: DemoContext) -> list[str]:
             lines.append(f"registry: {partner['legal_name']} ({partner['id']})")
     for email, (roles, password) in STAFF.items():
         lines.append(f"staff {email} / {password} ({', '.join(roles)})")
-    lines.append(f"operator token (15 min): {login.json()['access_token']}")
+    token = operator["Authorization"].removeprefix("Bearer ")
+    lines.append(f"operator token (15 min): {token}")
     return lines
 
 
