@@ -174,7 +174,9 @@ def pool_or_fail(runtime: ServiceRuntime) -> asyncpg.Pool:
     return runtime.pool
 
 
-def pool_of(request: Request) -> asyncpg.Pool:
+async def pool_of(request: Request) -> asyncpg.Pool:
+    # async although it never waits: FastAPI runs a plain ``def`` dependency in a worker thread,
+    # a thread hop on every request.
     return pool_or_fail(runtime_of(request))
 
 
