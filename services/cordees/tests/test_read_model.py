@@ -272,3 +272,26 @@ async def test_coverage_counts_the_reference_schools_the_registry_publishes(
     assert uncovered["0942584Y"]["name"] == "Collège Jean Moulin"
     assert not uncovered["0942584Y"]["registered"]
     assert sum(school["registered"] for school in uncovered.values()) == 1
+
+
+async def test_a_suspended_school_keeps_no_proposal_and_cannot_be_accepted(
+    cordees: Cordees,
+) -> None:
+    tete = await cordees.partner("etablissement_superieur", latitude=48.79, longitude=2.40)
+    school = await cordees.partner("college", latitude=48.79, longitude=2.40)
+    async with cordees.client() as http:
+        offer = await cordees.offer(tete, http)
+        proposed = await cordees.request(school, http)
+        await cordees.suspend(school)
+        after = await http.get(f"/match-requests/{proposed['id']}", headers=cordees.operator())
+        accepted = await http.post(
+            f"/match-requests/{proposed['id']}/accept", headers=cordees.token(tete, "partner")
+        )
+        pairings = await http.get("/pairings", headers=cordees.operator())
+    assert proposed["offer_id"] == offer["id"]
+    assert after.json()["status"] == "unmatched"
+    assert after.json()["declined_offer_ids"] == []  # withdrawn from the offer, not declined
+    assert accepted.status_code in (403, 404, 409)
+    assert pairings.json()["items"] == []
+    [(_, unmatched)] = await cordees.events("match-request.unmatched.v1")
+    assert unmatched["request_id"] == proposed["id"]

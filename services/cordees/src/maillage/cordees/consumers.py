@@ -4,7 +4,8 @@
 matcher needs of schools (UAI, REP status, QPV proximity, coordinates) and of têtes de cordée.
 Events may come again or out of order across a redelivery: only a newer ``version`` applies.
 When a tête de cordée stops being verified, the requests proposed to its offers move on to
-their next candidate, so a suspended tête receives no proposal and holds none.
+their next candidate, so a suspended tête receives no proposal and holds none; when a school
+stops being verified, its proposed requests become unmatched.
 
 ``cordees.reference`` keeps the reference schools from ``registry.schools`` (the Annuaire de
 l'éducation, as the registry imported it): coverage counts every REP+ and REP collège there,
@@ -40,8 +41,19 @@ async def apply_partner(event: PartnerFacts, delivery: Delivery) -> None:
     facts["academie"] = domain.academie_of(event.departement) if event.departement else None
     if not await store.apply_partner(delivery.connection, facts):
         return  # an older version than the one kept
-    if event.status != "verified" and event.kind in matcher.TETE_KINDS:
+    if event.status == "verified":
+        return
+    if event.kind in matcher.TETE_KINDS:
         for request_id in await store.proposed_to_tete(delivery.connection, event.partner_id):
+            request = await store.get_request(delivery.connection, request_id, for_update=True)
+            if request is not None and request["status"] == "proposed":
+                await matcher.move_on(delivery.connection, request, declined=False)
+    if event.kind in matcher.SCHOOL_KINDS:
+        # A school no longer verified keeps no proposal: its requests wait, unmatched, and are
+        # proposed again only once it is verified again (by the next campaign).
+        for request_id in await store.proposed_requests_of_school(
+            delivery.connection, event.partner_id
+        ):
             request = await store.get_request(delivery.connection, request_id, for_update=True)
             if request is not None and request["status"] == "proposed":
                 await matcher.move_on(delivery.connection, request, declined=False)

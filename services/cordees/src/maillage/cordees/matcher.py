@@ -70,9 +70,11 @@ def is_school_year(value: str) -> bool:
 
 
 def school_of(partner: dict[str, Any]) -> domain.School | None:
-    """The matcher's view of a school, or None when it cannot be matched (no coordinates)."""
+    """The matcher's view of a school, or None when it cannot be matched (not verified: a
+    suspended school is proposed nothing; or no coordinates)."""
     if (
-        partner["kind"] not in SCHOOL_KINDS
+        partner["status"] != "verified"
+        or partner["kind"] not in SCHOOL_KINDS
         or partner["latitude"] is None
         or partner["longitude"] is None
         or not partner["uai"]
@@ -296,6 +298,7 @@ def _school_columns(row: dict[str, Any]) -> dict[str, Any]:
     """The school's facts of a ``store.waiting_requests`` row, as a read-model partner."""
     return {
         "partner_id": row["school_partner_id"],
+        "status": "verified",  # waiting_requests keeps verified schools only
         "uai": row["school_uai"],
         "kind": row["school_kind"],
         "departement": row["school_departement"],

@@ -366,6 +366,18 @@ async def proposed_to_tete(connection: Connection, tete_partner_id: uuid.UUID) -
     return [row["id"] for row in rows]
 
 
+async def proposed_requests_of_school(
+    connection: Connection, school_partner_id: uuid.UUID
+) -> list[uuid.UUID]:
+    """The school's requests now proposed (to withdraw the proposals when it is suspended)."""
+    rows = await connection.fetch(
+        "SELECT id FROM match_requests WHERE status = 'proposed' AND school_partner_id = $1"
+        " ORDER BY id",
+        school_partner_id,
+    )
+    return [row["id"] for row in rows]
+
+
 async def waiting_requests(
     connection: Connection,
     *,
