@@ -293,3 +293,35 @@ async def test_a_campaign_serves_rep_plus_before_rep_when_places_are_short(
     assert after[paris]["status"] == "unmatched"
     proposed = await cordees.events("match-request.proposed.v1")
     assert len(proposed) == 2
+
+
+async def test_a_school_takes_one_place_of_an_offer_whatever_its_requests(
+    cordees: Cordees,
+) -> None:
+    tete = await cordees.partner("etablissement_superieur")
+    school = await cordees.partner("college")
+    async with cordees.client() as http:
+        offer = await cordees.offer(tete, http, capacity=3)
+        first = await cordees.request(school, http)
+        accepted = await http.post(
+            f"/match-requests/{first['id']}/accept", headers=cordees.token(tete, "partner")
+        )
+        second = await cordees.request(school, http)  # the only offer is its own already
+        # Proposed the same offer anyway (as a campaign could): the acceptance refuses.
+        async with cordees.pool.acquire() as connection:
+            await connection.execute(
+                """
+                UPDATE match_requests SET status = 'proposed', offer_id = $2,
+                       proposal = (SELECT proposal FROM match_requests WHERE id = $3)
+                 WHERE id = $1
+                """,
+                uuid.UUID(second["id"]),
+                uuid.UUID(offer["id"]),
+                uuid.UUID(first["id"]),
+            )
+        again = await http.post(
+            f"/match-requests/{second['id']}/accept", headers=cordees.token(tete, "partner")
+        )
+    assert accepted.status_code == 200
+    assert second["status"] == "unmatched"
+    assert (again.status_code, again.json()["code"]) == (409, "already_encorde")

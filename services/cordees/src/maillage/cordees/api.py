@@ -770,7 +770,10 @@ async def get_match_request(
 _PROPOSAL_RESPONSES: dict[int | str, dict[str, Any]] = {
     **_FORBIDDEN,
     404: {"description": "No such request"},
-    409: {"description": "The request is not proposed to your offer (any more), or it is full"},
+    409: {
+        "description": "The request is not proposed to your offer (any more), the offer is "
+        "full, or the school is already encordé with it"
+    },
 }
 
 
@@ -816,6 +819,12 @@ async def accept_match(request_id: uuid.UUID, caller: CurrentCaller, pool: Pool)
                 "Offer full",
                 "The offer has no place left.",
                 capacity=offer["capacity"],
+            )
+        if offer["id"] in await store.offers_paired_with(connection, match["school_partner_id"]):
+            raise _conflict(
+                "already_encorde",
+                "Already encordé",
+                "The school is already encordé with this offer (through another request).",
             )
         pairing = await store.insert_pairing(
             connection,

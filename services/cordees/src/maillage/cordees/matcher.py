@@ -113,14 +113,18 @@ def offer_of(row: dict[str, Any]) -> domain.Offer:
     )
 
 
-def request_of(request: dict[str, Any], school: domain.School) -> domain.Request:
+def request_of(
+    request: dict[str, Any], school: domain.School, *, paired: frozenset[uuid.UUID] = frozenset()
+) -> domain.Request:
+    """The engine's view of a request: the offers it declined, and those its school is already
+    encordé with (``paired``), are never proposed to it."""
     return domain.Request(
         request_id=request["id"],
         school=school,
         thematics=tuple(request["thematics"]),
         max_distance_km=request["max_distance_km"],
         school_year=request["school_year"],
-        excluded_offer_ids=frozenset(request["declined_offer_ids"]),
+        excluded_offer_ids=frozenset(request["declined_offer_ids"]) | paired,
     )
 
 
@@ -197,7 +201,8 @@ async def propose_best(
     ``passing_over``: an offer not to propose now (the one it moves on from)."""
     candidates: list[domain.Candidate] = []
     if school is not None:
-        match = request_of(request, school)
+        paired = await store.offers_paired_with(connection, school.partner_id)
+        match = request_of(request, school, paired=paired)
         offers = [
             offer
             for offer in await reachable_offers(connection, match)

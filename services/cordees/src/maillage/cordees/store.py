@@ -366,6 +366,17 @@ async def proposed_to_tete(connection: Connection, tete_partner_id: uuid.UUID) -
     return [row["id"] for row in rows]
 
 
+async def offers_paired_with(
+    connection: Connection, school_partner_id: uuid.UUID
+) -> frozenset[uuid.UUID]:
+    """The offers a school is encordé with now (never proposed to it again)."""
+    rows = await connection.fetch(
+        "SELECT offer_id FROM pairings WHERE school_partner_id = $1 AND status = 'active'",
+        school_partner_id,
+    )
+    return frozenset(row["offer_id"] for row in rows)
+
+
 async def proposed_requests_of_school(
     connection: Connection, school_partner_id: uuid.UUID
 ) -> list[uuid.UUID]:
