@@ -492,7 +492,8 @@ async def open_offer(
                 },
             )
             await publish(connection, CordeeOfferOpened(**_offer_facts(offer)))
-            await matcher.rebalance(connection, offer["id"])
+            # Nothing is proposed to a new offer yet: no rebalance; waiting requests go to the
+            # next campaign (decision 26).
             offer = await store.get_offer(connection, offer["id"])
             assert offer is not None
             out = Offer(**_offer_out(offer)).model_dump(mode="json")

@@ -290,8 +290,8 @@ async def rebalance(connection: asyncpg.Connection, offer_id: uuid.UUID) -> None
     longer take (closed, full, out of its territory now) move on to their next candidate."""
     row = await store.get_offer(connection, offer_id)
     assert row is not None
-    offers = await candidate_offers(connection, row["school_year"])
-    offer = next((o for o in offers if o.offer_id == offer_id), None)
+    still_open = await store.open_offers(connection, row["school_year"], offer_id=offer_id)
+    offer = offer_of(still_open[0]) if still_open else None
     for request in await store.proposed_to_offer(connection, offer_id, for_update=True):
         school = await store.get_partner(connection, request["school_partner_id"])
         still = school_of(school) if school else None

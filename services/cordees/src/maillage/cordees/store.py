@@ -173,10 +173,10 @@ async def list_offers(
 
 
 async def open_offers(
-    connection: Connection, school_year: str, *, departements: Sequence[str] | None = None
+    connection: Connection, school_year: str, *, offer_id: uuid.UUID | None = None
 ) -> list[dict[str, Any]]:
-    """Open offers of verified têtes de cordée for the year, with their remaining capacity and
-    the tête's coordinates and académie; full offers are left out."""
+    """Open offers of verified têtes de cordée for the year (or just ``offer_id``), with their
+    remaining capacity and the tête's coordinates and académie; full offers are left out."""
     rows = await connection.fetch(
         """
         SELECT o.id, o.tete_partner_id, o.school_year, o.capacity, o.levels, o.thematics,
@@ -186,8 +186,10 @@ async def open_offers(
         FROM cordee_offers o JOIN partners t ON t.partner_id = o.tete_partner_id
         WHERE o.status = 'open' AND o.school_year = $1 AND t.status = 'verified'
           AND t.latitude IS NOT NULL AND t.longitude IS NOT NULL
+          AND ($2::uuid IS NULL OR o.id = $2)
         """,
         school_year,
+        offer_id,
     )
     return [dict(row) for row in rows if row["remaining"] > 0]
 
