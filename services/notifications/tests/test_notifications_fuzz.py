@@ -15,26 +15,13 @@ from __future__ import annotations
 
 import asyncio
 import time
-import traceback
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import httpx
 import pytest
-import requests
 import schemathesis
-from hypothesis import HealthCheck, Phase, given, settings
-from hypothesis.errors import Unsatisfiable
-from schemathesis import GenerationMode
-from schemathesis.checks import not_a_server_error
-from schemathesis.core.failures import FailureGroup
-from schemathesis.specs.openapi.checks import (
-    content_type_conformance,
-    response_headers_conformance,
-    response_schema_conformance,
-    status_code_conformance,
-)
+from openapi_fuzzing import MODES, Fuzzer, describe
 
 from maillage.common.ratelimit import TokenBucket
 
@@ -42,14 +29,6 @@ if TYPE_CHECKING:  # the fixtures' types; pytest itself loads conftest
     from services.notifications.tests.conftest import Notifications
 
 BASE_URL = "http://notifications"
-CHECKS = [
-    not_a_server_error,
-    status_code_conformance,
-    content_type_conformance,
-    response_headers_conformance,
-    response_schema_conformance,
-]
-MODES = (GenerationMode.POSITIVE, GenerationMode.NEGATIVE)
 # Examples per operation, generation mode, caller and target (random or real).
 MAX_EXAMPLES = 12
 PATH_PARAMETERS = ("endpoint_id", "channel_id", "delivery_id", "event_type")
@@ -75,89 +54,6 @@ async def fuzzed(notifications: Notifications) -> AsyncIterator[Notifications]:
     state.rate_limits = {"email confirmation": TokenBucket(rate=1_000_000, per=60)}
     yield notifications
     state.webhook_resolver, state.rate_limits = resolver, limits
-
-
-@dataclass
-class Fuzzer:
-    """Sends schemathesis cases to the app on the session loop and validates the answers."""
-
-    loop: asyncio.AbstractEventLoop
-    http: httpx.AsyncClient
-    statuses: dict[int, int] = field(default_factory=dict)
-
-    @property
-    def sent(self) -> int:
-        return sum(self.statuses.values())
-
-    def send(self, case: schemathesis.Case, authorization: str) -> httpx.Response:
-        # Our token replaces any generated Authorization header; schemathesis still leaves it
-        # out when a negative case is about a missing credential.
-        kwargs = case.as_transport_kwargs(
-            base_url=BASE_URL, headers={"Authorization": authorization}
-        )
-        prepared = requests.Request(
-            method=kwargs.pop("method"),
-            url=kwargs.pop("url"),
-            headers=kwargs.pop("headers", None),
-            params=kwargs.pop("params", None),
-            cookies=kwargs.pop("cookies", None),
-            json=kwargs.pop("json", None),
-            data=kwargs.pop("data", None),
-            files=kwargs.pop("files", None),
-        ).prepare()
-        assert not kwargs, f"transport arguments not sent: {sorted(kwargs)}"
-        body = prepared.body.encode() if isinstance(prepared.body, str) else prepared.body
-        # Header values travel as latin-1 (httpx would encode str values as ASCII).
-        headers = {name: value.encode("latin-1") for name, value in prepared.headers.items()}
-        request = self.http.request(
-            str(prepared.method), str(prepared.url), headers=headers, content=body
-        )
-        response = asyncio.run_coroutine_threadsafe(request, self.loop).result(timeout=60)
-        self.statuses[response.status_code] = self.statuses.get(response.status_code, 0) + 1
-        return response
-
-    def fuzz(
-        self,
-        operation: schemathesis.APIOperation,
-        mode: GenerationMode,
-        authorization: str,
-        path_parameters: dict[str, Any] | None,
-    ) -> None:
-        strategy = operation.as_strategy(generation_mode=mode, path_parameters=path_parameters)
-
-        @settings(
-            max_examples=MAX_EXAMPLES,
-            deadline=None,
-            derandomize=True,  # the same requests on every run and in CI
-            database=None,
-            phases=[Phase.explicit, Phase.generate, Phase.shrink],
-            suppress_health_check=[
-                HealthCheck.too_slow,
-                HealthCheck.filter_too_much,
-                HealthCheck.data_too_large,
-            ],
-            print_blob=False,
-        )
-        @given(case=strategy)
-        def run(case: schemathesis.Case) -> None:
-            response = self.send(case, authorization)
-            case.validate_response(response, checks=CHECKS)
-
-        try:
-            run()
-        except Unsatisfiable:
-            # Negative data for an operation with no parameter, body or credential to break.
-            if mode is not GenerationMode.NEGATIVE:
-                raise
-
-
-def describe(error: BaseException) -> str:
-    """Every distinct failure in a (nested) group: schemathesis' reports, or a traceback."""
-    if isinstance(error, FailureGroup):
-        return str(error)
-    if isinstance(error, BaseExceptionGroup):
-        return "\n".join(describe(inner) for inner in error.exceptions)
-    return "".join(traceback.format_exception(error))
 
 
 async def seed(notifications: Notifications, http: httpx.AsyncClient) -> tuple[str, dict[str, str]]:
@@ -199,7 +95,7 @@ async def test_every_operation_answers_as_documented_under_fuzzing(fuzzed: Notif
         }
         document = await http.get("/openapi.json")
         schema = schemathesis.openapi.from_dict(document.json())
-        fuzzer = Fuzzer(asyncio.get_running_loop(), http)
+        fuzzer = Fuzzer(asyncio.get_running_loop(), http, BASE_URL, MAX_EXAMPLES)
         failures: list[str] = []
 
         def fuzz_everything() -> None:
