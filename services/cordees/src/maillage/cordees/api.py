@@ -15,8 +15,6 @@ registry suspended or rejected can no longer act:
 
 from __future__ import annotations
 
-import base64
-import json
 import uuid
 from datetime import UTC, date, datetime
 from enum import StrEnum
@@ -27,7 +25,7 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from maillage.common import idempotency
+from maillage.common import idempotency, pagination
 from maillage.common.auth import Caller, CurrentCaller, require_role
 from maillage.common.catalog import (
     CordeeOfferClosed,
@@ -334,29 +332,6 @@ def _conflict(code: str, title: str, detail: str, **extensions: Any) -> Problem:
     return Problem(409, code, title, detail=detail, **extensions)
 
 
-def _encode_cursor(at: datetime, identifier: uuid.UUID) -> str:
-    raw = json.dumps([at.isoformat(), str(identifier)]).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def _decode_cursor(cursor: str | None) -> tuple[datetime, uuid.UUID] | None:
-    if cursor is None:
-        return None
-    try:
-        at, identifier = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
-        return datetime.fromisoformat(at), uuid.UUID(identifier)
-    except (ValueError, TypeError, AttributeError) as error:
-        raise Problem(
-            400, "invalid_cursor", "Invalid cursor", detail="Use the next_cursor of a page."
-        ) from error
-
-
-def _page(rows: list[dict[str, Any]], limit: int, at: str) -> dict[str, Any]:
-    page, more = rows[:limit], len(rows) > limit
-    cursor = _encode_cursor(page[-1][at], page[-1]["id"]) if more else None
-    return {"items": page, "next_cursor": cursor}
-
-
 def _caller_partner(caller: Caller) -> uuid.UUID | None:
     try:
         return uuid.UUID(caller.partner_id) if caller.partner_id else None
@@ -529,10 +504,10 @@ async def list_offers(
         status=status,
         thematic=thematic.value if thematic else None,
         level=level.value if level else None,
-        after=_decode_cursor(cursor),
+        after=pagination.decode_cursor(cursor),
         limit=limit + 1,
     )
-    page = _page(rows, limit, "created_at")
+    page = pagination.page(rows, limit, "created_at")
     page["items"] = [_offer_out(offer) for offer in page["items"]]
     return page
 
@@ -747,10 +722,10 @@ async def list_match_requests(
         partner_id=partner_id,
         status=status,
         school_year=school_year,
-        after=_decode_cursor(cursor),
+        after=pagination.decode_cursor(cursor),
         limit=limit + 1,
     )
-    page = _page(rows, limit, "created_at")
+    page = pagination.page(rows, limit, "created_at")
     page["items"] = [_request_out(match) for match in page["items"]]
     return page
 
@@ -931,10 +906,10 @@ async def list_pairings(
         partner_id=partner_id,
         status=status,
         school_year=school_year,
-        after=_decode_cursor(cursor),
+        after=pagination.decode_cursor(cursor),
         limit=limit + 1,
     )
-    return _page(rows, limit, "established_at")
+    return pagination.page(rows, limit, "established_at")
 
 
 async def _visible_pairing(

@@ -28,7 +28,7 @@ from fastapi import APIRouter, Body, Query, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
-from maillage.common import idempotency
+from maillage.common import idempotency, pagination
 from maillage.common.auth import Caller, CurrentCaller
 from maillage.common.catalog import catalog
 from maillage.common.db import transaction
@@ -371,31 +371,6 @@ Cursor = Annotated[str | None, Query(max_length=200, description="The previous p
 # --- helpers -----------------------------------------------------------------------------------
 
 
-def _encode_cursor(row: dict[str, Any]) -> str:
-    raw = json.dumps([row["created_at"].isoformat(), str(row["id"])]).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def _decode_cursor(cursor: str | None) -> store.Page | None:
-    if cursor is None:
-        return None
-    try:
-        created_at, row_id = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
-        moment = datetime.fromisoformat(created_at)
-        if moment.tzinfo is None:
-            raise ValueError("a cursor's time has its offset")
-        return moment, uuid.UUID(row_id)
-    except (ValueError, TypeError, AttributeError) as error:  # uuid.UUID(7): AttributeError
-        raise Problem(
-            400, "invalid_cursor", "Invalid cursor", detail="Use the next_cursor of a page."
-        ) from error
-
-
-def _page(rows: list[dict[str, Any]], limit: int) -> dict[str, Any]:
-    page = rows[:limit]
-    return {"items": page, "next_cursor": _encode_cursor(page[-1]) if len(rows) > limit else None}
-
-
 def _settings(request: Request) -> Any:
     return request.app.state.settings
 
@@ -593,9 +568,13 @@ async def list_webhook_endpoints(
     scope = _readable(caller, partner_id)
     async with pool.acquire() as connection:
         rows = await store.list_endpoints(
-            connection, partner_id=scope, after=_decode_cursor(cursor), limit=limit + 1, now=_now()
+            connection,
+            partner_id=scope,
+            after=pagination.decode_cursor(cursor),
+            limit=limit + 1,
+            now=_now(),
         )
-    return _page(rows, limit)
+    return pagination.page(rows, limit)
 
 
 @router.get(
@@ -982,9 +961,9 @@ async def list_email_channels(
     scope = _readable(caller, partner_id)
     async with pool.acquire() as connection:
         rows = await store.list_email_channels(
-            connection, partner_id=scope, after=_decode_cursor(cursor), limit=limit + 1
+            connection, partner_id=scope, after=pagination.decode_cursor(cursor), limit=limit + 1
         )
-    return _page([_channel(row) for row in rows], limit)
+    return pagination.page([_channel(row) for row in rows], limit)
 
 
 @router.get(
@@ -1170,7 +1149,7 @@ async def list_endpoint_deliveries(
     limit: Limit = 20,
 ) -> dict[str, Any]:
     scope = _readable(caller)
-    after = _decode_cursor(cursor)
+    after = pagination.decode_cursor(cursor)
     async with pool.acquire() as connection:
         if await store.find_endpoint(connection, endpoint_id, partner_id=scope, now=_now()) is None:
             raise _endpoint_not_found(endpoint_id)
@@ -1183,7 +1162,7 @@ async def list_endpoint_deliveries(
             after=after,
             limit=limit + 1,
         )
-    return _page(rows, limit)
+    return pagination.page(rows, limit)
 
 
 @router.get(
@@ -1210,10 +1189,10 @@ async def list_deliveries(
             partner_id=scope,
             event_id=event_id,
             status=status,
-            after=_decode_cursor(cursor),
+            after=pagination.decode_cursor(cursor),
             limit=limit + 1,
         )
-    return _page(rows, limit)
+    return pagination.page(rows, limit)
 
 
 @router.get(

@@ -16,6 +16,7 @@ import asyncpg
 from opentelemetry import propagate
 
 from maillage.common.catalog import PartnerFacts
+from maillage.common.pagination import Position
 from maillage.notifications import domain, mail
 
 DeliveryStatus = Literal["pending", "delivered", "failed", "disabled"]
@@ -678,9 +679,6 @@ async def warn_failing_endpoints(
 # A partner's webhook endpoints, e-mail channels, preferences and settings, as the API reads and
 # changes them. ``partner_id=None`` on a read means every partner's (operators).
 
-Page = tuple[datetime, uuid.UUID]
-"""Where a page starts: after the row with this ``(created_at, id)``."""
-
 
 async def lock_partner_subscriptions(connection: asyncpg.Connection, partner_id: uuid.UUID) -> None:
     """Serialise one partner's creations until the transaction ends (limits are counted)."""
@@ -731,7 +729,7 @@ async def list_endpoints(
     connection: asyncpg.Connection,
     *,
     partner_id: uuid.UUID | None,
-    after: Page | None,
+    after: Position | None,
     limit: int,
     now: datetime,
 ) -> list[dict[str, Any]]:
@@ -872,7 +870,7 @@ async def list_email_channels(
     connection: asyncpg.Connection,
     *,
     partner_id: uuid.UUID | None,
-    after: Page | None,
+    after: Position | None,
     limit: int,
 ) -> list[dict[str, Any]]:
     rows = await connection.fetch(
@@ -1038,7 +1036,7 @@ async def delivery_log(
     endpoint_id: uuid.UUID | None = None,
     event_id: uuid.UUID | None = None,
     status: DeliveryStatus | None = None,
-    after: Page | None = None,
+    after: Position | None = None,
     limit: int,
 ) -> list[dict[str, Any]]:
     """Deliveries, newest first, with their last attempt's latency, from the page start."""

@@ -8,7 +8,6 @@ only operators move a partner's status, and every move is kept in its history.
 from __future__ import annotations
 
 import base64
-import json
 import uuid
 from datetime import datetime
 from typing import Annotated, Any, Literal
@@ -19,7 +18,7 @@ from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from maillage.common import idempotency
+from maillage.common import idempotency, pagination
 from maillage.common.auth import Caller, CurrentCaller, require_role
 from maillage.common.catalog import (
     PartnerFacts,
@@ -210,23 +209,6 @@ async def _caller_clearance(pool: asyncpg.Pool, caller: Caller, partner_id: str)
     )
 
 
-def _encode_cursor(partner: dict[str, Any]) -> str:
-    raw = json.dumps([partner["created_at"].isoformat(), partner["id"]]).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def _decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
-    try:
-        created_at, partner_id = json.loads(
-            base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        )
-        return datetime.fromisoformat(created_at), uuid.UUID(partner_id)
-    except (ValueError, TypeError, AttributeError) as error:  # uuid.UUID(7): AttributeError
-        raise Problem(
-            400, "invalid_cursor", "Invalid cursor", detail="Use the next_cursor of a page."
-        ) from error
-
-
 def _require_self(caller: Caller, partner_id: uuid.UUID) -> None:
     if caller.partner_id != str(partner_id) and "admin" not in caller.roles:
         raise Problem(
@@ -410,7 +392,7 @@ async def list_partners(
         programme=programme.value if programme else None,
         education_prioritaire=education_prioritaire,
         text=q,
-        after=_decode_cursor(cursor) if cursor else None,
+        after=pagination.decode_cursor(cursor),
         limit=limit + 1,
     )
     page, more = rows[:limit], len(rows) > limit
@@ -422,7 +404,11 @@ async def list_partners(
         if partner["id"] in contacts:
             partner = {**partner, "contacts": contacts[partner["id"]]}
         items.append(domain.visible(partner, levels[partner["id"]]))
-    return {"items": items, "next_cursor": _encode_cursor(page[-1]) if more else None}
+    last = page[-1] if more else None
+    return {
+        "items": items,
+        "next_cursor": pagination.encode_cursor(last["created_at"], last["id"]) if last else None,
+    }
 
 
 @router.get(
