@@ -36,10 +36,10 @@ import csv
 import math
 import re
 import unicodedata
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import asyncpg
 
@@ -48,6 +48,7 @@ from maillage.common.outbox import publish_many
 from maillage.registry import identifiers
 from maillage.registry.identifiers import InvalidIdentifier
 
+T = TypeVar("T")
 BATCH_SIZE = 1000
 EDUCATION_PRIORITAIRE = frozenset({"REP", "REP+"})
 ANNUAIRE_SOURCE = "annuaire"
@@ -676,31 +677,16 @@ async def import_annuaire(
     """
     lines = _FileLines(Path(path))
     summary = ImportSummary()
-    batch: list[ReferenceSchool] = []
-    rows = 0
 
-    async def flush() -> None:
+    async def apply(connection: asyncpg.Connection, batch: list[ReferenceSchool]) -> None:
         inserted, updated, published = await upsert_schools(connection, batch)
         summary.inserted += inserted
         summary.updated += updated
         summary.published += published
-        batch.clear()
 
-    async with pool.acquire() as connection, connection.transaction():
-        await connection.execute(_IMPORT_LOCK)
-        for item in parse_annuaire(lines):
-            rows += 1
-            if isinstance(item, Rejected):
-                summary.rejected.append(item)
-            else:
-                batch.append(item)
-            if rows % batch_size == 0:
-                await flush()
-                if progress is not None:
-                    progress(lines.bytes_read, rows)
-        await flush()
-    if progress is not None:
-        progress(lines.bytes_read, rows)
+    summary.rejected = await _import_in_batches(
+        pool, lines, parse_annuaire(lines), apply, progress=progress, batch_size=batch_size
+    )
     return summary
 
 
@@ -718,12 +704,8 @@ async def import_education_prioritaire(
     """
     lines = _FileLines(Path(path))
     summary = EducationPrioritaireSummary()
-    batch: list[PrioritaireStatus] = []
-    rows = 0
 
-    async def flush() -> None:
-        if not batch:
-            return
+    async def apply(connection: asyncpg.Connection, batch: list[PrioritaireStatus]) -> None:
         school_year = batch[0].school_year
         summary.school_year = school_year
         updated, not_found, published = await set_education_prioritaire(
@@ -733,21 +715,48 @@ async def import_education_prioritaire(
         summary.not_found += not_found
         summary.published += published
         summary.superseded += len(batch) - updated - not_found
-        batch.clear()
 
+    summary.rejected = await _import_in_batches(
+        pool,
+        lines,
+        parse_education_prioritaire(lines),
+        apply,
+        progress=progress,
+        batch_size=batch_size,
+    )
+    return summary
+
+
+async def _import_in_batches(
+    pool: asyncpg.Pool,
+    lines: _FileLines,
+    parsed: Iterable[T | Rejected],
+    apply: Callable[[asyncpg.Connection, list[T]], Awaitable[None]],
+    *,
+    progress: Progress | None,
+    batch_size: int,
+) -> list[Rejected]:
+    """Apply the good rows in batches of ``batch_size``, all in one transaction under the import
+    lock (the whole file or, on a database error, nothing); return the rejected rows."""
+    rejected: list[Rejected] = []
+    batch: list[T] = []
+    rows = 0
     async with pool.acquire() as connection, connection.transaction():
         await connection.execute(_IMPORT_LOCK)
-        for item in parse_education_prioritaire(lines):
+        for item in parsed:
             rows += 1
             if isinstance(item, Rejected):
-                summary.rejected.append(item)
+                rejected.append(item)
             else:
                 batch.append(item)
             if rows % batch_size == 0:
-                await flush()
+                if batch:
+                    await apply(connection, batch)
+                    batch = []
                 if progress is not None:
                     progress(lines.bytes_read, rows)
-        await flush()
+        if batch:
+            await apply(connection, batch)
     if progress is not None:
         progress(lines.bytes_read, rows)
-    return summary
+    return rejected
