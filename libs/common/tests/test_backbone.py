@@ -346,7 +346,7 @@ async def test_invalid_data_and_unknown_types_do_not_stop_the_partition(
     assert await pool.fetchval("SELECT seq FROM effects") == 2
     classes = sorted(letter.error_class.rsplit(".", 1)[-1] for letter in letters)
     # invalid JSON and missing field: validation errors; no ce_* headers: not a CloudEvent.
-    assert classes == ["ValidationError", "ValidationError", "ValueError"]
+    assert classes == ["EnvelopeError", "ValidationError", "ValidationError"]
     assert all(letter.attempts == 1 for letter in letters)
 
 

@@ -21,7 +21,7 @@ from pydantic import BaseModel, Field, model_validator
 
 from maillage.common.auth import require_role
 from maillage.common.events import decode_headers
-from maillage.common.inbox import DEAD_LETTER_PREFIX, DeadLetterProducer
+from maillage.common.inbox import DEAD_LETTER_HEADER, DEAD_LETTER_PREFIX, DeadLetterProducer
 from maillage.common.logging import get_logger
 from maillage.common.problems import Problem
 
@@ -138,11 +138,9 @@ async def list_dead_letters(bootstrap_servers: str, topics: list[str]) -> list[D
 
 
 async def _republish(producer: DeadLetterProducer, record: ConsumerRecord[bytes, bytes]) -> None:
-    headers = {
-        name: value
-        for name, value in decode_headers(record.headers).items()
-        if not name.startswith("dlq-")
-    }
+    # The original headers byte for byte (a dead letter may be one because a header was not
+    # UTF-8), without those the dead-lettering added.
+    headers = [(n, v) for n, v in record.headers if not n.startswith(DEAD_LETTER_HEADER)]
     original = decode_headers(record.headers).get("dlq-original-topic")
     if not original:
         raise ValueError(f"{record.topic}@{record.offset} does not say where it came from")

@@ -24,6 +24,8 @@ from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict
 
+from maillage.common.kafka_envelope import EnvelopeError, parse_timestamp, read_attributes
+
 SPECVERSION = "1.0"
 CONTENT_TYPE = "application/json"
 
@@ -31,6 +33,7 @@ _TYPE = re.compile(
     r"^fr\.maillage\.(?P<service>[a-z0-9]+)\.(?P<entity>[a-z][a-z0-9-]*)"
     r"\.(?P<verb>[a-z][a-z0-9-]*)\.v(?P<version>[1-9][0-9]*)$"
 )
+_UUID = re.compile(r"^[0-9a-fA-F]{8}-(?:[0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}$")
 _TOPIC = re.compile(r"^(?P<service>[a-z0-9]+)\.[a-z][a-z0-9-]*$")
 
 
@@ -233,31 +236,47 @@ class Envelope:
         }
 
     @classmethod
-    def from_headers(cls, headers: Mapping[str, str]) -> Envelope:
-        """Read the envelope back; ``ValueError`` names what is missing or malformed."""
-        missing = [
-            name
-            for name in ("ce_specversion", "ce_id", "ce_source", "ce_type", "ce_time")
-            if not headers.get(name)
-        ]
-        if missing:
-            raise ValueError(f"not a CloudEvent: missing {', '.join(missing)}")
-        if headers["ce_specversion"] != SPECVERSION:
-            raise ValueError(f"unsupported CloudEvents specversion {headers['ce_specversion']!r}")
-        content_type = headers.get("content-type", CONTENT_TYPE)
-        if content_type.split(";")[0].strip() != CONTENT_TYPE:
-            raise ValueError(f"unsupported content-type {content_type!r}")
+    def from_headers(cls, raw: Iterable[tuple[str, bytes | None]]) -> Envelope:
+        """Read the envelope of a record from its raw header pairs.
+
+        The attributes are first checked against CloudEvents 1.0 and its Kafka binding
+        (:mod:`maillage.common.kafka_envelope`), then against what every Maillage event carries:
+        an ``id`` that is a UUID, a ``time``, a JSON ``datacontenttype`` (or none, meaning
+        JSON), and for a ``fr.maillage.<service>.…`` type the source ``/maillage/<service>``.
+        Raises :class:`EnvelopeError` naming the header and the rule.
+        """
+        attributes, _ = read_attributes(raw)
+        return cls.from_attributes(attributes)
+
+    @classmethod
+    def from_attributes(cls, attributes: Mapping[str, str]) -> Envelope:
+        """The envelope from attributes already read by ``kafka_envelope.read_attributes``."""
+        event_type, source = attributes["type"], attributes["source"]
+        if not _UUID.match(attributes["id"]):
+            raise EnvelopeError(f"ce_id {attributes['id']!r}: a Maillage event id is a UUID")
+        if "time" not in attributes:
+            raise EnvelopeError("no ce_time header: a Maillage event says when it happened")
+        content_type = attributes.get("datacontenttype", CONTENT_TYPE)
+        if content_type.split(";")[0].strip().lower() != CONTENT_TYPE:
+            raise EnvelopeError(f"content-type {content_type!r}: Maillage event data is JSON")
+        match = _TYPE.match(event_type)
+        if match is not None and source != f"/maillage/{match['service']}":
+            raise EnvelopeError(
+                f"ce_source {source!r} does not publish {event_type} "
+                f"(/maillage/{match['service']} does)"
+            )
         return cls(
-            id=UUID(headers["ce_id"]),
-            type=headers["ce_type"],
-            source=headers["ce_source"],
-            subject=headers.get("ce_subject", ""),
-            time=datetime.fromisoformat(headers["ce_time"].replace("Z", "+00:00")),
+            id=UUID(attributes["id"]),
+            type=event_type,
+            source=source,
+            subject=attributes.get("subject", ""),
+            time=parse_timestamp(attributes["time"]),
         )
 
 
-def decode_headers(raw: Iterable[tuple[str, bytes]]) -> dict[str, str]:
-    return {name: value.decode("utf-8", "replace") for name, value in raw}
+def decode_headers(raw: Iterable[tuple[str, bytes | None]]) -> dict[str, str]:
+    """Headers as text for display, whatever their bytes (a null value reads as "")."""
+    return {name: (value or b"").decode("utf-8", "replace") for name, value in raw}
 
 
 def encode_headers(headers: Mapping[str, str]) -> list[tuple[str, bytes]]:

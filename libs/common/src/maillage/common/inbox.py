@@ -9,11 +9,12 @@ event type it cares about::
     async def partner_verified(event: PartnerVerified, delivery: Delivery) -> None:
         await store.mark_verified(delivery.connection, event.partner_id)
 
-For each record, in partition order: the CloudEvents headers are read and the data validated
-against the catalog; then, in one transaction, ``(group, event id)`` is inserted into ``inbox``
-and the handler runs on the same connection. A duplicate (the id is already there) is skipped.
-Kafka offsets are committed only after the whole batch is done, so a crash replays at most the
-batch, and the inbox makes the replay harmless.
+For each record, in partition order: the CloudEvents headers are read from the raw record
+(``kafka_envelope``: never FastStream's parsing, which raises on a header that is not UTF-8) and
+the data validated against the catalog; then, in one transaction, ``(group, event id)`` is
+inserted into ``inbox`` and the handler runs on the same connection. A duplicate (the id is
+already there) is skipped. Kafka offsets are committed only after the whole batch is done, so a
+crash replays at most the batch, and the inbox makes the replay harmless.
 
 Failures:
 
@@ -21,20 +22,23 @@ Failures:
   handed back to Kafka (redelivered); nothing goes to the dead letters for an outage;
 - a conflict (serialization failure, deadlock, :class:`TransientError`): retried with
   exponential backoff, up to ``max_attempts``, then dead-lettered;
-- anything else (invalid JSON, a schema mismatch, a handler bug): dead-lettered at once.
+- anything else (headers that are not a valid envelope, invalid JSON, a schema mismatch, a
+  handler bug): dead-lettered at once.
 
-A dead letter is the original record (key, value, headers) on ``dlq.<group>`` with headers saying
-where it came from and why; the partition keeps flowing. Unknown event types are skipped and
-counted.
+A dead letter is the original record, byte for byte (key, value, headers), on ``dlq.<group>``
+with headers saying where it came from and why (a record too large to copy keeps its key and
+headers, and says where its value is); the partition keeps flowing. Valid events of types the
+group does not handle are skipped and counted.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import re
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -42,6 +46,7 @@ from typing import Any, TypeVar
 import asyncpg
 import pydantic
 from aiokafka import AIOKafkaProducer, ConsumerRecord
+from aiokafka.errors import MessageSizeTooLargeError, RecordListTooLargeError
 from faststream import AckPolicy
 from faststream.kafka import KafkaBroker
 from faststream.kafka.annotations import KafkaMessage
@@ -49,15 +54,8 @@ from opentelemetry import metrics, propagate, trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from maillage.common.catalog import catalog as default_catalog
-from maillage.common.events import (
-    Catalog,
-    Envelope,
-    Event,
-    EventSpec,
-    Topic,
-    decode_headers,
-    encode_headers,
-)
+from maillage.common.events import Catalog, Envelope, Event, EventSpec, Topic, encode_headers
+from maillage.common.kafka_envelope import EnvelopeError, read_attributes
 from maillage.common.logging import get_logger
 
 log = get_logger(__name__)
@@ -66,6 +64,7 @@ meter = metrics.get_meter("maillage.inbox")
 
 _GROUP = re.compile(r"^[a-z0-9]+\.[a-z][a-z0-9-]*$")
 DEAD_LETTER_PREFIX = "dlq."
+DEAD_LETTER_HEADER = "dlq-"  # headers a dead letter adds; a replay removes them
 UNAVAILABLE_RETRY_S = 60.0
 
 _handler_duration = meter.create_histogram(
@@ -209,6 +208,18 @@ class EventConsumer:
         async def keep_raw(_message: Any) -> None:
             return None  # the runner reads the raw records itself: invalid JSON is its business
 
+        async def parse_nothing(
+            records: tuple[ConsumerRecord[bytes, bytes], ...],
+            faststream_parser: Callable[[Any], Awaitable[Any]],
+        ) -> Any:
+            # FastStream's own parser decodes every header as UTF-8 and raises on one that is
+            # not, before any decoder: the batch was then neither applied nor handed back, and
+            # the next commit moved past it. Give it records stripped to the headers it can
+            # read (for its telemetry), then hand the untouched records to the runner.
+            message = await faststream_parser(tuple(_readable_copy(r) for r in records))
+            message.raw_message = records
+            return message
+
         handled = ", ".join(sorted(self.handlers)) or "nothing yet"
 
         @broker.subscriber(
@@ -220,6 +231,7 @@ class EventConsumer:
             batch_timeout_ms=batch_timeout_ms,
             auto_offset_reset="earliest",
             ack_policy=AckPolicy.NACK_ON_ERROR,
+            parser=parse_nothing,
             decoder=keep_raw,
             title=f"{self.group}:consume",
             description=f"{self.description} Handles: {handled}.".strip(),
@@ -250,10 +262,10 @@ class EventConsumer:
                 await self._send_to_dead_letters(record, dead.error, dead.attempts)
 
     async def _process_record(self, record: ConsumerRecord[bytes, bytes]) -> None:
-        headers = decode_headers(record.headers)
+        text = text_headers(record.headers)
         with tracer.start_as_current_span(
             f"{record.topic} process",
-            context=propagate.extract(headers),
+            context=propagate.extract(text),
             kind=SpanKind.CONSUMER,
             attributes={
                 "messaging.system": "kafka",
@@ -262,26 +274,39 @@ class EventConsumer:
                 "messaging.consumer.group.name": self.group,
                 "messaging.destination.partition.id": str(record.partition),
                 "messaging.kafka.offset": record.offset,
-                "messaging.message.id": headers.get("ce_id", ""),
-                "cloudevents.event_type": headers.get("ce_type", ""),
+                "messaging.message.id": text.get("ce_id", ""),
+                "cloudevents.event_type": text.get("ce_type", ""),
             },
         ) as span:
-            try:
-                envelope = Envelope.from_headers(headers)
-            except ValueError as error:
-                raise _DeadLetter(error, attempts=1) from error
+            read = self._read(record)
+            if read is None:
+                return
+            envelope, event, handler = read
+            await self._apply(record, envelope, event, handler, span)
+
+    def _read(self, record: ConsumerRecord[bytes, bytes]) -> tuple[Envelope, Event, Handler] | None:
+        """The record's envelope, event and handler; None for a type this group skips.
+
+        Everything a producer controls is read here, from the raw record, and anything wrong
+        with it (or anything unexpected while reading it) sends the record to the dead letters.
+        """
+        try:
+            attributes, _ = read_attributes(record.headers)
+            envelope = Envelope.from_attributes(attributes)
             handled = self.handlers.get(envelope.type)
             if handled is None:
                 reason = "not_handled" if envelope.type in self.catalog.events else "unknown_type"
                 _skipped.add(1, {"group": self.group, "type": envelope.type, "reason": reason})
-                span.set_attribute("maillage.skipped", reason)
-                return
+                trace.get_current_span().set_attribute("maillage.skipped", reason)
+                return None
             spec, handler = handled
-            try:
-                event = spec.model.model_validate_json(record.value or b"")
-            except pydantic.ValidationError as error:
-                raise _DeadLetter(error, attempts=1) from error
-            await self._apply(record, envelope, event, handler, span)
+            event = spec.model.model_validate_json(record.value or b"")
+        except (EnvelopeError, pydantic.ValidationError) as error:
+            raise _DeadLetter(error, attempts=1) from error
+        except Exception as error:  # a bug in reading must not stall the partition either
+            log.exception("unexpected error reading a record", group=self.group)
+            raise _DeadLetter(error, attempts=1) from error
+        return envelope, event, handler
 
     async def _apply(
         self,
@@ -347,48 +372,94 @@ class EventConsumer:
     async def _send_to_dead_letters(
         self, record: ConsumerRecord[bytes, bytes], error: BaseException, attempts: int
     ) -> None:
+        """Put the record, byte for byte (key, value, every header), on the dead-letter topic
+        with ``dlq-*`` headers saying where it came from and why."""
         assert self._dead_letters is not None
-        headers = decode_headers(record.headers)
+        text = text_headers(record.headers)
         log.error(
             "event sent to the dead letters",
             group=self.group,
             topic=record.topic,
             partition=record.partition,
             offset=record.offset,
-            event_id=headers.get("ce_id"),
-            event_type=headers.get("ce_type"),
+            event_id=text.get("ce_id"),
+            event_type=text.get("ce_type"),
             error=f"{type(error).__name__}: {error}"[:500],
             attempts=attempts,
         )
-        headers.update(
-            {
-                "dlq-consumer-group": self.group,
-                "dlq-original-topic": record.topic,
-                "dlq-original-partition": str(record.partition),
-                "dlq-original-offset": str(record.offset),
-                "dlq-error-class": f"{type(error).__module__}.{type(error).__qualname__}",
-                "dlq-error-message": str(error)[:2000],
-                "dlq-attempts": str(attempts),
-                "dlq-failed-at": datetime.now(UTC).isoformat(),
-            }
-        )
-        await self._dead_letters.send(self.dead_letter_topic, record.key, record.value, headers)
+        why = {
+            "dlq-consumer-group": self.group,
+            "dlq-original-topic": record.topic,
+            "dlq-original-partition": str(record.partition),
+            "dlq-original-offset": str(record.offset),
+            "dlq-error-class": f"{type(error).__module__}.{type(error).__qualname__}",
+            "dlq-error-message": str(error)[:2000],
+            "dlq-attempts": str(attempts),
+            "dlq-failed-at": datetime.now(UTC).isoformat(),
+        }
+        original = [(n, v) for n, v in record.headers if not n.startswith(DEAD_LETTER_HEADER)]
+        try:
+            await self._dead_letters.send(
+                self.dead_letter_topic, record.key, record.value, [*original, *encode_headers(why)]
+            )
+        except (MessageSizeTooLargeError, RecordListTooLargeError):
+            # The original plus our headers is over the limit: keep where it is instead (its
+            # topic, partition and offset), rather than stall the partition on it.
+            why["dlq-value-dropped"] = f"{len(record.value or b'')} bytes, too large to copy"
+            await self._dead_letters.send(
+                self.dead_letter_topic, record.key, None, encode_headers(why)
+            )
         _dead_letters.add(1, {"group": self.group})
+
+
+def text_headers(raw: Iterable[tuple[str, bytes | None]]) -> dict[str, str]:
+    """The headers that are UTF-8 text (the first of a name given twice), for trace context
+    and logs; the others are left out, never guessed."""
+    text: dict[str, str] = {}
+    for name, value in raw:
+        if value is not None and name not in text:
+            with contextlib.suppress(UnicodeDecodeError):
+                text[name] = value.decode("utf-8")
+    return text
+
+
+def _readable_copy(record: ConsumerRecord[bytes, bytes]) -> ConsumerRecord[bytes, bytes]:
+    """The record with only the headers FastStream's parser can decode."""
+    readable: list[tuple[str, bytes]] = []
+    for name, value in record.headers:
+        if value is not None:
+            with contextlib.suppress(UnicodeDecodeError):
+                value.decode("utf-8")
+                readable.append((name, value))
+    return dataclasses.replace(record, headers=tuple(readable))
 
 
 class DeadLetterProducer:
     """The producer dead letters and replays go through (acks=all, started on first use)."""
 
-    def __init__(self, bootstrap_servers: str, *, client_id: str, idempotent: bool) -> None:
+    def __init__(
+        self,
+        bootstrap_servers: str,
+        *,
+        client_id: str,
+        idempotent: bool,
+        max_request_size: int = 1_048_576,
+    ) -> None:
         self.bootstrap_servers = bootstrap_servers
         self.client_id = client_id
         self.idempotent = idempotent
+        self.max_request_size = max_request_size  # aiokafka's default: 1 MiB
         self._producer: AIOKafkaProducer | None = None
         self._lock = asyncio.Lock()
 
     async def send(
-        self, topic: str, key: bytes | None, value: bytes | None, headers: dict[str, str]
+        self,
+        topic: str,
+        key: bytes | None,
+        value: bytes | None,
+        headers: Mapping[str, str] | Sequence[tuple[str, bytes | None]],
     ) -> None:
+        """Send one record; ``headers`` as text, or as raw pairs kept byte for byte."""
         async with self._lock:
             if self._producer is None:
                 producer = AIOKafkaProducer(
@@ -396,12 +467,20 @@ class DeadLetterProducer:
                     client_id=self.client_id,
                     acks="all",
                     enable_idempotence=self.idempotent,
+                    max_request_size=self.max_request_size,
                 )
                 await producer.start()
                 self._producer = producer
-        await self._producer.send_and_wait(
-            topic, value=value, key=key, headers=encode_headers(headers)
-        )
+        raw = encode_headers(headers) if isinstance(headers, Mapping) else list(headers)
+        if key is None and value is None:
+            # No key and no value (another client may produce one): send() refuses such a
+            # record, a batch of one does not.
+            batch = self._producer.create_batch()
+            batch.append(key=None, value=None, timestamp=None, headers=raw)
+            batch.close()
+            await (await self._producer.send_batch(batch, topic, partition=0))
+            return
+        await self._producer.send_and_wait(topic, value=value, key=key, headers=raw)
 
     async def stop(self) -> None:
         if self._producer is not None:
