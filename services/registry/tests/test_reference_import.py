@@ -256,20 +256,32 @@ async def test_a_file_that_is_not_an_annuaire_imports_nothing(
 ) -> None:
     wrong = write_csv(tmp_path / "wrong.csv", ["uai", "name"], [["0940123Y", "Collège"]])
     with pytest.raises(
-        ReferenceFormatError, match="no column identifiant_de_l_etablissement, nom_etablissement"
+        ReferenceFormatError,
+        match="it needs the columns identifiant_de_l_etablissement and nom_etablissement",
     ):
         await import_annuaire(pool, wrong)
-    comma = tmp_path / "comma.csv"
-    comma.write_text(
-        "identifiant_de_l_etablissement,nom_etablissement\n0940123Y,Collège\n", encoding="utf-8"
-    )
-    with pytest.raises(ReferenceFormatError, match="';'-separated"):
-        await import_annuaire(pool, comma)
     empty = tmp_path / "empty.csv"
     empty.write_text("", encoding="utf-8")
     with pytest.raises(ReferenceFormatError, match="empty"):
         await import_annuaire(pool, empty)
     assert await pool.fetchval("SELECT count(*) FROM reference_schools") == 0
+
+
+@pytest.mark.parametrize("delimiter", [";", ",", "\t"])
+async def test_the_delimiter_is_found_from_the_header(
+    pool: asyncpg.Pool, tmp_path: Path, delimiter: str
+) -> None:
+    path = tmp_path / "annuaire.csv"
+    path.write_text(
+        f"identifiant_de_l_etablissement{delimiter}nom_etablissement{delimiter}nom_commune\n"
+        f'0940123Y{delimiter}"Collège Robert Desnos; Orly, 94"{delimiter}Orly\n',
+        encoding="utf-8",
+    )
+    summary = await import_annuaire(pool, path)
+    assert (summary.inserted, summary.rejected) == (1, [])
+    assert summary.delimiter == {";": "';'", ",": "','", "\t": "tab"}[delimiter]
+    name = await pool.fetchval("SELECT name FROM reference_schools")
+    assert name == "Collège Robert Desnos; Orly, 94"
 
 
 async def test_a_windows_1252_file_is_read(pool: asyncpg.Pool, tmp_path: Path) -> None:
@@ -407,7 +419,8 @@ def write_large_annuaire(path: Path) -> Path:
         writer = csv.writer(file, delimiter=";", lineterminator="\n")
         writer.writerow(LARGE_HEADER)
         for index in range(LARGE_ROWS):
-            code = uai_for(940_000 + index)
+            code = uai_for(940_000 + index)  # 0940000… then 0950000…: a UAI numbers 10,000
+            departement = code[:3]
             writer.writerow(
                 [
                     code,
@@ -416,9 +429,9 @@ def write_large_annuaire(path: Path) -> Path:
                     "Public" if index % 7 else "Privé",
                     f"{index} rue de l'École",
                     "94310",
-                    "94054",
+                    f"{departement[1:]}054",
                     "Orly",
-                    "094",
+                    departement,
                     "24",
                     "11",
                     "01 48 00 00 00",
@@ -427,7 +440,7 @@ def write_large_annuaire(path: Path) -> Path:
                     str(200 + index % 900),
                     "Val-de-Marne",
                     "Créteil",
-                    f"{48.70 + (index % 1000) / 10_000:.6f}",
+                    f"{(48.70 if departement == '094' else 49.05) + (index % 1000) / 10_000:.6f}",
                     f"{2.35 + (index % 997) / 10_000:.6f}",
                     "OUVERT",
                 ]
@@ -494,9 +507,13 @@ def test_the_command_imports_the_demo_sample_and_lists_rejections(
         ],
     )
     assert result.exit_code == 0, result.output
-    assert f"{DEMO_ROWS} inserted, 0 updated, 0 rejected" in result.stdout
     assert (
-        f"({'ep_2023_2024'}): {DEMO_EP_ROWS} statuses set, 0 UAIs not in the annuaire, "
+        f"(';'-separated): {DEMO_ROWS} lines: {DEMO_ROWS} inserted, 0 updated, 0 merged into an "
+        "earlier line of the same UAI, 0 rejected, 0 blank" in result.stdout
+    )
+    assert (
+        "school year ep_2023_2024 (from its latest column, ep_2023_2024): "
+        f"{DEMO_EP_ROWS} lines: {DEMO_EP_ROWS} statuses set, 0 UAIs not in the annuaire, "
         "0 already set by a later list, 0 rejected" in result.stdout
     )
 
@@ -507,12 +524,15 @@ def test_the_command_imports_the_demo_sample_and_lists_rejections(
         env={"REGISTRY_DATABASE_URL": database_url},
     )
     assert result.exit_code == 0, result.output
-    assert "3 inserted, 1 updated, 13 rejected" in result.stdout
     assert (
-        "  line 3 (0940123A): identifiant_de_l_etablissement: UAI 0940123A has check letter A"
-        in result.stdout
+        "19 lines: 3 inserted, 1 updated, 0 merged into an earlier line of the same UAI, "
+        "13 rejected, 1 blank, 1 continuing a quoted field" in result.stdout
     )
-    assert "  line 15: identifiant_de_l_etablissement: the UAI is missing" in result.stdout
+    assert (
+        "  rejected line 3 (0940123A): identifiant_de_l_etablissement: UAI 0940123A has check "
+        "letter A" in result.stdout
+    )
+    assert "  rejected line 15: identifiant_de_l_etablissement: the UAI is missing" in result.stdout
 
     # Only the first 50 rejections are listed.
     many = write_csv(
@@ -524,9 +544,9 @@ def test_the_command_imports_the_demo_sample_and_lists_rejections(
         registry_cli.app, ["import-annuaire", str(many), "--database-url", database_url]
     )
     assert result.exit_code == 0, result.output
-    listed = [line for line in result.stdout.splitlines() if line.startswith("  line ")]
+    listed = [line for line in result.stdout.splitlines() if line.startswith("  rejected line")]
     assert len(listed) == registry_cli.SHOWN_REJECTIONS
-    assert "  … and 10 more" in result.stdout
+    assert "  … and 10 more rejected" in result.stdout
 
 
 def test_the_command_explains_a_file_in_the_wrong_format(database_url: str, tmp_path: Path) -> None:

@@ -7,10 +7,11 @@ The registry's code is loaded when a command runs, so ``maillage --help`` stays 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any
 
 import asyncpg
 import typer
@@ -19,6 +20,7 @@ from rich.progress import (
     BarColumn,
     DownloadColumn,
     Progress,
+    TaskID,
     TaskProgressColumn,
     TextColumn,
     TimeRemainingColumn,
@@ -29,8 +31,7 @@ from maillage.common.settings import mask_url
 if TYPE_CHECKING:
     from maillage.registry.reference import Rejected
 
-T = TypeVar("T")
-
+ProgressUpdate = Callable[[int, int], None]  # (bytes read, rows read)
 DEV_DATABASE_URL = "postgresql://postgres@127.0.0.1:15432/registry"  # maillage dev's registry
 SHOWN_REJECTIONS = 50
 
@@ -52,7 +53,7 @@ def import_annuaire(
             exists=True,
             dir_okay=False,
             readable=True,
-            help="The Annuaire de l'éducation CSV (fr-en-annuaire-education, ';'-separated).",
+            help="The Annuaire de l'éducation CSV (fr-en-annuaire-education; ';', ',' or tab).",
         ),
     ],
     education_prioritaire: Annotated[
@@ -61,8 +62,18 @@ def import_annuaire(
             exists=True,
             dir_okay=False,
             readable=True,
-            help="The éducation prioritaire list (fr-en-etablissements-ep), applied after the "
-            "annuaire: its REP/REP+ statuses override the annuaire's.",
+            help="The éducation prioritaire list, applied after the annuaire in the same "
+            "transaction: the dataset fr-en-etablissements-ep, or the ministry's list of REP and "
+            "REP+ (liste-des-rep-et-rep-rentree-2022.csv). Its REP/REP+ statuses override the "
+            "annuaire's.",
+        ),
+    ] = None,
+    school_year: Annotated[
+        str | None,
+        typer.Option(
+            help="The school year of the ministry's list (2022-2023), which no column gives; "
+            "by default it is read from the file's name (rentree-2022 is 2022-2023).",
+            show_default=False,
         ),
     ] = None,
     database_url: Annotated[
@@ -76,7 +87,9 @@ def import_annuaire(
 ) -> None:
     """Import the schools' reference data into the registry: upsert, then print a summary.
 
-    Applies the registry's migrations first. Good rows are imported; bad ones listed with why.
+    Applies the registry's migrations first. Both files are one transaction: a file refused (or a
+    database error) imports nothing of either. Good rows are imported; bad ones listed with why;
+    every line of each file is accounted for.
     """
     try:
         from maillage.registry import reference
@@ -88,37 +101,29 @@ def import_annuaire(
 
     dsn = database_url or os.environ.get("REGISTRY_DATABASE_URL") or DEV_DATABASE_URL
     console = Console(stderr=True)
+    files = [file] if education_prioritaire is None else [file, education_prioritaire]
 
-    async def run() -> tuple[reference.ImportSummary, reference.EducationPrioritaireSummary | None]:
+    async def run() -> tuple[Any, Any]:
         await migrate_service(dsn, migrations_folder("registry"))
         pool = await create_pool(dsn, min_size=1, max_size=1)
         try:
-            summary = await _with_progress(
-                console,
-                "annuaire",
-                file,
-                file.stat().st_size,
-                reference.import_annuaire,
-                pool,
-            )
-            ep_summary = None
-            if education_prioritaire is not None:
-                ep_summary = await _with_progress(
-                    console,
-                    "éducation prioritaire",
-                    education_prioritaire,
-                    education_prioritaire.stat().st_size,
-                    reference.import_education_prioritaire,
+            with _progress_bars(console, files) as progress:
+                return await reference.import_reference(
                     pool,
+                    file,
+                    education_prioritaire,
+                    school_year=school_year,
+                    annuaire_progress=progress[0],
+                    education_prioritaire_progress=progress[-1],
                 )
-            return summary, ep_summary
         finally:
             await pool.close()
 
     try:
         summary, ep_summary = asyncio.run(run())
-    except reference.ReferenceFormatError as error:
+    except (reference.ReferenceFormatError, ValueError) as error:
         typer.echo(f"error: {error}", err=True)
+        typer.echo(f"nothing was imported from {' or '.join(map(str, files))}", err=True)
         raise typer.Exit(1) from None
     except asyncpg.InvalidCatalogNameError as error:
         typer.echo(
@@ -135,29 +140,33 @@ def import_annuaire(
         raise typer.Exit(2) from None
 
     typer.echo(
-        f"annuaire {file}: {summary.inserted} inserted, {summary.updated} updated, "
-        f"{len(summary.rejected)} rejected"
+        f"annuaire {file} ({summary.delimiter}-separated): {summary.lines} lines: "
+        f"{summary.inserted} inserted, {summary.updated} updated, {summary.merged} merged into "
+        f"an earlier line of the same UAI, {len(summary.rejected)} rejected, {summary.blank} "
+        f"blank, {summary.continued} continuing a quoted field; {len(summary.flagged)} imported "
+        "with a field dropped or merged"
     )
-    _echo_rejections(summary.rejected)
+    _echo_rows("rejected", summary.rejected)
+    _echo_rows("flagged", summary.flagged)
     if ep_summary is not None:
         typer.echo(
-            f"éducation prioritaire {education_prioritaire} ({ep_summary.school_year}): "
-            f"{ep_summary.updated} statuses set, {ep_summary.not_found} UAIs not in the annuaire, "
+            f"éducation prioritaire {education_prioritaire} ({ep_summary.delimiter}-separated), "
+            f"school year {ep_summary.school_year} (from {ep_summary.school_year_from}): "
+            f"{ep_summary.lines} lines: {ep_summary.updated} statuses set, "
+            f"{ep_summary.not_found} UAIs not in the annuaire, "
             f"{ep_summary.superseded} already set by a later list, "
-            f"{len(ep_summary.rejected)} rejected"
+            f"{len(ep_summary.rejected)} rejected, {ep_summary.headings} naming a network, "
+            f"{ep_summary.blank} blank, "
+            f"{ep_summary.continued} continuing a quoted field"
         )
-        _echo_rejections(ep_summary.rejected)
+        _echo_rows("rejected", ep_summary.rejected)
 
 
-async def _with_progress(
-    console: Console,
-    label: str,
-    path: Path,
-    size: int,
-    importer: Callable[..., Awaitable[T]],
-    pool: Any,
-) -> T:
-    """Run ``importer(pool, path, progress=...)`` under a progress bar counting bytes and rows."""
+@contextlib.contextmanager
+def _progress_bars(
+    console: Console, files: list[Path]
+) -> Iterator[list[Callable[[int, int], None]]]:
+    """One progress bar per file, counting bytes and rows; yields their update callbacks."""
     with Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
@@ -167,20 +176,25 @@ async def _with_progress(
         TimeRemainingColumn(),
         console=console,
         transient=False,
-    ) as bar:
-        task = bar.add_task(label, total=size, rows=0)
+    ) as bars:
+        updates: list[ProgressUpdate] = []
+        for path in files:
+            task = bars.add_task(path.name, total=path.stat().st_size, rows=0)
 
-        def progress(bytes_read: int, rows: int) -> None:
-            bar.update(task, completed=bytes_read, rows=rows)
+            def update(bytes_read: int, rows: int, task: TaskID = task) -> None:
+                bars.update(task, completed=bytes_read, rows=rows)
 
-        return await importer(pool, path, progress=progress)
+            updates.append(update)
+        yield updates
 
 
-def _echo_rejections(rejected: list[Rejected]) -> None:
-    for row in rejected[:SHOWN_REJECTIONS]:
-        typer.echo(f"  line {row.line_number}{f' ({row.uai})' if row.uai else ''}: {row.reason}")
-    if len(rejected) > SHOWN_REJECTIONS:
-        typer.echo(f"  … and {len(rejected) - SHOWN_REJECTIONS} more")
+def _echo_rows(what: str, rows: list[Rejected]) -> None:
+    for row in rows[:SHOWN_REJECTIONS]:
+        typer.echo(
+            f"  {what} line {row.line_number}{f' ({row.uai})' if row.uai else ''}: {row.reason}"
+        )
+    if len(rows) > SHOWN_REJECTIONS:
+        typer.echo(f"  … and {len(rows) - SHOWN_REJECTIONS} more {what}")
 
 
 @app.command("create-staff")

@@ -32,12 +32,10 @@ valid UTF-8 is read as Windows-1252, which is what a spreadsheet re-save produce
 
 from __future__ import annotations
 
-import csv
 import math
 import re
-import unicodedata
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -45,8 +43,11 @@ import asyncpg
 
 from maillage.common.catalog import SchoolReferenced
 from maillage.common.outbox import publish_many
-from maillage.registry import identifiers
+from maillage.registry import geography, identifiers
+from maillage.registry.csvfile import ReferenceFormatError, Source, Table, column_name
 from maillage.registry.identifiers import InvalidIdentifier
+
+__all__ = ["ReferenceFormatError", "column_name"]  # raised and used here, defined in csvfile
 
 T = TypeVar("T")
 BATCH_SIZE = 1000
@@ -69,6 +70,13 @@ ANNUAIRE_COLUMNS = {
     "longitude": "longitude",
     "pupils": "nombre_d_eleves",
 }
+# Fields of a school given on several lines (etablissement_multi_lignes) compared line by line;
+# coordinates are compared with a tolerance of SAME_PLACE_DEGREES (about 1 km).
+MERGED_FIELDS = tuple(
+    name for name in ANNUAIRE_COLUMNS if name not in ("uai", "latitude", "longitude")
+)
+MULTI_LINE_COLUMNS = ("etablissement_multi_lignes", "multi_uai")
+SAME_PLACE_DEGREES = 0.01
 # Without these the file is not an annuaire; the others may be missing (their values are null).
 REQUIRED_ANNUAIRE_COLUMNS = ("identifiant_de_l_etablissement", "nom_etablissement")
 
@@ -81,10 +89,6 @@ EP_QPV_CODE_COLUMNS = ("code_qp_a_proximite", "qp_a_proximite", "code_qpv", "cod
 
 Progress = Callable[[int, int], None]
 """Called as rows are read, with (bytes read so far, rows read so far)."""
-
-
-class ReferenceFormatError(ValueError):
-    """The file is not in the expected format at all (its header): nothing was imported."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,6 +126,10 @@ class Rejected:
         return f"{where}: {self.reason}"
 
 
+Flagged = Rejected
+"""A row imported with a doubt: which field was dropped or merged, and why (same shape)."""
+
+
 @dataclass(frozen=True, slots=True)
 class PrioritaireStatus:
     """One row of the éducation prioritaire list: a school's status for ``school_year``."""
@@ -136,73 +144,67 @@ class PrioritaireStatus:
 
 @dataclass
 class ImportSummary:
+    """What became of every line of an annuaire file after its header:
+    ``inserted + updated + merged + len(rejected) + blank + continued == lines``."""
+
     inserted: int = 0
     updated: int = 0
     published: int = 0  # schools new or changed in what is published (registry.schools)
     rejected: list[Rejected] = field(default_factory=list)
+    merged: int = 0  # lines of an establishment given on several lines, merged into its first
+    flagged: list[Flagged] = field(default_factory=list)  # imported, a field dropped or merged
+    lines: int = 0  # physical lines after the header
+    blank: int = 0
+    continued: int = 0  # lines continuing a record (a quoted field holding a line break)
+    delimiter: str = ";"
 
     @property
     def rows(self) -> int:
         return self.inserted + self.updated + len(self.rejected)
 
+    @property
+    def accounted(self) -> int:
+        """Lines accounted for: equals ``lines`` once the import is done."""
+        return (
+            self.inserted
+            + self.updated
+            + self.merged
+            + len(self.rejected)
+            + self.blank
+            + self.continued
+        )
+
 
 @dataclass
 class EducationPrioritaireSummary:
-    school_year: str | None = None
+    """What became of every line of an éducation prioritaire list after its header:
+    ``headings + updated + not_found + superseded + len(rejected) + blank + continued == lines``.
+    """
+
+    school_year: str | None = None  # "ep_2022_2023"
+    school_year_from: str = ""  # where it was read: a column, the --school-year option, the name
     updated: int = 0  # schools whose status was set from the list
     not_found: int = 0  # UAIs of the list absent from reference_schools (import the annuaire first)
     superseded: int = 0  # schools whose status already came from a later school year's list
     published: int = 0  # schools whose published status or QPV changed (registry.schools)
     rejected: list[Rejected] = field(default_factory=list)
+    headings: int = 0  # rows of the ministry's list naming a network, not a school
+    lines: int = 0
+    blank: int = 0
+    continued: int = 0
+    delimiter: str = ";"
 
-
-# --- CSV reading ---------------------------------------------------------------------------------
-
-
-def column_name(raw: str) -> str:
-    """Normalise a header cell: ``"\\ufeffCode postal"`` → ``code_postal``."""
-    text = unicodedata.normalize("NFKD", raw.replace("\ufeff", "").strip())
-    text = "".join(c for c in text if not unicodedata.combining(c)).lower()
-    return re.sub(r"[^a-z0-9]+", "_", text).strip("_")
-
-
-def _rows(lines: Iterable[str]) -> Iterator[tuple[int, list[str] | csv.Error]]:
-    """(line number where the record starts, fields or the CSV error), header included."""
-    reader = csv.reader(lines, delimiter=";", quotechar='"')
-    end = 0
-    while True:
-        try:
-            row: list[str] | csv.Error = next(reader)
-        except StopIteration:
-            return
-        except csv.Error as error:  # the reader resumes at the next line
-            row = error
-        start, end = end + 1, reader.line_num
-        yield start, row
-
-
-def _header(
-    rows: Iterator[tuple[int, list[str] | csv.Error]], what: str
-) -> tuple[dict[str, int], int]:
-    """The header's columns (normalised name → position) and its number of fields.
-
-    Lines before the header that start with ``#`` are comments (the demo samples say there that
-    they are samples); the official files have none.
-    """
-    for _, row in rows:
-        if isinstance(row, csv.Error):
-            raise ReferenceFormatError(f"cannot read the header of the {what}: {row}")
-        if not any(cell.strip() for cell in row) or row[0].lstrip().startswith("#"):
-            continue
-        index: dict[str, int] = {}
-        for position, cell in enumerate(row):
-            index.setdefault(column_name(cell), position)
-        return index, len(row)
-    raise ReferenceFormatError(f"the {what} is empty: no header line")
-
-
-def _blank(row: list[str]) -> bool:
-    return not any(cell.strip() for cell in row)
+    @property
+    def accounted(self) -> int:
+        return (
+            self.headings
+            + self.updated
+            + self.not_found
+            + self.superseded
+            + len(self.rejected)
+            + self.blank
+            + self.continued
+        )
 
 
 class _SeenUais:
@@ -224,6 +226,24 @@ class _SeenUais:
 # --- The annuaire --------------------------------------------------------------------------------
 
 
+ANNUAIRE_WHAT = "an Annuaire de l'éducation CSV"
+
+
+def _is_annuaire(index: dict[str, int]) -> bool:
+    return all(column in index for column in REQUIRED_ANNUAIRE_COLUMNS)
+
+
+def annuaire_table(source: Source) -> Table:
+    """The annuaire's header read from ``source``; :class:`ReferenceFormatError` when it lacks
+    the UAI or name column whichever the delimiter."""
+    return Table(
+        source,
+        ANNUAIRE_WHAT,
+        _is_annuaire,
+        f"it needs the columns {' and '.join(REQUIRED_ANNUAIRE_COLUMNS)}",
+    )
+
+
 def parse_annuaire(lines: Iterable[str]) -> Iterator[ReferenceSchool | Rejected]:
     """Parse the Annuaire de l'éducation CSV, one row at a time.
 
@@ -231,27 +251,135 @@ def parse_annuaire(lines: Iterable[str]) -> Iterator[ReferenceSchool | Rejected]
     :class:`ReferenceSchool` per valid row and a :class:`Rejected` per invalid one; raises
     :class:`ReferenceFormatError` when the header lacks the UAI or name column.
     """
-    rows = _rows(lines)
-    index, width = _header(rows, "Annuaire de l'éducation CSV")
-    missing = [name for name in REQUIRED_ANNUAIRE_COLUMNS if name not in index]
-    if missing:
-        raise ReferenceFormatError(
-            f"not an Annuaire de l'éducation CSV (';'-separated): no column {', '.join(missing)} "
-            f"in the header (found: {', '.join(list(index)[:8])}{'...' if len(index) > 8 else ''})"
+    return iter(AnnuaireReading(annuaire_table(Source(lines))))
+
+
+class AnnuaireReading:
+    """One pass over an annuaire: its schools and rejected rows, and what was merged or flagged.
+
+    Several lines for one UAI: the Annuaire's export gives some establishments on several lines
+    and says so in ``etablissement_multi_lignes`` (``multi_uai`` in later exports); they differ
+    in columns Maillage does not read (a private school's contract types, for one). Such lines
+    are one school: the first line's values are kept, a later line fills what it left empty,
+    and a later line that says otherwise on a field Maillage reads is flagged (coordinates more
+    than :data:`SAME_PLACE_DEGREES` apart are dropped: the school's place is doubtful). Each
+    later line counts as merged. Lines of one UAI that the file does not mark are a mistake:
+    the later ones are rejected. Rows that contradict themselves are checked by
+    :func:`geography.check_place` (rejected, or a field dropped and flagged).
+    """
+
+    def __init__(self, table: Table) -> None:
+        self.table = table
+        self.merged = 0
+        self.flagged: list[Flagged] = []
+        self._doubtful_place: set[str] = set()  # UAIs whose lines disagree on coordinates
+        self._multi_line = next(
+            (table.index[name] for name in MULTI_LINE_COLUMNS if name in table.index), None
         )
-    seen = _SeenUais()
-    for line_number, row in rows:
-        if isinstance(row, csv.Error):
-            yield Rejected(line_number, None, f"unreadable CSV: {row}")
-            continue
-        if _blank(row):
-            continue
-        item = _annuaire_row(row, line_number, index, width)
-        if isinstance(item, ReferenceSchool) and not seen.add(item.uai):
-            item = Rejected(
-                line_number, item.uai, f"UAI {item.uai} appears earlier in the file; row ignored"
+
+    def __iter__(self) -> Iterator[ReferenceSchool | Rejected]:
+        seen = _SeenUais()
+        several: dict[str, tuple[int, ReferenceSchool]] = {}  # UAI → its first line and school
+        for record in self.table.records():
+            if record.fields is None:
+                yield Rejected(record.line_number, None, record.problem or "unreadable")
+                continue
+            item = self._row(record.fields, record.line_number)
+            if isinstance(item, Rejected):
+                yield item
+            elif self._marked_several(record.fields):
+                if item.uai in several:
+                    several[item.uai] = self._merge(several[item.uai], item, record.line_number)
+                    self.merged += 1
+                elif not seen.add(item.uai):
+                    yield Rejected(
+                        record.line_number,
+                        item.uai,
+                        f"UAI {item.uai} appears earlier on a line not marked "
+                        "etablissement_multi_lignes; row ignored",
+                    )
+                else:
+                    several[item.uai] = (record.line_number, item)
+            elif not seen.add(item.uai):
+                yield Rejected(
+                    record.line_number,
+                    item.uai,
+                    f"UAI {item.uai} appears earlier in the file; row ignored (several lines "
+                    "for one establishment are marked etablissement_multi_lignes)",
+                )
+            else:
+                yield item
+        for _, school in several.values():
+            yield school
+
+    def _marked_several(self, fields: list[str]) -> bool:
+        if self._multi_line is None or self._multi_line >= len(fields):
+            return False
+        return fields[self._multi_line].strip().upper() in ("1", "O", "OUI", "TRUE", "VRAI")
+
+    def _merge(
+        self, first: tuple[int, ReferenceSchool], later: ReferenceSchool, line_number: int
+    ) -> tuple[int, ReferenceSchool]:
+        first_line, school = first
+        changes: dict[str, Any] = {}
+        for name in MERGED_FIELDS:
+            kept, other = getattr(school, name), getattr(later, name)
+            if kept is None or kept == "":
+                changes[name] = other
+            elif other not in (None, "") and other != kept:
+                self.flagged.append(
+                    Flagged(
+                        line_number,
+                        school.uai,
+                        f"{name} {other!r} differs from line {first_line}'s {kept!r}, kept",
+                    )
+                )
+        if school.uai in self._doubtful_place:
+            pass
+        elif school.latitude is None or school.longitude is None:
+            changes.update(latitude=later.latitude, longitude=later.longitude)
+        elif later.latitude is not None and later.longitude is not None:
+            apart = max(
+                abs(school.latitude - later.latitude), abs(school.longitude - later.longitude)
             )
-        yield item
+            if apart > SAME_PLACE_DEGREES:
+                self._doubtful_place.add(school.uai)
+                changes.update(latitude=None, longitude=None)
+                self.flagged.append(
+                    Flagged(
+                        line_number,
+                        school.uai,
+                        f"coordinates {apart:.3f}° away from line {first_line}'s: both dropped",
+                    )
+                )
+        return first_line, replace(school, **changes)
+
+    def _row(self, row: list[str], line_number: int) -> ReferenceSchool | Rejected:
+        item = _annuaire_row(row, line_number, self.table.index, self.table.width)
+        if isinstance(item, Rejected):
+            return item
+        verdict = geography.check_place(
+            uai_departement=_uai_departement(item.uai),
+            departement=item.departement,
+            commune_code=item.commune_code,
+            latitude=item.latitude,
+            longitude=item.longitude,
+        )
+        if verdict.rejection is not None:
+            return Rejected(line_number, item.uai, verdict.rejection)
+        for names, why in verdict.dropped:
+            item = replace(item, **dict.fromkeys(names))
+            self.flagged.append(Flagged(line_number, item.uai, why))
+        if item.departement is None:
+            item = replace(item, departement=_uai_departement(item.uai))
+        return item
+
+
+def _uai_departement(uai: str) -> str | None:
+    try:
+        return identifiers.uai_departement(uai)
+    except InvalidIdentifier:
+        return None
 
 
 def _annuaire_row(
@@ -269,7 +397,7 @@ def _annuaire_row(
             line_number,
             raw_uai or None,
             f"{len(row)} fields where the header has {width} "
-            "(a truncated line, or a ';' inside an unquoted field?)",
+            "(a truncated line, or a delimiter inside an unquoted field?)",
         )
     problems: list[str] = []
 
@@ -297,11 +425,6 @@ def _annuaire_row(
     pupils = check("nombre_d_eleves", _pupils)
     if problems:
         return Rejected(line_number, uai or raw_uai or None, "; ".join(problems))
-    if departement is None:
-        try:
-            departement = identifiers.uai_departement(uai)
-        except InvalidIdentifier:
-            departement = None
     return ReferenceSchool(
         uai=uai,
         name=name,
@@ -399,92 +522,223 @@ def _pupils(text: str) -> int | None:
 # --- The éducation prioritaire list --------------------------------------------------------------
 
 
-def parse_education_prioritaire(lines: Iterable[str]) -> Iterator[PrioritaireStatus | Rejected]:
-    """Parse the éducation prioritaire list (``fr-en-etablissements-ep``), one row at a time.
+EP_WHAT = "an éducation prioritaire list"
+# The ministry's national list of REP and REP+ networks ("liste des REP et REP+", one file per
+# rentrée): a row per school (NUMERO) with its network's collège (UAI tête de réseau) and EP.
+MINISTRY_UAI_COLUMN, MINISTRY_HEAD_COLUMN, MINISTRY_STATUS_COLUMN = (
+    "numero",
+    "uai_tete_de_reseau",
+    "ep",
+)
+EP_DEPARTEMENT_COLUMNS = ("code_departement", "n_departement", "numero_departement")
+_YEAR_IN_NAME = (
+    re.compile(r"(?<![0-9])(20[0-9]{2})[-_ ]?(20[0-9]{2})(?![0-9])"),  # 2022-2023
+    re.compile(r"rentree[-_ ]?(20[0-9]{2})(?![0-9])", re.IGNORECASE),  # rentree-2022
+)
 
-    The status is read from the latest ``ep_YYYY_YYYY`` column (``REP``, ``REP+`` or empty).
-    Raises :class:`ReferenceFormatError` when there is no UAI column or no such column.
+
+def _is_dataset_list(index: dict[str, int]) -> bool:
+    return any(name in index for name in EP_UAI_COLUMNS) and any(
+        EP_SCHOOL_YEAR.match(name) for name in index
+    )
+
+
+def _is_ministry_list(index: dict[str, int]) -> bool:
+    return MINISTRY_UAI_COLUMN in index and MINISTRY_STATUS_COLUMN in index
+
+
+def education_prioritaire_table(source: Source) -> Table:
+    """The list's header read from ``source``: the dataset ``fr-en-etablissements-ep`` or the
+    ministry's list of REP and REP+; :class:`ReferenceFormatError` when it is neither."""
+    return Table(
+        source,
+        EP_WHAT,
+        lambda index: _is_dataset_list(index) or _is_ministry_list(index),
+        f"it needs a UAI column ({' or '.join(EP_UAI_COLUMNS)}) and a school-year column such as "
+        "ep_2022_2023 (fr-en-etablissements-ep), or the ministry's list's NUMERO and EP columns",
+    )
+
+
+def school_year_column(text: str) -> str:
+    """``2022-2023`` (or ``2022``, the rentrée) → ``ep_2022_2023``; ValueError otherwise."""
+    match = re.fullmatch(r"(20[0-9]{2})(?:[-_/](20[0-9]{2}))?", text.strip())
+    if match is None or (match[2] and int(match[2]) != int(match[1]) + 1):
+        raise ValueError(f"school year {text!r}: expected two consecutive years, e.g. 2022-2023")
+    return f"ep_{match[1]}_{int(match[1]) + 1}"
+
+
+def school_year_in_name(name: str) -> str | None:
+    """The school year a file's name gives (``liste-des-rep-et-rep-rentree-2022.csv`` →
+    ``ep_2022_2023``), or None."""
+    for pattern in _YEAR_IN_NAME:
+        for match in pattern.finditer(name):
+            first = int(match[1])
+            if match.lastindex == 1 or int(match[2]) == first + 1:
+                return f"ep_{first}_{first + 1}"
+    return None
+
+
+def parse_education_prioritaire(
+    lines: Iterable[str], *, school_year: str | None = None, file_name: str = ""
+) -> Iterator[PrioritaireStatus | Rejected]:
+    """Parse an éducation prioritaire list, one row at a time (see
+    :class:`EducationPrioritaireReading`); raises :class:`ReferenceFormatError` when the header is
+    neither list's, or the ministry's list has no school year."""
+    table = education_prioritaire_table(Source(lines))
+    return iter(EducationPrioritaireReading(table, school_year=school_year, file_name=file_name))
+
+
+class EducationPrioritaireReading:
+    """One pass over an éducation prioritaire list, in either of its two forms:
+
+    - the dataset ``fr-en-etablissements-ep``: a UAI column and one status column per school
+      year (``ep_2022_2023``: REP, REP+ or empty, meaning not in éducation prioritaire); the
+      latest year is read, or the one of ``school_year``;
+    - the ministry's list of REP and REP+ (``liste-des-rep-et-rep-rentree-2022.csv``): a row per
+      school of a network, its UAI in NUMERO and its status in EP (REP or REP+: the list names
+      no other school, so schools absent from it are left as they are). Its school year is in
+      no column: it comes from ``school_year`` (the ``--school-year`` option) or else from the
+      file's name (``rentree-2022`` is 2022-2023). A row with no NUMERO names a network headed
+      by an école rather than a collège (type ÉCOLE ISOLÉE, its UAI only as "UAI tête de
+      réseau"); the école itself is on a row of its own: such a heading is counted, not read.
+
+    A département column, when there is one, must agree with the UAI (else the row is rejected).
     """
-    rows = _rows(lines)
-    index, _ = _header(rows, "éducation prioritaire CSV")
-    uai_column = next((name for name in EP_UAI_COLUMNS if name in index), None)
-    years = [name for name in index if EP_SCHOOL_YEAR.match(name)]
-    if uai_column is None or not years:
-        raise ReferenceFormatError(
-            "not an éducation prioritaire list (';'-separated): it needs a UAI column "
-            f"({' or '.join(EP_UAI_COLUMNS)}) and a school-year column such as ep_2022_2023 "
-            f"(found: {', '.join(list(index)[:8])}{'...' if len(index) > 8 else ''})"
+
+    def __init__(self, table: Table, *, school_year: str | None, file_name: str) -> None:
+        self.table = table
+        self.headings = 0  # rows of the ministry's list naming a network, not a school
+        index = table.index
+        self.ministry = not _is_dataset_list(index)
+        years = sorted(name for name in index if EP_SCHOOL_YEAR.match(name))
+        if school_year is not None:
+            column = school_year_column(school_year)
+            if not self.ministry and column not in index:
+                raise ReferenceFormatError(
+                    f"the list has no {column} column (it has {', '.join(years)})"
+                )
+            self.school_year, self.school_year_from = column, "the --school-year option"
+        elif not self.ministry:
+            self.school_year, self.school_year_from = years[-1], f"its latest column, {years[-1]}"
+        elif found := school_year_in_name(file_name):
+            self.school_year, self.school_year_from = found, f"the file's name, {file_name}"
+        else:
+            raise ReferenceFormatError(
+                "the ministry's list of REP and REP+ does not say its school year, nor does "
+                f"its file name {file_name!r}: give it with --school-year 2022-2023"
+            )
+        if self.ministry:
+            self._uai, self._status = index[MINISTRY_UAI_COLUMN], index[MINISTRY_STATUS_COLUMN]
+            self._uai_name, self._status_name = MINISTRY_UAI_COLUMN, MINISTRY_STATUS_COLUMN
+            self._head = index.get(MINISTRY_HEAD_COLUMN)
+        else:
+            self._uai_name = next(name for name in EP_UAI_COLUMNS if name in index)
+            self._uai, self._status = index[self._uai_name], index[self.school_year]
+            self._status_name, self._head = self.school_year, None
+        self._departement = next((index[c] for c in EP_DEPARTEMENT_COLUMNS if c in index), None)
+        flag = next((name for name in EP_QPV_FLAG_COLUMNS if name in index), None)
+        code = next((name for name in EP_QPV_CODE_COLUMNS if name in index), None)
+        self._flag = (flag, index[flag]) if flag else None
+        self._code = (code, index[code]) if code else None
+
+    def __iter__(self) -> Iterator[PrioritaireStatus | Rejected]:
+        seen = _SeenUais()
+        for record in self.table.records():
+            if record.fields is None:
+                yield Rejected(record.line_number, None, record.problem or "unreadable")
+                continue
+            if self._heading(record.fields):
+                self.headings += 1
+                continue
+            item = self._row(record.fields, record.line_number)
+            if isinstance(item, PrioritaireStatus) and not seen.add(item.uai):
+                item = Rejected(
+                    record.line_number,
+                    item.uai,
+                    f"UAI {item.uai} appears earlier in the file; row ignored",
+                )
+            yield item
+
+    def _heading(self, row: list[str]) -> bool:
+        """A row of the ministry's list naming a network, not a school: no NUMERO, a head."""
+        return (
+            self._head is not None
+            and not _field(row, self._uai)
+            and bool(_field(row, self._head))
+            and len(row) == self.table.width
         )
-    year = max(years)  # ep_YYYY_YYYY sort by year
-    uai_position, year_position = index[uai_column], index[year]
-    flag_column = next((name for name in EP_QPV_FLAG_COLUMNS if name in index), None)
-    code_column = next((name for name in EP_QPV_CODE_COLUMNS if name in index), None)
-    seen = _SeenUais()
-    for line_number, row in rows:
-        if isinstance(row, csv.Error):
-            yield Rejected(line_number, None, f"unreadable CSV: {row}")
-            continue
-        if _blank(row):
-            continue
-        raw_uai = row[uai_position].strip() if uai_position < len(row) else ""
-        if year_position >= len(row):
-            yield Rejected(line_number, raw_uai or None, f"the line has no {year} field")
-            continue
+
+    def _row(self, row: list[str], line_number: int) -> PrioritaireStatus | Rejected:
+        raw_uai = _field(row, self._uai)
+        if len(row) != self.table.width and any(c.strip() for c in row[self.table.width :]):
+            return Rejected(
+                line_number,
+                raw_uai or None,
+                f"{len(row)} fields where the header has {self.table.width}",
+            )
+        if self._status >= len(row):
+            return Rejected(line_number, raw_uai or None, f"the line has no {self._status_name}")
         problems: list[str] = []
+        uai = None
         try:
             uai = _uai(raw_uai)
         except ValueError as error:
-            problems.append(f"{uai_column}: {error}")
+            problems.append(f"{self._uai_name}: {error}")
+        status = None
         try:
-            status = _education_prioritaire(row[year_position].strip())
+            status = _education_prioritaire(_field(row, self._status))
+            if status is None and self.ministry:
+                problems.append(f"{self._status_name}: empty; the list names REP and REP+ only")
         except ValueError as error:
-            problems.append(f"{year}: {error}")
+            problems.append(f"{self._status_name}: {error}")
+        if uai is not None and self._departement is not None:
+            problems.extend(self._departement_problems(uai, _field(row, self._departement)))
+        qpv_proximity, qpv_code = self._qpv(row, problems)
+        if problems or uai is None:
+            return Rejected(line_number, raw_uai or None, "; ".join(problems))
+        return PrioritaireStatus(
+            line_number, uai, status, self.school_year, qpv_proximity, qpv_code
+        )
+
+    def _departement_problems(self, uai: str, text: str) -> list[str]:
+        if not text:
+            return []
+        try:
+            departement = identifiers.departement(text.zfill(2))
+        except InvalidIdentifier as error:
+            return [f"département: {error}"]
+        verdict = geography.check_place(
+            uai_departement=_uai_departement(uai),
+            departement=departement,
+            commune_code=None,
+            latitude=None,
+            longitude=None,
+        )
+        return [verdict.rejection] if verdict.rejection else []
+
+    def _qpv(self, row: list[str], problems: list[str]) -> tuple[bool | None, str | None]:
         qpv_proximity, qpv_code = None, None
-        if flag_column is not None:
-            flag = _field(row, index[flag_column]).upper()
+        if self._flag is not None:
+            name, position = self._flag
+            flag = _field(row, position).upper()
             if flag in ("O", "OUI", "1", "TRUE"):
                 qpv_proximity = True
             elif flag in ("N", "NON", "0", "FALSE"):
                 qpv_proximity = False
             elif flag:
-                problems.append(f"{flag_column}: {flag!r} is not O or N")
-        if code_column is not None and (code := _field(row, index[code_column])):
+                problems.append(f"{name}: {flag!r} is not O or N")
+        if self._code is not None and (code := _field(row, self._code[1])):
             try:
                 qpv_code = identifiers.qpv(code)
             except identifiers.InvalidIdentifier as error:
-                problems.append(f"{code_column}: {error}")
+                problems.append(f"{self._code[0]}: {error}")
             if qpv_proximity is None:
                 qpv_proximity = True
-        if problems:
-            yield Rejected(line_number, raw_uai or None, "; ".join(problems))
-        elif not seen.add(uai):
-            yield Rejected(line_number, uai, f"UAI {uai} appears earlier in the file; row ignored")
-        else:
-            yield PrioritaireStatus(line_number, uai, status, year, qpv_proximity, qpv_code)
+        return qpv_proximity, qpv_code
 
 
 def _field(row: list[str], position: int) -> str:
     return row[position].strip() if position < len(row) else ""
-
-
-# --- Reading a file with its progress ------------------------------------------------------------
-
-
-class _FileLines:
-    """The lines of a file as text, counting the bytes read (for a progress bar)."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.bytes_read = 0
-
-    def __iter__(self) -> Iterator[str]:
-        with self.path.open("rb") as binary:
-            for raw in binary:
-                self.bytes_read += len(raw)
-                try:
-                    yield raw.decode("utf-8")
-                except UnicodeDecodeError:
-                    yield raw.decode("cp1252", errors="replace")
 
 
 # --- The database --------------------------------------------------------------------------------
@@ -674,19 +928,12 @@ async def import_annuaire(
 
     Streams the file in batches of ``batch_size`` rows, all in one transaction: either the whole
     file is imported (its bad rows listed in the summary) or, on a database error, nothing is.
+    Raises :class:`ReferenceFormatError` when the file is not an annuaire.
     """
-    lines = _FileLines(Path(path))
-    summary = ImportSummary()
-
-    async def apply(connection: asyncpg.Connection, batch: list[ReferenceSchool]) -> None:
-        inserted, updated, published = await upsert_schools(connection, batch)
-        summary.inserted += inserted
-        summary.updated += updated
-        summary.published += published
-
-    summary.rejected = await _import_in_batches(
-        pool, lines, parse_annuaire(lines), apply, progress=progress, batch_size=batch_size
+    summary, _ = await import_reference(
+        pool, path, annuaire_progress=progress, batch_size=batch_size
     )
+    assert summary is not None
     return summary
 
 
@@ -694,6 +941,7 @@ async def import_education_prioritaire(
     pool: asyncpg.Pool,
     path: Path,
     *,
+    school_year: str | None = None,
     progress: Progress | None = None,
     batch_size: int = BATCH_SIZE,
 ) -> EducationPrioritaireSummary:
@@ -702,61 +950,137 @@ async def import_education_prioritaire(
     Import the annuaire first: a UAI of the list that is not in ``reference_schools`` is counted
     as not found. One transaction for the whole file.
     """
-    lines = _FileLines(Path(path))
-    summary = EducationPrioritaireSummary()
-
-    async def apply(connection: asyncpg.Connection, batch: list[PrioritaireStatus]) -> None:
-        school_year = batch[0].school_year
-        summary.school_year = school_year
-        updated, not_found, published = await set_education_prioritaire(
-            connection, batch, school_year
-        )
-        summary.updated += updated
-        summary.not_found += not_found
-        summary.published += published
-        summary.superseded += len(batch) - updated - not_found
-
-    summary.rejected = await _import_in_batches(
+    _, summary = await import_reference(
         pool,
-        lines,
-        parse_education_prioritaire(lines),
-        apply,
-        progress=progress,
+        None,
+        path,
+        school_year=school_year,
+        education_prioritaire_progress=progress,
         batch_size=batch_size,
     )
+    assert summary is not None
     return summary
 
 
-async def _import_in_batches(
+async def import_reference(
     pool: asyncpg.Pool,
-    lines: _FileLines,
+    annuaire: Path | None,
+    education_prioritaire: Path | None = None,
+    *,
+    school_year: str | None = None,
+    annuaire_progress: Progress | None = None,
+    education_prioritaire_progress: Progress | None = None,
+    batch_size: int = BATCH_SIZE,
+) -> tuple[ImportSummary | None, EducationPrioritaireSummary | None]:
+    """Import the annuaire, then apply the éducation prioritaire list, in one transaction.
+
+    Both headers are read before anything is written, so a file in the wrong format is refused
+    (:class:`ReferenceFormatError`) with nothing changed; a database error, or a refusal found
+    while reading, rolls back both files. ``school_year`` (``2022-2023``) is the list's school
+    year when it does not say it itself (the ministry's list); else it comes from its file name.
+    """
+    readings: list[tuple[Source, Iterable[Any], Progress | None]] = []
+    annuaire_reading = ep_reading = None
+    if annuaire is not None:
+        source = Source.of_file(Path(annuaire))
+        annuaire_reading = AnnuaireReading(annuaire_table(source))
+        readings.append((source, annuaire_reading, annuaire_progress))
+    if education_prioritaire is not None:
+        source = Source.of_file(Path(education_prioritaire))
+        ep_reading = EducationPrioritaireReading(
+            education_prioritaire_table(source),
+            school_year=school_year,
+            file_name=Path(education_prioritaire).name,
+        )
+        readings.append((source, ep_reading, education_prioritaire_progress))
+    summary = ep_summary = None
+
+    async def upsert(connection: asyncpg.Connection, batch: list[ReferenceSchool]) -> None:
+        assert summary is not None
+        inserted, updated, published = await upsert_schools(connection, batch)
+        summary.inserted += inserted
+        summary.updated += updated
+        summary.published += published
+
+    async def set_statuses(connection: asyncpg.Connection, batch: list[PrioritaireStatus]) -> None:
+        assert ep_summary is not None
+        assert ep_reading is not None
+        updated, not_found, published = await set_education_prioritaire(
+            connection, batch, ep_reading.school_year
+        )
+        ep_summary.updated += updated
+        ep_summary.not_found += not_found
+        ep_summary.published += published
+        ep_summary.superseded += len(batch) - updated - not_found
+
+    async with pool.acquire() as connection, connection.transaction():
+        await connection.execute(_IMPORT_LOCK)
+        if annuaire_reading is not None:
+            summary = ImportSummary(delimiter=annuaire_reading.table.delimiter_name)
+            summary.rejected = await _import_in_batches(
+                connection,
+                annuaire_reading.table.source,
+                annuaire_reading,
+                upsert,
+                progress=annuaire_progress,
+                batch_size=batch_size,
+            )
+            count = annuaire_reading.table.count
+            summary.merged, summary.flagged = annuaire_reading.merged, annuaire_reading.flagged
+            summary.lines, summary.blank, summary.continued = (
+                count.lines,
+                count.blank,
+                count.continued,
+            )
+        if ep_reading is not None:
+            ep_summary = EducationPrioritaireSummary(
+                school_year=ep_reading.school_year,
+                school_year_from=ep_reading.school_year_from,
+                delimiter=ep_reading.table.delimiter_name,
+            )
+            ep_summary.rejected = await _import_in_batches(
+                connection,
+                ep_reading.table.source,
+                ep_reading,
+                set_statuses,
+                progress=education_prioritaire_progress,
+                batch_size=batch_size,
+            )
+            count = ep_reading.table.count
+            ep_summary.headings = ep_reading.headings
+            ep_summary.lines, ep_summary.blank = count.lines, count.blank
+            ep_summary.continued = count.continued
+    return summary, ep_summary
+
+
+async def _import_in_batches(
+    connection: asyncpg.Connection,
+    source: Source,
     parsed: Iterable[T | Rejected],
     apply: Callable[[asyncpg.Connection, list[T]], Awaitable[None]],
     *,
     progress: Progress | None,
     batch_size: int,
 ) -> list[Rejected]:
-    """Apply the good rows in batches of ``batch_size``, all in one transaction under the import
-    lock (the whole file or, on a database error, nothing); return the rejected rows."""
+    """Apply the good rows in batches of ``batch_size`` on ``connection`` (inside the import's
+    transaction, under its lock); return the rejected rows."""
     rejected: list[Rejected] = []
     batch: list[T] = []
     rows = 0
-    async with pool.acquire() as connection, connection.transaction():
-        await connection.execute(_IMPORT_LOCK)
-        for item in parsed:
-            rows += 1
-            if isinstance(item, Rejected):
-                rejected.append(item)
-            else:
-                batch.append(item)
-            if rows % batch_size == 0:
-                if batch:
-                    await apply(connection, batch)
-                    batch = []
-                if progress is not None:
-                    progress(lines.bytes_read, rows)
-        if batch:
-            await apply(connection, batch)
+    for item in parsed:
+        rows += 1
+        if isinstance(item, Rejected):
+            rejected.append(item)
+        else:
+            batch.append(item)
+        if rows % batch_size == 0:
+            if batch:
+                await apply(connection, batch)
+                batch = []
+            if progress is not None:
+                progress(source.bytes_read, rows)
+    if batch:
+        await apply(connection, batch)
     if progress is not None:
-        progress(lines.bytes_read, rows)
+        progress(source.bytes_read, rows)
     return rejected
