@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from maillage.registry import identifiers
@@ -315,3 +317,64 @@ def test_an_unknown_kind_is_refused() -> None:
     assert "unknown kind of partner 'ecole'" in str(
         rejection(identifiers.required_identifiers, "ecole")
     )
+
+
+# --- Numbers that pass their check but are never assigned ----------------------------------------
+
+
+def _with_letter(digits: str) -> str:
+    return digits + identifiers.uai_check_letter(digits)
+
+
+@pytest.mark.parametrize(
+    ("check", "given", "field", "fragment"),
+    [
+        (identifiers.siren, "000000000", "siren", "SIREN 000000000 passes its check digit but is"),
+        (identifiers.siren, "000 000 000", "siren", "never assigned (all zeros)"),
+        (identifiers.siret, "00000000000000", "siret", "its SIREN 000000000 is never assigned"),
+        (identifiers.siret, "000000000 00000", "siret", "its SIREN 000000000 is never assigned"),
+        (identifiers.siret, "73282935300000", "siret", "its NIC (the last five digits) 00000"),
+        (identifiers.uai, "0000000A", "uai", "starts with 000, which numbers no département"),
+        (identifiers.uai, _with_letter("0200001"), "uai", "starts with 020"),  # Corsica: 620/720
+        (identifiers.uai, _with_letter("0960001"), "uai", "starts with 096"),
+        (identifiers.uai, _with_letter("9990001"), "uai", "starts with 999"),
+        (identifiers.uai, _with_letter("9850001"), "uai", "starts with 985"),
+        (identifiers.rna, "W000000000", "rna", "RNA number W000000000 is never assigned"),
+        (identifiers.rna, "W000123456", "rna", "000 names none"),
+        (identifiers.insee_commune, "94000", "commune_code", "94000 is never assigned"),
+        (identifiers.insee_commune, "2A000", "commune_code", "2A000 is never assigned"),
+        (identifiers.insee_commune, "97100", "commune_code", "97100 is never assigned"),
+        (identifiers.insee_commune, "99134", "commune_code", "99### codes name countries"),
+        (identifiers.insee_commune, "97912", "commune_code", "no département or collectivité"),
+        (identifiers.qpv, "QP000000", "qpv", "QP000000 is never assigned: 000 numbers no"),
+        (identifiers.qpv, "QN00001A", "qpv", "QN00001A is never assigned"),
+        (identifiers.qpv, "QN9601A", "qpv", "96 numbers no département"),
+        (identifiers.departement, "970", "departement", "is not one"),
+        (identifiers.departement, "985", "departement", "is not one"),
+    ],
+)
+def test_numbers_that_pass_their_check_but_are_never_assigned_are_refused(
+    check: Any, given: str, field: str, fragment: str
+) -> None:
+    error = rejection(check, given)
+    assert error.field == field
+    assert fragment in str(error)
+
+
+@pytest.mark.parametrize(
+    ("check", "given"),
+    [
+        (identifiers.siret, "73282932000074"),
+        (identifiers.siret, "35600000000048"),  # La Poste's head office
+        (identifiers.uai, _with_letter("9760001")),  # Mayotte
+        (identifiers.uai, _with_letter("9880001")),  # Nouvelle-Calédonie
+        (identifiers.insee_commune, "97801"),  # Saint-Martin
+        (identifiers.insee_commune, "98818"),  # Nouméa
+        (identifiers.insee_commune, "75101"),  # Paris 1er arrondissement
+        (identifiers.departement, "975"),
+        (identifiers.departement, "989"),
+        (identifiers.qpv, "QP971001"),
+    ],
+)
+def test_their_neighbours_that_are_assigned_still_pass(check: Any, given: str) -> None:
+    assert check(given)

@@ -132,6 +132,35 @@ async def test_invalid_identifiers_get_one_error_per_field(app: FastAPI) -> None
     assert missing.json()["errors"][0]["pointer"] in ("#/rna", "#/siret")
 
 
+async def test_identifiers_that_pass_their_check_but_are_never_assigned_are_422(
+    app: FastAPI,
+) -> None:
+    """The issue's input: an entreprise with SIRET 00000000000000 answered 201 and stored
+    SIREN 000000000. Such numbers pass their check digit or letter; none was ever assigned."""
+    async with client(app) as http:
+        company_of_zeros = await http.post(
+            "/partners", json=company(siret="00000000000000", commune_code="94000")
+        )
+        association = await http.post(
+            "/partners", json=company(kind="association", siret=None, rna="W000000000")
+        )
+        school = await http.post(
+            "/partners", json=company(kind="college", siret=None, uai="0000000A")
+        )
+    assert company_of_zeros.status_code == 422
+    pointers = {e["pointer"]: e["detail"] for e in company_of_zeros.json()["errors"]}
+    assert pointers == {
+        "#/siret": "SIRET 00000000000000 passes its check digit but its SIREN 000000000 is "
+        "never assigned (all zeros)",
+        "#/commune_code": "code commune INSEE 94000 is never assigned: communes are numbered "
+        "from 1 in their département",
+    }
+    assert association.status_code == 422
+    assert association.json()["errors"][0]["pointer"] == "#/rna"
+    assert school.status_code == 422
+    assert "starts with 000, which numbers no département" in school.json()["errors"][0]["detail"]
+
+
 async def test_an_identifier_registered_twice_names_the_existing_partner(app: FastAPI) -> None:
     async with client(app) as http:
         first = await http.post("/partners", json=company(siret="44306184100047"))

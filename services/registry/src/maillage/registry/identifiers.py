@@ -10,6 +10,12 @@ what is wrong (in English, with the French administration's own terms).
 - RNA (répertoire national des associations): ``W`` and 9 digits.
 - Code commune INSEE: 5 characters, ``2A``/``2B`` in Corsica.
 - QPV (quartier prioritaire de la politique de la ville): 2015 and 2024 codes.
+
+A check digit or letter catches typing errors, not numbers that were never given out: SIREN
+000000000 passes Luhn, UAI 0000000A its letter. Each function also refuses what its issuer can
+never have assigned, saying so: a SIREN or a SIRET's NIC of zeros (INSEE numbers from 1), a UAI
+or QPV code whose département part numbers no département, an RNA number whose greffe is 000, a
+commune numbered 000 in its département or a 99### code (a country, in INSEE's geography).
 """
 
 from __future__ import annotations
@@ -58,7 +64,7 @@ def siren(value: str, *, field: str = "siren") -> str:
     # InvalidLength is a subclass of InvalidFormat: catch it first.
     number = stdnum_siren.compact(_clean(value, field, "SIREN"))
     try:
-        return str(stdnum_siren.validate(number))
+        number = str(stdnum_siren.validate(number))
     except InvalidLength:
         raise InvalidIdentifier(
             field, f"SIREN {number} has {len(number)} digits; a SIREN has 9"
@@ -69,6 +75,11 @@ def siren(value: str, *, field: str = "siren") -> str:
         ) from None
     except InvalidChecksum:
         raise InvalidIdentifier(field, f"SIREN {number} fails its check digit (Luhn)") from None
+    if number == "0" * 9:
+        raise InvalidIdentifier(
+            field, f"SIREN {number} passes its check digit but is never assigned (all zeros)"
+        )
+    return number
 
 
 def siret(value: str, *, field: str = "siret") -> str:
@@ -80,7 +91,7 @@ def siret(value: str, *, field: str = "siret") -> str:
     """
     number = stdnum_siret.compact(_clean(value, field, "SIRET"))
     try:
-        return str(stdnum_siret.validate(number))
+        number = str(stdnum_siret.validate(number))
     except InvalidLength:
         raise InvalidIdentifier(
             field,
@@ -106,6 +117,19 @@ def siret(value: str, *, field: str = "siret") -> str:
         ) from None
     except ValidationError as error:  # pragma: no cover - stdnum raises only the three above
         raise InvalidIdentifier(field, f"SIRET {number} is invalid: {error}") from None
+    if number[:9] == "0" * 9:
+        raise InvalidIdentifier(
+            field,
+            f"SIRET {number} passes its check digit but its SIREN {number[:9]} is never "
+            "assigned (all zeros)",
+        )
+    if number[9:] == "0" * 5:
+        raise InvalidIdentifier(
+            field,
+            f"SIRET {number} passes its check digit but its NIC (the last five digits) 00000 is "
+            "never assigned: INSEE numbers a unit's establishments from 0001",
+        )
+    return number
 
 
 # --- UAI -----------------------------------------------------------------------------------------
@@ -137,7 +161,20 @@ def uai(value: str, *, field: str = "uai") -> str:
             f"UAI {code} has check letter {code[7]}; {code[:7]} requires {expected} "
             f"({code[:7]} mod 23 = {int(code[:7]) % 23})",
         )
+    if _uai_prefix_departement(code[:3]) is None:
+        raise InvalidIdentifier(
+            field,
+            f"UAI {code} passes its check letter but starts with {code[:3]}, which numbers no "
+            "département (001-095, 620/720 for Corsica, 971-978 and 984-989 overseas): it is "
+            "never assigned",
+        )
     return code
+
+
+OVERSEAS = frozenset(
+    {"971", "972", "973", "974", "975", "976", "977", "978", "984", "986", "987", "988", "989"}
+)
+"""INSEE's codes of the overseas départements and collectivités (984 TAAF, 989 Clipperton)."""
 
 
 def departement(value: str, *, field: str = "departement") -> str:
@@ -149,17 +186,26 @@ def departement(value: str, *, field: str = "departement") -> str:
     code = _clean(value, field, "Département code").upper()
     if len(code) == 3 and code[0] == "0":
         code = code[1:]
-    if re.fullmatch(r"2[AB]", code):
+    if re.fullmatch(r"2[AB]", code) or code in OVERSEAS:
         return code
     if re.fullmatch(r"[0-9]{2}", code) and code not in {"00", "20", "96", "97", "98", "99"}:
-        return code
-    if re.fullmatch(r"9[78][0-9]", code):
         return code
     raise InvalidIdentifier(
         field,
         f"département code {value.strip()!r} is not one: expected 01-95, 2A or 2B (Corsica), "
-        "or 971-989 overseas",
+        "or 971-978, 984, 986-989 overseas",
     )
+
+
+def _uai_prefix_departement(prefix: str) -> str | None:
+    """The département a UAI's first three digits number, or None."""
+    if prefix == "620":
+        return "2A"
+    if prefix == "720":
+        return "2B"
+    if prefix[0] == "0" and 1 <= int(prefix) <= 95 and prefix != "020":
+        return prefix[1:]
+    return prefix if prefix in OVERSEAS else None
 
 
 def uai_departement(value: str, *, field: str = "uai") -> str:
@@ -167,23 +213,13 @@ def uai_departement(value: str, *, field: str = "uai") -> str:
 
     A UAI's first three digits number the département: ``094`` → ``94`` (Val-de-Marne),
     ``075`` → ``75``, ``620`` → ``2A`` (Corse-du-Sud), ``720`` → ``2B`` (Haute-Corse); overseas
-    keep three digits (``971`` Guadeloupe, ``974`` La Réunion, ``976`` Mayotte).
+    keep three digits (``971`` Guadeloupe, ``974`` La Réunion, ``976`` Mayotte). A UAI whose
+    prefix numbers no département is refused by :func:`uai` already.
     """
     code = uai(value, field=field)
-    prefix = code[:3]
-    if prefix == "620":
-        return "2A"
-    if prefix == "720":
-        return "2B"
-    if prefix[0] == "0" and 1 <= int(prefix) <= 95 and prefix != "020":
-        return prefix[1:]
-    if prefix[:2] in {"97", "98"}:
-        return prefix
-    raise InvalidIdentifier(
-        field,
-        f"UAI {code} starts with {prefix}, which numbers no département "
-        "(001-095, 620/720 for Corsica, 97x/98x overseas)",
-    )
+    departement = _uai_prefix_departement(code[:3])
+    assert departement is not None
+    return departement
 
 
 # --- RNA, INSEE commune, QPV ---------------------------------------------------------------------
@@ -201,6 +237,12 @@ def rna(value: str, *, field: str = "rna") -> str:
             field,
             f"RNA number {code} must be W followed by 9 digits; it has {len(code) - 1} "
             "characters after the W",
+        )
+    if code[1:4] == "000":
+        raise InvalidIdentifier(
+            field,
+            f"RNA number {code} is never assigned: its first three digits name the greffe "
+            "(a préfecture's) that registered it, and 000 names none",
         )
     return code
 
@@ -229,6 +271,23 @@ def insee_commune(value: str, *, field: str = "commune_code") -> str:
         raise InvalidIdentifier(
             field, f"code commune INSEE {code}: no département is numbered {code[:2]}"
         )
+    if code.startswith("99"):
+        raise InvalidIdentifier(
+            field,
+            f"code commune INSEE {code}: 99### codes name countries abroad in INSEE's "
+            "geography, not communes",
+        )
+    overseas = code.startswith(("97", "98"))
+    if overseas and code[:3] not in OVERSEAS:
+        raise InvalidIdentifier(
+            field, f"code commune INSEE {code}: no département or collectivité is {code[:3]}"
+        )
+    if code[3:] == "00" if overseas else code[2:] == "000":
+        raise InvalidIdentifier(
+            field,
+            f"code commune INSEE {code} is never assigned: communes are numbered from 1 in "
+            "their département",
+        )
     return code
 
 
@@ -245,7 +304,7 @@ def qpv(value: str, *, field: str = "qpv") -> str:
     code = _clean(value, field, "QPV code").upper().replace(" ", "")
     if code.startswith("QP"):
         if _QPV_2015.match(code):
-            return code
+            return _qpv_departement_checked(code, code[2:5], field)
         raise InvalidIdentifier(
             field,
             f"QPV code {code} is not a 2015 code: QP, a 3-digit département and 3 digits "
@@ -253,7 +312,7 @@ def qpv(value: str, *, field: str = "qpv") -> str:
         )
     if code.startswith("QN"):
         if _QPV_2024.match(code):
-            return code
+            return _qpv_departement_checked(code, code[2:-3], field)
         raise InvalidIdentifier(
             field,
             f"QPV code {code} is not a 2024 code: QN, the département, 2 digits and a letter "
@@ -262,6 +321,17 @@ def qpv(value: str, *, field: str = "qpv") -> str:
     raise InvalidIdentifier(
         field, f"QPV code {code} must start with QP (2015 codes) or QN (2024 codes)"
     )
+
+
+def _qpv_departement_checked(code: str, departement_part: str, field: str) -> str:
+    try:
+        departement(departement_part)
+    except InvalidIdentifier:
+        raise InvalidIdentifier(
+            field,
+            f"QPV code {code} is never assigned: {departement_part} numbers no département",
+        ) from None
+    return code
 
 
 # --- Which identifiers each kind of partner needs ------------------------------------------------
