@@ -333,7 +333,7 @@ async def test_the_education_prioritaire_list_overrides_the_annuaire(
         (None, "annuaire"),
         ("REP", "annuaire"),
     )
-    unknown = uai_for(9_400_001)
+    unknown = uai_for(959_999)  # Val-d'Oise: not in the sample
     ep_list = write_csv(
         tmp_path / "fr-en-etablissements-ep.csv",
         ["UAI", "Nom", "ep_2023_2024", "ep_2024_2025", "uai_tete_de_reseau"],

@@ -55,6 +55,7 @@ _DATE_TIME = re.compile(
 # RFC 2046 / RFC 9110 media type: a type, a subtype, then parameters we do not need to read.
 _MEDIA_NAME = r"[!#$%&'*+.^_`|~0-9A-Za-z-]+"
 _MEDIA_TYPE = re.compile(rf"^{_MEDIA_NAME}/{_MEDIA_NAME}\s*(?:;.*)?$", re.DOTALL)
+_DAYS = (31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)
 # CloudEvents "Type System", String: characters that MUST NOT appear.
 _FORBIDDEN = re.compile("[\x00-\x1f\x7f-\x9f\ufdd0-\ufdef\ufffe\uffff]")
 
@@ -155,7 +156,7 @@ def parse_timestamp(text: str, header: str = "ce_time") -> datetime:
         raise EnvelopeError(f"{header} {text!r}: year 0000 cannot be represented")
     if not (
         1 <= month <= 12
-        and 1 <= day <= calendar.monthrange(year, month)[1]
+        and 1 <= day <= (29 if month == 2 and calendar.isleap(year) else _DAYS[month - 1])
         and hour <= 23
         and minute <= 59
         and second <= 60
@@ -171,7 +172,8 @@ def parse_timestamp(text: str, header: str = "ce_time") -> datetime:
                 )
             return instant
         instant = datetime(year, month, day, hour, minute, second, microsecond, tzinfo=offset)
-        instant.astimezone(UTC)  # raises OverflowError when beyond what datetime holds
+        if year in (1, 9999):
+            instant.astimezone(UTC)  # raises OverflowError beyond what datetime holds
         return instant
     except (OverflowError, ValueError) as error:
         raise EnvelopeError(f"{header} {text!r} cannot be represented: {error}") from None
