@@ -12,7 +12,6 @@ import asyncio
 import csv
 import io
 import json
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -23,8 +22,7 @@ from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from maillage.cli import registry as registry_cli
-from maillage.common.db import create_pool, migrate_service
-from maillage.registry import geography, identifiers, reference
+from maillage.registry import geography, identifiers
 from maillage.registry.csvfile import ReferenceFormatError, Source
 from maillage.registry.reference import (
     AnnuaireReading,
@@ -37,7 +35,6 @@ from maillage.registry.reference import (
     parse_education_prioritaire,
 )
 
-MIGRATIONS = Path(reference.__file__).parent / "migrations"
 HEADER = "identifiant_de_l_etablissement;nom_etablissement;type_etablissement;code_departement"
 
 
@@ -48,16 +45,6 @@ def rep_list() -> Path:
         if candidate.exists():
             return candidate
     pytest.skip("shared/data/liste-des-rep-et-rep-rentree-2022.csv is not on this machine")
-
-
-@pytest.fixture
-async def pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
-    await migrate_service(database_url, MIGRATIONS)
-    pool = await create_pool(database_url, min_size=1, max_size=2)
-    try:
-        yield pool
-    finally:
-        await pool.close()
 
 
 def uai_for(number: int) -> str:

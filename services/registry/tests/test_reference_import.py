@@ -6,7 +6,6 @@ import csv
 import resource
 import time
 import tracemalloc
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +15,6 @@ from typer.testing import CliRunner
 
 from maillage.cli import registry as registry_cli
 from maillage.common.catalog import SchoolReferenced
-from maillage.common.db import create_pool, migrate_service
 from maillage.registry import identifiers, reference
 from maillage.registry.reference import (
     ReferenceFormatError,
@@ -29,23 +27,12 @@ from maillage.registry.reference import (
     parse_education_prioritaire,
 )
 
-MIGRATIONS = Path(reference.__file__).parent / "migrations"
 DATA = Path(reference.__file__).parent / "data"
 DEMO_ANNUAIRE = DATA / "annuaire-education-demo-94.csv"
 DEMO_EP = DATA / "education-prioritaire-demo-94.csv"
 MALFORMED = Path(__file__).parent / "data" / "annuaire-malformed.csv"
 DEMO_ROWS = 46
 DEMO_EP_ROWS = 22
-
-
-@pytest.fixture
-async def pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
-    await migrate_service(database_url, MIGRATIONS)
-    pool = await create_pool(database_url, min_size=1, max_size=2)
-    try:
-        yield pool
-    finally:
-        await pool.close()
 
 
 async def statuses(pool: asyncpg.Pool) -> dict[str, tuple[str | None, str]]:
