@@ -35,17 +35,36 @@ from maillage.cli.embedded import EmbeddedPostgres, ensure_database
 from maillage.common.catalog import SchoolReferenced
 from maillage.common.db import create_pool, migrate_service
 from maillage.common.outbox import publish
-from maillage.registry import identifiers, reference
+from maillage.registry import geography, identifiers, reference
+
+# A UAI numbers at most 10,000 schools per département: spread the generated ones over the
+# metropolitan départements, each placed inside its département (the import checks it).
+DEPARTEMENTS = sorted(code for code in geography.boxes() if code.isdigit() and len(code) == 2)
+
+
+def departement(number: int) -> str:
+    return DEPARTEMENTS[number // 10_000]
 
 
 def uai(number: int) -> str:
-    digits = f"{940_000 + number:07d}"
+    digits = f"0{departement(number)}{number % 10_000:04d}"
     return digits + identifiers.uai_check_letter(digits)
+
+
+def place(number: int) -> tuple[str, str]:
+    box = geography.boxes()[departement(number)]
+    latitude = (box.south + box.north) / 2 + (number % 1000) / 100_000
+    longitude = (box.west + box.east) / 2 + (number % 997) / 100_000
+    return f"{latitude:.6f}", f"{longitude:.6f}"
 
 
 def school(number: int) -> SchoolReferenced:
     return SchoolReferenced(
-        uai=uai(number), name=f"Collège {number}", type="Collège", departement="94", version=1
+        uai=uai(number),
+        name=f"Collège {number}",
+        type="Collège",
+        departement=departement(number),
+        version=1,
     )
 
 
@@ -71,12 +90,11 @@ def write_annuaire(path: Path, rows: int) -> None:
                     uai(number),
                     f"Collège {number}",
                     "Collège",
-                    "94054",
-                    "Orly",
-                    "094",
+                    f"{departement(number)}001",
+                    "Commune",
+                    f"0{departement(number)}",
                     ("", "REP", "REP+")[number % 3],
-                    f"{48.70 + (number % 1000) / 10_000:.6f}",
-                    f"{2.35 + (number % 997) / 10_000:.6f}",
+                    *place(number),
                 ]
             )
 
