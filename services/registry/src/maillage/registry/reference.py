@@ -4,15 +4,20 @@ A school's REP/REP+ status, pupil count and location come from here, never from 
 declares. Two official files feed the ``reference_schools`` table:
 
 - the "Annuaire de l'éducation" (data.education.gouv.fr, dataset ``fr-en-annuaire-education``,
-  about 66,000 rows): a ``;`` CSV with one row per establishment and some 70 columns, of which
-  this module reads thirteen (:data:`ANNUAIRE_COLUMNS`) and ignores the others;
-- the éducation prioritaire list (dataset ``fr-en-etablissements-ep``): a ``;`` CSV with a UAI
-  column and one REP column per school year (``ep_2022_2023``); the latest year is used.
+  about 66,000 rows): a CSV with one row per establishment and some 70 columns, of which this
+  module reads thirteen (:data:`ANNUAIRE_COLUMNS`) and ignores the others;
+- the éducation prioritaire list: the dataset ``fr-en-etablissements-ep`` (a UAI column and one
+  REP column per school year, ``ep_2022_2023``; the latest is used) or the ministry's list of REP
+  and REP+ (``liste-des-rep-et-rep-rentree-2022.csv``; see :class:`EducationPrioritaireReading`).
 
-Both files are parsed as streams (:func:`parse_annuaire`, :func:`parse_education_prioritaire`):
-a bad row becomes a :class:`Rejected` with its line number and reason, and the good rows go on.
-The importers upsert batches of :data:`BATCH_SIZE` rows in one transaction per file, so memory stays
-flat whatever the file's size and a failed import leaves the table as it was.
+Both files are read by ``csvfile.Table`` (delimiter ``;``, ``,`` or tab, found from the header;
+every line accounted for, see its docstring) and parsed as streams (:class:`AnnuaireReading`,
+:class:`EducationPrioritaireReading`): a bad row becomes a :class:`Rejected` with its line number
+and reason, and the good rows go on. A row whose facts contradict each other is rejected, or its
+doubtful field dropped and flagged (``geography.check_place``). :func:`import_reference` reads
+both headers first, then upserts batches of :data:`BATCH_SIZE` rows of both files in one
+transaction, so memory stays flat whatever the file's size and a refused file or a failed import
+leaves the table as it was.
 
 Every school an import adds, or whose published fields (those of ``SchoolReferenced``: name,
 place, REP/REP+, QPV) it changes, is published as a ``fr.maillage.registry.school.referenced.v1``
@@ -26,8 +31,8 @@ and only a list of the same or a later school year changes it.
 
 Column names are matched after normalisation (case, accents, spaces: ``Code postal``,
 ``Code_postal`` and ``code_postal`` are the same column), since the site's exports differ by
-whether they use field names or labels. The file is UTF-8 (a BOM is tolerated); a line that is not
-valid UTF-8 is read as Windows-1252, which is what a spreadsheet re-save produces.
+whether they use field names or labels. Each line is UTF-8 (a BOM is tolerated) or else
+Windows-1252, which is what a spreadsheet re-save produces; a line that is neither is rejected.
 """
 
 from __future__ import annotations
