@@ -164,10 +164,6 @@ class ImportSummary:
     delimiter: str = ";"
 
     @property
-    def rows(self) -> int:
-        return self.inserted + self.updated + len(self.rejected)
-
-    @property
     def accounted(self) -> int:
         """Lines accounted for: equals ``lines`` once the import is done."""
         return (
