@@ -6,7 +6,8 @@ UV_VERSION := 0.13.9
 UV := $(or $(shell command -v uv 2>/dev/null),$(CURDIR)/.tools/bin/uv)
 ARGS ?=
 # Trust the system's certificate store (it holds any corporate or proxy CA), as pip does.
-export UV_NATIVE_TLS ?= 1
+# (UV_SYSTEM_CERTS replaced UV_NATIVE_TLS, which uv now warns about on every call.)
+export UV_SYSTEM_CERTS ?= 1
 
 .PHONY: dev demo test lint typecheck imports pytest sync clean help
 
