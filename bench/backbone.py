@@ -2,7 +2,7 @@
 
 Run from the repository root::
 
-    uv run --frozen python bench/backbone.py [--events N] [--rate 200] [--seconds 20]
+    .venv/bin/python bench/backbone.py [--events N] [--rate 200] [--seconds 20]
 
 It starts its own embedded broker (tansu, in memory) and PostgreSQL (in a temporary directory, on
 free loopback ports) unless ``KAFKA_BOOTSTRAP_SERVERS`` / ``DATABASE_URL`` name existing ones (the

@@ -2,7 +2,7 @@
 
 Run from the repository root::
 
-    uv run --frozen python bench/cordees_matching.py [--seed 2026] [--rounds 3] [--requests 2000]
+    .venv/bin/python bench/cordees_matching.py [--seed 2026] [--rounds 3] [--requests 2000]
 
 It builds a synthetic national instance, the same for a given seed: about 7,000 collèges (365 REP+,
 735 REP), 3,700 lycées and 1,500 têtes de cordée with 2 to 15 places each, placed around 90 real

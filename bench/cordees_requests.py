@@ -3,7 +3,7 @@ read model, against raw baselines.
 
 Run from the repository root::
 
-    uv run --frozen python bench/cordees_requests.py [--requests 1500] [--concurrency 4]
+    .venv/bin/python bench/cordees_requests.py [--requests 1500] [--concurrency 4]
 
 It starts its own embedded broker and PostgreSQL on free loopback ports (or uses
 ``KAFKA_BOOTSTRAP_SERVERS`` / ``DATABASE_URL``: a server URL on which it creates and drops its own

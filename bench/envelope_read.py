@@ -3,7 +3,7 @@ replaced. Pure CPU, no broker or database.
 
 Run from the repository root::
 
-    uv run --frozen python bench/envelope_read.py [--records 100000] [--rounds 5]
+    .venv/bin/python bench/envelope_read.py [--records 100000] [--rounds 5]
 
 (a) the baseline: what the inbox did before, per record: headers decoded with replacement
     characters into a dict, ``UUID(ce_id)``, ``datetime.fromisoformat(ce_time)``;

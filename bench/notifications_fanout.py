@@ -2,7 +2,7 @@
 
 Run from the repository root::
 
-    uv run --frozen python bench/notifications_fanout.py [--endpoints 1000] [--rounds 3]
+    .venv/bin/python bench/notifications_fanout.py [--endpoints 1000] [--rounds 3]
 
 It starts its own embedded PostgreSQL (in a temporary directory, on a free loopback port) unless
 ``DATABASE_URL`` names a server (the benchmark creates and drops its own database there), and

@@ -2,7 +2,7 @@
 
 Run from the repository root::
 
-    uv run --frozen python bench/registry_school_events.py [--events 20000] [--national 66000]
+    .venv/bin/python bench/registry_school_events.py [--events 20000] [--national 66000]
 
 It starts its own embedded PostgreSQL (temporary directory, free loopback port) unless
 ``DATABASE_URL`` names a server (the benchmark then creates its own database there), migrates a

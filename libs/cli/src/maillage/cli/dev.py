@@ -48,6 +48,12 @@ _COLOURS = {
     "notifications": 34,
     "mail": 34,
 }
+# `maillage dev --local-webhooks`: the SSRF policy's two exemptions, for receivers on this machine
+# only. The notifications service refuses both in production settings.
+LOCAL_WEBHOOKS = {
+    "NOTIFICATIONS_WEBHOOK_ALLOW_HTTP": "true",
+    "NOTIFICATIONS_WEBHOOK_ALLOWED_HOSTS": '["127.0.0.0/8", "::1", "localhost"]',
+}
 
 
 @dataclass
@@ -60,6 +66,7 @@ class DevOptions:
     fresh: bool = False
     demo: bool = False
     ready_timeout: float = 30.0
+    local_webhooks: bool = False  # partners may subscribe http receivers on loopback
     kafka_bootstrap_servers: str | None = None  # an existing broker instead of the embedded one
     database_url: str | None = None  # an existing PostgreSQL server instead of the embedded one
 
@@ -168,6 +175,7 @@ class DevStack:
                 "NOTIFICATIONS_PUBLIC_BASE_URL": _base_url(ports["notifications"]),
             }
 
+        notifications = {**smtp, **(LOCAL_WEBHOOKS if options.local_webhooks else {})}
         issuer = f"http://127.0.0.1:{ports['registry']}"
         for name in SERVICES:
             prefix = f"{name.upper()}_"
@@ -184,7 +192,7 @@ class DevStack:
                 f"{prefix}MIGRATE_ON_START": "false",
                 f"{prefix}JWT_ISSUER": issuer,
                 f"{prefix}JWKS_URL": f"{issuer}/.well-known/jwks.json",
-                **(smtp if name == "notifications" else {}),
+                **(notifications if name == "notifications" else {}),
             }
             process = ManagedProcess(
                 name,
@@ -302,7 +310,7 @@ class DevStack:
             rows.append((name, f"{base}/docs", f"{base}/asyncapi", f"{base}/readyz"))
         widths = [max(len(row[i]) for row in rows) for i in range(4)]
         lines = [
-            "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True))
+            "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
             for row in rows
         ]
         lines.insert(1, "  ".join("-" * width for width in widths))
@@ -354,13 +362,16 @@ async def run(options: DevOptions) -> int:
         stopping.cancel()
         starting.result()  # raises StackError
         stack.output.say(f"all services ready in {time.monotonic() - started:.1f} s")
-        if options.demo:
-            await stack.load_demo()
+        # Where everything is, before anything else: the demo's lines and the logs follow it.
         print(f"\n{stack.summary()}\n", flush=True)
         if stack.mailbox is not None:
             stack.output.say(
                 f"mail: smtp://127.0.0.1:{options.smtp_port}, kept in {stack.mailbox.folder}/"
             )
+        if options.local_webhooks:
+            stack.output.say("webhooks: receivers on this machine allowed (http, loopback)")
+        if options.demo:
+            await stack.load_demo()
         stack.output.say("logs follow; Ctrl-C stops everything")
         died = await stack.watch(stop)
         if died is not None:

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 from pathlib import Path
 from typing import Annotated
 
+import structlog
 import typer
 
-from maillage.cli import dev, operations, registry
+from maillage.cli import dev, operations, registry, webhooks
 
 app = typer.Typer(
     help="Maillage: the backbone of the réussite éducative partner ecosystem.",
@@ -21,6 +23,7 @@ app = typer.Typer(
 app.add_typer(operations.dlq, name="dlq")
 app.add_typer(operations.events, name="events")
 app.add_typer(registry.app, name="registry")
+app.add_typer(webhooks.app, name="webhooks")
 
 
 @app.callback()
@@ -46,6 +49,13 @@ def dev_command(
     ready_timeout: Annotated[
         float, typer.Option(help="Seconds to wait for every service to be ready.")
     ] = 30.0,
+    local_webhooks: Annotated[
+        bool,
+        typer.Option(
+            help="Let partners subscribe webhook receivers on this machine (http, loopback), "
+            "such as `maillage webhooks receive`. Development only."
+        ),
+    ] = False,
 ) -> None:
     """Run the whole system locally: broker, PostgreSQL and the five services.
 
@@ -61,7 +71,11 @@ def dev_command(
         fresh=fresh,
         demo=demo,
         ready_timeout=ready_timeout,
+        local_webhooks=local_webhooks,
         kafka_bootstrap_servers=os.environ.get("KAFKA_BOOTSTRAP_SERVERS") or None,
         database_url=os.environ.get("DATABASE_URL") or None,
     )
+    # This process says what it does in its own lines ("registry: migrated (…)"): the chassis'
+    # INFO lines, one per migration, would only repeat them.
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
     raise typer.Exit(asyncio.run(dev.run(options)))

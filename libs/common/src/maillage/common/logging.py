@@ -8,6 +8,7 @@ processors, so there is one format per process.
 from __future__ import annotations
 
 import logging
+import re
 import sys
 from collections.abc import MutableMapping
 from typing import Any, Literal
@@ -87,6 +88,7 @@ def configure_logging(
     )
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(formatter)
+    handler.addFilter(_compact_partitions)
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
@@ -105,6 +107,44 @@ def _drop_empty_trace_ids(
         if event.get(key) is None:
             event.pop(key, None)
     return event
+
+
+_TOPIC_PARTITION = re.compile(r"TopicPartition\(topic='([^']*)', partition=(\d+)\)")
+_PARTITION_SET = re.compile(
+    r"(?:frozenset\(|set\()?[{(\[]?"
+    rf"{_TOPIC_PARTITION.pattern}(?:, {_TOPIC_PARTITION.pattern})*"
+    r"[})\]]?\)?"
+)
+
+
+def _compact_partitions(record: logging.LogRecord) -> bool:
+    """aiokafka and FastStream log each group assignment as a set of ``TopicPartition(...)``:
+    thousands of characters for a group reading nine topics. Write it per topic instead,
+    ``registry.partners[0-4], cordees.offers[0,2]``. Other records pass unchanged."""
+    message = record.getMessage()
+    if "TopicPartition(" in message:
+        record.msg, record.args = _PARTITION_SET.sub(_per_topic, message), None
+    return True
+
+
+def _per_topic(match: re.Match[str]) -> str:
+    partitions: dict[str, list[int]] = {}
+    for topic, partition in _TOPIC_PARTITION.findall(match.group(0)):
+        partitions.setdefault(topic, []).append(int(partition))
+    return ", ".join(
+        f"{topic}[{_ranges(sorted(numbers))}]" for topic, numbers in sorted(partitions.items())
+    )
+
+
+def _ranges(numbers: list[int]) -> str:
+    """``[0, 1, 2, 4]`` → ``0-2,4``."""
+    runs: list[list[int]] = []
+    for number in numbers:
+        if runs and number == runs[-1][-1] + 1:
+            runs[-1].append(number)
+        else:
+            runs.append([number])
+    return ",".join(f"{run[0]}-{run[-1]}" if len(run) > 1 else str(run[0]) for run in runs)
 
 
 def get_logger(name: str | None = None) -> structlog.stdlib.BoundLogger:

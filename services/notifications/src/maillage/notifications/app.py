@@ -35,11 +35,13 @@ class NotificationsSettings(ServiceSettings):
     service_name: str = "notifications"
     # SSRF policy: https only and public addresses only, unless development or tests say otherwise.
     webhook_allow_http: bool = Field(
-        default=False, description="Accept http:// endpoints (development and tests only)"
+        default=False,
+        description="Accept http:// endpoints (development and tests only: refused in production)",
     )
     webhook_allowed_hosts: frozenset[str] = Field(
         default=frozenset(),
-        description="Host names or addresses exempt from the private-address refusal (tests)",
+        description="Host names or networks exempt from the private-address refusal "
+        "(development and tests only: refused in production)",
     )
     webhook_retry_schedule_seconds: tuple[float, ...] = Field(
         default=tuple(delay.total_seconds() for delay in domain.DEFAULT_RETRY_SCHEDULE),
@@ -92,6 +94,19 @@ class NotificationsSettings(ServiceSettings):
         ):
             raise ValueError(
                 "set NOTIFICATIONS_SECRET_ENCRYPTION_KEY: the development one is public"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _production_calls_public_https_only(self) -> NotificationsSettings:
+        # The two exemptions are for tests and `maillage dev --local-webhooks`: in production they
+        # would let a partner make the service call loopback or the internal network.
+        if self.environment == "production" and (
+            self.webhook_allow_http or self.webhook_allowed_hosts
+        ):
+            raise ValueError(
+                "NOTIFICATIONS_WEBHOOK_ALLOW_HTTP and NOTIFICATIONS_WEBHOOK_ALLOWED_HOSTS are for "
+                "development and tests: production calls public https endpoints only"
             )
         return self
 
