@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 
+import pytest
 from aiokafka.structs import TopicPartition
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from maillage.common.logging import _compact_partitions, configure_logging
+from maillage.common.logging import _compact_partitions, configure_logging, get_logger
 
 topics = st.from_regex(r"[a-z][a-z0-9-]{0,20}(\.[a-z0-9-]{1,20}){0,2}", fullmatch=True)
 assignments = st.dictionaries(topics, st.sets(st.integers(0, 63), min_size=1), max_size=12)
@@ -55,7 +57,19 @@ def test_other_lines_pass_unchanged() -> None:
     assert line.args == ("cordees.partners", 1, "m")
 
 
-def test_every_process_gets_the_filter() -> None:
+def test_every_process_writes_assignments_per_topic(capsys: pytest.CaptureFixture[str]) -> None:
+    """Through the real chain: aiokafka's standard-library logger and FastStream's structlog one."""
     configure_logging("tests", fmt="json")
-    (handler,) = logging.getLogger().handlers
-    assert _compact_partitions in handler.filters
+    partitions = {TopicPartition("registry.partners", p) for p in range(6)}
+    logging.getLogger("aiokafka.consumer.group_coordinator").info(
+        "Setting newly assigned partitions %s for group %s", partitions, "g"
+    )
+    get_logger("maillage.tests.broker").info(
+        f"Consumer m-1 assigned to partitions: ({', '.join(str(tp) for tp in partitions)})",
+        extra={"topic": "registry.partners"},
+    )
+    lines = [json.loads(line) for line in capsys.readouterr().err.splitlines()]
+    assert [line["event"] for line in lines] == [
+        "Setting newly assigned partitions registry.partners[0-5] for group g",
+        "Consumer m-1 assigned to partitions: registry.partners[0-5]",
+    ]

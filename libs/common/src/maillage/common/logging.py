@@ -121,6 +121,11 @@ def _compact_partitions(record: logging.LogRecord) -> bool:
     """aiokafka and FastStream log each group assignment as a set of ``TopicPartition(...)``:
     thousands of characters for a group reading nine topics. Write it per topic instead,
     ``registry.partners[0-4], cordees.offers[0,2]``. Other records pass unchanged."""
+    if isinstance(record.msg, dict):  # from a structlog logger (FastStream's): its event dict
+        event = record.msg.get("event")
+        if isinstance(event, str) and "TopicPartition(" in event:
+            record.msg = {**record.msg, "event": _PARTITION_SET.sub(_per_topic, event)}
+        return True
     message = record.getMessage()
     if "TopicPartition(" in message:
         record.msg, record.args = _PARTITION_SET.sub(_per_topic, message), None
