@@ -66,6 +66,7 @@ class Output:
 
     def __init__(self, process: subprocess.Popen[str]) -> None:
         self.lines: list[str] = []
+        self.arguments = [str(argument) for argument in process.args]  # type: ignore[union-attr]
         self._thread = threading.Thread(target=self._read, args=(process,), daemon=True)
         self._thread.start()
 
@@ -84,6 +85,15 @@ class Output:
             time.sleep(0.1)
         raise AssertionError(f"no {marker!r} within {timeout} s; output:\n{self.text[-6000:]}")
 
+    def option(self, name: str) -> str:
+        """The value the child was given for option ``name``."""
+        return self.arguments[self.arguments.index(name) + 1]
+
+    def after(self, marker: str) -> str:
+        """The rest of the first line holding ``marker``, after it."""
+        line = next(line for line in self.lines if marker in line)
+        return line.split(marker, 1)[1].strip()
+
     def finish(self) -> str:
         self._thread.join(timeout=10)
         return self.text
@@ -95,14 +105,39 @@ class Output:
 
 def test_dev_starts_everything_and_stops_clean_on_ctrl_c(tmp_path: Path) -> None:
     port_base = consecutive_free_ports(len(SERVICES))
-    process = start_dev(tmp_path, port_base, "--demo")
+    # Generous deadlines: the machine running the suite is shared and often loaded.
+    process = start_dev(tmp_path, port_base, "--demo", "--local-webhooks", "--ready-timeout", "120")
     try:
         started = time.monotonic()
         output = Output(process)
-        text = output.wait_for("logs follow", timeout=60)
+        text = output.wait_for("logs follow", timeout=180)
         ready_after = time.monotonic() - started
-        assert "all services ready" in text
-        assert "demo:" in text
+        # Where everything is comes right after "ready", before the demo's lines and the logs.
+        ours = [line for line in output.lines if line.startswith("maillage: ")]
+        ready = next(i for i, line in enumerate(ours) if "all services ready" in line)
+        assert ours[ready + 1 : ready + 3] == [
+            f"maillage: mail: smtp://127.0.0.1:{output.option('--smtp-port')}, "
+            f"kept in {tmp_path / 'data' / 'mail'}/",
+            "maillage: webhooks: receivers on this machine allowed (http, loopback)",
+        ]
+        assert ours[ready + 3].startswith("maillage: demo: ")
+        table = output.lines.index(ours[ready]) + 1
+        assert output.lines[table] == ""
+        assert output.lines[table + 1].split() == [
+            "service",
+            "API",
+            "docs",
+            "(OpenAPI)",
+            "events",
+            "(AsyncAPI)",
+            "health",
+        ]
+        assert set(output.lines[table + 2]) == {"-", " "}
+        # No line of a group assignment runs to thousands of characters (aiokafka's sets).
+        assignments = [line for line in output.lines if "assigned" in line and "partitions" in line]
+        assert assignments
+        assert max(len(line) for line in assignments) < 1000, max(assignments, key=len)
+        assert "TopicPartition(" not in text
         # The demo's e-mail channels: their confirmation mails reach the development mailbox.
         output.wait_for("Confirmez votre adresse", timeout=30)
         assert len(list((tmp_path / "data" / "mail").glob("*.eml"))) >= 2
@@ -118,6 +153,7 @@ def test_dev_starts_everything_and_stops_clean_on_ctrl_c(tmp_path: Path) -> None
             assert httpx.get(f"{base}/openapi.json", timeout=5).json()["info"]["title"]
             assert httpx.get(f"{base}/asyncapi.json", timeout=5).json()["asyncapi"]
         print(f"maillage dev: five services ready after {ready_after:.1f} s")
+        receive_a_partners_webhooks_as_the_readme_shows(output, port_base)
 
         children = psutil.Process(process.pid).children(recursive=True)
         listening = {
@@ -189,3 +225,75 @@ def test_dev_reports_an_unreachable_external_part(
     assert process.returncode == 1
     assert message.format(port=port) in output
     assert "Traceback" not in output
+
+
+def receive_a_partners_webhooks_as_the_readme_shows(output: Output, port_base: int) -> None:
+    """The README's offline example, on the stack ``--local-webhooks`` started: a partner
+    subscribes http receivers on loopback, runs ``maillage webhooks receive`` with the secret,
+    changes its record, and the receiver verifies the delivery; one run with another secret
+    refuses it (401), which the delivery log shows."""
+    registry, notifications = f"http://127.0.0.1:{port_base}", f"http://127.0.0.1:{port_base + 4}"
+    operator = {"Authorization": f"Bearer {output.after('operator token (15 min):')}"}
+    efrei = output.after("demo: registry: EFREI Paris (démo)").strip("()")
+    client = httpx.post(
+        f"{registry}/partners/{efrei}/clients", json={"name": "tour"}, headers=operator
+    )
+    assert client.status_code == 201, client.text
+    issued = httpx.post(
+        f"{registry}/oauth/token",
+        data={"grant_type": "client_credentials"},
+        auth=(client.json()["client_id"], client.json()["client_secret"]),
+    )
+    partner = {"Authorization": f"Bearer {issued.json()['access_token']}"}
+
+    receivers: dict[str, tuple[dict[str, object], subprocess.Popen[str], Output]] = {}
+    try:
+        for name in ("right secret", "wrong secret"):
+            port = free_port()
+            endpoint = httpx.post(
+                f"{notifications}/webhook-endpoints",
+                json={"url": f"http://127.0.0.1:{port}/maillage", "event_types": []},
+                headers=partner,
+            )
+            assert endpoint.status_code == 201, endpoint.text
+            secret = endpoint.json()["secret"]
+            if name == "wrong secret":
+                secret = "whsec_" + "QUJD" * 8  # well formed, not this endpoint's
+            process = subprocess.Popen(
+                [MAILLAGE, "webhooks", "receive", "--port", str(port)],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+                env={**os.environ, "WEBHOOK_SECRET": secret},
+            )
+            receivers[name] = (endpoint.json(), process, Output(process))
+        for _, _, lines in receivers.values():
+            lines.wait_for("receiving webhooks on http://127.0.0.1:", timeout=30)
+
+        changed = httpx.patch(
+            f"{registry}/partners/{efrei}", json={"commune_name": "Villejuif"}, headers=partner
+        )
+        assert changed.status_code == 200, changed.text
+        verified = receivers["right secret"][2].wait_for("verified", timeout=60)
+        assert "fr.maillage.registry.partner.updated.v1" in verified
+        assert '"commune_name":"Villejuif"' in verified
+        refused = receivers["wrong secret"][2].wait_for("refused", timeout=60)
+        assert "No matching signature found" in refused
+        assert "verified" not in refused
+
+        # The delivery log says the same: delivered (204), and refused (401, to be retried).
+        for name, answer in (("right secret", 204), ("wrong secret", 401)):
+            deliveries = f"{notifications}/webhook-endpoints/{receivers[name][0]['id']}/deliveries"
+            deadline = time.monotonic() + 30
+            while True:
+                log = httpx.get(deliveries, headers=partner).json()["items"]
+                if (log and log[0]["last_status_code"] == answer) or time.monotonic() > deadline:
+                    break
+                time.sleep(0.2)
+            assert [d["event_type"] for d in log] == ["fr.maillage.registry.partner.updated.v1"]
+            assert log[0]["last_status_code"] == answer, log
+            assert log[0]["status"] == ("delivered" if answer == 204 else "pending"), log
+    finally:
+        for _, process, _ in receivers.values():
+            process.send_signal(signal.SIGINT)
+            assert process.wait(timeout=10) == 0
