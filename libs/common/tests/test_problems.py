@@ -97,13 +97,13 @@ def assert_problem(response: httpx.Response, status: int, code: str, path: str) 
 
 async def test_unknown_path_is_404(client: httpx.AsyncClient) -> None:
     body = assert_problem(await client.get("/nowhere"), 404, "not_found", "/nowhere")
-    assert body["title"] == "Not Found"
+    assert body["title"] == "Introuvable"  # French for people; the code for programs
 
 
 async def test_wrong_method_is_405_and_keeps_allow(client: httpx.AsyncClient) -> None:
     response = await client.get("/partners")
     body = assert_problem(response, 405, "method_not_allowed", "/partners")
-    assert body["title"] == "Method Not Allowed"
+    assert body["title"] == "Méthode non permise"
     assert response.headers["allow"] == "POST"
 
 
@@ -140,7 +140,7 @@ async def test_invalid_body_is_422_with_pointers(client: httpx.AsyncClient) -> N
         },
     )
     body = assert_problem(response, 422, "validation_failed", "/partners")
-    assert body["detail"] == "2 fields failed validation"
+    assert body["detail"] == "2 champs non valides."
     errors = body["errors"]
     assert {tuple(error) for error in errors} == {("in", "pointer", "detail", "type")}
     by_pointer = {error["pointer"]: error for error in errors}
@@ -148,7 +148,7 @@ async def test_invalid_body_is_422_with_pointers(client: httpx.AsyncClient) -> N
     email = by_pointer["#/contacts/0/email"]
     assert email["in"] == "body"
     assert email["type"] == "string_pattern_mismatch"
-    assert email["detail"]
+    assert email["detail"].startswith("Le format n'est pas celui attendu")
     assert by_pointer["#/contacts/1/name"]["type"] == "missing"
     assert "not-an-email" not in response.text  # the input is not echoed back
 
@@ -156,9 +156,14 @@ async def test_invalid_body_is_422_with_pointers(client: httpx.AsyncClient) -> N
 async def test_missing_body_field_points_at_it(client: httpx.AsyncClient) -> None:
     response = await client.post("/partners", json={"contacts": []})
     body = assert_problem(response, 422, "validation_failed", "/partners")
-    assert body["detail"] == "1 field failed validation"
+    assert body["detail"] == "1 champ non valide."
     assert body["errors"] == [
-        {"in": "body", "pointer": "#/name", "detail": "Field required", "type": "missing"}
+        {
+            "in": "body",
+            "pointer": "#/name",
+            "detail": "Ce champ est obligatoire.",
+            "type": "missing",
+        }
     ]
 
 

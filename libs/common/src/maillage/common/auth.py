@@ -115,15 +115,15 @@ class TokenVerifier:
         try:
             header = jwt.get_unverified_header(token)
         except jwt.PyJWTError as error:
-            raise _unauthenticated("The token is malformed.") from error
+            raise _unauthenticated("Le jeton est mal formé.") from error
         algorithm, kid = header.get("alg"), header.get("kid")
         if algorithm not in ALGORITHMS:
-            raise _unauthenticated(f"Tokens must be signed with one of {', '.join(ALGORITHMS)}.")
+            raise _unauthenticated(f"Un jeton est signé en {' ou '.join(ALGORITHMS)}.")
         if not isinstance(kid, str):
-            raise _unauthenticated("The token has no key id (kid).")
+            raise _unauthenticated("Le jeton ne nomme pas sa clé (kid).")
         key = await self.jwks.key(kid)
         if key is None:
-            raise _unauthenticated("The token is signed by an unknown key.")
+            raise _unauthenticated("Le jeton est signé par une clé inconnue.")
         try:
             claims: dict[str, Any] = jwt.decode(
                 token,
@@ -135,13 +135,13 @@ class TokenVerifier:
                 options={"require": ["exp", "iat", "sub", "iss", "aud"]},
             )
         except jwt.ExpiredSignatureError as error:
-            raise _unauthenticated("The token has expired.") from error
+            raise _unauthenticated("Le jeton a expiré ; demandez-en un nouveau.") from error
         except jwt.PyJWTError as error:
-            raise _unauthenticated(f"The token is not valid: {error}.") from error
+            raise _unauthenticated("Le jeton n'est pas valide.", reason=str(error)) from error
         roles = claims.get("roles", [])
         partner_id = claims.get("partner_id")
         if not isinstance(roles, list) or not all(isinstance(role, str) for role in roles):
-            raise _unauthenticated("The token's roles claim is not a list of strings.")
+            raise _unauthenticated("La revendication roles du jeton n'est pas une liste de textes.")
         return Caller(
             subject=str(claims["sub"]),
             partner_id=str(partner_id) if partner_id is not None else None,
@@ -149,12 +149,14 @@ class TokenVerifier:
         )
 
 
-def _unauthenticated(detail: str) -> Problem:
+def _unauthenticated(detail: str, **extensions: str) -> Problem:
+    """401 with a French ``detail``; ``reason`` (when given) is the library's own words."""
     return Problem(
         401,
         "unauthenticated",
-        "Authentication required",
+        "Authentification requise",
         detail=detail,
+        **extensions,
         headers={"WWW-Authenticate": 'Bearer error="invalid_token"'},
     )
 
@@ -171,8 +173,8 @@ async def current_caller(
         raise Problem(
             401,
             "unauthenticated",
-            "Authentication required",
-            detail="Send a bearer token in the Authorization header.",
+            "Authentification requise",
+            detail="Envoyez un jeton dans l'en-tête Authorization (Bearer).",
             headers={"WWW-Authenticate": "Bearer"},
         )
     verifier: TokenVerifier = request.app.state.token_verifier
@@ -191,8 +193,8 @@ def require_role(*roles: str) -> Any:
             raise Problem(
                 403,
                 "forbidden",
-                "Forbidden",
-                detail=f"This needs one of the roles: {', '.join(roles)}.",
+                "Accès refusé",
+                detail=f"Il faut l'un de ces rôles : {', '.join(roles)}.",
             )
         return caller
 

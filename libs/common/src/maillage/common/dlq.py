@@ -228,8 +228,8 @@ def admin_router(service: str) -> APIRouter:
                 raise Problem(
                     404,
                     "dead_letter_not_found",
-                    "No such dead letter",
-                    detail=f"no dead letter of event {body.event_id}",
+                    "Lettre morte introuvable",
+                    detail=f"Aucune lettre morte de l'événement {body.event_id}.",
                 )
         else:
             letters = await replay_all(bootstrap, topics, producer)

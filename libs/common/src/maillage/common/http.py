@@ -125,7 +125,7 @@ class BodySizeLimitMiddleware:
         await self.app(scope, counting_receive, send)
 
     def _detail(self) -> str:
-        return f"The request body is larger than {self.limit} bytes."
+        return f"Le corps de la requête dépasse {self.limit} octets."
 
     async def _too_large(self, scope: Scope, receive: Receive, send: Send) -> None:
         request = Request(scope, receive)
@@ -170,7 +170,7 @@ def runtime_of(request: Request) -> ServiceRuntime:
 
 def pool_or_fail(runtime: ServiceRuntime) -> asyncpg.Pool:
     if runtime.pool is None:  # only between process start and the end of the lifespan start-up
-        raise Problem(503, "unavailable", "Service starting")
+        raise Problem(503, "unavailable", "Service en démarrage")
     return runtime.pool
 
 
@@ -400,7 +400,7 @@ def _health_router(runtime: ServiceRuntime) -> APIRouter:
         if all(value == "ok" for value in checks.values()):
             return JSONResponse({"status": "ready", "checks": checks})
         failed = ", ".join(name for name, value in checks.items() if value != "ok")
-        raise Problem(503, "not_ready", "Not ready", detail=f"failing: {failed}", checks=checks)
+        raise Problem(503, "not_ready", "Pas prêt", detail=f"En échec : {failed}.", checks=checks)
 
     return router
 

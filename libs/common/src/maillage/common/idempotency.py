@@ -59,8 +59,8 @@ async def claim(
         raise Problem(
             400,
             "invalid_idempotency_key",
-            "Invalid Idempotency-Key",
-            detail="An Idempotency-Key is 8 to 255 characters: letters, digits, . _ : -",
+            "Idempotency-Key non valide",
+            detail="Une Idempotency-Key a de 8 à 255 caractères : lettres, chiffres, . _ : -",
         )
     if not isinstance(database, asyncpg.Pool) and database.is_in_transaction():
         raise RuntimeError("claim() commits at once: call it outside the handler's transaction")
@@ -102,15 +102,15 @@ async def claim(
         raise Problem(
             409,
             "idempotency_key_reused",
-            "Idempotency-Key reused",
-            detail="This Idempotency-Key was used with another request; use a new key.",
+            "Idempotency-Key déjà utilisée",
+            detail="Cette Idempotency-Key a servi à une autre requête ; prenez-en une nouvelle.",
         )
     if row["status_code"] is None:
         raise Problem(
             409,
             "idempotency_key_in_progress",
-            "Request in progress",
-            detail="The first request with this Idempotency-Key is still being processed.",
+            "Requête en cours",
+            detail="La première requête portant cette Idempotency-Key est encore en traitement.",
             headers={"Retry-After": "1"},
         )
     response = row["response"]

@@ -34,7 +34,10 @@ def decode_cursor(cursor: str | None) -> Position | None:
         return moment, uuid.UUID(row_id)
     except (ValueError, TypeError, AttributeError) as error:  # uuid.UUID(7): AttributeError
         raise Problem(
-            400, "invalid_cursor", "Invalid cursor", detail="Use the next_cursor of a page."
+            400,
+            "invalid_cursor",
+            "Curseur non valide",
+            detail="Reprenez le next_cursor d'une page.",
         ) from error
 
 

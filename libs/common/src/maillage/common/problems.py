@@ -2,7 +2,8 @@
 
 Every error answers ``application/problem+json`` with ``type``, ``title``, ``status``, ``detail``
 and a stable machine ``code``; validation errors add ``errors``, one entry per field with a JSON
-pointer. Raise :class:`Problem` from a route for a domain error.
+pointer. Raise :class:`Problem` from a route for a domain error. ``title`` and ``detail`` are
+French, for people; ``code`` is stable English, for programs (:mod:`maillage.common.messages`).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from maillage.common.logging import get_logger
+from maillage.common.messages import status_title, validation_message
 
 log = get_logger(__name__)
 
@@ -118,7 +120,8 @@ _MEMBERS = frozenset({"type", "title", "status", "code", "detail", "instance", "
 class Problem(Exception):
     """A domain error that becomes a problem document.
 
-    ``raise Problem(409, "partner_exists", "Partner already registered", detail="…")``
+    ``raise Problem(409, "partner_exists", "Partenaire déjà inscrit", detail="…")``: the title
+    and detail in French, the code in stable English.
     """
 
     def __init__(
@@ -200,17 +203,28 @@ async def handle_validation_error(request: Request, exc: Exception) -> JSONRespo
     for error in exc.errors():
         where, pointer = _pointer(error.get("loc", ()))
         errors.append(
-            {"in": where, "pointer": pointer, "detail": error["msg"], "type": error["type"]}
+            {
+                "in": where,
+                "pointer": pointer,
+                "detail": validation_message(error),
+                "type": error["type"],
+            }
         )
     count = len(errors)
     return problem_response(
         request,
         422,
         "validation_failed",
-        "The request is not valid",
-        detail=f"{count} field{'s' if count != 1 else ''} failed validation",
+        "Requête non valide",
+        detail=f"{count} champ{'s' if count != 1 else ''} non valide{'s' if count != 1 else ''}.",
         extensions={"errors": errors},
     )
+
+
+# The English details Starlette and FastAPI raise themselves, in French.
+_FRAMEWORK_DETAILS = {
+    "There was an error parsing the body": "Le corps de la requête ne peut pas être lu.",
+}
 
 
 async def handle_http_error(request: Request, exc: Exception) -> JSONResponse:
@@ -218,8 +232,14 @@ async def handle_http_error(request: Request, exc: Exception) -> JSONResponse:
     status = exc.status_code
     phrase = HTTPStatus(status).phrase
     detail = exc.detail if isinstance(exc.detail, str) and exc.detail != phrase else None
+    detail = _FRAMEWORK_DETAILS.get(detail, detail) if detail else None
     return problem_response(
-        request, status, code_for_status(status), phrase, detail=detail, headers=exc.headers
+        request,
+        status,
+        code_for_status(status),
+        status_title(status),
+        detail=detail,
+        headers=exc.headers,
     )
 
 
@@ -230,6 +250,7 @@ async def handle_unexpected_error(request: Request, exc: Exception) -> JSONRespo
         request,
         500,
         "internal_error",
-        "Internal Server Error",
-        detail="An unexpected error occurred; quote the request id to the operators.",
+        status_title(500),
+        detail="Une erreur inattendue s'est produite ; donnez l'identifiant de la requête "
+        "(request_id) aux opérateurs.",
     )

@@ -72,8 +72,10 @@ def rate_limited(name: str) -> Any:
             raise Problem(
                 429,
                 "rate_limited",
-                "Too Many Requests",
-                detail=f"Too many {name} requests from this address; retry later.",
+                "Trop de requêtes",
+                detail="Trop de requêtes de ce type depuis cette adresse ; réessayez dans "
+                f"{max(1, math.ceil(wait))} s.",
+                bucket=name,
                 headers={"Retry-After": str(max(1, math.ceil(wait)))},
             )
 
