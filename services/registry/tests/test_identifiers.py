@@ -21,7 +21,11 @@ def test_invalid_identifier_is_a_value_error_naming_its_field() -> None:
     error = rejection(identifiers.siret, "73282932000075")
     assert isinstance(error, ValueError)
     assert error.field == "siret"
-    assert str(error) == error.message == "SIRET 73282932000075 fails its check digit (Luhn)"
+    assert (
+        str(error)
+        == error.message
+        == "Le SIRET 73282932000075 a une clé de contrôle fausse (Luhn)."
+    )
     assert rejection(lambda v: identifiers.siret(v, field="company.siret"), "1").field == (
         "company.siret"
     )
@@ -46,10 +50,13 @@ def test_valid_sirens_are_normalised_to_nine_digits(given: str, normalised: str)
 @pytest.mark.parametrize(
     ("given", "message"),
     [
-        ("732829321", "SIREN 732829321 fails its check digit (Luhn)"),
-        ("73282932", "SIREN 73282932 has 8 digits; a SIREN has 9"),
-        ("73282932A", "SIREN 73282932A must contain only digits (spaces and dots are allowed)"),
-        ("  ", "SIREN is empty"),
+        ("732829321", "Le SIREN 732829321 a une clé de contrôle fausse (Luhn)."),
+        ("73282932", "Le SIREN 73282932 a 8 chiffres ; un SIREN en a 9."),
+        (
+            "73282932A",
+            "Le SIREN 73282932A ne contient que des chiffres (espaces et points acceptés).",
+        ),
+        ("  ", "Le SIREN est vide."),
     ],
 )
 def test_invalid_sirens_are_explained(given: str, message: str) -> None:
@@ -71,20 +78,21 @@ def test_valid_sirets_are_normalised_to_fourteen_digits(given: str, normalised: 
 @pytest.mark.parametrize(
     ("given", "message"),
     [
-        ("73282932000075", "SIRET 73282932000075 fails its check digit (Luhn)"),
+        ("73282932000075", "Le SIRET 73282932000075 a une clé de contrôle fausse (Luhn)."),
         (
             "7328293200007",
-            "SIRET 7328293200007 has 13 digits; "
-            "a SIRET has 14 (the 9-digit SIREN and a 5-digit NIC)",
+            "Le SIRET 7328293200007 a 13 chiffres ; "
+            "un SIRET en a 14 (le SIREN de 9 chiffres et un NIC de 5).",
         ),
         (
             "7328293200007A",
-            "SIRET 7328293200007A must contain only digits (spaces and dots are allowed)",
+            "Le SIRET 7328293200007A ne contient que des chiffres (espaces et points acceptés).",
         ),
         # Luhn-valid over 14 digits, but its first nine are not a valid SIREN.
         (
             "73282932100007",
-            "SIRET 73282932100007 has a SIREN (732829321) that fails its check digit (Luhn)",
+            "Le SIRET 73282932100007 commence par un SIREN (732829321) dont la clé de contrôle "
+            "est fausse (Luhn).",
         ),
     ],
 )
@@ -99,8 +107,8 @@ def test_la_poste_sirets_follow_the_digit_sum_rule() -> None:
     assert identifiers.siret("356 000 000 49837") == "35600000049837"
     error = rejection(identifiers.siret, "35600000049838")
     assert str(error) == (
-        "SIRET 35600000049838 is a La Poste establishment (SIREN 356000000) whose digit sum must "
-        "be a multiple of 5; it is 46"
+        "Le SIRET 35600000049838 est un établissement de La Poste (SIREN 356000000) : la somme de "
+        "ses chiffres est un multiple de 5, or elle vaut 46."
     )
 
 
@@ -123,12 +131,14 @@ def test_valid_uais_are_upper_cased(given: str, normalised: str) -> None:
 def test_a_wrong_uai_letter_names_the_expected_one() -> None:
     error = rejection(identifiers.uai, "0940123A")
     assert error.field == "uai"
-    assert str(error) == "UAI 0940123A has check letter A; 0940123 requires Y (0940123 mod 23 = 21)"
+    assert str(error) == (
+        "L'UAI 0940123A a la lettre clé A ; 0940123 appelle la lettre Y (0940123 modulo 23 = 21)."
+    )
 
 
 @pytest.mark.parametrize("given", ["094012Y", "09401234Y", "0940123", "A940123Y", "0940123-Y"])
 def test_malformed_uais_are_explained(given: str) -> None:
-    assert "must be 7 digits followed by a check letter" in str(rejection(identifiers.uai, given))
+    assert "s'écrit 7 chiffres suivis d'une lettre clé" in str(rejection(identifiers.uai, given))
 
 
 def test_the_check_letter_skips_i_o_and_q() -> None:
@@ -155,7 +165,7 @@ def test_a_uai_tells_its_departement(uai: str, departement: str) -> None:
 
 def test_a_uai_prefix_that_numbers_no_departement_is_refused() -> None:
     code = "5000001" + identifiers.uai_check_letter("5000001")
-    assert "starts with 500, which numbers no département" in str(
+    assert "commence par 500, qui ne numérote aucun département" in str(
         rejection(identifiers.uai_departement, code)
     )
 
@@ -170,7 +180,7 @@ def test_departement_codes_take_the_insee_form(given: str, normalised: str) -> N
 
 @pytest.mark.parametrize("given", ["20", "00", "96", "9", "2C", "1234"])
 def test_invalid_departement_codes(given: str) -> None:
-    assert "is not one" in str(rejection(identifiers.departement, given))
+    assert "n'est pas un code de département" in str(rejection(identifiers.departement, given))
 
 
 # --- RNA, INSEE commune, QPV -----------------------------------------------------------------
@@ -186,19 +196,21 @@ def test_valid_rna_numbers(given: str, normalised: str) -> None:
 @pytest.mark.parametrize(
     ("given", "message"),
     [
-        ("941234567", "RNA number 941234567 must start with W (e.g. W941234567)"),
+        ("941234567", "Le numéro RNA 941234567 commence par W (par exemple W941234567)."),
         (
             "W94123456",
-            "RNA number W94123456 must be W followed by 9 digits; it has 8 characters after the W",
+            "Le numéro RNA W94123456 s'écrit W suivi de 9 chiffres ; "
+            "il a 8 caractères après le W.",
         ),
         (
             "W9412345678",
-            "RNA number W9412345678 must be W followed by 9 digits; "
-            "it has 10 characters after the W",
+            "Le numéro RNA W9412345678 s'écrit W suivi de 9 chiffres ; "
+            "il a 10 caractères après le W.",
         ),
         (
             "W94123456A",
-            "RNA number W94123456A must be W followed by 9 digits; it has 9 characters after the W",
+            "Le numéro RNA W94123456A s'écrit W suivi de 9 chiffres ; "
+            "il a 9 caractères après le W.",
         ),
     ],
 )
@@ -223,11 +235,11 @@ def test_valid_insee_commune_codes(given: str, normalised: str) -> None:
 @pytest.mark.parametrize(
     ("given", "fragment"),
     [
-        ("9405", "must be 5 characters"),
-        ("940544", "must be 5 characters"),
-        ("2C004", "must be 5 characters"),
-        ("20004", "Corsican communes are numbered 2A### or 2B###"),
-        ("00123", "no département is numbered 00"),
+        ("9405", "a 5 caractères"),
+        ("940544", "a 5 caractères"),
+        ("2C004", "a 5 caractères"),
+        ("20004", "les communes corses sont numérotées 2A### ou 2B###"),
+        ("00123", "aucun département n'est numéroté 00"),
     ],
 )
 def test_invalid_insee_commune_codes_are_explained(given: str, fragment: str) -> None:
@@ -255,11 +267,11 @@ def test_valid_qpv_codes_of_both_generations(given: str, normalised: str) -> Non
 @pytest.mark.parametrize(
     ("given", "fragment"),
     [
-        ("QP09302", "is not a 2015 code"),
-        ("QP09302A", "is not a 2015 code"),
-        ("QN094011", "is not a 2024 code"),  # no final letter
-        ("QN094M", "is not a 2024 code"),
-        ("QX093028", "must start with QP (2015 codes) or QN (2024 codes)"),
+        ("QP09302", "n'est pas un code de 2015"),
+        ("QP09302A", "n'est pas un code de 2015"),
+        ("QN094011", "n'est pas un code de 2024"),  # no final letter
+        ("QN094M", "n'est pas un code de 2024"),
+        ("QX093028", "commence par QP (codes de 2015) ou QN (codes de 2024)"),
     ],
 )
 def test_invalid_qpv_codes_are_explained(given: str, fragment: str) -> None:
@@ -297,24 +309,24 @@ def test_an_association_needs_an_rna_number_or_a_siret_or_both() -> None:
     error = rejection(
         lambda kind: identifiers.check_required_identifiers(kind, ["uai"]), "association"
     )
-    assert str(error) == "an association must give an RNA number or a SIRET (or both)"
+    assert str(error) == "Une association donne son numéro RNA ou son SIRET (ou les deux)."
 
 
 def test_schools_need_a_uai_and_companies_a_siret() -> None:
     error = rejection(
         lambda kind: identifiers.check_required_identifiers(kind, ["siret"]), "college"
     )
-    assert (error.field, str(error)) == ("uai", "a collège must give a UAI")
+    assert (error.field, str(error)) == ("uai", "Un collège donne son UAI.")
     error = rejection(
         lambda kind: identifiers.check_required_identifiers(kind, ["rna"]), "entreprise"
     )
-    assert (error.field, str(error)) == ("siret", "an entreprise must give a SIRET")
+    assert (error.field, str(error)) == ("siret", "Une entreprise donne son SIRET.")
     identifiers.check_required_identifiers("caf", [])
     identifiers.check_required_identifiers("autre", [])
 
 
 def test_an_unknown_kind_is_refused() -> None:
-    assert "unknown kind of partner 'ecole'" in str(
+    assert "Type de partenaire inconnu 'ecole'" in str(
         rejection(identifiers.required_identifiers, "ecole")
     )
 

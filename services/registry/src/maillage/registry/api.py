@@ -178,8 +178,9 @@ def _invalid(errors: list[domain.FieldError]) -> Problem:
     return Problem(
         422,
         "validation_failed",
-        "The request is not valid",
-        detail=f"{len(errors)} field{'s' if len(errors) != 1 else ''} failed validation",
+        "Requête non valide",
+        detail=f"{len(errors)} champ{'s' if len(errors) != 1 else ''} non "
+        f"valide{'s' if len(errors) != 1 else ''}.",
         errors=[
             {"in": "body", "pointer": f"#/{e.field}", "detail": e.message, "type": "value_error"}
             for e in errors
@@ -189,7 +190,10 @@ def _invalid(errors: list[domain.FieldError]) -> Problem:
 
 def _not_found(partner_id: uuid.UUID) -> Problem:
     return Problem(
-        404, "partner_not_found", "Partner not found", detail=f"No partner {partner_id}."
+        404,
+        "partner_not_found",
+        "Partenaire introuvable",
+        detail=f"Aucun partenaire {partner_id}.",
     )
 
 
@@ -212,7 +216,10 @@ async def _caller_clearance(pool: asyncpg.Pool, caller: Caller, partner_id: str)
 def _require_self(caller: Caller, partner_id: uuid.UUID) -> None:
     if caller.partner_id != str(partner_id) and "admin" not in caller.roles:
         raise Problem(
-            403, "forbidden", "Forbidden", detail="A partner changes only its own record."
+            403,
+            "forbidden",
+            "Accès refusé",
+            detail="Un partenaire ne modifie que sa propre fiche.",
         )
 
 
@@ -342,8 +349,9 @@ async def _register(
         raise Problem(
             409,
             "partner_exists",
-            "Partner already registered",
-            detail=f"An identifier is already registered ({error.constraint_name}).",
+            "Partenaire déjà inscrit",
+            detail="Un de ces identifiants est déjà inscrit.",
+            constraint=error.constraint_name,
         ) from error
     return body
 
@@ -352,8 +360,8 @@ def _already_registered(partner_id: str, field: str) -> Problem:
     return Problem(
         409,
         "partner_exists",
-        "Partner already registered",
-        detail=f"This {field.upper()} is already registered by partner {partner_id}.",
+        "Partenaire déjà inscrit",
+        detail=f"Ce {field.upper()} est déjà inscrit, par le partenaire {partner_id}.",
         existing_partner_id=partner_id,
         field=field,
     )
@@ -442,7 +450,10 @@ async def change_partner(
     values = changes.model_dump(exclude_unset=True, mode="json")
     if not values:
         raise Problem(
-            422, "nothing_to_change", "Nothing to change", detail="Send at least one field."
+            422,
+            "nothing_to_change",
+            "Rien à modifier",
+            detail="Envoyez au moins un champ.",
         )
     if values.get("commune_code") is not None:  # "" too: it is not a code
         try:
@@ -471,8 +482,8 @@ async def get_contacts(
         raise Problem(
             403,
             "forbidden",
-            "Forbidden",
-            detail="Contacts are visible to their partner and operators.",
+            "Accès refusé",
+            detail="Les contacts ne sont visibles que de leur partenaire et des opérateurs.",
         )
     if await store.get_partner(pool, partner_id) is None:
         raise _not_found(partner_id)
@@ -529,8 +540,9 @@ async def change_status(
             raise Problem(
                 409,
                 "invalid_transition",
-                "Not possible from this status",
-                detail=f"A {current.value} partner cannot be moved to {target.value}.",
+                "Impossible depuis ce statut",
+                detail=f"Un partenaire au statut {current.value} ne peut pas passer au statut "
+                f"{target.value}.",
                 partner_status=current.value,
             )
         partner = await store.change_status(
@@ -585,7 +597,10 @@ async def get_history(
 ) -> list[dict[str, Any]]:
     if caller.partner_id != str(partner_id) and not caller.roles & domain.STAFF_ROLES:
         raise Problem(
-            403, "forbidden", "Forbidden", detail="History is visible to its partner and staff."
+            403,
+            "forbidden",
+            "Accès refusé",
+            detail="L'historique n'est visible que de son partenaire et du personnel.",
         )
     if await store.get_partner(pool, partner_id) is None:
         raise _not_found(partner_id)
@@ -622,7 +637,10 @@ def _issuer(request: Request) -> tokens.Issuer:
 def _owner_or_operator(caller: Caller, partner_id: uuid.UUID) -> None:
     if caller.partner_id != str(partner_id) and not caller.roles & {"operator", "admin"}:
         raise Problem(
-            403, "forbidden", "Forbidden", detail="Only the partner itself and operators."
+            403,
+            "forbidden",
+            "Accès refusé",
+            detail="Seuls le partenaire lui-même et les opérateurs y ont accès.",
         )
 
 
@@ -650,8 +668,8 @@ async def create_client(
         raise Problem(
             409,
             "partner_not_verified",
-            "Partner not verified",
-            detail="API clients are for verified partners.",
+            "Partenaire non vérifié",
+            detail="Seul un partenaire vérifié obtient des clients d'API.",
             partner_status=partner["status"],
         )
     client_id, secret = tokens.new_client_credentials()
@@ -693,7 +711,10 @@ async def revoke_client(
     _owner_or_operator(caller, partner_id)
     if not await store.revoke_client(pool, partner_id, client_id):
         raise Problem(
-            404, "client_not_found", "API client not found", detail=f"No client {client_id}."
+            404,
+            "client_not_found",
+            "Client d'API introuvable",
+            detail=f"Aucun client {client_id}.",
         )
 
 

@@ -34,6 +34,19 @@ class PartnerKind(StrEnum):
 
 SCHOOL_KINDS = frozenset({PartnerKind.COLLEGE, PartnerKind.LYCEE})
 
+# How the API's French texts name a kind of partner (the enum value stays the machine code).
+KIND_NAMES: dict[PartnerKind, str] = {
+    PartnerKind.ENTREPRISE: "une entreprise",
+    PartnerKind.ASSOCIATION: "une association",
+    PartnerKind.COLLECTIVITE: "une collectivité",
+    PartnerKind.ETABLISSEMENT_SUPERIEUR: "un établissement d'enseignement supérieur",
+    PartnerKind.LYCEE: "un lycée",
+    PartnerKind.COLLEGE: "un collège",
+    PartnerKind.SERVICE_ETAT: "un service de l'État",
+    PartnerKind.CAF: "une caisse d'allocations familiales",
+    PartnerKind.AUTRE: "un partenaire",
+}
+
 
 class PartnerStatus(StrEnum):
     PENDING = "pending"
@@ -253,9 +266,12 @@ def identifier_errors(kind: PartnerKind, identifiers: Mapping[str, str | None]) 
     errors = []
     for alternatives in required_identifiers(kind):
         if not any(identifiers.get(name) for name in alternatives):
-            names = " or ".join(sorted(alternatives))
+            names = " ou ".join(name.upper() for name in sorted(alternatives))
             first = sorted(alternatives)[0]
-            errors.append(FieldError(first, f"a {kind.value} registers with its {names}"))
+            who = KIND_NAMES[kind]
+            errors.append(
+                FieldError(first, f"{who[0].upper()}{who[1:]} s'inscrit avec son {names}.")
+            )
     return errors
 
 

@@ -43,10 +43,10 @@ class InvalidIdentifier(ValueError):
 
 def _clean(value: object, field: str, label: str) -> str:
     if not isinstance(value, str):
-        raise InvalidIdentifier(field, f"{label} must be a string, not {type(value).__name__}")
+        raise InvalidIdentifier(field, f"{label} : une chaîne de caractères est attendue.")
     cleaned = value.strip()
     if not cleaned:
-        raise InvalidIdentifier(field, f"{label} is empty")
+        raise InvalidIdentifier(field, f"{label} est vide.")
     return cleaned
 
 
@@ -62,22 +62,27 @@ LA_POSTE_SIREN = "356000000"
 def siren(value: str, *, field: str = "siren") -> str:
     """A SIREN (9 digits, Luhn); spaces and dots are allowed on input (``732 829 320``)."""
     # InvalidLength is a subclass of InvalidFormat: catch it first.
-    number = stdnum_siren.compact(_clean(value, field, "SIREN"))
+    number = stdnum_siren.compact(_clean(value, field, "Le SIREN"))
     try:
         number = str(stdnum_siren.validate(number))
     except InvalidLength:
         raise InvalidIdentifier(
-            field, f"SIREN {number} has {len(number)} digits; a SIREN has 9"
+            field, f"Le SIREN {number} a {len(number)} chiffres ; un SIREN en a 9."
         ) from None
     except InvalidFormat:
         raise InvalidIdentifier(
-            field, f"SIREN {number} must contain only digits (spaces and dots are allowed)"
+            field,
+            f"Le SIREN {number} ne contient que des chiffres (espaces et points acceptés).",
         ) from None
     except InvalidChecksum:
-        raise InvalidIdentifier(field, f"SIREN {number} fails its check digit (Luhn)") from None
+        raise InvalidIdentifier(
+            field, f"Le SIREN {number} a une clé de contrôle fausse (Luhn)."
+        ) from None
     if number == "0" * 9:
         raise InvalidIdentifier(
-            field, f"SIREN {number} passes its check digit but is never assigned (all zeros)"
+            field,
+            f"Le SIREN {number} passe sa clé de contrôle mais n'est jamais attribué "
+            "(que des zéros).",
         )
     return number
 
@@ -89,45 +94,50 @@ def siret(value: str, *, field: str = "siret") -> str:
     SIRET is valid when its digit sum is a multiple of 5 (the head office, 35600000000048, passes
     Luhn). ``stdnum.fr.siret`` implements both rules; this function only explains failures.
     """
-    number = stdnum_siret.compact(_clean(value, field, "SIRET"))
+    number = stdnum_siret.compact(_clean(value, field, "Le SIRET"))
     try:
         number = str(stdnum_siret.validate(number))
     except InvalidLength:
         raise InvalidIdentifier(
             field,
-            f"SIRET {number} has {len(number)} digits; a SIRET has 14 "
-            "(the 9-digit SIREN and a 5-digit NIC)",
+            f"Le SIRET {number} a {len(number)} chiffres ; un SIRET en a 14 "
+            "(le SIREN de 9 chiffres et un NIC de 5).",
         ) from None
     except InvalidFormat:
         raise InvalidIdentifier(
-            field, f"SIRET {number} must contain only digits (spaces and dots are allowed)"
+            field,
+            f"Le SIRET {number} ne contient que des chiffres (espaces et points acceptés).",
         ) from None
     except InvalidChecksum:
         if number.startswith(LA_POSTE_SIREN):
             total = _digit_sum(number)
             raise InvalidIdentifier(
                 field,
-                f"SIRET {number} is a La Poste establishment (SIREN {LA_POSTE_SIREN}) whose digit "
-                f"sum must be a multiple of 5; it is {total}",
+                f"Le SIRET {number} est un établissement de La Poste (SIREN {LA_POSTE_SIREN}) : "
+                f"la somme de ses chiffres est un multiple de 5, or elle vaut {total}.",
             ) from None
         if not luhn.is_valid(number):
-            raise InvalidIdentifier(field, f"SIRET {number} fails its check digit (Luhn)") from None
+            raise InvalidIdentifier(
+                field, f"Le SIRET {number} a une clé de contrôle fausse (Luhn)."
+            ) from None
         raise InvalidIdentifier(
-            field, f"SIRET {number} has a SIREN ({number[:9]}) that fails its check digit (Luhn)"
+            field,
+            f"Le SIRET {number} commence par un SIREN ({number[:9]}) dont la clé de contrôle "
+            "est fausse (Luhn).",
         ) from None
-    except ValidationError as error:  # pragma: no cover - stdnum raises only the three above
-        raise InvalidIdentifier(field, f"SIRET {number} is invalid: {error}") from None
+    except ValidationError:  # pragma: no cover - stdnum raises only the three above
+        raise InvalidIdentifier(field, f"Le SIRET {number} n'est pas valide.") from None
     if number[:9] == "0" * 9:
         raise InvalidIdentifier(
             field,
-            f"SIRET {number} passes its check digit but its SIREN {number[:9]} is never "
-            "assigned (all zeros)",
+            f"Le SIRET {number} passe sa clé de contrôle mais son SIREN {number[:9]} n'est jamais "
+            "attribué (que des zéros).",
         )
     if number[9:] == "0" * 5:
         raise InvalidIdentifier(
             field,
-            f"SIRET {number} passes its check digit but its NIC (the last five digits) 00000 is "
-            "never assigned: INSEE numbers a unit's establishments from 0001",
+            f"Le SIRET {number} passe sa clé de contrôle mais son NIC (les cinq derniers chiffres) "
+            "00000 n'est jamais attribué : l'INSEE numérote les établissements à partir de 0001.",
         )
     return number
 
@@ -149,24 +159,25 @@ def uai(value: str, *, field: str = "uai") -> str:
     The letter is ``"ABCDEFGHJKLMNPRSTUVWXYZ"[int(first 7 digits) % 23]``: ``0940123Y`` and
     ``0750654D`` (lycée Henri-IV) are valid, ``0940123A`` is not.
     """
-    code = _clean(value, field, "UAI").upper().replace(" ", "")
+    code = _clean(value, field, "L'UAI").upper().replace(" ", "")
     if not _UAI.match(code):
         raise InvalidIdentifier(
-            field, f"UAI {code} must be 7 digits followed by a check letter (e.g. 0940123Y)"
+            field,
+            f"L'UAI {code} s'écrit 7 chiffres suivis d'une lettre clé (par exemple 0940123Y).",
         )
     expected = uai_check_letter(code[:7])
     if code[7] != expected:
         raise InvalidIdentifier(
             field,
-            f"UAI {code} has check letter {code[7]}; {code[:7]} requires {expected} "
-            f"({code[:7]} mod 23 = {int(code[:7]) % 23})",
+            f"L'UAI {code} a la lettre clé {code[7]} ; {code[:7]} appelle la lettre {expected} "
+            f"({code[:7]} modulo 23 = {int(code[:7]) % 23}).",
         )
     if _uai_prefix_departement(code[:3]) is None:
         raise InvalidIdentifier(
             field,
-            f"UAI {code} passes its check letter but starts with {code[:3]}, which numbers no "
-            "département (001-095, 620/720 for Corsica, 971-978 and 984-989 overseas): it is "
-            "never assigned",
+            f"L'UAI {code} passe sa lettre clé mais commence par {code[:3]}, qui ne numérote aucun "
+            "département (001 à 095, 620 ou 720 pour la Corse, 971 à 978 et 984 à 989 outre-mer) : "
+            "elle n'est jamais attribuée.",
         )
     return code
 
@@ -183,7 +194,7 @@ def departement(value: str, *, field: str = "departement") -> str:
     Accepts the Éducation nationale's 3-character form as well (``094``, ``02A``, ``971``), which is
     what the Annuaire de l'éducation's ``code_departement`` column holds.
     """
-    code = _clean(value, field, "Département code").upper()
+    code = _clean(value, field, "Le code de département").upper()
     if len(code) == 3 and code[0] == "0":
         code = code[1:]
     if re.fullmatch(r"2[AB]", code) or code in OVERSEAS:
@@ -192,8 +203,8 @@ def departement(value: str, *, field: str = "departement") -> str:
         return code
     raise InvalidIdentifier(
         field,
-        f"département code {value.strip()!r} is not one: expected 01-95, 2A or 2B (Corsica), "
-        "or 971-978, 984, 986-989 overseas",
+        f"{value.strip()!r} n'est pas un code de département : 01 à 95, 2A ou 2B (Corse), "
+        "ou 971 à 978, 984, 986 à 989 (outre-mer).",
     )
 
 
@@ -229,20 +240,22 @@ _RNA = re.compile(r"^W[0-9]{9}$")
 
 def rna(value: str, *, field: str = "rna") -> str:
     """An RNA number (répertoire national des associations): ``W`` and 9 digits, upper-cased."""
-    code = _clean(value, field, "RNA number").upper().replace(" ", "")
+    code = _clean(value, field, "Le numéro RNA").upper().replace(" ", "")
     if not _RNA.match(code):
         if not code.startswith("W"):
-            raise InvalidIdentifier(field, f"RNA number {code} must start with W (e.g. W941234567)")
+            raise InvalidIdentifier(
+                field, f"Le numéro RNA {code} commence par W (par exemple W941234567)."
+            )
         raise InvalidIdentifier(
             field,
-            f"RNA number {code} must be W followed by 9 digits; it has {len(code) - 1} "
-            "characters after the W",
+            f"Le numéro RNA {code} s'écrit W suivi de 9 chiffres ; il a {len(code) - 1} "
+            "caractères après le W.",
         )
     if code[1:4] == "000":
         raise InvalidIdentifier(
             field,
-            f"RNA number {code} is never assigned: its first three digits name the greffe "
-            "(a préfecture's) that registered it, and 000 names none",
+            f"Le numéro RNA {code} n'est jamais attribué : ses trois premiers chiffres nomment le "
+            "greffe (d'une préfecture) qui l'a enregistré, et 000 n'en nomme aucun.",
         )
     return code
 
@@ -255,21 +268,22 @@ def insee_commune(value: str, *, field: str = "commune_code") -> str:
 
     Not the postal code: Orly is 94054 for INSEE and 94310 for La Poste.
     """
-    code = _clean(value, field, "Code commune INSEE").upper()
+    code = _clean(value, field, "Le code commune INSEE").upper()
     if not _INSEE_COMMUNE.match(code):
         raise InvalidIdentifier(
             field,
-            f"code commune INSEE {code} must be 5 characters: 5 digits, or 2A/2B and 3 digits in "
-            "Corsica (e.g. 94054 for Orly)",
+            f"Le code commune INSEE {code} a 5 caractères : 5 chiffres, ou 2A ou 2B et 3 chiffres "
+            "en Corse (par exemple 94054 pour Orly).",
         )
     if code.startswith("20"):
         raise InvalidIdentifier(
             field,
-            f"code commune INSEE {code}: Corsican communes are numbered 2A### or 2B### since 1976",
+            f"Code commune INSEE {code} : les communes corses sont numérotées 2A### ou 2B### "
+            "depuis 1976.",
         )
     if code.startswith(("00", "96")):
         raise InvalidIdentifier(
-            field, f"code commune INSEE {code}: no département is numbered {code[:2]}"
+            field, f"Code commune INSEE {code} : aucun département n'est numéroté {code[:2]}."
         )
     if code.startswith("99"):
         raise InvalidIdentifier(
@@ -280,13 +294,14 @@ def insee_commune(value: str, *, field: str = "commune_code") -> str:
     overseas = code.startswith(("97", "98"))
     if overseas and code[:3] not in OVERSEAS:
         raise InvalidIdentifier(
-            field, f"code commune INSEE {code}: no département or collectivité is {code[:3]}"
+            field,
+            f"Code commune INSEE {code} : aucun département ni collectivité n'est {code[:3]}.",
         )
     if code[3:] == "00" if overseas else code[2:] == "000":
         raise InvalidIdentifier(
             field,
-            f"code commune INSEE {code} is never assigned: communes are numbered from 1 in "
-            "their département",
+            f"Le code commune INSEE {code} n'est jamais attribué : les communes sont numérotées à "
+            "partir de 1 dans leur département.",
         )
     return code
 
@@ -301,25 +316,25 @@ def qpv(value: str, *, field: str = "qpv") -> str:
     2015 codes: ``QP`` + 3-digit département + 3 digits (``QP094011``, ``QP093028``).
     2024 codes: ``QN`` + département (2 or 3 characters) + 2 digits + a letter (``QN09401M``).
     """
-    code = _clean(value, field, "QPV code").upper().replace(" ", "")
+    code = _clean(value, field, "Le code QPV").upper().replace(" ", "")
     if code.startswith("QP"):
         if _QPV_2015.match(code):
             return _qpv_departement_checked(code, code[2:5], field)
         raise InvalidIdentifier(
             field,
-            f"QPV code {code} is not a 2015 code: QP, a 3-digit département and 3 digits "
-            "(e.g. QP094011)",
+            f"Le code QPV {code} n'est pas un code de 2015 : QP, le département sur 3 chiffres "
+            "et 3 chiffres (par exemple QP094011).",
         )
     if code.startswith("QN"):
         if _QPV_2024.match(code):
             return _qpv_departement_checked(code, code[2:-3], field)
         raise InvalidIdentifier(
             field,
-            f"QPV code {code} is not a 2024 code: QN, the département, 2 digits and a letter "
-            "(e.g. QN09401M)",
+            f"Le code QPV {code} n'est pas un code de 2024 : QN, le département, 2 chiffres et "
+            "une lettre (par exemple QN09401M).",
         )
     raise InvalidIdentifier(
-        field, f"QPV code {code} must start with QP (2015 codes) or QN (2024 codes)"
+        field, f"Le code QPV {code} commence par QP (codes de 2015) ou QN (codes de 2024)."
     )
 
 
@@ -329,7 +344,8 @@ def _qpv_departement_checked(code: str, departement_part: str, field: str) -> st
     except InvalidIdentifier:
         raise InvalidIdentifier(
             field,
-            f"QPV code {code} is never assigned: {departement_part} numbers no département",
+            f"Le code QPV {code} n'est jamais attribué : {departement_part} ne numérote aucun "
+            "département.",
         ) from None
     return code
 
@@ -379,19 +395,20 @@ def required_identifiers(kind: str) -> frozenset[frozenset[str]]:
         return REQUIRED_IDENTIFIERS[kind]
     except KeyError:
         raise InvalidIdentifier(
-            "kind", f"unknown kind of partner {kind!r}; one of {', '.join(REQUIRED_IDENTIFIERS)}"
+            "kind",
+            f"Type de partenaire inconnu {kind!r} : {', '.join(REQUIRED_IDENTIFIERS)} attendu.",
         ) from None
 
 
-_ARTICLES = {"siret": "a SIRET", "rna": "an RNA number", "uai": "a UAI"}
+_ARTICLES = {"siret": "son SIRET", "rna": "son numéro RNA", "uai": "son UAI"}
 _KIND_LABELS = {
-    "entreprise": "an entreprise",
-    "collectivite": "a collectivité",
-    "service_etat": "a service de l'État",
-    "etablissement_superieur": "an établissement supérieur",
-    "association": "an association",
-    "college": "a collège",
-    "lycee": "a lycée",
+    "entreprise": "Une entreprise",
+    "collectivite": "Une collectivité",
+    "service_etat": "Un service de l'État",
+    "etablissement_superieur": "Un établissement d'enseignement supérieur",
+    "association": "Une association",
+    "college": "Un collège",
+    "lycee": "Un lycée",
 }
 
 
@@ -402,9 +419,9 @@ def check_required_identifiers(kind: str, given: Collection[str]) -> None:
     for requirement in sorted(required_identifiers(kind), key=sorted):
         if present.isdisjoint(requirement):
             names = sorted(requirement, key=lambda name: (name != "rna", name))
-            options = " or ".join(_ARTICLES.get(name, name) for name in names)
-            both = " (or both)" if len(requirement) == 2 else ""
+            options = " ou ".join(_ARTICLES.get(name, name) for name in names)
+            both = " (ou les deux)" if len(requirement) == 2 else ""
             raise InvalidIdentifier(
                 names[0] if len(names) == 1 else "identifiers",
-                f"{_KIND_LABELS.get(kind, kind)} must give {options}{both}",
+                f"{_KIND_LABELS.get(kind, kind)} donne {options}{both}.",
             )
