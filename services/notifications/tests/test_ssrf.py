@@ -66,20 +66,23 @@ class FakeDns:
 @pytest.mark.parametrize(
     ("url", "words"),
     [
-        ("https://10.0.0.1/hook", "10.0.0.1 is a private address (10.0.0.0/8)"),
-        ("https://127.0.0.1/hook", "127.0.0.1 is a loopback address"),
-        ("https://169.254.169.254/latest/meta-data/", "169.254.169.254 is a cloud metadata"),
-        ("https://[::1]/hook", "::1 is a loopback address"),
+        ("https://10.0.0.1/hook", "10.0.0.1 est une adresse privée (10.0.0.0/8)"),
+        ("https://127.0.0.1/hook", "127.0.0.1 est une adresse de bouclage, loopback"),
+        (
+            "https://169.254.169.254/latest/meta-data/",
+            "169.254.169.254 est l'adresse d'un service de métadonnées cloud",
+        ),
+        ("https://[::1]/hook", "::1 est une adresse de bouclage, loopback"),
         (
             "https://[::ffff:10.0.0.1]/hook",
-            "::ffff:10.0.0.1 is the IPv4-mapped IPv6 form of 10.0.0.1, a private address",
+            "::ffff:10.0.0.1 est la forme IPv6 IPv4-mapped de 10.0.0.1, une adresse privée",
         ),
     ],
 )
 def test_the_issue_s_addresses_are_refused_with_a_clear_message(url: str, words: str) -> None:
     message = refused(url, ADDRESS_NOT_ALLOWED)
     assert words in message
-    assert "webhook endpoints must be on the public internet" in message
+    assert "un point de réception de webhooks est sur l'internet public" in message
 
 
 def test_loopback_is_accepted_when_allow_listed() -> None:
@@ -100,7 +103,7 @@ async def test_a_name_resolving_to_a_private_address_is_refused() -> None:
         )
     assert info.value.code == ADDRESS_NOT_ALLOWED
     assert info.value.message.startswith(
-        "hooks.partner.example resolves to 10.1.2.3, a private address (10.0.0.0/8)"
+        "hooks.partner.example se résout en 10.1.2.3, une adresse privée (10.0.0.0/8)"
     )
     assert dns.calls == [("hooks.partner.example", 443)]
 
@@ -108,7 +111,9 @@ async def test_a_name_resolving_to_a_private_address_is_refused() -> None:
 async def test_one_unsafe_address_among_public_ones_refuses_the_host() -> None:
     answers = ["93.184.215.14", "2606:2800:21f:cb07:6820:80da:af6b:8b2c", "169.254.169.254"]
     dns = FakeDns({"mixed.example": answers})
-    with pytest.raises(UnsafeUrl, match=r"mixed\.example resolves to 169\.254\.169\.254, a cloud"):
+    with pytest.raises(
+        UnsafeUrl, match=r"mixed\.example se résout en 169\.254\.169\.254, l\'adresse d\'un service"
+    ):
         await resolve_and_check("mixed.example", 443, resolver=dns, allowed_hosts=NONE)
 
 
@@ -141,7 +146,7 @@ async def test_an_ip_literal_is_checked_without_resolving() -> None:
     assert await resolve_and_check("93.184.215.14", 443, resolver=dns, allowed_hosts=NONE) == [
         "93.184.215.14"
     ]
-    with pytest.raises(UnsafeUrl, match="private"):
+    with pytest.raises(UnsafeUrl, match="privée"):
         await resolve_and_check("192.168.1.1", 443, resolver=dns, allowed_hosts=NONE)
     assert dns.calls == []
 
@@ -170,10 +175,10 @@ async def test_the_system_resolver_returns_every_address() -> None:
 @pytest.mark.parametrize(
     ("address", "words"),
     [
-        ("10.255.255.255", "private"),
-        ("172.16.0.1", "private address (172.16.0.0/12)"),
-        ("172.31.255.254", "private address (172.16.0.0/12)"),
-        ("192.168.0.1", "private address (192.168.0.0/16)"),
+        ("10.255.255.255", "privée"),
+        ("172.16.0.1", "adresse privée (172.16.0.0/12)"),
+        ("172.31.255.254", "adresse privée (172.16.0.0/12)"),
+        ("192.168.0.1", "adresse privée (192.168.0.0/16)"),
         ("127.8.9.10", "loopback"),
         ("::1", "loopback"),
         ("169.254.1.1", "link-local"),
@@ -181,34 +186,43 @@ async def test_the_system_resolver_returns_every_address() -> None:
         ("fc00::1", "unique-local"),
         ("fd12:3456::1", "unique-local"),
         ("fec0::1", "site-local"),
-        ("169.254.169.254", "cloud metadata"),
-        ("fd00:ec2::254", "cloud metadata"),
-        ("100.100.100.200", "cloud metadata"),
-        ("0.0.0.0", "unspecified"),
-        ("::", "unspecified"),
-        ("0.1.2.3", "this network"),
+        ("169.254.169.254", "métadonnées cloud"),
+        ("fd00:ec2::254", "métadonnées cloud"),
+        ("100.100.100.200", "métadonnées cloud"),
+        ("0.0.0.0", "non spécifiée"),
+        ("::", "non spécifiée"),
+        ("0.1.2.3", "ce réseau"),
         ("224.0.0.1", "multicast"),
         ("239.255.255.250", "multicast"),
         ("ff02::1", "multicast"),
         ("ff0e::1", "multicast"),
-        ("240.0.0.1", "reserved"),
+        ("240.0.0.1", "réservée"),
         ("255.255.255.255", "broadcast"),
         ("100.64.0.1", "carrier-grade NAT"),
         ("100.127.255.254", "carrier-grade NAT"),
-        ("192.0.0.8", "IETF protocol assignment"),
+        ("192.0.0.8", "protocoles de l'IETF"),
         ("192.0.2.1", "documentation"),
         ("2001:db8::1", "documentation"),
         ("198.18.0.1", "benchmarking"),
         ("2001::1", "Teredo"),
         ("100::1", "discard-only"),
-        ("::ffff:127.0.0.1", "IPv4-mapped IPv6 form of 127.0.0.1, a loopback"),
-        ("::ffff:169.254.169.254", "IPv4-mapped IPv6 form of 169.254.169.254, a cloud metadata"),
-        ("::ffff:100.64.0.1", "IPv4-mapped IPv6 form of 100.64.0.1, a carrier-grade NAT"),
-        ("64:ff9b::7f00:1", "NAT64 (64:ff9b::/96) form of 127.0.0.1, a loopback"),
-        ("64:ff9b::a9fe:a9fe", "NAT64 (64:ff9b::/96) form of 169.254.169.254, a cloud metadata"),
-        ("64:ff9b::a00:1", "NAT64 (64:ff9b::/96) form of 10.0.0.1, a private"),
-        ("64:ff9b:1::a00:1", "local-use NAT64"),
-        ("2002:c0a8:101::1", "6to4 (2002::/16) form of 192.168.1.1, a private"),
+        ("::ffff:127.0.0.1", "la forme IPv6 IPv4-mapped de 127.0.0.1, une adresse de bouclage"),
+        (
+            "::ffff:169.254.169.254",
+            "la forme IPv6 IPv4-mapped de 169.254.169.254, l'adresse d'un service",
+        ),
+        (
+            "::ffff:100.64.0.1",
+            "la forme IPv6 IPv4-mapped de 100.64.0.1, une adresse partagée de carrier-grade NAT",
+        ),
+        ("64:ff9b::7f00:1", "la forme NAT64 (64:ff9b::/96) de 127.0.0.1, une adresse de bouclage"),
+        (
+            "64:ff9b::a9fe:a9fe",
+            "la forme NAT64 (64:ff9b::/96) de 169.254.169.254, l'adresse d'un service",
+        ),
+        ("64:ff9b::a00:1", "la forme NAT64 (64:ff9b::/96) de 10.0.0.1, une adresse privée"),
+        ("64:ff9b:1::a00:1", "NAT64 d'usage local"),
+        ("2002:c0a8:101::1", "la forme 6to4 (2002::/16) de 192.168.1.1, une adresse privée"),
         ("::7f00:1", "IPv4-compatible"),
     ],
 )
@@ -278,7 +292,7 @@ def test_other_schemes_are_refused(url: str) -> None:
 )
 def test_userinfo_is_refused(url: str) -> None:
     message = refused(url, USERINFO_NOT_ALLOWED, allowed=LOOPBACK_ALLOWED)
-    assert "user name or password" in message
+    assert "ni nom d'utilisateur ni mot de passe" in message
 
 
 @pytest.mark.parametrize(
@@ -297,7 +311,9 @@ def test_non_standard_ipv4_forms_are_refused(url: str) -> None:
 
 
 def test_unicode_digits_normalise_to_the_address_they_spell() -> None:
-    assert "127.0.0.1 is a loopback" in refused("https://１２７.０.０.１/", ADDRESS_NOT_ALLOWED)
+    assert "127.0.0.1 est une adresse de bouclage" in refused(
+        "https://１２７.０.０.１/", ADDRESS_NOT_ALLOWED
+    )
 
 
 @pytest.mark.parametrize(
@@ -387,7 +403,7 @@ async def test_a_name_resolving_to_a_private_address_is_refused_at_connect_time(
             await backend.connect_tcp("hooks.partner.example", listener.port, timeout=5)
     assert info.value.code == ADDRESS_NOT_ALLOWED
     assert info.value.message.startswith(
-        "hooks.partner.example resolves to 127.0.0.1, a loopback address"
+        "hooks.partner.example se résout en 127.0.0.1, une adresse de bouclage"
     )
     assert dns.calls == [("hooks.partner.example", listener.port)]
     assert listener.connections == 0  # refused before any packet left
@@ -419,7 +435,9 @@ async def test_every_address_is_checked_before_any_connection() -> None:
     dns = FakeDns({"mixed.test": ["127.0.0.1", "10.0.0.7"]})
     backend = CheckedNetworkBackend(allowed_hosts=frozenset({"127.0.0.0/8"}), resolver=dns)
     async with Listener() as listener:
-        with pytest.raises(UnsafeUrl, match=r"mixed\.test resolves to 10\.0\.0\.7, a private"):
+        with pytest.raises(
+            UnsafeUrl, match=r"mixed\.test se résout en 10\.0\.0\.7, une adresse privée"
+        ):
             await backend.connect_tcp("mixed.test", listener.port, timeout=5)
     assert listener.connections == 0
 

@@ -218,7 +218,7 @@ async def assert_refused(notifications: Notifications, url: str, code: str, reas
     problem = response.json()
     assert problem["code"] == code
     assert problem["type"] == f"urn:maillage:problem:{code}"
-    assert problem["title"] == "Webhook URL refused"
+    assert problem["title"] == "URL de webhook refusée"
     assert reason in problem["detail"]
     assert problem["errors"] == [
         {"in": "body", "pointer": "#/url", "detail": problem["detail"], "type": code}
@@ -239,7 +239,7 @@ async def test_https_is_required_unless_the_settings_allow_http(
         )
     assert response.status_code == 422
     assert response.json()["code"] == ssrf.SCHEME_NOT_ALLOWED
-    assert "plain http is not allowed" in response.json()["detail"]
+    assert "le http simple n'est pas accepté" in response.json()["detail"]
 
 
 async def test_changes_are_checked_like_a_subscription(notifications: Notifications) -> None:

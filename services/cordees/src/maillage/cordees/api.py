@@ -82,16 +82,16 @@ assert {level.value for level in Level} == set(domain.LEVELS)
 
 def _school_year(value: str) -> str:
     if not matcher.is_school_year(value):
-        raise ValueError("a school year is two consecutive years: 2026-2027")
+        raise ValueError("Une année scolaire s'écrit avec deux années consécutives : 2026-2027.")
     if value < matcher.school_year_of(date.today()):
-        raise ValueError(f"the school year {value} is over")
+        raise ValueError(f"L'année scolaire {value} est terminée.")
     return value
 
 
 def _academies(values: list[str]) -> list[str]:
     unknown = sorted(set(values) - set(domain.ACADEMIE_OF_DEPARTEMENT.values()))
     if unknown:
-        raise ValueError(f"unknown code académie: {', '.join(unknown)}")
+        raise ValueError(f"Code académie inconnu : {', '.join(unknown)}.")
     return sorted(set(values))
 
 
@@ -251,7 +251,7 @@ class CampaignScope(BaseModel):
     @model_validator(mode="after")
     def _one_scope(self) -> CampaignScope:
         if self.departement is not None and self.academie is not None:
-            raise ValueError("a campaign covers a département or an académie, not both")
+            raise ValueError("Une campagne couvre un département ou une académie, pas les deux.")
         if self.academie is not None:
             _academies([self.academie])
         return self
@@ -315,17 +315,24 @@ class CoverageReport(BaseModel):
 _FORBIDDEN: dict[int | str, dict[str, Any]] = {403: {"description": "Not for this caller"}}
 
 
+# What a 404 names, in French: (title, detail's start).
+_NAMES = {
+    "offer": ("Offre introuvable", "Aucune offre"),
+    "match request": ("Demande introuvable", "Aucune demande de cordée"),
+    "pairing": ("Cordée introuvable", "Aucune cordée"),
+    "campaign": ("Campagne introuvable", "Aucune campagne"),
+}
+
+
 def _not_found(what: str, identifier: uuid.UUID) -> Problem:
+    title, none = _NAMES[what]
     return Problem(
-        404,
-        f"{what.replace(' ', '_')}_not_found",
-        f"{what.capitalize()} not found",
-        detail=f"No {what} {identifier}.",
+        404, f"{what.replace(' ', '_')}_not_found", title, detail=f"{none} {identifier}."
     )
 
 
 def _forbidden(detail: str) -> Problem:
-    return Problem(403, "forbidden", "Forbidden", detail=detail)
+    return Problem(403, "forbidden", "Accès refusé", detail=detail)
 
 
 def _conflict(code: str, title: str, detail: str, **extensions: Any) -> Problem:
@@ -350,12 +357,15 @@ async def _acting_partner(
     and be verified (a suspended or rejected partner cannot act)."""
     partner_id = _caller_partner(caller)
     if partner_id is None or not caller.has_role(role):
-        raise _forbidden(f"This is for a {what} (role {role}, with its partner_id).")
+        raise _forbidden(f"Réservé à un {what} (rôle {role}, avec son partner_id).")
     partner = await store.get_partner(connection, partner_id)
     if partner is None or partner["kind"] not in kinds:
-        raise _forbidden(f"Your partner is not known here as a {what}.")
+        raise _forbidden(f"Votre partenaire n'est pas connu ici comme {what}.")
     if partner["status"] != "verified":
-        raise _forbidden(f"Your partner is {partner['status']}: only verified partners act.")
+        raise _forbidden(
+            f"Votre partenaire a le statut {partner['status']} : seuls les partenaires vérifiés "
+            "agissent."
+        )
     return partner
 
 
@@ -367,7 +377,7 @@ async def _tete(connection: asyncpg.Connection | asyncpg.Pool, caller: Caller) -
 
 async def _school(connection: asyncpg.Connection | asyncpg.Pool, caller: Caller) -> dict[str, Any]:
     return await _acting_partner(
-        connection, caller, matcher.SCHOOL_KINDS, "school", "collège or lycée"
+        connection, caller, matcher.SCHOOL_KINDS, "school", "collège ou lycée"
     )
 
 
@@ -445,8 +455,8 @@ async def open_offer(
     if tete["latitude"] is None or tete["longitude"] is None:
         raise _conflict(
             "tete_location_unknown",
-            "Location unknown",
-            "Give your coordinates in the registry first: distances are measured from them.",
+            "Position inconnue",
+            "Donnez d'abord vos coordonnées au registre : les distances se mesurent depuis elles.",
         )
     claimed = await _creating(request, pool, caller, body)
     if isinstance(claimed, JSONResponse):
@@ -535,9 +545,9 @@ async def _own_open_offer(
     if offer is None:
         raise _not_found("offer", offer_id)
     if offer["tete_partner_id"] != tete["partner_id"]:
-        raise _forbidden("A tête de cordée changes only its own offers.")
+        raise _forbidden("Une tête de cordée ne modifie que ses propres offres.")
     if offer["status"] != "open":
-        raise _conflict("offer_closed", "Offer closed", "A closed offer no longer changes.")
+        raise _conflict("offer_closed", "Offre fermée", "Une offre fermée ne change plus.")
     return offer
 
 
@@ -561,7 +571,7 @@ async def change_offer(
     values = changes.model_dump(exclude_unset=True, mode="json")
     if not values:
         raise Problem(
-            422, "nothing_to_change", "Nothing to change", detail="Send at least one field."
+            422, "nothing_to_change", "Rien à modifier", detail="Envoyez au moins un champ."
         )
     for name in ("levels", "thematics"):
         if name in values:
@@ -571,8 +581,9 @@ async def change_offer(
         if values.get("capacity", offer["capacity"]) < offer["encordes"]:
             raise _conflict(
                 "capacity_below_encordes",
-                "Capacity below the encordés",
-                f"{offer['encordes']} schools are encordés with this offer: end pairings first.",
+                "Places en dessous des encordés",
+                f"{offer['encordes']} établissements sont encordés avec cette offre : mettez "
+                "d'abord fin à des cordées.",
                 encordes=offer["encordes"],
             )
         offer = await store.update_offer(connection, offer_id, values)
@@ -638,8 +649,9 @@ async def request_match(
         if school is None:
             raise _conflict(
                 "school_location_unknown",
-                "Location unknown",
-                "The school's coordinates are unknown: the registry has them from the Annuaire.",
+                "Position inconnue",
+                "Les coordonnées de l'établissement sont inconnues : le registre les tient de "
+                "l'Annuaire de l'éducation.",
             )
         claimed = await _creating(request, connection, caller, body)
         if isinstance(claimed, JSONResponse):
@@ -694,7 +706,10 @@ async def _visible_request(
         offer = await store.get_offer(connection, match["offer_id"])
         if offer is not None and offer["tete_partner_id"] == partner_id:
             return match
-    raise _forbidden("A request is visible to its school, the tête proposed and operators.")
+    raise _forbidden(
+        "Une demande n'est visible que de son établissement, de la tête de cordée proposée et "
+        "des opérateurs."
+    )
 
 
 @router.get(
@@ -766,14 +781,14 @@ async def _proposed_to_caller(
     if match["offer_id"] is not None:
         offer = await store.get_offer(connection, match["offer_id"], for_update=True)
     if offer is None or offer["tete_partner_id"] != tete["partner_id"]:
-        raise _forbidden("Only the tête de cordée proposed answers a proposal.")
+        raise _forbidden("Seule la tête de cordée proposée répond à une proposition.")
     match = await store.get_request(connection, request_id, for_update=True)
     assert match is not None
     if match["status"] != "proposed" or match["offer_id"] != offer["id"]:
         raise _conflict(
             "not_proposed",
-            "Not proposed to your offer",
-            f"The request is {match['status']}: it is not proposed to this offer any more.",
+            "Pas proposée à votre offre",
+            f"La demande a le statut {match['status']} : elle n'est plus proposée à cette offre.",
             request_status=match["status"],
         )
     return match, offer
@@ -792,15 +807,15 @@ async def accept_match(request_id: uuid.UUID, caller: CurrentCaller, pool: Pool)
         if offer["encordes"] >= offer["capacity"]:  # under the offer's row lock
             raise _conflict(
                 "offer_full",
-                "Offer full",
-                "The offer has no place left.",
+                "Offre complète",
+                "L'offre n'a plus de place.",
                 capacity=offer["capacity"],
             )
         if offer["id"] in await store.offers_paired_with(connection, match["school_partner_id"]):
             raise _conflict(
                 "already_encorde",
-                "Already encordé",
-                "The school is already encordé with this offer (through another request).",
+                "Déjà encordé",
+                "L'établissement est déjà encordé avec cette offre (par une autre demande).",
             )
         pairing = await store.insert_pairing(
             connection,
@@ -859,12 +874,12 @@ async def withdraw_match(
         if match is None:
             raise _not_found("match request", request_id)
         if match["school_partner_id"] != school["partner_id"]:
-            raise _forbidden("A school withdraws only its own requests.")
+            raise _forbidden("Un établissement ne retire que ses propres demandes.")
         if match["status"] in ("withdrawn", "established"):
             raise _conflict(
                 "not_withdrawable",
-                "Cannot withdraw",
-                f"The request is {match['status']}.",
+                "Retrait impossible",
+                f"La demande a le statut {match['status']}.",
                 request_status=match["status"],
             )
         offer = await store.get_offer(connection, match["offer_id"]) if match["offer_id"] else None
@@ -925,7 +940,10 @@ async def _visible_pairing(
     partner_id = _caller_partner(caller)
     sides = (pairing["tete_partner_id"], pairing["school_partner_id"])
     if partner_id not in sides and not caller.roles & STAFF_ROLES:
-        raise _forbidden("A pairing is visible to its tête, its school and operators.")
+        raise _forbidden(
+            "Une cordée n'est visible que de sa tête de cordée, de son établissement et des "
+            "opérateurs."
+        )
     return pairing
 
 
@@ -962,11 +980,13 @@ async def end_pairing(pairing_id: uuid.UUID, caller: CurrentCaller, pool: Pool) 
             await _school(connection, caller)
             reason = "school_request"
         else:
-            raise _forbidden("Only the tête or the school of a pairing ends it.")
+            raise _forbidden(
+                "Seules la tête de cordée ou l'établissement d'une cordée y mettent fin."
+            )
         await store.get_offer(connection, pairing["offer_id"], for_update=True)  # offer first
         pairing = await _visible_pairing(connection, caller, pairing_id, for_update=True)
         if pairing["status"] != "active":
-            raise _conflict("pairing_ended", "Already ended", "This pairing has ended.")
+            raise _conflict("pairing_ended", "Déjà terminée", "Cette cordée a pris fin.")
         pairing = await store.end_pairing(connection, pairing_id, reason)
         await publish(connection, PairingEnded(**matcher.pairing_facts(pairing), reason=reason))
         await matcher.rebalance(connection, pairing["offer_id"])  # a place is free again

@@ -35,7 +35,7 @@ from maillage.common.db import transaction
 from maillage.common.http import Pool
 from maillage.common.problems import Problem
 from maillage.common.ratelimit import RATE_LIMITED_RESPONSE, rate_limited
-from maillage.notifications import mail, signing, ssrf, store
+from maillage.notifications import domain, mail, signing, ssrf, store
 from maillage.notifications.secretbox import SecretBox
 
 router = APIRouter()
@@ -211,7 +211,7 @@ class Confirmation(BaseModel):
 
 class Preference(BaseModel):
     event_type: str
-    description: str = Field(description="What the event says")
+    description: str = Field(description="What the event tells the partner, in French")
     webhook: bool = Field(description="Delivered to the partner's webhook endpoints")
     email: bool = Field(description="Sent to the partner's confirmed e-mail channels")
 
@@ -321,8 +321,9 @@ def _own_partner(caller: Caller) -> uuid.UUID:
         raise Problem(
             403,
             "forbidden",
-            "Forbidden",
-            detail="Notifications are managed by a partner (role partner, with a partner_id).",
+            "Accès refusé",
+            detail="Les notifications se gèrent au nom d'un partenaire (rôle partner, avec son "
+            "partner_id).",
         )
     try:
         return uuid.UUID(caller.partner_id)
@@ -330,8 +331,8 @@ def _own_partner(caller: Caller) -> uuid.UUID:
         raise Problem(
             403,
             "forbidden",
-            "Forbidden",
-            detail="The token's partner_id is not a partner identifier.",
+            "Accès refusé",
+            detail="Le partner_id du jeton n'est pas un identifiant de partenaire.",
         ) from error
 
 
@@ -343,7 +344,10 @@ def _readable(caller: Caller, partner_id: uuid.UUID | None = None) -> uuid.UUID 
     own = _own_partner(caller)
     if partner_id is not None and partner_id != own:
         raise Problem(
-            403, "forbidden", "Forbidden", detail="A partner reads only its own notifications."
+            403,
+            "forbidden",
+            "Accès refusé",
+            detail="Un partenaire ne lit que ses propres notifications.",
         )
     return own
 
@@ -355,8 +359,8 @@ def _one_partner(caller: Caller, partner_id: uuid.UUID | None) -> uuid.UUID:
         raise Problem(
             422,
             "partner_id_required",
-            "Name the partner",
-            detail="Operators read one partner's preferences: add ?partner_id=.",
+            "Partenaire à préciser",
+            detail="Un opérateur lit les préférences d'un partenaire : ajoutez ?partner_id=.",
         )
     return scope
 
@@ -386,7 +390,7 @@ def _check_event_types(event_types: Sequence[str], field: str = "event_types") -
         {
             "in": "body",
             "pointer": f"#/{field}/{index}",
-            "detail": f"{event_type!r} is not an event type of the catalog",
+            "detail": f"{event_type!r} n'est pas un type d'événement du catalogue.",
             "type": "unknown_event_type",
         }
         for index, event_type in enumerate(event_types)
@@ -396,9 +400,9 @@ def _check_event_types(event_types: Sequence[str], field: str = "event_types") -
         raise Problem(
             422,
             "unknown_event_type",
-            "Unknown event type",
-            detail=f"{len(unknown)} event type{'s are' if len(unknown) > 1 else ' is'} not in "
-            "the catalog; GET /preferences lists them all.",
+            "Type d'événement inconnu",
+            detail=f"{len(unknown)} type{'s' if len(unknown) > 1 else ''} d'événement hors du "
+            "catalogue ; GET /preferences les liste tous.",
             errors=unknown,
         )
     return list(dict.fromkeys(event_types))
@@ -418,7 +422,8 @@ async def _checked_url(request: Request, url: str) -> str:
             )
     except TimeoutError:
         refusal = ssrf.UnsafeUrl(
-            ssrf.HOST_UNRESOLVABLE, f"the host did not resolve within {RESOLVE_TIMEOUT_S:g} s"
+            ssrf.HOST_UNRESOLVABLE,
+            f"Le nom d'hôte ne s'est pas résolu en {RESOLVE_TIMEOUT_S:g} s.",
         )
     except ssrf.UnsafeUrl as error:
         refusal = error
@@ -427,7 +432,7 @@ async def _checked_url(request: Request, url: str) -> str:
     raise Problem(
         422,
         refusal.code,
-        "Webhook URL refused",
+        "URL de webhook refusée",
         detail=refusal.message,
         errors=[
             {"in": "body", "pointer": "#/url", "detail": refusal.message, "type": refusal.code}
@@ -439,8 +444,8 @@ def _endpoint_not_found(endpoint_id: uuid.UUID) -> Problem:
     return Problem(
         404,
         "webhook_endpoint_not_found",
-        "Webhook endpoint not found",
-        detail=f"No webhook endpoint {endpoint_id} of yours.",
+        "Point de réception introuvable",
+        detail=f"Vous n'avez pas de point de réception de webhooks {endpoint_id}.",
     )
 
 
@@ -522,8 +527,9 @@ async def _create_webhook_endpoint(
             raise Problem(
                 409,
                 "webhook_endpoint_limit",
-                "Too many webhook endpoints",
-                detail=f"A partner has at most {limit} webhook endpoints; delete one first.",
+                "Trop de points de réception",
+                detail=f"Un partenaire a au plus {limit} points de réception de webhooks ; "
+                "supprimez-en un d'abord.",
             )
         await store.create_endpoint(
             connection,
@@ -616,7 +622,10 @@ async def change_webhook_endpoint(
     values = changes.model_dump(exclude_unset=True)
     if not values:
         raise Problem(
-            422, "nothing_to_change", "Nothing to change", detail="Send at least one field."
+            422,
+            "nothing_to_change",
+            "Rien à modifier",
+            detail="Envoyez au moins un champ.",
         )
     if "event_types" in values:
         values["event_types"] = _check_event_types(values["event_types"])
@@ -743,8 +752,8 @@ def _channel_not_found(channel_id: uuid.UUID) -> Problem:
     return Problem(
         404,
         "email_channel_not_found",
-        "E-mail channel not found",
-        detail=f"No e-mail channel {channel_id} of yours.",
+        "Adresse de notification introuvable",
+        detail=f"Vous n'avez pas d'adresse de notification {channel_id}.",
     )
 
 
@@ -826,8 +835,9 @@ async def _create_email_channel(
                 raise Problem(
                     409,
                     "email_channel_limit",
-                    "Too many e-mail channels",
-                    detail=f"A partner has at most {limit} e-mail channels; delete one first.",
+                    "Trop d'adresses de notification",
+                    detail=f"Un partenaire a au plus {limit} adresses de notification ; "
+                    "supprimez-en une d'abord.",
                 )
             row = await store.create_email_channel(
                 connection,
@@ -845,8 +855,8 @@ async def _create_email_channel(
         raise Problem(
             409,
             "email_channel_exists",
-            "E-mail channel already added",
-            detail=f"{address} is already one of your e-mail channels.",
+            "Adresse déjà ajoutée",
+            detail=f"{address} est déjà l'une de vos adresses de notification.",
         ) from error
     return JSONResponse(channel, status_code=201)
 
@@ -874,15 +884,15 @@ async def confirm_email_channel(body: Confirmation, pool: Pool) -> dict[str, Any
             raise Problem(
                 404,
                 "confirmation_not_found",
-                "Unknown confirmation code",
-                detail="No address awaits this code: check it, or it was already used.",
+                "Code de confirmation inconnu",
+                detail="Aucune adresse n'attend ce code : vérifiez-le ; il a peut-être déjà servi.",
             )
         if row["confirmation_expires_at"] <= now:
             raise Problem(
                 410,
                 "confirmation_expired",
-                "Confirmation code expired",
-                detail="Ask for a new code: POST /email-channels/{id}/resend-confirmation.",
+                "Code de confirmation expiré",
+                detail="Demandez un nouveau code : POST /email-channels/{id}/resend-confirmation.",
             )
         return _channel(await store.confirm_email_channel(connection, row["id"], now=now))
 
@@ -919,8 +929,8 @@ async def resend_confirmation(
             raise Problem(
                 409,
                 "email_channel_confirmed",
-                "Already confirmed",
-                detail=f"{row['address']} is confirmed: there is nothing to confirm.",
+                "Déjà confirmée",
+                detail=f"{row['address']} est confirmée : il n'y a rien à confirmer.",
             )
         sent_at = row["confirmation_sent_at"]
         if sent_at is not None and now - sent_at < RESEND_CONFIRMATION_AFTER:
@@ -928,8 +938,8 @@ async def resend_confirmation(
             raise Problem(
                 429,
                 "rate_limited",
-                "Too Many Requests",
-                detail="A confirmation code was sent less than a minute ago.",
+                "Trop de requêtes",
+                detail="Un code de confirmation a été envoyé il y a moins d'une minute.",
                 headers={"Retry-After": str(max(1, int(wait.total_seconds()) + 1))},
             )
         token, token_hash = _confirmation_token()
@@ -1008,11 +1018,10 @@ async def delete_email_channel(
 
 
 def _preference(event_type: str, choice: tuple[bool, bool] | None) -> dict[str, Any]:
-    model = catalog.events[event_type].model
     webhook, email = choice if choice is not None else (True, True)
     return {
         "event_type": event_type,
-        "description": (model.__doc__ or model.__name__).strip(),
+        "description": domain.DESCRIPTIONS[event_type],
         "webhook": webhook,
         "email": email,
     }
@@ -1031,11 +1040,12 @@ def _preference(event_type: str, choice: tuple[bool, bool] | None) -> dict[str, 
 async def get_preferences(
     caller: CurrentCaller, pool: Pool, partner_id: PartnerFilter = None
 ) -> list[dict[str, Any]]:
-    """An event type nobody chose for is sent on both channels (the default)."""
+    """Every event type a partner can hear of, with its description (French, for people). An
+    event type nobody chose for is sent on both channels (the default)."""
     scope = _one_partner(caller, partner_id)
     async with pool.acquire() as connection:
         chosen = await store.preferences_of(connection, scope)
-    return [_preference(event_type, chosen.get(event_type)) for event_type in catalog.events]
+    return [_preference(event_type, chosen.get(event_type)) for event_type in domain.AUDIENCES]
 
 
 @router.put(
@@ -1043,18 +1053,18 @@ async def get_preferences(
     response_model=Preference,
     tags=[PREFERENCES_TAG],
     summary="Choose the channels of one event type",
-    responses={**_READ_ONLY, 404: {"description": "No such event type in the catalog"}},
+    responses={**_READ_ONLY, 404: {"description": "Not an event type partners hear of"}},
 )
 async def put_preference(
     event_type: str, choice: PreferenceChange, caller: CurrentCaller, pool: Pool
 ) -> dict[str, Any]:
     partner_id = _own_partner(caller)
-    if event_type not in catalog.events:
+    if event_type not in domain.AUDIENCES:
         raise Problem(
             404,
             "event_type_not_found",
-            "Unknown event type",
-            detail="GET /preferences lists every event type of the catalog.",
+            "Type d'événement inconnu",
+            detail="GET /preferences liste les types d'événements que vous pouvez choisir.",
         )
     async with transaction(pool) as connection:
         await store.set_preference(
@@ -1114,8 +1124,8 @@ def _delivery_not_found(delivery_id: uuid.UUID) -> Problem:
     return Problem(
         404,
         "delivery_not_found",
-        "Delivery not found",
-        detail=f"No delivery {delivery_id} to your endpoints.",
+        "Envoi introuvable",
+        detail=f"Aucun envoi {delivery_id} vers vos points de réception.",
     )
 
 
@@ -1123,8 +1133,8 @@ def _endpoint_disabled(endpoint_id: uuid.UUID) -> Problem:
     return Problem(
         409,
         "webhook_endpoint_disabled",
-        "Webhook endpoint disabled",
-        detail=f"Enable it first: POST /webhook-endpoints/{endpoint_id}/enable.",
+        "Point de réception désactivé",
+        detail=f"Réactivez-le d'abord : POST /webhook-endpoints/{endpoint_id}/enable.",
     )
 
 
@@ -1243,8 +1253,8 @@ async def resend_delivery(
             raise Problem(
                 409,
                 "delivery_pending",
-                "Delivery already pending",
-                detail="An attempt is already due; its time is in next_attempt_at.",
+                "Envoi déjà en attente",
+                detail="Une tentative est déjà prévue ; son heure est dans next_attempt_at.",
             )
         if not row["endpoint_enabled"]:
             raise _endpoint_disabled(row["endpoint_id"])

@@ -203,6 +203,55 @@ AUDIENCES: Mapping[str, Concerned] = MappingProxyType(
     }
 )
 
+# What each event tells a partner, in French: the descriptions GET /preferences shows (a test
+# checks every event type of AUDIENCES has one). The event type stays the machine code.
+DESCRIPTIONS: Mapping[str, str] = MappingProxyType(
+    {
+        "fr.maillage.registry.partner.registered.v1": "Un partenaire s'est inscrit (en attente "
+        "de vérification, ou vérifié d'emblée par son UAI).",
+        "fr.maillage.registry.partner.verified.v1": "Un opérateur a vérifié le partenaire, ou "
+        "l'a rétabli après une suspension.",
+        "fr.maillage.registry.partner.updated.v1": "Le partenaire a modifié sa fiche.",
+        "fr.maillage.registry.partner.suspended.v1": "Un opérateur a suspendu le partenaire.",
+        "fr.maillage.registry.partner.rejected.v1": "Un opérateur a refusé l'inscription du "
+        "partenaire.",
+        "fr.maillage.cordees.offer.opened.v1": "Une tête de cordée a ouvert une offre de cordée.",
+        "fr.maillage.cordees.offer.updated.v1": "Une tête de cordée a modifié une offre ouverte "
+        "(places, niveaux, thématiques, territoire).",
+        "fr.maillage.cordees.offer.closed.v1": "Une tête de cordée a fermé une offre : plus de "
+        "nouvelle proposition, les cordées établies continuent.",
+        "fr.maillage.cordees.match-request.requested.v1": "Un collège ou un lycée a demandé une "
+        "cordée.",
+        "fr.maillage.cordees.match-request.proposed.v1": "Une tête de cordée est proposée à un "
+        "établissement ; elle accepte ou décline.",
+        "fr.maillage.cordees.match-request.declined.v1": "La tête de cordée a décliné la "
+        "proposition ; le candidat suivant est proposé, s'il y en a un.",
+        "fr.maillage.cordees.match-request.withdrawn.v1": "L'établissement a retiré sa demande.",
+        "fr.maillage.cordees.match-request.unmatched.v1": "Aucune offre ouverte ne peut accueillir "
+        "la demande pour l'instant ; elle attend une nouvelle offre ou la prochaine campagne.",
+        "fr.maillage.cordees.pairing.established.v1": "La tête de cordée a accepté : "
+        "l'établissement est encordé.",
+        "fr.maillage.cordees.pairing.ended.v1": "Une cordée a pris fin : en fin d'année scolaire, "
+        "ou à la demande de la tête de cordée ou de l'établissement.",
+        "fr.maillage.stages3e.offer.published.v1": "Un partenaire a publié une offre de stage de "
+        "3e.",
+        "fr.maillage.stages3e.offer.withdrawn.v1": "Un partenaire a retiré son offre de stage.",
+        "fr.maillage.stages3e.application.submitted.v1": "Un établissement a candidaté à une "
+        "offre de stage pour l'un de ses élèves.",
+        "fr.maillage.stages3e.application.accepted.v1": "Le partenaire qui offre le stage a "
+        "accepté la candidature.",
+        "fr.maillage.stages3e.application.declined.v1": "Le partenaire qui offre le stage a "
+        "décliné la candidature.",
+        "fr.maillage.funding.convention.signed.v1": "Un agent chargé des financements a "
+        "enregistré une convention signée.",
+        "fr.maillage.funding.tranche.requested.v1": "Le bénéficiaire a demandé une tranche.",
+        "fr.maillage.funding.tranche.approved.v1": "Un agent chargé des financements a approuvé "
+        "la tranche.",
+        "fr.maillage.funding.tranche.paid.v1": "Un agent chargé des financements a enregistré le "
+        "paiement de la tranche.",
+    }
+)
+
 # Partners in these states hear nothing more, except the event that put them there: they are
 # told why they were suspended or rejected.
 SILENCED_STATUSES = frozenset({"suspended", "rejected"})

@@ -62,7 +62,7 @@ HOST_NOT_ALLOWED = "webhook_url_host_not_allowed"
 ADDRESS_NOT_ALLOWED = "webhook_url_address_not_allowed"
 HOST_UNRESOLVABLE = "webhook_url_host_unresolvable"
 
-_PUBLIC_ONLY = "webhook endpoints must be on the public internet"
+_PUBLIC_ONLY = "un point de réception de webhooks est sur l'internet public"
 
 # Cloud instance metadata services: credentials live there. Named first for a clear message.
 METADATA_ADDRESSES: frozenset[IPAddress] = frozenset(
@@ -86,34 +86,34 @@ def _nets(*pairs: tuple[str, str]) -> tuple[tuple[IPNetwork, str], ...]:
 # still refused by the final "not globally routable" rule (``is_global``), which follows the IANA
 # special-purpose registries: the policy is "refuse unless global", the names are for people.
 NAMED_NETWORKS = _nets(
-    ("0.0.0.0/32", "an unspecified address"),
-    ("0.0.0.0/8", "a 'this network' address (0.0.0.0/8)"),
-    ("10.0.0.0/8", "a private address (10.0.0.0/8)"),
-    ("172.16.0.0/12", "a private address (172.16.0.0/12)"),
-    ("192.168.0.0/16", "a private address (192.168.0.0/16)"),
-    ("100.64.0.0/10", "a carrier-grade NAT shared address (100.64.0.0/10)"),
-    ("127.0.0.0/8", "a loopback address (127.0.0.0/8)"),
-    ("169.254.0.0/16", "a link-local address (169.254.0.0/16)"),
-    ("192.0.0.0/24", "an IETF protocol assignment address (192.0.0.0/24)"),
-    ("192.0.2.0/24", "a documentation address (192.0.2.0/24)"),
-    ("198.51.100.0/24", "a documentation address (198.51.100.0/24)"),
-    ("203.0.113.0/24", "a documentation address (203.0.113.0/24)"),
-    ("198.18.0.0/15", "a benchmarking address (198.18.0.0/15)"),
-    ("192.88.99.0/24", "a deprecated 6to4 relay anycast address (192.88.99.0/24)"),
-    ("224.0.0.0/4", "a multicast address (224.0.0.0/4)"),
-    ("255.255.255.255/32", "the broadcast address"),
-    ("240.0.0.0/4", "a reserved address (240.0.0.0/4)"),
-    ("::/128", "an unspecified address"),
-    ("::1/128", "a loopback address"),
-    ("fe80::/10", "a link-local address (fe80::/10)"),
-    ("fec0::/10", "a deprecated site-local address (fec0::/10)"),
-    ("fc00::/7", "a unique-local address (fc00::/7)"),
-    ("ff00::/8", "a multicast address (ff00::/8)"),
-    ("100::/64", "a discard-only address (100::/64)"),
-    ("64:ff9b:1::/48", "a local-use NAT64 address (64:ff9b:1::/48)"),
-    ("2001::/32", "a Teredo tunnel address (2001::/32)"),
-    ("2001:db8::/32", "a documentation address (2001:db8::/32)"),
-    ("::/96", "a deprecated IPv4-compatible IPv6 address (::/96)"),
+    ("0.0.0.0/32", "une adresse non spécifiée"),
+    ("0.0.0.0/8", "une adresse « ce réseau » (0.0.0.0/8)"),
+    ("10.0.0.0/8", "une adresse privée (10.0.0.0/8)"),
+    ("172.16.0.0/12", "une adresse privée (172.16.0.0/12)"),
+    ("192.168.0.0/16", "une adresse privée (192.168.0.0/16)"),
+    ("100.64.0.0/10", "une adresse partagée de carrier-grade NAT (100.64.0.0/10)"),
+    ("127.0.0.0/8", "une adresse de bouclage, loopback (127.0.0.0/8)"),
+    ("169.254.0.0/16", "une adresse link-local (169.254.0.0/16)"),
+    ("192.0.0.0/24", "une adresse réservée aux protocoles de l'IETF (192.0.0.0/24)"),
+    ("192.0.2.0/24", "une adresse de documentation (192.0.2.0/24)"),
+    ("198.51.100.0/24", "une adresse de documentation (198.51.100.0/24)"),
+    ("203.0.113.0/24", "une adresse de documentation (203.0.113.0/24)"),
+    ("198.18.0.0/15", "une adresse de banc d'essai, benchmarking (198.18.0.0/15)"),
+    ("192.88.99.0/24", "une adresse anycast de relais 6to4, obsolète (192.88.99.0/24)"),
+    ("224.0.0.0/4", "une adresse multicast (224.0.0.0/4)"),
+    ("255.255.255.255/32", "l'adresse de diffusion, broadcast"),
+    ("240.0.0.0/4", "une adresse réservée (240.0.0.0/4)"),
+    ("::/128", "une adresse non spécifiée"),
+    ("::1/128", "une adresse de bouclage, loopback"),
+    ("fe80::/10", "une adresse link-local (fe80::/10)"),
+    ("fec0::/10", "une adresse site-local, obsolète (fec0::/10)"),
+    ("fc00::/7", "une adresse unique-local (fc00::/7)"),
+    ("ff00::/8", "une adresse multicast (ff00::/8)"),
+    ("100::/64", "une adresse de rejet, discard-only (100::/64)"),
+    ("64:ff9b:1::/48", "une adresse NAT64 d'usage local (64:ff9b:1::/48)"),
+    ("2001::/32", "une adresse de tunnel Teredo (2001::/32)"),
+    ("2001:db8::/32", "une adresse de documentation (2001:db8::/32)"),
+    ("::/96", "une adresse IPv6 IPv4-compatible, obsolète (::/96)"),
 )
 
 # Translations that embed an IPv4 address: the embedded address decides.
@@ -175,11 +175,11 @@ def _embedded_ipv4(ip: IPAddress) -> tuple[ipaddress.IPv4Address, str] | None:
     if not isinstance(ip, ipaddress.IPv6Address):
         return None
     if ip.ipv4_mapped is not None:
-        return ip.ipv4_mapped, "IPv4-mapped IPv6"
+        return ip.ipv4_mapped, "la forme IPv6 IPv4-mapped"
     if ip in _NAT64_WELL_KNOWN:
-        return ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF), "NAT64 (64:ff9b::/96)"
+        return ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF), "la forme NAT64 (64:ff9b::/96)"
     if ip.sixtofour is not None:
-        return ip.sixtofour, "6to4 (2002::/16)"
+        return ip.sixtofour, "la forme 6to4 (2002::/16)"
     return None
 
 
@@ -192,25 +192,25 @@ def address_problem(address: str | IPAddress) -> str | None:
     """
     ip = ipaddress.ip_address(address) if isinstance(address, str) else address
     if isinstance(ip, ipaddress.IPv6Address) and ip.scope_id:
-        return "a scoped address (with a zone index)"
+        return "une adresse à portée limitée (avec un index de zone)"
     embedded = _embedded_ipv4(ip)
     if embedded is not None:
         inner, form = embedded
         problem = address_problem(inner)
-        return f"the {form} form of {inner}, {problem}" if problem else None
+        return f"{form} de {inner}, {problem}" if problem else None
     if ip in METADATA_ADDRESSES:
-        return "a cloud metadata service address"
+        return "l'adresse d'un service de métadonnées cloud"
     for network, kind in NAMED_NETWORKS:
         if ip.version == network.version and ip in network:
             return kind
     for flag, kind in (
-        (ip.is_unspecified, "an unspecified address"),
-        (ip.is_loopback, "a loopback address"),
-        (ip.is_link_local, "a link-local address"),
-        (ip.is_multicast, "a multicast address"),
-        (ip.is_private, "a private address"),
-        (ip.is_reserved, "a reserved address"),
-        (not ip.is_global, "a special-purpose address (not globally routable)"),
+        (ip.is_unspecified, "une adresse non spécifiée"),
+        (ip.is_loopback, "une adresse de bouclage, loopback"),
+        (ip.is_link_local, "une adresse link-local"),
+        (ip.is_multicast, "une adresse multicast"),
+        (ip.is_private, "une adresse privée"),
+        (ip.is_reserved, "une adresse réservée"),
+        (not ip.is_global, "une adresse à usage spécial (non routable sur l'internet)"),
     ):
         if flag:
             return kind
@@ -225,8 +225,8 @@ def _show(ip: IPAddress) -> str:
 
 
 def _refusal(ip: IPAddress, problem: str, *, host: str | None = None) -> UnsafeUrl:
-    where = f"{host} resolves to {_show(ip)}," if host else f"{_show(ip)} is"
-    return UnsafeUrl(ADDRESS_NOT_ALLOWED, f"{where} {problem}: {_PUBLIC_ONLY}")
+    where = f"{host} se résout en {_show(ip)}," if host else f"{_show(ip)} est"
+    return UnsafeUrl(ADDRESS_NOT_ALLOWED, f"{where} {problem} : {_PUBLIC_ONLY}.")
 
 
 # --- the allow-list ----------------------------------------------------------------------------
@@ -265,18 +265,20 @@ def _allow_list(allowed_hosts: frozenset[str]) -> _AllowList:
 def _normalise_host(raw: str) -> tuple[str, IPAddress | None]:
     """Lower-case ASCII host and, when it is an IP literal, the address."""
     if "%" in raw:
-        raise UnsafeUrl(INVALID_URL, "a webhook URL has no zone index or percent-encoding in host")
+        raise UnsafeUrl(
+            INVALID_URL, "L'hôte d'une URL de webhook n'a ni index de zone ni encodage en %."
+        )
     host = raw.lower()
     if ":" in host:  # only an IPv6 literal has a colon here (urlsplit removed the brackets)
         try:
             return host, ipaddress.IPv6Address(host)
         except ValueError as exc:
-            raise UnsafeUrl(INVALID_URL, f"{raw!r} is not a valid IPv6 address") from exc
+            raise UnsafeUrl(INVALID_URL, f"{raw!r} n'est pas une adresse IPv6 valide.") from exc
     try:
         # IDNA 2003 maps full-width digits and dots too: check the result, not the input.
         host = host.encode("idna").decode("ascii").lower()
     except UnicodeError as exc:
-        raise UnsafeUrl(INVALID_URL, f"{raw!r} is not a valid host name") from exc
+        raise UnsafeUrl(INVALID_URL, f"{raw!r} n'est pas un nom d'hôte valide.") from exc
     host = host.removesuffix(".")
     try:
         return host, ipaddress.IPv4Address(host)
@@ -285,10 +287,11 @@ def _normalise_host(raw: str) -> tuple[str, IPAddress | None]:
     if _NUMERIC_HOST.fullmatch(host):
         raise UnsafeUrl(
             INVALID_URL,
-            f"{raw!r} is an IPv4 address in a non-standard form: write it as four decimal numbers",
+            f"{raw!r} est une adresse IPv4 sous une forme non standard (non-standard form) : "
+            "écrivez-la en quatre nombres décimaux.",
         )
     if len(host) > 253 or not all(_LABEL.fullmatch(label) for label in host.split(".")):
-        raise UnsafeUrl(INVALID_URL, f"{raw!r} is not a valid host name")
+        raise UnsafeUrl(INVALID_URL, f"{raw!r} n'est pas un nom d'hôte valide.")
     return host, None
 
 
@@ -296,11 +299,11 @@ def _check_name(host: str, allow: _AllowList) -> None:
     if allow.allows_name(host):
         return
     if any(host == name or host.endswith("." + name) for name in _LOCAL_NAMES):
-        raise UnsafeUrl(HOST_NOT_ALLOWED, f"{host} is a local-only name: {_PUBLIC_ONLY}")
+        raise UnsafeUrl(HOST_NOT_ALLOWED, f"{host} est un nom purement local : {_PUBLIC_ONLY}.")
     if "." not in host:
         raise UnsafeUrl(
             HOST_NOT_ALLOWED,
-            f"{host} is not a fully qualified domain name: {_PUBLIC_ONLY}",
+            f"{host} n'est pas un nom de domaine complet : {_PUBLIC_ONLY}.",
         )
 
 
@@ -319,36 +322,40 @@ def check_url(url: str, *, allow_http: bool, allowed_hosts: frozenset[str]) -> P
     A host name is checked by :func:`resolve_and_check`, which resolves it.
     """
     if len(url) > MAX_URL_LENGTH:
-        raise UnsafeUrl(INVALID_URL, f"a webhook URL has at most {MAX_URL_LENGTH} characters")
+        raise UnsafeUrl(INVALID_URL, f"Une URL de webhook a au plus {MAX_URL_LENGTH} caractères.")
     # urlsplit silently drops tabs and newlines, and parsers disagree about backslashes: refuse.
     if any(c <= " " or c in "\x7f\\" for c in url):
         raise UnsafeUrl(
-            INVALID_URL, "a webhook URL has no whitespace, control character or backslash"
+            INVALID_URL,
+            "Une URL de webhook n'a ni espace, ni caractère de contrôle, ni barre oblique "
+            "inversée.",
         )
     try:
         parts = urlsplit(url)
         port = parts.port
     except ValueError as exc:
-        raise UnsafeUrl(INVALID_URL, f"not a valid URL: {exc}") from exc
+        raise UnsafeUrl(INVALID_URL, "Ce n'est pas une URL valide.") from exc
     scheme = parts.scheme.lower()
     if scheme not in ("https", "http"):
-        shown = f"not {scheme}://" if scheme else "with its scheme"
-        raise UnsafeUrl(SCHEME_NOT_ALLOWED, f"a webhook URL starts with https://, {shown}")
+        shown = f"non par {scheme}://" if scheme else "avec son schéma"
+        raise UnsafeUrl(SCHEME_NOT_ALLOWED, f"Une URL de webhook commence par https://, {shown}.")
     if scheme == "http" and not allow_http:
         raise UnsafeUrl(
-            SCHEME_NOT_ALLOWED, "a webhook URL starts with https://: plain http is not allowed"
+            SCHEME_NOT_ALLOWED,
+            "Une URL de webhook commence par https:// : le http simple n'est pas accepté.",
         )
     if "@" in parts.netloc:
         raise UnsafeUrl(
             USERINFO_NOT_ALLOWED,
-            "a webhook URL has no user name or password: the signature authenticates deliveries",
+            "Une URL de webhook ne porte ni nom d'utilisateur ni mot de passe : la signature "
+            "authentifie les envois.",
         )
     if not parts.hostname:
-        raise UnsafeUrl(INVALID_URL, "a webhook URL has a host")
+        raise UnsafeUrl(INVALID_URL, "Une URL de webhook a un hôte.")
     if parts.fragment or url.endswith("#"):
-        raise UnsafeUrl(INVALID_URL, "a webhook URL has no fragment (#…)")
+        raise UnsafeUrl(INVALID_URL, "Une URL de webhook n'a pas de fragment (#…).")
     if port == 0:
-        raise UnsafeUrl(INVALID_URL, "a webhook URL's port is between 1 and 65535")
+        raise UnsafeUrl(INVALID_URL, "Le port d'une URL de webhook est entre 1 et 65535.")
     host, ip = _normalise_host(parts.hostname)
     if ip is not None:
         check_address(ip, allowed_hosts=allowed_hosts)
@@ -356,7 +363,7 @@ def check_url(url: str, *, allow_http: bool, allowed_hosts: frozenset[str]) -> P
         _check_name(host, _allow_list(allowed_hosts))
     target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
     if not target.startswith("/"):
-        raise UnsafeUrl(INVALID_URL, "not a valid URL path")
+        raise UnsafeUrl(INVALID_URL, "Le chemin de l'URL n'est pas valide.")
     return ParsedUrl(
         scheme=scheme,
         host=_show(ip) if ip is not None else host,
@@ -403,15 +410,15 @@ async def resolve_and_check(
     try:
         answers = list(await resolver(host, port))
     except (OSError, UnicodeError) as exc:  # socket.gaierror is an OSError
-        raise UnsafeUrl(HOST_UNRESOLVABLE, f"{host} does not resolve: {exc}") from exc
+        raise UnsafeUrl(HOST_UNRESOLVABLE, f"{host} ne se résout pas ({exc}).") from exc
     addresses: list[IPAddress] = []
     for answer in answers:
         try:
             addresses.append(ipaddress.ip_address(answer))
         except ValueError as exc:
-            raise UnsafeUrl(HOST_UNRESOLVABLE, f"{host} resolves to {answer!r}") from exc
+            raise UnsafeUrl(HOST_UNRESOLVABLE, f"{host} se résout en {answer!r}.") from exc
     if not addresses:
-        raise UnsafeUrl(HOST_UNRESOLVABLE, f"{host} does not resolve to any address")
+        raise UnsafeUrl(HOST_UNRESOLVABLE, f"{host} ne se résout en aucune adresse.")
     if not allow.allows_name(host.lower().rstrip(".")):
         for ip in addresses:
             check_address(ip, allowed_hosts=allowed_hosts, host=host)
@@ -496,7 +503,7 @@ class CheckedNetworkBackend(httpcore.AsyncNetworkBackend):
         timeout: float | None = None,
         socket_options: Iterable[httpcore.SOCKET_OPTION] | None = None,
     ) -> httpcore.AsyncNetworkStream:
-        raise UnsafeUrl(INVALID_URL, "webhooks are delivered over TCP, never to a Unix socket")
+        raise UnsafeUrl(INVALID_URL, "Les webhooks partent en TCP, jamais vers une socket Unix.")
 
     async def sleep(self, seconds: float) -> None:
         await asyncio.sleep(seconds)
