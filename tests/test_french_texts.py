@@ -20,6 +20,7 @@ literal strings elsewhere in the call and are not read.
 from __future__ import annotations
 
 import ast
+import importlib
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -215,3 +216,34 @@ def test_each_event_a_partner_hears_of_is_described_in_french() -> None:
         assert text[0].isupper(), event_type
         assert text.endswith("."), event_type
         assert not english_words(text), (event_type, text)
+
+
+SERVICES = ("registry", "cordees", "stages3e", "funding", "notifications")
+RST = re.compile(r"\n {2,}\S|``|:(class|func|mod|attr|meth):`")
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_openapi_descriptions_are_plain_markdown(service: str) -> None:
+    """Developer documentation stays English, but reads as Markdown: no docstring indentation
+    left in, no reStructuredText (``x``, :class:`x`)."""
+    module = importlib.import_module(f"maillage.{service}.app")
+    settings_class = next(
+        value
+        for name, value in vars(module).items()
+        if name.endswith("Settings") and getattr(value, "__module__", "") == module.__name__
+    )
+    settings = settings_class(environment="test", database_url="postgresql://n@127.0.0.1:1/n")
+    found: list[str] = []
+
+    def walk(node: object, where: str) -> None:
+        if isinstance(node, dict):
+            for key, value in node.items():
+                if isinstance(value, str) and key == "description" and RST.search(value):
+                    found.append(f"{where}: {value[:100]!r}")
+                walk(value, f"{where}/{key}")
+        elif isinstance(node, list):
+            for index, value in enumerate(node):
+                walk(value, f"{where}/{index}")
+
+    walk(module.create(settings).openapi(), "")
+    assert not found, "\n".join(found)

@@ -18,9 +18,8 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from maillage.common.catalog import catalog
 from maillage.common.ratelimit import TokenBucket
-from maillage.notifications import ssrf, store
+from maillage.notifications import domain, ssrf, store
 
 if TYPE_CHECKING:  # the fixtures' types; pytest itself loads conftest
     from services.notifications.tests.conftest import Notifications, Receiver
@@ -165,22 +164,22 @@ async def private_resolver(host: str, port: int) -> list[str]:
 @pytest.mark.parametrize(
     ("url", "code", "reason"),
     [
-        ("http://10.0.0.1/hook", ssrf.ADDRESS_NOT_ALLOWED, "10.0.0.1 is a private address"),
+        ("http://10.0.0.1/hook", ssrf.ADDRESS_NOT_ALLOWED, "10.0.0.1 est une adresse privée"),
         (
             "http://169.254.169.254/latest/meta-data/",
             ssrf.ADDRESS_NOT_ALLOWED,
-            "169.254.169.254 is a cloud metadata service address",
+            "169.254.169.254 est l'adresse d'un service de métadonnées cloud",
         ),
-        ("http://[::1]:8080/hook", ssrf.ADDRESS_NOT_ALLOWED, "::1 is a loopback address"),
-        ("https://localhost/hook", ssrf.HOST_NOT_ALLOWED, "localhost is a local-only name"),
+        ("http://[::1]:8080/hook", ssrf.ADDRESS_NOT_ALLOWED, "::1 est une adresse de bouclage"),
+        ("https://localhost/hook", ssrf.HOST_NOT_ALLOWED, "localhost est un nom purement local"),
         (
             "https://hooks.partner.example/hook",
             ssrf.ADDRESS_NOT_ALLOWED,
-            "hooks.partner.example resolves to 10.1.2.3, a private address (10.0.0.0/8)",
+            "hooks.partner.example se résout en 10.1.2.3, une adresse privée (10.0.0.0/8)",
         ),
-        ("https://unknown.partner.example/", ssrf.HOST_UNRESOLVABLE, "does not resolve"),
-        ("https://user:pw@hooks.example.org/", ssrf.USERINFO_NOT_ALLOWED, "no user name"),
-        ("ftp://hooks.example.org/", ssrf.SCHEME_NOT_ALLOWED, "starts with https://"),
+        ("https://unknown.partner.example/", ssrf.HOST_UNRESOLVABLE, "ne se résout pas"),
+        ("https://user:pw@hooks.example.org/", ssrf.USERINFO_NOT_ALLOWED, "ni nom d'utilisateur"),
+        ("ftp://hooks.example.org/", ssrf.SCHEME_NOT_ALLOWED, "commence par https://"),
     ],
     ids=["10.0.0.1", "metadata", "[::1]", "localhost", "dns", "nxdomain", "userinfo", "ftp"],
 )
@@ -204,8 +203,8 @@ async def test_loopback_is_refused_without_the_allow_list(
         notifications,
         "http://127.0.0.1:8080/hook",
         ssrf.ADDRESS_NOT_ALLOWED,
-        "127.0.0.1 is a loopback address (127.0.0.0/8): webhook endpoints must be on the public"
-        " internet",
+        "127.0.0.1 est une adresse de bouclage, loopback (127.0.0.0/8) : un point de réception de "
+        "webhooks est sur l'internet public.",
     )
 
 
@@ -702,8 +701,10 @@ async def test_preferences_default_to_every_channel_and_are_chosen_per_event_typ
             f"/preferences/{PAIRING}", json={"webhook": False}, headers=headers
         )
         after = await http.get("/preferences", headers=headers)
-    assert [p["event_type"] for p in defaults.json()] == list(catalog.events)
-    assert all(p["webhook"] and p["email"] and p["description"] for p in defaults.json())
+    # Every event a partner can hear of (not the reference schools'), described in French.
+    assert [p["event_type"] for p in defaults.json()] == list(domain.AUDIENCES)
+    assert all(p["webhook"] and p["email"] for p in defaults.json())
+    assert {p["event_type"]: p["description"] for p in defaults.json()} == domain.DESCRIPTIONS
     assert chosen.json() == {
         **next(p for p in defaults.json() if p["event_type"] == TRANCHE_APPROVED),
         "email": False,

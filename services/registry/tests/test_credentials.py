@@ -304,7 +304,7 @@ async def test_keys_rotate_with_overlap_and_expired_tokens_are_refused(registry:
         time.sleep(2.1)
         expired = await client.get("/whoami", headers={"Authorization": f"Bearer {short}"})
     assert expired.status_code == 401
-    assert "expired" in expired.json()["detail"]
+    assert "expiré" in expired.json()["detail"]
 
 
 async def test_staff_accounts_come_from_the_cli_and_log_in_with_a_password(

@@ -199,8 +199,7 @@ def test_valid_rna_numbers(given: str, normalised: str) -> None:
         ("941234567", "Le numéro RNA 941234567 commence par W (par exemple W941234567)."),
         (
             "W94123456",
-            "Le numéro RNA W94123456 s'écrit W suivi de 9 chiffres ; "
-            "il a 8 caractères après le W.",
+            "Le numéro RNA W94123456 s'écrit W suivi de 9 chiffres ; il a 8 caractères après le W.",
         ),
         (
             "W9412345678",

@@ -100,8 +100,8 @@ def _omittable(schema: dict[str, Any]) -> None:
 
 
 class NewOffer(BaseModel):
-    """A cordée offer. Territory: within ``max_distance_km`` of the tête, or in one of
-    ``academies`` (codes académie, "24" Créteil); with neither, the whole country."""
+    """A cordée offer. Territory: within `max_distance_km` of the tête, or in one of
+    `academies` (codes académie, "24" Créteil); with neither, the whole country."""
 
     model_config = ConfigDict(extra="forbid")
     school_year: str = Field(pattern=_SCHOOL_YEAR, examples=["2026-2027"])
