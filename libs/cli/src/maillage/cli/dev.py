@@ -65,7 +65,8 @@ class DevOptions:
     smtp_port: int = 11025
     fresh: bool = False
     demo: bool = False
-    ready_timeout: float = 30.0
+    # A deadline, not a wait: a busy 2-core machine takes a minute or more to start five services.
+    ready_timeout: float = 90.0
     local_webhooks: bool = False  # partners may subscribe http receivers on loopback
     kafka_bootstrap_servers: str | None = None  # an existing broker instead of the embedded one
     database_url: str | None = None  # an existing PostgreSQL server instead of the embedded one
@@ -274,7 +275,8 @@ class DevStack:
                     names = ", ".join(pending)
                     details = "; ".join(f"{n}: {last_answer.get(n, 'no answer')}" for n in pending)
                     raise StackError(
-                        f"not ready within {self.options.ready_timeout:.0f} s: {names} ({details})"
+                        f"not ready within {self.options.ready_timeout:.0f} s: {names} "
+                        f"({details}); on a busy machine, --ready-timeout gives them longer"
                     )
                 if pending:
                     await asyncio.sleep(0.2)

@@ -48,7 +48,7 @@ def dev_command(
     ] = 11025,
     ready_timeout: Annotated[
         float, typer.Option(help="Seconds to wait for every service to be ready.")
-    ] = 30.0,
+    ] = 90.0,
     local_webhooks: Annotated[
         bool,
         typer.Option(
