@@ -14,9 +14,11 @@ from pathlib import Path
 import httpx
 import psutil
 import pytest
+from typer.testing import CliRunner
 
 from maillage.cli.dev import SERVICES
 from maillage.cli.embedded import free_port, port_is_free
+from maillage.cli.main import app
 
 MAILLAGE = str(Path(sys.executable).parent / "maillage")
 pytestmark = pytest.mark.slow
@@ -297,3 +299,10 @@ def receive_a_partners_webhooks_as_the_readme_shows(output: Output, port_base: i
         for _, process, _ in receivers.values():
             process.send_signal(signal.SIGINT)
             assert process.wait(timeout=10) == 0
+
+
+@pytest.mark.parametrize("secret", ["", "nope", "whsec_not base64!"])
+def test_the_webhook_receiver_refuses_what_is_not_a_secret(secret: str) -> None:
+    refused = CliRunner().invoke(app, ["webhooks", "receive", "--port", "0", "--secret", secret])
+    assert refused.exit_code == 2, refused.output
+    assert "not the endpoint's whsec_ secret" in refused.output

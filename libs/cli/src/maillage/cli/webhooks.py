@@ -42,9 +42,13 @@ def receive(
 ) -> None:
     """Receive webhooks on http://127.0.0.1:PORT/ (any path), verify each signature, print it."""
     try:
+        if not secret.startswith("whsec_"):
+            raise ValueError("it does not start with whsec_")
         verifier = Webhook(secret)
     except Exception as error:  # the library raises bare errors on a malformed secret
-        raise typer.BadParameter(f"not a whsec_ secret ({error})", param_hint="--secret") from None
+        raise typer.BadParameter(
+            f"not the endpoint's whsec_ secret: {error}", param_hint="--secret"
+        ) from None
     server = ThreadingHTTPServer(("127.0.0.1", port), _handler(verifier))
     typer.echo(f"receiving webhooks on http://127.0.0.1:{server.server_port}/ (Ctrl-C stops)")
     try:
