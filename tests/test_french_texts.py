@@ -8,7 +8,7 @@ that reach a person through an API answer:
 * the messages of the refusals that become a problem's ``detail`` or an error's ``detail``:
   ``UnsafeUrl`` (webhook URLs), ``InvalidIdentifier`` and ``FieldError`` (registry);
 * the ``ValueError`` messages of the pydantic validators of request models (they become a
-  validation error's ``detail``);
+  validation error's ``detail``; settings' validators, in ``app.py``, speak to operators);
 * the French wording of every pydantic error type and each event's description in
   ``GET /preferences``.
 
@@ -86,6 +86,29 @@ ENGLISH = frozenset(
         "fields",
         "unknown",
         "name",
+        "give",
+        "either",
+        "neither",
+        "from",
+        "into",
+        "if",
+        "they",
+        "their",
+        "there",
+        "we",
+        "our",
+        "any",
+        "more",
+        "after",
+        "before",
+        "between",
+        "about",
+        "over",
+        "would",
+        "could",
+        "will",
+        "might",
+        "used",
     }
 )
 # Call → which of its arguments are texts for people: positional indexes and keyword names.
@@ -144,7 +167,8 @@ def _validated_functions(tree: ast.Module) -> set[str]:
 
 def texts_for_people(path: Path) -> Iterator[tuple[int, str]]:
     tree = ast.parse(path.read_text(encoding="utf-8"))
-    validators = _validated_functions(tree) if path.stem == "api" else set()
+    # Settings' validators speak to operators starting a service, in English.
+    validators = _validated_functions(tree) if path.stem not in ("app", "settings") else set()
     for node in ast.walk(tree):
         if isinstance(node, ast.Call) and _name(node) in TEXT_ARGUMENTS:
             positions, keywords = TEXT_ARGUMENTS[_name(node)]

@@ -191,7 +191,7 @@ class ReplayRequest(BaseModel):
     @model_validator(mode="after")
     def one_of(self) -> ReplayRequest:
         if (self.event_id is None) == (not self.all):
-            raise ValueError("give either event_id or all=true")
+            raise ValueError("Donnez soit event_id, soit all=true.")
         return self
 
 
