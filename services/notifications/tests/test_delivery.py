@@ -389,8 +389,9 @@ async def test_a_hostname_resolving_to_a_private_address_is_not_delivered(
     [attempt] = await attempts(pool, delivery_id)
     assert attempt["status_code"] is None
     assert attempt["error"] == (
-        "refused (webhook_url_address_not_allowed): hooks.example.org resolves to 10.1.2.3,"
-        " a private address (10.0.0.0/8): webhook endpoints must be on the public internet"
+        "refused (webhook_url_address_not_allowed): hooks.example.org se résout en 10.1.2.3,"
+        " une adresse privée (10.0.0.0/8) : un point de réception de webhooks est sur l'internet"
+        " public."
     )
     assert (await delivery(pool, delivery_id))["status"] == "failed"
 
@@ -432,8 +433,8 @@ async def test_a_name_is_checked_when_the_connection_opens_and_refused_there(
     [attempt] = await attempts(pool, delivery_id)
     assert attempt["status_code"] is None
     assert attempt["error"].startswith(
-        "refused (webhook_url_address_not_allowed): hooks.partner.example resolves to 127.0.0.1,"
-        " a loopback address"
+        "refused (webhook_url_address_not_allowed): hooks.partner.example se résout en 127.0.0.1,"
+        " une adresse de bouclage"
     )
     row = await delivery(pool, delivery_id)
     assert (row["status"], row["attempts"]) == ("pending", 1)  # retried on the schedule

@@ -140,7 +140,8 @@ MALFORMED_REJECTIONS = [
     (
         3,
         "0940123A",
-        "identifiant_de_l_etablissement: UAI 0940123A has check letter A; 0940123 requires Y",
+        "identifiant_de_l_etablissement: L'UAI 0940123A a la lettre clé A ; 0940123 appelle la "
+        "lettre Y",
     ),
     (4, "0942001P", "nom_etablissement: empty"),
     (5, "0942002R", "latitude: '48.7x' is not a number"),
@@ -157,7 +158,7 @@ MALFORMED_REJECTIONS = [
     (16, "0942008X", "nombre_d_eleves: '-3' is not a number of pupils"),
     (18, "0942009Y", "statut_public_prive: 'Associatif' is neither Public nor Privé"),
     (19, "0942010Z", "latitude/longitude: one is given without the other"),
-    (20, "0942011B", "identifiant_de_l_etablissement: UAI 0942011B has check letter B"),
+    (20, "0942011B", "identifiant_de_l_etablissement: L'UAI 0942011B a la lettre clé B"),
 ]
 
 
@@ -341,7 +342,8 @@ async def test_the_education_prioritaire_list_overrides_the_annuaire(
         (
             6,
             "0940123A",
-            "uai: UAI 0940123A has check letter A; 0940123 requires Y (0940123 mod 23 = 21)",
+            "uai: L'UAI 0940123A a la lettre clé A ; 0940123 appelle la lettre Y "
+            "(0940123 modulo 23 = 21).",
         ),
         (7, zola, f"UAI {zola} appears earlier in the file; row ignored"),
         (8, "0941147L", "ep_2024_2025: 'ECLAIR' is not REP, REP+ or empty"),
