@@ -150,7 +150,7 @@ MALFORMED_REJECTIONS = [
     (
         10,
         "0942006V",
-        "code_commune: code commune INSEE 20004: Corsican communes are numbered 2A###",
+        "code_commune: Code commune INSEE 20004 : les communes corses sont numérotées 2A###",
     ),
     (11, "0942007W", "5 fields where the header has 14"),
     (12, "0940123Y", "UAI 0940123Y appears earlier in the file; row ignored"),
