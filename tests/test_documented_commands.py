@@ -14,10 +14,14 @@ Anything else (``uv run …``, a bare ``maillage``) fails here with the file and
 
 from __future__ import annotations
 
+import contextlib
+import io
 import re
+import runpy
 import shlex
 import shutil
 import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -140,20 +144,35 @@ COMMANDS = documented_commands()
 
 
 def _help(argv: list[str]) -> None:
-    """``ARGV --help`` answers its usage. The ``maillage`` console script runs in this process
-    (it takes seconds to start on a loaded machine, times some twenty commands)."""
+    """``ARGV --help`` answers its usage. The ``maillage`` console script and Python scripts run
+    in this process: as subprocesses they take seconds each to import on a loaded machine."""
+    output = io.StringIO()
     if argv[0] == ".venv/bin/maillage":
         script = (ROOT / argv[0]).read_text(encoding="utf-8")
         assert "from maillage.cli.main import app" in script, script
         invoked = CliRunner().invoke(app, [*argv[1:], "--help"], prog_name="maillage")
-        code, output = invoked.exit_code, invoked.output
+        code = invoked.exit_code
+        output.write(invoked.output)
     else:
-        run = subprocess.run(
-            [*argv, "--help"], cwd=ROOT, capture_output=True, text=True, timeout=120, check=False
-        )
-        code, output = run.returncode, run.stdout + run.stderr
-    assert code == 0, f"{shlex.join(argv)} --help:\n{output}"
-    assert "usage" in output.lower(), output
+        assert argv[0] == ".venv/bin/python", argv
+        if argv[1] == "-m":
+            run, target, arguments = runpy.run_module, argv[2], argv[3:]
+        else:
+            run, target, arguments = runpy.run_path, str(ROOT / argv[1]), argv[2:]
+        saved, saved_path = sys.argv, list(sys.path)
+        sys.argv = [target, *arguments, "--help"]
+        if run is runpy.run_path:
+            sys.path.insert(0, str(Path(target).parent))  # as `python script.py` does
+        try:
+            with contextlib.redirect_stdout(output), contextlib.redirect_stderr(output):
+                run(target, run_name="__main__")
+            code = 0
+        except SystemExit as exit:
+            code = exit.code if isinstance(exit.code, int) else (0 if exit.code is None else 1)
+        finally:
+            sys.argv, sys.path[:] = saved, saved_path
+    assert code == 0, f"{shlex.join(argv)} --help:\n{output.getvalue()}"
+    assert "usage" in output.getvalue().lower(), output.getvalue()
 
 
 def _maillage_commands_of_make(arguments: tuple[str, ...]) -> list[list[str]]:
@@ -186,7 +205,7 @@ def test_a_documented_command_exists_and_answers_help(command: Command) -> None:
         if program == ".venv/bin/python":
             assert arguments[0].endswith(".py") or arguments[0] == "-m", command
             assert arguments[0] == "-m" or (ROOT / arguments[0]).is_file(), command
-        _help([program if program.endswith("maillage") else str(ROOT / program), *arguments])
+        _help([program, *arguments])
     else:
         assert program in OUTSIDE_TOOLS, (
             f"{command}: `{program}` is not on a bare machine after `make dev`; write "
