@@ -150,15 +150,18 @@ async def test_identifiers_that_pass_their_check_but_are_never_assigned_are_422(
     assert company_of_zeros.status_code == 422
     pointers = {e["pointer"]: e["detail"] for e in company_of_zeros.json()["errors"]}
     assert pointers == {
-        "#/siret": "SIRET 00000000000000 passes its check digit but its SIREN 000000000 is "
-        "never assigned (all zeros)",
-        "#/commune_code": "code commune INSEE 94000 is never assigned: communes are numbered "
-        "from 1 in their département",
+        "#/siret": "Le SIRET 00000000000000 passe sa clé de contrôle mais son SIREN 000000000 "
+        "n'est jamais attribué (que des zéros).",
+        "#/commune_code": "Le code commune INSEE 94000 n'est jamais attribué : les communes sont "
+        "numérotées à partir de 1 dans leur département.",
     }
     assert association.status_code == 422
     assert association.json()["errors"][0]["pointer"] == "#/rna"
     assert school.status_code == 422
-    assert "starts with 000, which numbers no département" in school.json()["errors"][0]["detail"]
+    assert (
+        "commence par 000, qui ne numérote aucun département"
+        in school.json()["errors"][0]["detail"]
+    )
 
 
 async def test_an_identifier_registered_twice_names_the_existing_partner(app: FastAPI) -> None:

@@ -288,8 +288,8 @@ def insee_commune(value: str, *, field: str = "commune_code") -> str:
     if code.startswith("99"):
         raise InvalidIdentifier(
             field,
-            f"code commune INSEE {code}: 99### codes name countries abroad in INSEE's "
-            "geography, not communes",
+            f"Code commune INSEE {code} : dans la géographie de l'INSEE, les codes 99### "
+            "désignent des pays étrangers, pas des communes.",
         )
     overseas = code.startswith(("97", "98"))
     if overseas and code[:3] not in OVERSEAS:
