@@ -518,8 +518,8 @@ def test_the_command_imports_the_demo_sample_and_lists_rejections(
         "13 rejected, 1 blank, 1 continuing a quoted field" in result.stdout
     )
     assert (
-        "  rejected line 3 (0940123A): identifiant_de_l_etablissement: UAI 0940123A has check "
-        "letter A" in result.stdout
+        "  rejected line 3 (0940123A): identifiant_de_l_etablissement: L'UAI 0940123A a la "
+        "lettre clé A" in result.stdout
     )
     assert "  rejected line 15: identifiant_de_l_etablissement: the UAI is missing" in result.stdout
 
