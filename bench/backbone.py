@@ -31,6 +31,15 @@ handler's ``clock_timestamp()`` in the effects row minus the wall-clock time at 
 saw its commit return. Each throughput figure comes with the CPU time per event of this process,
 of PostgreSQL and of the broker (from /proc, when they are the embedded ones).
 
+With ``--telemetry``, (c) runs as the services run: the OpenTelemetry SDK configured by
+``configure_telemetry`` with the services' settings (sampling ratio, batch span processor, the
+asyncpg and FastStream instrumentation), each write inside a SERVER span as an HTTP request's
+would be, and every span exported over OTLP/HTTP to a sink on loopback (a process of its own,
+``--serve-otlp-sink``, that decodes and counts what it receives, as a collector would). The raw
+baselines (a) and (b) run with no instrumentation at all (asyncpg's is removed while they run):
+they stay the ceiling. The script counts the spans the SDK finished and the spans the sink
+received (the difference was dropped by a full queue).
+
 Everything runs in this one process, on one event loop (uvloop, as uvicorn picks it, unless
 ``--no-uvloop``), like one service that publishes, relays and consumes. It is not a test: it
 prints figures, and every wait is bounded by ``--timeout``.
@@ -45,10 +54,12 @@ import json
 import math
 import os
 import platform
+import subprocess
 import sys
 import tempfile
 import threading
 import time
+import urllib.request
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
@@ -60,6 +71,12 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.partitioner import DefaultPartitioner
 from faststream.kafka import KafkaBroker
+from opentelemetry import metrics, trace
+from opentelemetry.instrumentation.asyncpg import AsyncPGInstrumentor
+from opentelemetry.instrumentation.instrumentor import BaseInstrumentor  # type: ignore[attr-defined]
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
+from opentelemetry.trace import SpanKind
 
 from maillage.cli.dev import database_url_for
 from maillage.cli.embedded import (
@@ -68,15 +85,19 @@ from maillage.cli.embedded import (
     drop_database,
     ensure_database,
     free_port,
+    wait_for_tcp,
 )
 from maillage.common.db import create_pool, migrate_service, transaction
 from maillage.common.events import Catalog, Event, Level
 from maillage.common.inbox import DeadLetterProducer, Delivery, EventConsumer
 from maillage.common.logging import configure_logging
 from maillage.common.outbox import OutboxRelay, publish
+from maillage.common.settings import ServiceSettings
+from maillage.common.telemetry import StatementInstrumentor, configure_telemetry
 from maillage.common.topics import ensure_topics
 
 T = TypeVar("T")
+write_tracer = trace.get_tracer("bench.writer")
 
 AGGREGATES = 50  # keys: thing-00 … thing-49
 NOTE = "n" * 55  # pads the event JSON to 100 bytes
@@ -136,6 +157,11 @@ class Settings:
     uvloop: bool
     timeout: float
     max_records: int | None = None  # EventConsumer(max_records=...): None its default, 0 no limit
+    # Telemetry (with --telemetry): None = what a production service uses.
+    sample_ratio: float | None = None
+    span_queue_size: int | None = None
+    span_export_batch_size: int | None = None
+    all_statements: bool = False  # what-if: asyncpg's instrumentation as it was, every statement
     # What-if options for the backbone's FastStream subscriber, which attach() does not expose.
     subscriber: dict[str, int] = field(default_factory=dict)
     prefix: str = field(default_factory=lambda: "b" + uuid.uuid4().hex[:9])
@@ -530,8 +556,14 @@ class Backbone(Pipeline):
         self.catalog = catalog
 
     async def write(self, seq: int) -> None:
-        async with transaction(self.source) as connection:
-            await publish(connection, event_of(seq), catalog=self.catalog)
+        if not self.settings.telemetry:
+            async with transaction(self.source) as connection:
+                await publish(connection, event_of(seq), catalog=self.catalog)
+            return
+        # As in a service: the write is a request's, under its SERVER span (the root of a trace).
+        with write_tracer.start_as_current_span("POST /things", kind=SpanKind.SERVER):
+            async with transaction(self.source) as connection:
+                await publish(connection, event_of(seq), catalog=self.catalog)
 
 
 @contextlib.asynccontextmanager
@@ -659,6 +691,166 @@ def milliseconds(values: list[float]) -> str:
     )
 
 
+# --- telemetry, as in a service (--telemetry) ---------------------------------------------------
+
+
+class SpanCounter(SpanProcessor):
+    """Counts the spans the SDK finished (recorded ones: sampled out spans never end here)."""
+
+    def __init__(self) -> None:
+        self.ended = 0
+
+    def on_end(self, span: ReadableSpan) -> None:
+        self.ended += 1
+
+
+@dataclass
+class Telemetry:
+    """The SDK as a service configures it, the OTLP sink process, and the switch that takes
+    asyncpg's instrumentation away while the raw baselines run."""
+
+    provider: TracerProvider
+    counter: SpanCounter
+    instrumentor: BaseInstrumentor
+    sink_url: str
+    sample_ratio: float
+    queue_size: int
+    batch_size: int
+    on: bool = True
+
+    def instrumented(self, on: bool) -> None:
+        if on != self.on:
+            if on:
+                self.instrumentor.instrument()
+            else:
+                self.instrumentor.uninstrument()
+            self.on = on
+
+    async def received(self) -> int:
+        """Spans the sink has received so far."""
+
+        def get() -> int:
+            url = f"{self.sink_url}/count"  # http://127.0.0.1:<port>, ours
+            with urllib.request.urlopen(url, timeout=10) as response:  # noqa: S310
+                return int(json.load(response)["spans"])
+
+        return await asyncio.to_thread(get)
+
+    async def counted(self) -> tuple[int, int]:
+        """(spans finished, spans received by the sink), after a flush."""
+        await asyncio.to_thread(self.provider.force_flush)
+        return self.counter.ended, await self.received()
+
+
+@dataclass
+class Spans:
+    finished: int
+    received: int
+
+    def text(self, events: int) -> str:
+        dropped = self.finished - self.received
+        return (
+            f"spans/event: {self.finished / events:.2f} finished, "
+            f"{self.received / events:.2f} exported to the sink ({dropped} dropped)"
+        )
+
+
+def serve_otlp_sink(port: int) -> None:
+    """The OTLP/HTTP sink (a process of its own, as a collector is): decodes every export
+    request and counts its spans; ``GET /count`` answers the counts as JSON."""
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+        ExportTraceServiceRequest,
+    )
+
+    counts = {"spans": 0, "requests": 0, "other_requests": 0}
+    lock = threading.Lock()
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"  # keep-alive, as a collector
+
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+            if self.path == "/v1/traces":
+                request = ExportTraceServiceRequest()
+                request.ParseFromString(body)
+                spans = sum(
+                    len(scope.spans)
+                    for resource in request.resource_spans
+                    for scope in resource.scope_spans
+                )
+                with lock:
+                    counts["spans"] += spans
+                    counts["requests"] += 1
+            else:
+                with lock:
+                    counts["other_requests"] += 1
+            self.send_response(200)
+            self.send_header("Content-Type", "application/x-protobuf")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def do_GET(self) -> None:
+            with lock:
+                body = json.dumps(counts).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    ThreadingHTTPServer(("127.0.0.1", port), Handler).serve_forever()
+
+
+@contextlib.asynccontextmanager
+async def telemetry(settings: Settings) -> AsyncIterator[tuple[Telemetry | None, int | None]]:
+    """With ``--telemetry``: the sink process, then the SDK configured as ``create_app`` does
+    (the settings' defaults of a production service unless a what-if option says otherwise).
+    Yields the telemetry and the sink's pid (for the CPU meter)."""
+    if not settings.telemetry:
+        yield None, None
+        return
+    port = free_port()
+    sink = subprocess.Popen(  # noqa: S603, ASYNC220 - this very script, as the sink; started once
+        [sys.executable, __file__, "--serve-otlp-sink", str(port)]
+    )
+    try:
+        if not await wait_for_tcp("127.0.0.1", port, timeout=30):
+            raise RuntimeError("the OTLP sink did not start")
+        sink_url = f"http://127.0.0.1:{port}"
+        os.environ["OTEL_EXPORTER_OTLP_ENDPOINT"] = sink_url
+        service = ServiceSettings(service_name="bench", database_url="postgresql://unused/bench")
+        ratio = service.trace_ratio() if settings.sample_ratio is None else settings.sample_ratio
+        queue = settings.span_queue_size or service.trace_span_queue_size
+        batch = settings.span_export_batch_size or service.trace_span_export_batch_size
+        provider = configure_telemetry(
+            "bench", sample_ratio=ratio, span_queue_size=queue, span_export_batch_size=batch
+        )
+        counter = SpanCounter()
+        provider.add_span_processor(counter)
+        instrumentor: BaseInstrumentor = StatementInstrumentor()  # type: ignore[no-untyped-call]
+        if settings.all_statements:  # what-if: a span for every statement, as before
+            instrumentor.uninstrument()
+            instrumentor = AsyncPGInstrumentor()  # type: ignore[no-untyped-call]
+            instrumentor.instrument()
+        yield Telemetry(provider, counter, instrumentor, sink_url, ratio, queue, batch), sink.pid
+        provider.shutdown()  # while the sink still listens
+        meter_provider = metrics.get_meter_provider()
+        if isinstance(meter_provider, MeterProvider):
+            meter_provider.shutdown()
+    finally:
+        sink.terminate()
+        try:
+            sink.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            sink.kill()
+            sink.wait()
+
+
 # --- the run ----------------------------------------------------------------------------------
 
 
@@ -683,7 +875,7 @@ class ServerThread:
 
 
 @contextlib.asynccontextmanager
-async def the_stack(workdir: Path) -> AsyncIterator[Stack]:
+async def the_stack(workdir: Path, sink_pid: int | None = None) -> AsyncIterator[Stack]:
     bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
     server_url = os.environ.get("DATABASE_URL")
     broker = None if bootstrap else EmbeddedBroker(free_port())
@@ -705,6 +897,7 @@ async def the_stack(workdir: Path) -> AsyncIterator[Stack]:
             {
                 "postgres": postgres.process.pid if postgres and postgres.process else None,
                 "broker": broker.process.pid if broker else None,
+                "otlp-sink": sink_pid,
             }
         )
         stack = Stack(bootstrap, server_url, migrations, external_kafka=broker is None, cpu=cpu)
@@ -726,10 +919,11 @@ def load() -> str:
 
 async def main(settings: Settings) -> int:
     configure_logging("bench", fmt="console", level="WARNING")
-    if settings.telemetry:
-        from maillage.common.telemetry import configure_telemetry
+    async with telemetry(settings) as (tel, sink_pid):
+        return await run(settings, tel, sink_pid)
 
-        configure_telemetry("bench")
+
+async def run(settings: Settings, tel: Telemetry | None, sink_pid: int | None) -> int:
     print(
         f"machine: {os.cpu_count()} CPUs, Python {platform.python_version()}, "
         f"{'uvloop' if settings.uvloop else 'asyncio'} event loop, {load()}"
@@ -739,16 +933,29 @@ async def main(settings: Settings) -> int:
         f"{settings.writers} writers, {settings.partitions} partitions, "
         f"telemetry {'on' if settings.telemetry else 'off'}"
     )
+    if tel is not None:
+        print(
+            f"telemetry: SDK as a service, sampling ratio {tel.sample_ratio:g} (parent-based), "
+            f"span queue {tel.queue_size}, export batch {tel.batch_size}, "
+            f"{'every statement' if settings.all_statements else 'statements filtered'}, "
+            f"OTLP/HTTP to {tel.sink_url}; (a) and (b) uninstrumented"
+        )
     if settings.max_records is not None or settings.subscriber:
         what_if = {} if settings.max_records is None else {"max_records": settings.max_records}
         print(f"what-if consumer options: {what_if | settings.subscriber}")
+
+    def instrumented(on: bool) -> None:
+        if tel is not None:
+            tel.instrumented(on)
+
     overall = time.monotonic()
     kafka: list[tuple[float, dict[str, float]]] = []
     postgres: list[Throughput] = []
     ours: list[Throughput] = []
+    spans: list[Spans] = []
     with tempfile.TemporaryDirectory(prefix="maillage-bench-") as workdir:
         async with (
-            the_stack(Path(workdir)) as stack,
+            the_stack(Path(workdir), sink_pid) as stack,
             raw_kafka(settings, stack) as a,
             raw_postgres(settings, stack) as b,
             backbone(settings, stack) as c,
@@ -757,25 +964,46 @@ async def main(settings: Settings) -> int:
             print(f"set up and warmed up in {time.monotonic() - overall:.0f} s")
             for round_ in range(settings.rounds):
                 first = round_ * settings.events
+                instrumented(False)
                 kafka.append(await a.measure())
                 postgres.append(await b.measure(first))
+                instrumented(True)
+                before = await tel.counted() if tel else (0, 0)
                 ours.append(await c.measure(first))
+                after = await tel.counted() if tel else (0, 0)
+                spans.append(Spans(after[0] - before[0], after[1] - before[1]))
                 print(f"round {round_ + 1}:")
                 print(f"  (a) {kafka[-1][0]:6.0f} events/s ({cpu_text(kafka[-1][1])})")
                 print(f"  (b) {postgres[-1]}")
                 print(f"  (c) {ours[-1]}")
+                if tel is not None:
+                    print(f"      {spans[-1].text(settings.events)}")
+            before = await tel.counted() if tel else (0, 0)
             latency = await steady_latency(c, first=settings.rounds * settings.events)
+            after = await tel.counted() if tel else (0, 0)
+            latency_spans = Spans(after[0] - before[0], after[1] - before[1])
     best_a, best_a_cpu = max(kafka, key=lambda result: result[0])
     best_b = max(postgres, key=lambda result: result.events_per_s)
     best_c = max(ours, key=lambda result: result.events_per_s)
     ratio = best_c.events_per_s / min(best_a, best_b.events_per_s)
+    to_b = best_c.events_per_s / best_b.events_per_s
+    to_a = best_c.events_per_s / best_a
+    target = 0.8 if settings.telemetry else 0.5
     p99 = percentile(latency.total, 0.99)
     print()
     print(f"best of {settings.rounds}:")
     print(f"(a) raw aiokafka    {best_a:6.0f} events/s ({cpu_text(best_a_cpu)})")
     print(f"(b) raw asyncpg     {best_b}")
     print(f"(c) backbone        {best_c}")
-    print(f"c / min(a, b) = {ratio:.2f}   (target >= 0.5: {'met' if ratio >= 0.5 else 'MISSED'})")
+    if tel is not None:
+        print(f"    {spans[ours.index(best_c)].text(settings.events)}")
+    print(f"c / a (raw aiokafka{', uninstrumented' if tel else ''}) = {to_a:.2f}")
+    print(f"c / b (raw asyncpg{', uninstrumented' if tel else ''}) = {to_b:.2f}")
+    print(
+        f"c / min(a, b) = {ratio:.2f}   "
+        f"(target >= {target}{' with telemetry' if tel else ''}: "
+        f"{'met' if ratio >= target else 'MISSED'})"
+    )
     print()
     print(
         f"latency at {settings.rate:.0f} events/s for {settings.seconds:.0f} s "
@@ -784,6 +1012,8 @@ async def main(settings: Settings) -> int:
     print(f"    commit -> handler       {milliseconds(latency.total)}")
     print(f"    commit -> relay acked   {milliseconds(latency.relay)}")
     print(f"    target p99 <= 100 ms: {'met' if p99 <= 0.1 else 'MISSED'}")
+    if tel is not None:
+        print(f"    {latency_spans.text(latency.events)}")
     print()
     print(f"total run time {time.monotonic() - overall:.0f} s, {load()}")
     return 0
@@ -798,8 +1028,22 @@ def parse(argv: list[str]) -> Settings:
     parser.add_argument("--rate", type=float, default=200.0, help="latency phase, events/s")
     parser.add_argument("--seconds", type=float, default=20.0, help="latency phase duration")
     parser.add_argument(
-        "--telemetry", action="store_true", help="OpenTelemetry SDK on, as in a service"
+        "--telemetry",
+        action="store_true",
+        help="(c) with the OpenTelemetry SDK and exporter as in a service, to an OTLP sink",
     )
+    traces = parser.add_argument_group(
+        "telemetry what-if", "with --telemetry (default: a production service's settings)"
+    )
+    traces.add_argument("--sample-ratio", type=float, help="root traces kept, 0 to 1")
+    traces.add_argument("--span-queue-size", type=int, help="batch span processor queue")
+    traces.add_argument("--span-export-batch-size", type=int, help="spans per OTLP request")
+    traces.add_argument(
+        "--all-statements",
+        action="store_true",
+        help="asyncpg's own instrumentation: a span per statement, in a trace or not",
+    )
+    parser.add_argument("--serve-otlp-sink", type=int, metavar="PORT", help=argparse.SUPPRESS)
     parser.add_argument("--no-uvloop", action="store_true", help="the default asyncio loop")
     parser.add_argument("--timeout", type=float, default=120.0, help="bound of each wait, s")
     what_if = parser.add_argument_group(
@@ -837,10 +1081,17 @@ def parse(argv: list[str]) -> Settings:
         timeout=args.timeout,
         max_records=args.max_records,
         subscriber=subscriber,
+        sample_ratio=args.sample_ratio,
+        span_queue_size=args.span_queue_size,
+        span_export_batch_size=args.span_export_batch_size,
+        all_statements=args.all_statements,
     )
 
 
 if __name__ == "__main__":
+    if "--serve-otlp-sink" in sys.argv:
+        serve_otlp_sink(int(sys.argv[sys.argv.index("--serve-otlp-sink") + 1]))
+        sys.exit(0)
     settings = parse(sys.argv[1:])
     if settings.uvloop:
         import uvloop

@@ -215,7 +215,13 @@ def create_app(
     ``workers`` its background loops, started after the broker and stopped before it.
     """
     configure_logging(settings.service_name, fmt=settings.log_format, level=settings.log_level)
-    configure_telemetry(settings.service_name, version)
+    configure_telemetry(
+        settings.service_name,
+        version,
+        sample_ratio=settings.trace_ratio(),
+        span_queue_size=settings.trace_span_queue_size,
+        span_export_batch_size=settings.trace_span_export_batch_size,
+    )
     dsn = settings.database_url.get_secret_value()
     runtime = ServiceRuntime(
         settings=settings,

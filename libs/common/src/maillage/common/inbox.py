@@ -57,6 +57,7 @@ from maillage.common.catalog import catalog as default_catalog
 from maillage.common.events import Catalog, Envelope, Event, EventSpec, Topic, encode_headers
 from maillage.common.kafka_envelope import EnvelopeError, read_attributes
 from maillage.common.logging import get_logger
+from maillage.common.telemetry import failure_span
 
 log = get_logger(__name__)
 tracer = trace.get_tracer("maillage.inbox")
@@ -398,17 +399,41 @@ class EventConsumer:
             "dlq-failed-at": datetime.now(UTC).isoformat(),
         }
         original = [(n, v) for n, v in record.headers if not n.startswith(DEAD_LETTER_HEADER)]
-        try:
-            await self._dead_letters.send(
-                self.dead_letter_topic, record.key, record.value, [*original, *encode_headers(why)]
-            )
-        except (MessageSizeTooLargeError, RecordListTooLargeError):
-            # The original plus our headers is over the limit: keep where it is instead (its
-            # topic, partition and offset), rather than stall the partition on it.
-            why["dlq-value-dropped"] = f"{len(record.value or b'')} bytes, too large to copy"
-            await self._dead_letters.send(
-                self.dead_letter_topic, record.key, None, encode_headers(why)
-            )
+        # Recorded even when the event's trace is not sampled (decision 50).
+        with failure_span(
+            f"{self.dead_letter_topic} publish",
+            parent=propagate.extract(text),
+            kind=SpanKind.PRODUCER,
+            attributes={
+                "messaging.system": "kafka",
+                "messaging.operation.type": "publish",
+                "messaging.destination.name": self.dead_letter_topic,
+                "messaging.consumer.group.name": self.group,
+                "messaging.message.id": text.get("ce_id", ""),
+                "cloudevents.event_type": text.get("ce_type", ""),
+                "maillage.dead_letter.original_topic": record.topic,
+                "maillage.dead_letter.original_partition": record.partition,
+                "maillage.dead_letter.original_offset": record.offset,
+                "maillage.dead_letter.attempts": attempts,
+            },
+        ) as span:
+            span.record_exception(error)
+            span.set_status(Status(StatusCode.ERROR, f"{type(error).__name__}: {error}"[:300]))
+            try:
+                await self._dead_letters.send(
+                    self.dead_letter_topic,
+                    record.key,
+                    record.value,
+                    [*original, *encode_headers(why)],
+                )
+            except (MessageSizeTooLargeError, RecordListTooLargeError):
+                # The original plus our headers is over the limit: keep where it is instead (its
+                # topic, partition and offset), rather than stall the partition on it.
+                why["dlq-value-dropped"] = f"{len(record.value or b'')} bytes, too large to copy"
+                span.set_attribute("maillage.dead_letter.value_dropped", True)
+                await self._dead_letters.send(
+                    self.dead_letter_topic, record.key, None, encode_headers(why)
+                )
         _dead_letters.add(1, {"group": self.group})
 
 

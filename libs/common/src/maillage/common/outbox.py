@@ -36,6 +36,7 @@ from maillage.common.catalog import catalog as default_catalog
 from maillage.common.db import CONNECTION_ERRORS
 from maillage.common.events import Catalog, Envelope, Event, encode_headers
 from maillage.common.logging import get_logger
+from maillage.common.telemetry import record_failure
 
 log = get_logger(__name__)
 tracer = trace.get_tracer("maillage.outbox")
@@ -292,6 +293,10 @@ class OutboxRelay:
                     self.status.failing_since = time.monotonic()
                     log.warning("outbox relay cannot publish", error=repr(error))
                 self.status.last_error = f"{type(error).__name__}: {error}"[:300]
+                # Recorded whatever the sampling (decision 50): one span per failed batch.
+                record_failure(
+                    "outbox relay publish failed", error, attributes={"service": self.service}
+                )
                 backoff = min(max(backoff * 2, 0.2), 5.0)
                 continue
             if self.status.failing_since is not None:

@@ -19,6 +19,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from maillage.common.logging import get_logger
 from maillage.common.messages import status_title, validation_message
+from maillage.common.telemetry import record_failure
 
 log = get_logger(__name__)
 
@@ -246,6 +247,7 @@ async def handle_http_error(request: Request, exc: Exception) -> JSONResponse:
 async def handle_unexpected_error(request: Request, exc: Exception) -> JSONResponse:
     # The traceback goes to the logs, joined to the trace; the client gets a request id only.
     log.error("unhandled error", exc_info=exc, path=request.url.path)
+    record_failure("unhandled error", exc, attributes={"url.path": request.url.path})
     return problem_response(
         request,
         500,

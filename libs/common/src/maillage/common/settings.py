@@ -20,6 +20,11 @@ def service_config(service: str) -> SettingsConfigDict:
     return SettingsConfigDict(env_prefix=f"{service.upper()}_", extra="ignore")
 
 
+# The default share of root traces kept in production, decided with bench/backbone.py
+# (docs/performance.md, "Tracing cost"): set <SERVICE>_TRACE_SAMPLE_RATIO to change it.
+PRODUCTION_TRACE_SAMPLE_RATIO = 0.1
+
+
 class ServiceSettings(BaseSettings):
     """What every service needs to run. Subclasses add their own fields."""
 
@@ -48,9 +53,33 @@ class ServiceSettings(BaseSettings):
     jwt_audience: str = "maillage"
     # HTTP
     max_request_bytes: int = Field(default=1_048_576, ge=1, description="Request body limit")
+    # Traces (docs/architecture.md decision 50; figures in docs/performance.md)
+    trace_sample_ratio: float | None = Field(
+        default=None,
+        ge=0,
+        le=1,
+        description="Share of the traces that start in this service (a request without a"
+        " traceparent, an event written outside any trace) that are recorded and exported;"
+        " later spans follow the decision carried by traceparent. Failures and dead letters are"
+        " always recorded. Default (None): 1 in dev and test, PRODUCTION_TRACE_SAMPLE_RATIO"
+        " in production.",
+    )
+    trace_span_queue_size: int = Field(
+        default=8192, ge=1, description="Finished spans waiting for export; dropped beyond"
+    )
+    trace_span_export_batch_size: int = Field(
+        default=1024, ge=1, description="Spans per OTLP export request"
+    )
     # Logs
     log_format: Literal["json", "console"] = "json"
     log_level: str = "INFO"
+
+    def trace_ratio(self) -> float:
+        """The sampling ratio in force: the setting, else 1 in dev and test (every trace, for
+        whoever debugs), else :data:`PRODUCTION_TRACE_SAMPLE_RATIO`."""
+        if self.trace_sample_ratio is not None:
+            return self.trace_sample_ratio
+        return 1.0 if self.environment in ("dev", "test") else PRODUCTION_TRACE_SAMPLE_RATIO
 
     def loggable(self) -> dict[str, Any]:
         """The settings as a dict safe to log: secrets masked, passwords stripped from URLs."""
