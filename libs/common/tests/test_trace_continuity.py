@@ -1,4 +1,6 @@
-"""One trace from an HTTP request in one service to the event handler in another."""
+"""One trace from an HTTP request in one service to the event handler in another, when the trace
+is sampled; no span at all when it is not (its decision travels in ``traceparent`` through the
+outbox and Kafka), except the failures, which are always recorded (decision 50)."""
 
 from __future__ import annotations
 
@@ -12,9 +14,10 @@ from asgi_lifespan import LifespanManager
 from backbone_world import ThingChanged, World, new_world, wait_until
 from fastapi import APIRouter, Request
 from opentelemetry import trace
-from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import StatusCode
 
 from maillage.cli.dev import database_url_for
 from maillage.cli.embedded import drop_database, ensure_database
@@ -24,9 +27,17 @@ from maillage.common.inbox import Delivery, EventConsumer
 from maillage.common.logging import get_logger
 from maillage.common.outbox import publish
 from maillage.common.settings import ServiceSettings
+from maillage.common.telemetry import FORCED, is_bookkeeping
+
+SAMPLED_TRACE = 0x0AF7651916CD43DD8448EB211C80319C
+UNSAMPLED_TRACE = 0x4BF92F3577B34DA6A3CE929D0E0E4736
 
 
-async def test_one_trace_from_the_http_request_to_the_handler_in_another_service(
+def traceparent(trace_id: int, sampled: bool) -> str:
+    return f"00-{trace_id:032x}-00f067aa0ba902b7-{'01' if sampled else '00'}"
+
+
+async def test_one_trace_from_the_http_request_to_the_handler_and_none_when_unsampled(
     database_url: str,
     postgres_server_url: str,
     kafka_bootstrap_servers: str,
@@ -47,6 +58,10 @@ async def test_one_trace_from_the_http_request_to_the_handler_in_another_service
     # The producing service: an HTTP route that changes state and publishes in one transaction.
     routes = APIRouter()
 
+    @routes.post("/boom")
+    async def boom() -> None:
+        raise RuntimeError("a bug")
+
     @routes.post("/things/{thing_id}", status_code=202)
     async def change_thing(thing_id: str, pool: Pool, request: Request) -> dict[str, str]:
         async with transaction(pool) as connection:
@@ -63,6 +78,9 @@ async def test_one_trace_from_the_http_request_to_the_handler_in_another_service
     @consumer.handler(ThingChanged)
     async def watch(event: ThingChanged, delivery: Delivery) -> None:
         get_logger("watcher").info("thing changed", thing_id=event.thing_id)
+        if event.thing_id == "t-poison":
+            handled.append(str(delivery.envelope.id))
+            raise ValueError("a poison event")
         await delivery.connection.execute(
             "INSERT INTO effects (event_id, thing_id, seq, consumer) VALUES ($1, $2, $3, 'w')",
             delivery.envelope.id,
@@ -103,16 +121,46 @@ async def test_one_trace_from_the_http_request_to_the_handler_in_another_service
             LifespanManager(consumer_app, startup_timeout=60),
             LifespanManager(producer_app, startup_timeout=60) as manager,
         ):
-            transport = httpx.ASGITransport(app=manager.app)
+            transport = httpx.ASGITransport(app=manager.app, raise_app_exceptions=False)
             async with httpx.AsyncClient(transport=transport, base_url="http://producer") as client:
-                response = await client.post("/things/t-1")
-            assert response.status_code == 202
+                response = await client.post("/things/t-1")  # a new trace, kept (ratio 1)
+                sampled = await client.post(
+                    "/things/t-2", headers={"traceparent": traceparent(SAMPLED_TRACE, True)}
+                )
+                unsampled = await client.post(
+                    "/things/t-3", headers={"traceparent": traceparent(UNSAMPLED_TRACE, False)}
+                )
+                poison = await client.post(
+                    "/things/t-poison",
+                    headers={"traceparent": traceparent(UNSAMPLED_TRACE, False)},
+                )
+                failed = await client.post(
+                    "/boom", headers={"traceparent": traceparent(UNSAMPLED_TRACE, False)}
+                )
+            assert [r.status_code for r in (response, sampled, unsampled, poison)] == [202] * 4
+            assert failed.status_code == 500
             event_id = response.json()["event_id"]
+            event_ids = [r.json()["event_id"] for r in (response, sampled, unsampled, poison)]
 
             async def delivered() -> bool:
-                return event_id in handled
+                return set(event_ids) <= set(handled)
 
             assert await wait_until(delivered, timeout=60)
+
+            def dead_letter_span() -> ReadableSpan | None:
+                return next(
+                    (
+                        s
+                        for s in spans.get_finished_spans()
+                        if s.name == f"{consumer.dead_letter_topic} publish"
+                    ),
+                    None,
+                )
+
+            async def dead_lettered() -> bool:
+                return dead_letter_span() is not None
+
+            assert await wait_until(dead_lettered, timeout=30)
     finally:
         await drop_database(postgres_server_url, consumer_database)
 
@@ -156,3 +204,44 @@ async def test_one_trace_from_the_http_request_to_the_handler_in_another_service
     handler_line = next(line for line in lines if line.get("event") == "thing changed")
     assert handler_line["trace_id"] == format(trace_id, "032x")
     assert handler_line["service"] == "consumer"
+
+    # A request that arrives in a sampled trace continues it, complete, to the handler.
+    in_sampled = [s for s in finished if s.context.trace_id == SAMPLED_TRACE]
+    kinds = {s.kind for s in in_sampled}
+    assert {trace.SpanKind.SERVER, trace.SpanKind.PRODUCER, trace.SpanKind.CONSUMER} <= kinds
+    ids = {s.context.span_id for s in in_sampled}
+    assert [s.parent.span_id for s in in_sampled if s.parent and s.parent.span_id not in ids] == [
+        0x00F067AA0BA902B7  # the caller's span: the only parent outside the trace's spans
+    ]
+    # No per-statement span for transaction control, locks or the pool's reset.
+    statements = [s.attributes.get("db.statement") for s in finished if s.attributes]
+    assert [statement for statement in statements if is_bookkeeping(statement)] == []
+    # No orphan anywhere: every span's parent was recorded too, or is the caller's.
+    every_id = {s.context.span_id for s in finished}
+    orphans = [
+        s
+        for s in finished
+        if s.parent is not None and s.parent.span_id not in every_id | {0x00F067AA0BA902B7}
+    ]
+    assert orphans == []
+
+    # An unsampled request: the event is applied and its logs carry its trace id, but no span
+    # of that trace exists anywhere (the relay, Kafka and the consumer followed the decision)...
+    t3_line = next(
+        line for line in lines if line.get("event") == "thing changed" and "t-3" in str(line)
+    )
+    assert t3_line["trace_id"] == format(UNSAMPLED_TRACE, "032x")
+    assert [s for s in finished if s.context.trace_id == UNSAMPLED_TRACE] == []
+    # ...and its failures are recorded all the same, as roots linked to it: the dead letter
+    # and the 500.
+    forced = {s.name: s for s in finished if s.attributes and s.attributes.get(FORCED)}
+    dead_letter = forced[f"{consumer.dead_letter_topic} publish"]
+    unhandled = forced["unhandled error"]
+    for span in (dead_letter, unhandled):
+        assert span.parent is None
+        assert [link.context.trace_id for link in span.links] == [UNSAMPLED_TRACE]
+        assert span.status.status_code == StatusCode.ERROR
+        assert span.events
+        assert span.events[0].name == "exception"
+    assert dead_letter.attributes
+    assert dead_letter.attributes["messaging.message.id"] == (poison.json()["event_id"])
