@@ -19,6 +19,7 @@ from maillage.common.catalog import (
     PartnerUpdated,
     PartnerVerified,
 )
+from maillage.common.geography import academie_of
 from maillage.common.inbox import Delivery, EventConsumer
 from maillage.stages3e import store
 
@@ -30,9 +31,9 @@ partners = EventConsumer(
 
 
 async def apply_partner(event: PartnerFacts, delivery: Delivery) -> None:
-    await store.apply_partner(
-        delivery.connection, event.model_dump(include=set(PartnerFacts.model_fields))
-    )
+    facts = event.model_dump(include=set(PartnerFacts.model_fields))
+    facts["academie"] = academie_of(event.departement) if event.departement else None
+    await store.apply_partner(delivery.connection, facts)
 
 
 for _model in (

@@ -38,6 +38,7 @@ from maillage.common.catalog import (
     StageOfferUpdated,
     StageOfferWithdrawn,
 )
+from maillage.common.geography import academie_of
 from maillage.common.logging import get_logger
 from maillage.common.outbox import publish
 from maillage.common.problems import Problem
@@ -379,7 +380,7 @@ def _offer_values(host: KnownPartner, fields: dict[str, Any], school_year: int) 
         "commune_code": commune_code,
         "commune_name": fields.get("commune_name") or host.commune_name,
         "departement": departement,
-        "academie": host.academie if departement == host.departement else None,
+        "academie": academie_of(departement) if departement else None,
         "latitude": latitude,
         "longitude": longitude,
         "daily_hours": fields.get("daily_hours"),
