@@ -280,13 +280,19 @@ async def _offer_response(
 async def _seat_view(
     connection: asyncpg.Connection | asyncpg.Pool, caller: Caller, request: Request
 ) -> usecases.SeatView:
+    partner_id = usecases.caller_partner_id(caller)
+    partner = await store.get_partner(connection, partner_id) if partner_id else None
+    return _view_of(partner, caller, request)
+
+
+def _view_of(
+    partner: store.KnownPartner | None, caller: Caller, request: Request
+) -> usecases.SeatView:
     """A school sees reserved seats as free only when eligible; others see every seat."""
     eligible = True
-    partner_id = usecases.caller_partner_id(caller)
-    if caller.has_role("school") and partner_id is not None:
-        school = await store.get_partner(connection, partner_id)
-        eligible = school is not None and domain.eligible(
-            school.education_prioritaire, school.qpv_proximity
+    if caller.has_role("school"):
+        eligible = partner is not None and domain.eligible(
+            partner.education_prioritaire, partner.qpv_proximity
         )
     return usecases.SeatView(eligible, _now(request).date(), _reserved_open_days(request))
 
@@ -369,17 +375,37 @@ async def search_offers(
     cursor: Annotated[str | None, Query(max_length=200)] = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
 ) -> dict[str, Any]:
+    async with pool.acquire() as connection:
+        return await _search(
+            connection, request, caller, latitude, longitude, radius_km, week, sector, q,
+            cursor, limit,
+        )  # fmt: skip
+
+
+async def _search(
+    connection: asyncpg.Connection,
+    request: Request,
+    caller: Caller,
+    latitude: float | None,
+    longitude: float | None,
+    radius_km: float,
+    week: list[str] | None,
+    sector: str | None,
+    q: str | None,
+    cursor: str | None,
+    limit: int,
+) -> dict[str, Any]:
     partner_id = usecases.caller_partner_id(caller)
-    school = await store.get_partner(pool, partner_id) if partner_id else None
+    partner = await store.get_partner(connection, partner_id) if partner_id else None
     if latitude is None or longitude is None:
-        if school is None or school.latitude is None or school.longitude is None:
+        if partner is None or partner.latitude is None or partner.longitude is None:
             raise Problem(
                 422,
                 "point_required",
                 "Point de recherche manquant",
                 detail="Donnez latitude et longitude (votre fiche n'a pas de coordonnées).",
             )
-        latitude, longitude = school.latitude, school.longitude
+        latitude, longitude = partner.latitude, partner.longitude
     mondays: list[date] | None = None
     if week:
         try:
@@ -388,12 +414,12 @@ async def search_offers(
             raise Problem(
                 422, "invalid_weeks", "Semaines non valides", detail="Semaines ISO : 2027-W05."
             ) from None
-    elif school is not None and caller.has_role("school"):
-        mondays = await store.school_mondays(pool, school.partner_id) or None
-    view = await _seat_view(pool, caller, request)
+    elif partner is not None and caller.has_role("school"):
+        mondays = await store.school_mondays(connection, partner.partner_id) or None
+    view = _view_of(partner, caller, request)
     escaped = q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") if q else None
     rows = await store.search_offers(
-        pool,
+        connection,
         latitude=latitude,
         longitude=longitude,
         radius_m=radius_km * 1000,
@@ -407,15 +433,10 @@ async def search_offers(
         limit=limit + 1,
     )
     page = rows[:limit]
-    weeks = await store.weeks_of(pool, [row["id"] for row in page])
-    items = []
-    for row in page:
-        own = [w for w in weeks if w["offer_id"] == row["id"]]
-        if mondays is not None:
-            own = [w for w in own if w["monday"] in mondays]
-        items.append(
-            {**usecases.offer_out(row, own, view), "distance_km": row["distance_m"] / 1000}
-        )
+    items = [
+        {**usecases.offer_out(row, row["weeks"], view), "distance_km": row["distance_m"] / 1000}
+        for row in page
+    ]
     more = len(rows) > limit
     return {
         "items": items,

@@ -359,31 +359,43 @@ async def search_offers(
     then the exact great-circle distance), nearest first (``distance_m``), that have a week (of
     ``mondays``, or any week not yet begun) with a seat this school may take: every free seat
     when it is eligible or reserved seats are open, otherwise the unreserved ones left. ``text``
-    matches title and description, accents and case ignored (a pattern of LIKE, escaped)."""
+    matches title and description, accents and case ignored (a pattern of LIKE, escaped).
+    Each offer comes with its ``weeks`` (those of ``mondays`` only, when given), in one round
+    trip."""
     rows = await connection.fetch(
         f"""
-        SELECT * FROM (
-            SELECT {OFFER_COLUMNS},
-                   earth_distance(ll_to_earth(o.latitude, o.longitude),
-                                  ll_to_earth($1, $2)) AS distance_m
-            FROM stage_offers o
-            WHERE o.status = 'published'
-              AND earth_box(ll_to_earth($1, $2), $3) @> ll_to_earth(o.latitude, o.longitude)
-              AND ($5::text IS NULL OR o.sector = $5)
-              AND ($6::text IS NULL OR stage_search_text(o.title || ' ' || o.description)
-                                       LIKE '%' || stage_search_text($6) || '%')
-              AND EXISTS (
-                  SELECT 1 FROM offer_weeks w
-                  WHERE w.offer_id = o.id AND w.monday > $8
-                    AND ($4::date[] IS NULL OR w.monday = ANY ($4))
-                    AND w.held < w.seats
-                    AND ($7 OR w.monday - $9::int <= $8
-                         OR w.seats - w.reserved - w.held_by_ineligible > 0))
-        ) AS found
-        WHERE distance_m <= $3
-          AND ($10::float8 IS NULL OR (distance_m, id) > ($10, $11::uuid))
-        ORDER BY distance_m, id
-        LIMIT $12
+        SELECT page.*,
+               (SELECT jsonb_agg(jsonb_build_array(w.monday, w.week, w.seats, w.reserved,
+                                                   w.held, w.held_by_ineligible)
+                                 ORDER BY w.monday)
+                FROM offer_weeks w
+                WHERE w.offer_id = page.id AND ($4::date[] IS NULL OR w.monday = ANY ($4))
+               ) AS weeks
+        FROM (
+            SELECT * FROM (
+                SELECT {OFFER_COLUMNS},
+                       earth_distance(ll_to_earth(o.latitude, o.longitude),
+                                      ll_to_earth($1, $2)) AS distance_m
+                FROM stage_offers o
+                WHERE o.status = 'published'
+                  AND earth_box(ll_to_earth($1, $2), $3) @> ll_to_earth(o.latitude, o.longitude)
+                  AND ($5::text IS NULL OR o.sector = $5)
+                  AND ($6::text IS NULL OR stage_search_text(o.title || ' ' || o.description)
+                                           LIKE '%' || stage_search_text($6) || '%')
+                  AND EXISTS (
+                      SELECT 1 FROM offer_weeks w
+                      WHERE w.offer_id = o.id AND w.monday > $8
+                        AND ($4::date[] IS NULL OR w.monday = ANY ($4))
+                        AND w.held < w.seats
+                        AND ($7 OR w.monday - $9::int <= $8
+                             OR w.seats - w.reserved - w.held_by_ineligible > 0))
+            ) AS found
+            WHERE distance_m <= $3
+              AND ($10::float8 IS NULL OR (distance_m, id) > ($10, $11::uuid))
+            ORDER BY distance_m, id
+            LIMIT $12
+        ) AS page
+        ORDER BY page.distance_m, page.id
         """,  # noqa: S608
         latitude,
         longitude,
@@ -398,7 +410,23 @@ async def search_offers(
         after[1] if after else None,
         limit,
     )
-    return [dict(row) for row in rows]
+    found = []
+    for row in rows:
+        offer = dict(row)
+        offer["weeks"] = [
+            {
+                "offer_id": offer["id"],
+                "monday": date.fromisoformat(monday),
+                "week": week,
+                "seats": seats,
+                "reserved": reserved,
+                "held": held,
+                "held_by_ineligible": by_ineligible,
+            }
+            for monday, week, seats, reserved, held, by_ineligible in offer["weeks"] or []
+        ]
+        found.append(offer)
+    return found
 
 
 async def offers_to_close(connection: Connection, today: date, limit: int) -> list[dict[str, Any]]:
