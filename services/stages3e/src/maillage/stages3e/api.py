@@ -1,19 +1,19 @@
 """HTTP routes of the stages3e service: offers, search, applications, schools' weeks, erasure,
-statistics. Request and response models, and thin routes: writes go through ``usecases`` in one
-transaction; reads go to ``store``.
+statistics. Request and response models, and thin routes: writes go through `usecases` in one
+transaction; reads go to `store`.
 
 Who may do what (checked in the use cases against the read model of partners):
 
-- a verified partner that is not a school (role ``partner``) publishes, changes, unpublishes
-  and withdraws its offers (also by its own ``remote_id``), and answers the applications to
+- a verified partner that is not a school (role `partner`) publishes, changes, unpublishes
+  and withdraws its offers (also by its own `remote_id`), and answers the applications to
   them (accept, decline, cancel);
-- a verified collège (role ``school``) searches, applies for its pupils, confirms or withdraws,
+- a verified collège (role `school`) searches, applies for its pupils, confirms or withdraws,
   declares its stage weeks, asks for the erasure of its pupils' references;
 - offers are public facts to any authenticated caller; an application is visible to its school
   and its host only (404 to anyone else), and the pupil's reference to its school only;
 - operators see everything and read statistics (so do verified partners).
 
-Every write is rate limited per caller (429 with ``Retry-After``).
+Every write is rate limited per caller (429 with `Retry-After`).
 """
 
 from __future__ import annotations
@@ -58,7 +58,7 @@ assert set(Sector.__args__) == set(domain.SECTORS)  # type: ignore[attr-defined]
 
 
 def _now(request: Request) -> datetime:
-    """The service's one clock (tests move it with ``app.state.clock``)."""
+    """The service's one clock (tests move it with `app.state.clock`)."""
     clock = getattr(request.app.state, "clock", None)
     return clock() if clock is not None else datetime.now(UTC)
 
@@ -69,7 +69,7 @@ def _reserved_open_days(request: Request) -> int:
 
 
 async def _write_limit(request: Request, caller: CurrentCaller) -> None:
-    """Writes per caller: the bucket ``writes`` sized by the composition root."""
+    """Writes per caller: the bucket `writes` sized by the composition root."""
     bucket: TokenBucket = request.app.state.rate_limits["writes"]
     wait = bucket.take(caller.subject)
     if wait > 0:
@@ -89,7 +89,7 @@ RateLimited = Depends(_write_limit)
 
 
 class WeekSeatsIn(BaseModel):
-    """One ISO week of the offer and its seats; ``reserved`` of them go to pupils of REP+/REP
+    """One ISO week of the offer and its seats; `reserved` of them go to pupils of REP+/REP
     collèges or collèges near a QPV until 14 days before the week."""
 
     model_config = ConfigDict(extra="forbid")
