@@ -335,7 +335,152 @@ async def cordees_step(context: DemoContext) -> list[str]:
     return lines
 
 
-STEPS: list[DemoStep] = [registry_step, notifications_step, cordees_step]
+def _weeks_ahead(count: int, first: int = 3) -> list[str]:
+    """ISO weeks of the coming school year's stage window, from ``first`` weeks ahead."""
+    from datetime import date, timedelta
+
+    from maillage.stages3e import domain as stages
+
+    day, weeks = date.today() + timedelta(weeks=first), []
+    while len(weeks) < count:
+        week = stages.IsoWeek.of(day)
+        if stages.school_year_of_week(week) is not None and (
+            not weeks
+            or stages.school_year_of_week(stages.IsoWeek.parse(weeks[0]))
+            == stages.school_year_of_week(week)
+        ):
+            weeks.append(str(week))
+        day += timedelta(weeks=1)
+    return weeks
+
+
+STAGE_OFFERS = {  # by the SIRET or RNA of the demo host: offers in the Val-de-Marne
+    _demo_siret(3): [  # Aéroport d'Orly Services
+        {
+            "title": "Les métiers de l'aéroport",
+            "description": "Une semaine avec les équipes d'exploitation, de la piste au terminal.",
+            "sector": "O",
+            "latitude": 48.7262,
+            "longitude": 2.3652,
+            "commune_code": "94054",
+            "commune_name": "Orly",
+            "daily_hours": "9h-12h, 13h30-16h30",
+            "accessible": True,
+            "seats": 3,
+            "reserved": 2,
+        },
+        {
+            "title": "Maintenance et sécurité",
+            "description": "Découverte de la maintenance des équipements et de la sécurité.",
+            "sector": "T",
+            "latitude": 48.7310,
+            "longitude": 2.3700,
+            "commune_code": "94054",
+            "commune_name": "Orly",
+            "seats": 2,
+            "reserved": 0,
+        },
+    ],
+    "W941000001": [  # the association of Orly
+        {
+            "title": "Accompagnement éducatif",
+            "description": "Une semaine d'observation à l'accompagnement à la scolarité.",
+            "sector": "W",
+            "latitude": 48.7465,
+            "longitude": 2.3920,
+            "commune_code": "94054",
+            "commune_name": "Orly",
+            "seats": 2,
+            "reserved": 1,
+        }
+    ],
+}
+STAGE_APPLICANTS = ("0940123Y", "0941755X")  # Desnos (REP+) applies and confirms; Flagon too
+
+
+async def stages3e_step(context: DemoContext) -> list[str]:
+    """Stage offers of two Val-de-Marne hosts over several weeks, some seats reserved to
+    REP+/REP collèges; two collèges apply for a pupil each; the airport accepts the Collège
+    Robert Desnos's pupil and the collège confirms: through the stages3e API, each partner with
+    its own token."""
+    import asyncio
+
+    pool = await create_pool(context.database_urls["registry"])
+    try:
+        ids = {
+            row["key"]: str(row["id"])
+            for row in await pool.fetch(
+                "SELECT coalesce(siret, rna, uai) AS key, id FROM partners"
+                " WHERE siret = ANY($1::text[]) OR rna = ANY($1::text[])"
+                " OR uai = ANY($2::text[])",
+                list(STAGE_OFFERS),
+                list(STAGE_APPLICANTS),
+            )
+        }
+    finally:
+        await pool.close()
+    weeks = _weeks_ahead(4)
+    lines: list[str] = []
+    async with (
+        httpx.AsyncClient(base_url=context.base_urls["registry"], timeout=10) as registry,
+        httpx.AsyncClient(base_url=context.base_urls["stages3e"], timeout=10) as stages,
+    ):
+        operator = await _operator_headers(registry)
+
+        async def call(path: str, body: dict[str, Any] | None, headers: dict[str, str]) -> Any:
+            # The read model learns of the partners from the registry's events, a few seconds
+            # after they registered: the first calls may still be refused.
+            for _ in range(60):
+                response = await (
+                    stages.put(path, json=body, headers=headers)
+                    if path.startswith("/offers/by-remote-id/")
+                    else stages.post(path, json=body, headers=headers)
+                )
+                if response.status_code != 403:
+                    break
+                await asyncio.sleep(0.5)
+            if response.status_code not in (200, 201):
+                raise RuntimeError(f"stages3e {path}: {response.status_code} {response.text}")
+            return response.json()
+
+        offers: dict[str, list[dict[str, Any]]] = {}
+        hosts: dict[str, dict[str, str]] = {}
+        for key, bodies in STAGE_OFFERS.items():
+            hosts[key] = headers = await _partner_headers(
+                registry, operator, ids[key], "Démo stages"
+            )
+            for number, offer in enumerate(bodies):
+                seats, reserved = offer["seats"], offer["reserved"]
+                body = {k: v for k, v in offer.items() if k not in ("seats", "reserved")}
+                body["weeks"] = [
+                    {"week": week, "seats": seats, "reserved": reserved} for week in weeks
+                ]
+                created = await call(f"/offers/by-remote-id/demo-{number}", body, headers)
+                offers.setdefault(key, []).append(created)
+                lines.append(
+                    f"stages3e: offer {created['title']!r} ({created['id']}), weeks "
+                    f"{', '.join(weeks)}, {seats} seats ({reserved} reserved) each"
+                )
+        airport = offers[_demo_siret(3)][0]
+        for number, uai in enumerate(STAGE_APPLICANTS):
+            school = await _partner_headers(registry, operator, ids[uai], "Démo stages")
+            mine = await stages.get("/applications", headers=school)
+            if mine.status_code == 200 and mine.json()["items"]:
+                continue  # loaded before
+            application = await call(
+                "/applications",
+                {"offer_id": airport["id"], "week": weeks[0], "pupil_reference": f"3A-0{number}"},
+                school,
+            )
+            lines.append(f"stages3e: {uai} applied for a pupil ({application['id']})")
+            if number == 0:
+                await call(f"/applications/{application['id']}/accept", None, hosts[_demo_siret(3)])
+                await call(f"/applications/{application['id']}/confirm", None, school)
+                lines.append(f"stages3e: accepted by the airport and confirmed by {uai}")
+    return lines
+
+
+STEPS: list[DemoStep] = [registry_step, notifications_step, cordees_step, stages3e_step]
 
 
 async def load(context: DemoContext) -> list[str]:

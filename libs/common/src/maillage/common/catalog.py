@@ -253,39 +253,68 @@ class PairingEnded(PairingFacts):
 
 
 class StageOfferFacts(Event):
-    """A one-week stage de 3e offer by a partner: where, when, how many places."""
+    """A stage de 3e offer by a partner: where, when, how many places. ``week_start`` is the
+    Monday of its first week and ``places`` the seats of all its weeks; ``weeks`` lists them
+    (ISO weeks, ``2027-W05``) and ``reserved_places`` the seats kept for pupils of REP+/REP
+    collèges or collèges near a QPV until 14 days before each week."""
 
     offer_id: Annotated[UUID, Level.PUBLIC]
     partner_id: Annotated[UUID, Level.PUBLIC]
     title: Annotated[str, Level.PUBLIC]
-    sector: Annotated[str | None, Level.PUBLIC] = None
-    week_start: Annotated[str, Level.PUBLIC]  # ISO date of the Monday
+    sector: Annotated[str | None, Level.PUBLIC] = None  # ONISEP GFE code, "A" to "W"
+    week_start: Annotated[str, Level.PUBLIC]  # ISO date of the first week's Monday
     places: Annotated[int, Level.PUBLIC]
     commune_code: Annotated[str | None, Level.PUBLIC] = None
     departement: Annotated[str | None, Level.PUBLIC] = None
     latitude: Annotated[float | None, Level.PARTNERS] = None
     longitude: Annotated[float | None, Level.PARTNERS] = None
-    status: Annotated[str, Level.PUBLIC]  # "published", "withdrawn", "filled"
+    # "published", "unpublished", "withdrawn", "closed"
+    status: Annotated[str, Level.PUBLIC]
+    weeks: Annotated[tuple[str, ...], Level.PUBLIC] = ()
+    reserved_places: Annotated[int, Level.PUBLIC] = 0
+    school_year: Annotated[str | None, Level.PUBLIC] = None  # "2026-2027"
+    version: Annotated[int | None, Level.PUBLIC] = None
 
 
 @catalog.event("fr.maillage.stages3e.offer.published.v1", topic=STAGE_OFFERS, key="offer_id")
 class StageOfferPublished(StageOfferFacts):
-    """A partner published a stage de 3e offer."""
+    """A partner published a stage de 3e offer (or published again an unpublished one)."""
+
+
+@catalog.event("fr.maillage.stages3e.offer.updated.v1", topic=STAGE_OFFERS, key="offer_id")
+class StageOfferUpdated(StageOfferFacts):
+    """A partner changed its offer (never below the seats already held)."""
+
+
+@catalog.event("fr.maillage.stages3e.offer.unpublished.v1", topic=STAGE_OFFERS, key="offer_id")
+class StageOfferUnpublished(StageOfferFacts):
+    """A partner took its offer out of search; its applications go on."""
 
 
 @catalog.event("fr.maillage.stages3e.offer.withdrawn.v1", topic=STAGE_OFFERS, key="offer_id")
 class StageOfferWithdrawn(StageOfferFacts):
-    """A partner withdrew its offer."""
+    """A partner withdrew its offer; its live applications are cancelled."""
+
+
+@catalog.event("fr.maillage.stages3e.offer.closed.v1", topic=STAGE_OFFERS, key="offer_id")
+class StageOfferClosed(StageOfferFacts):
+    """The offer closed by itself: its last week has begun, or every seat is held."""
+
+    reason: Annotated[str, Level.PUBLIC]  # "past", "full"
 
 
 class StageApplicationFacts(Event):
-    """A school's application for one of its pupils, named by no one on the bus."""
+    """A school's application for one of its pupils, named by no one on the bus: the pupil's
+    reference stays in the stages3e database."""
 
     application_id: Annotated[UUID, Level.PUBLIC]
     offer_id: Annotated[UUID, Level.PUBLIC]
     offer_partner_id: Annotated[UUID, Level.PUBLIC]
     school_partner_id: Annotated[UUID, Level.PUBLIC]
-    status: Annotated[str, Level.PUBLIC]  # "submitted", "accepted", "declined", "withdrawn"
+    # "submitted", "accepted", "confirmed", "declined", "withdrawn", "cancelled", "expired"
+    status: Annotated[str, Level.PUBLIC]
+    week: Annotated[str | None, Level.PUBLIC] = None  # ISO week, "2027-W05"
+    school_year: Annotated[str | None, Level.PUBLIC] = None
 
 
 @catalog.event(
@@ -299,7 +328,7 @@ class StageApplicationSubmitted(StageApplicationFacts):
     "fr.maillage.stages3e.application.accepted.v1", topic=STAGE_APPLICATIONS, key="application_id"
 )
 class StageApplicationAccepted(StageApplicationFacts):
-    """The offering partner accepted the application."""
+    """The offering partner accepted the application: a seat of the week is held."""
 
 
 @catalog.event(
@@ -307,6 +336,40 @@ class StageApplicationAccepted(StageApplicationFacts):
 )
 class StageApplicationDeclined(StageApplicationFacts):
     """The offering partner declined the application."""
+
+
+@catalog.event(
+    "fr.maillage.stages3e.application.confirmed.v1", topic=STAGE_APPLICATIONS, key="application_id"
+)
+class StageApplicationConfirmed(StageApplicationFacts):
+    """The school confirmed the stage for the pupil and the family; the pupil's other live
+    applications are withdrawn."""
+
+
+@catalog.event(
+    "fr.maillage.stages3e.application.withdrawn.v1", topic=STAGE_APPLICATIONS, key="application_id"
+)
+class StageApplicationWithdrawn(StageApplicationFacts):
+    """The school withdrew the application (or confirmed another stage for the pupil)."""
+
+    reason: Annotated[str, Level.PUBLIC]  # "school_request", "other_stage_confirmed"
+
+
+@catalog.event(
+    "fr.maillage.stages3e.application.cancelled.v1", topic=STAGE_APPLICATIONS, key="application_id"
+)
+class StageApplicationCancelled(StageApplicationFacts):
+    """The offering partner cancelled an accepted or confirmed stage, or withdrew the offer."""
+
+    reason: Annotated[str, Level.PUBLIC]  # domain.CANCEL_REASONS
+
+
+@catalog.event(
+    "fr.maillage.stages3e.application.expired.v1", topic=STAGE_APPLICATIONS, key="application_id"
+)
+class StageApplicationExpired(StageApplicationFacts):
+    """No answer from the host within 15 days, or no confirmation within 7 days of acceptance:
+    the application expired and its seat, if any, is free again."""
 
 
 # --- funding events -----------------------------------------------------------------------------

@@ -192,9 +192,18 @@ AUDIENCES: Mapping[str, Concerned] = MappingProxyType(
         # stages de 3e: a new or withdrawn offer also reaches the schools following offers nearby
         "fr.maillage.stages3e.offer.published.v1": _THE_OFFERING_PARTNER_AND_SCHOOLS_NEARBY,
         "fr.maillage.stages3e.offer.withdrawn.v1": _THE_OFFERING_PARTNER_AND_SCHOOLS_NEARBY,
+        # changes that only its host needs to hear of
+        "fr.maillage.stages3e.offer.updated.v1": _THE_PARTNER,
+        "fr.maillage.stages3e.offer.unpublished.v1": _THE_PARTNER,
+        "fr.maillage.stages3e.offer.closed.v1": _THE_PARTNER,
+        # an application concerns its school and the host, at every transition
         "fr.maillage.stages3e.application.submitted.v1": _THE_SCHOOL_AND_THE_OFFERING_PARTNER,
         "fr.maillage.stages3e.application.accepted.v1": _THE_SCHOOL_AND_THE_OFFERING_PARTNER,
         "fr.maillage.stages3e.application.declined.v1": _THE_SCHOOL_AND_THE_OFFERING_PARTNER,
+        "fr.maillage.stages3e.application.confirmed.v1": _THE_SCHOOL_AND_THE_OFFERING_PARTNER,
+        "fr.maillage.stages3e.application.withdrawn.v1": _THE_SCHOOL_AND_THE_OFFERING_PARTNER,
+        "fr.maillage.stages3e.application.cancelled.v1": _THE_SCHOOL_AND_THE_OFFERING_PARTNER,
+        "fr.maillage.stages3e.application.expired.v1": _THE_SCHOOL_AND_THE_OFFERING_PARTNER,
         # funding: public money concerns who receives it and who co-finances it
         "fr.maillage.funding.convention.signed.v1": _THE_BENEFICIARY_AND_THE_COFINANCERS,
         "fr.maillage.funding.tranche.requested.v1": _THE_BENEFICIARY_AND_THE_COFINANCERS,
@@ -236,12 +245,25 @@ DESCRIPTIONS: Mapping[str, str] = MappingProxyType(
         "fr.maillage.stages3e.offer.published.v1": "Un partenaire a publié une offre de stage de "
         "3e.",
         "fr.maillage.stages3e.offer.withdrawn.v1": "Un partenaire a retiré son offre de stage.",
+        "fr.maillage.stages3e.offer.updated.v1": "Un partenaire a modifié son offre de stage "
+        "(semaines, places, description).",
+        "fr.maillage.stages3e.offer.unpublished.v1": "Un partenaire a retiré son offre de stage "
+        "de la recherche ; les candidatures en cours continuent.",
+        "fr.maillage.stages3e.offer.closed.v1": "Une offre de stage s'est fermée d'elle-même : "
+        "sa dernière semaine a commencé, ou toutes ses places sont prises.",
         "fr.maillage.stages3e.application.submitted.v1": "Un établissement a candidaté à une "
         "offre de stage pour l'un de ses élèves.",
         "fr.maillage.stages3e.application.accepted.v1": "Le partenaire qui offre le stage a "
         "accepté la candidature.",
         "fr.maillage.stages3e.application.declined.v1": "Le partenaire qui offre le stage a "
         "décliné la candidature.",
+        "fr.maillage.stages3e.application.confirmed.v1": "L'établissement a confirmé le stage "
+        "pour l'élève et sa famille.",
+        "fr.maillage.stages3e.application.withdrawn.v1": "L'établissement a retiré la candidature.",
+        "fr.maillage.stages3e.application.cancelled.v1": "Le partenaire qui offre le stage l'a "
+        "annulé, avec un motif.",
+        "fr.maillage.stages3e.application.expired.v1": "La candidature a expiré faute de réponse "
+        "ou de confirmation dans les délais ; la place est libérée.",
         "fr.maillage.funding.convention.signed.v1": "Un agent chargé des financements a "
         "enregistré une convention signée.",
         "fr.maillage.funding.tranche.requested.v1": "Le bénéficiaire a demandé une tranche.",

@@ -1,20 +1,25 @@
-"""Composition root of the stages3e service: settings, broker, routes and the ASGI app.
+"""Composition root of the stages3e service: settings, broker, routes, the worker and the ASGI
+app.
 
 Run it with ``uvicorn maillage.stages3e.app:create --factory`` (``maillage dev`` does).
 """
 
 from pathlib import Path
 
+import asyncpg
 from fastapi import FastAPI
+from pydantic import Field
 
 from maillage.common.http import create_app
+from maillage.common.ratelimit import TokenBucket
 from maillage.common.settings import ServiceSettings, service_config
-from maillage.stages3e import api, consumers
+from maillage.stages3e import api, consumers, domain, workers
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 DESCRIPTION = (
-    "Stages de 3e: partners publish one-week observation internships, schools apply for their "
-    "pupils."
+    "Stages de 3e: partners publish one-week observation internships by ISO week, with seats "
+    "reserved to pupils of REP+/REP collèges; collèges search by distance and apply for their "
+    "pupils, named only by their own reference."
 )
 
 
@@ -22,15 +27,39 @@ class Stages3eSettings(ServiceSettings):
     model_config = service_config("stages3e")
 
     service_name: str = "stages3e"
+    reserved_open_days: int = Field(
+        default=domain.RESERVED_OPEN_DAYS,
+        ge=0,
+        le=120,
+        description="Reserved seats still free open to every school this many days before",
+    )
+    timed_rules_seconds: float = Field(
+        default=60, gt=0, description="How often expiry, closing and erasure run"
+    )
+    erasure_month: int = Field(default=7, ge=1, le=12, description="Pupils' references erased")
+    erasure_day: int = Field(default=31, ge=1, le=31, description="on this day after the year")
+    writes_per_minute: float = Field(default=600, gt=0, description="Per caller, 429 beyond")
 
 
 def create(settings: Stages3eSettings | None = None) -> FastAPI:
     settings = settings or Stages3eSettings()  # type: ignore[call-arg]  # read from the environment
-    return create_app(
+
+    def stages_clock(pool: asyncpg.Pool) -> workers.StagesClock:
+        return workers.StagesClock(
+            pool,
+            interval=settings.timed_rules_seconds,
+            erasure_month=settings.erasure_month,
+            erasure_day=settings.erasure_day,
+        )
+
+    app = create_app(
         settings,
         title="Maillage stages de 3e",
         description=DESCRIPTION,
         routers=[api.router],
         consumers=consumers.CONSUMERS,
         migrations=MIGRATIONS,
+        workers=[stages_clock],
     )
+    app.state.rate_limits = {"writes": TokenBucket(rate=settings.writes_per_minute, per=60)}
+    return app
