@@ -29,6 +29,8 @@ DemoStep = Callable[[DemoContext], Awaitable[list[str]]]
 STAFF = {  # development accounts, printed by `maillage dev --demo`
     "operator@maillage.test": (["operator"], "demo-operator"),
     "officer@maillage.test": (["officer"], "demo-officer"),
+    "ordonnateur@maillage.test": (["ordonnateur"], "demo-ordonnateur"),
+    "comptable@maillage.test": (["comptable"], "demo-comptable"),
     "admin@maillage.test": (["admin"], "demo-admin"),
 }
 
