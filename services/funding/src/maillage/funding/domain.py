@@ -86,6 +86,7 @@ class LegalAct(StrEnum):
 
 # Who may take each action. The beneficiary ("partner") only requests and reports.
 ACTION_ROLES: Mapping[str, Role | None] = {
+    "open_envelope": Role.ORDONNATEUR,  # the credits delegated to a département for a year
     "record": Role.OFFICER,  # a convention, as a draft
     "instruct": Role.OFFICER,  # a convention, or a requested tranche
     "programme": Role.ORDONNATEUR,  # the comité de pilotage's decision
