@@ -1,12 +1,12 @@
 """HTTP routes of the funding service: envelopes, conventions, tranches, comptes-rendus, the audit
-log and the exports. Amounts are integer cents (``*_cents``), never floats.
+log and the exports. Amounts are integer cents (`*_cents`), never floats.
 
-Who may do what (static roles at the route, ownership in the query, duties in ``usecases``):
+Who may do what (static roles at the route, ownership in the query, duties in `usecases`):
 
-- the ``officer`` records and instructs conventions, instructs tranches, decides on
-  comptes-rendus; the ``ordonnateur`` opens envelopes, programmes, signs, cancels and closes
-  conventions, approves and rejects tranches; the ``comptable`` records payments; the same
-  person never takes two separated decisions on one object (403 ``separation_of_duties``);
+- the `officer` records and instructs conventions, instructs tranches, decides on
+  comptes-rendus; the `ordonnateur` opens envelopes, programmes, signs, cancels and closes
+  conventions, approves and rejects tranches; the `comptable` records payments; the same
+  person never takes two separated decisions on one object (403 `separation_of_duties`);
 - every staff role (and operators, admins) reads envelopes, conventions and tranches; the audit
   log is for ordonnateurs, operators and admins;
 - a partner reads the conventions where it is the beneficiary or a co-financer (another
@@ -80,7 +80,7 @@ class EnvelopePage(BaseModel):
 
 
 class Cofinancement(BaseModel):
-    """A co-financer of the plan de financement: a registry partner (``partner_id``, told of
+    """A co-financer of the plan de financement: a registry partner (`partner_id`, told of
     the convention's events) or another financer named only."""
 
     model_config = ConfigDict(extra="forbid")
@@ -90,9 +90,9 @@ class Cofinancement(BaseModel):
 
 
 class NewConvention(BaseModel):
-    """A convention as the officer records it (a draft). ``yearly_amounts_cents`` is the
-    State's share (programme 147) for each year from ``first_year``; the plan de financement
-    balances: State share + co-financers = ``budget_cents``."""
+    """A convention as the officer records it (a draft). `yearly_amounts_cents` is the
+    State's share (programme 147) for each year from `first_year`; the plan de financement
+    balances: State share + co-financers = `budget_cents`."""
 
     model_config = ConfigDict(extra="forbid")
     beneficiary_partner_id: uuid.UUID
@@ -601,7 +601,7 @@ async def scdl_export(
     pool: Pool,
     year: Annotated[int, Query(ge=2000, le=2100)],
 ) -> Response:
-    """The données essentielles des conventions de subvention of ``year`` (décret 2017-779), in
+    """The données essentielles des conventions de subvention of `year` (décret 2017-779), in
     the SCDL subventions 2.1.1 format: conventions signed that year, amounts in euros."""
     settings = request.app.state.runtime.settings
     async with pool.acquire() as connection:
@@ -622,7 +622,7 @@ async def scdl_export(
 async def tranches_export(
     caller: Staff, pool: Pool, year: Annotated[int, Query(ge=2000, le=2100)]
 ) -> Response:
-    """Every tranche of ``year``: its convention, EJ, amount, status and payment, for officers."""
+    """Every tranche of `year`: its convention, EJ, amount, status and payment, for officers."""
     async with pool.acquire() as connection:
         rows = await store.tranches_of_year(connection, year)
     return Response(exports.tranches_csv(rows), media_type="text/csv; charset=utf-8")
