@@ -76,6 +76,25 @@ async def test_an_unverified_beneficiary_gets_no_convention(funding: Funding) ->
     assert response.json()["code"] == "beneficiary_not_verified"
 
 
+async def test_a_beneficiary_without_siret_nor_rna_gets_no_convention(funding: Funding) -> None:
+    anonymous = await funding.verified_partner("Sans identifiant", siret=None, rna=None)
+    async with funding.client() as http:
+        response = await http.post(
+            "/conventions",
+            json={
+                "beneficiary_partner_id": str(anonymous),
+                "departement": "94",
+                "object": "x",
+                "first_year": YEAR,
+                "yearly_amounts_cents": [100],
+                "budget_cents": 100,
+            },
+            headers=funding.officer(),
+        )
+    assert response.status_code == 422
+    assert response.json()["code"] == "beneficiary_unidentified"
+
+
 async def test_the_whole_flow_with_separated_duties(funding: Funding) -> None:
     beneficiary = await funding.verified_partner("Collège Robert Desnos", "college")
     orly = await funding.verified_partner("Ville d'Orly", "collectivite")

@@ -123,6 +123,16 @@ def partner_not_verified() -> Problem:
     )
 
 
+def beneficiary_unidentified() -> Problem:
+    return Problem(
+        422,
+        "beneficiary_unidentified",
+        "Bénéficiaire sans SIRET ni RNA",
+        detail="Une subvention publiée (données essentielles SCDL) nomme son bénéficiaire par "
+        "son SIRET ou, pour une association, son RNA : complétez sa fiche dans le registre.",
+    )
+
+
 def cofinancer_not_found(partner_id: uuid.UUID) -> Problem:
     return Problem(
         422,
@@ -414,12 +424,15 @@ async def record_convention(
     advance_percent: int = domain.DEFAULT_ADVANCE_PERCENT,
 ) -> dict[str, Any]:
     """Record a draft convention (the officer). 422 ``beneficiary_not_verified``,
-    ``cofinancer_not_found``, ``plan_unbalanced`` (with ``difference_cents``). The legal act
+    ``beneficiary_unidentified`` (neither SIRET nor RNA), ``cofinancer_not_found``,
+    ``plan_unbalanced`` (with ``difference_cents``). The legal act
     follows the 23,000 EUR rule (``domain.legal_act``)."""
     acting_staff(caller, "record", {})
     beneficiary = await store.get_partner(connection, beneficiary_partner_id)
     if beneficiary is None or beneficiary["status"] != "verified":
         raise partner_not_verified()
+    if not (beneficiary["siret"] or beneficiary["rna"]):
+        raise beneficiary_unidentified()
     cofinancer_ids = [c["partner_id"] for c in cofinancements if c.get("partner_id")]
     known = await store.partners_named(connection, cofinancer_ids)
     for partner_id in cofinancer_ids:
