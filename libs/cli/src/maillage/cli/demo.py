@@ -29,6 +29,8 @@ DemoStep = Callable[[DemoContext], Awaitable[list[str]]]
 STAFF = {  # development accounts, printed by `maillage dev --demo`
     "operator@maillage.test": (["operator"], "demo-operator"),
     "officer@maillage.test": (["officer"], "demo-officer"),
+    "ordonnateur@maillage.test": (["ordonnateur"], "demo-ordonnateur"),
+    "comptable@maillage.test": (["comptable"], "demo-comptable"),
     "admin@maillage.test": (["admin"], "demo-admin"),
 }
 
@@ -115,6 +117,9 @@ DEMO_PARTNERS: list[dict[str, Any]] = [
             "kind": kind,
             "legal_name": name,
             "uai": uai,
+            # The chef de file collège of Orly's cité éducative receives its State grant: the
+            # SCDL open data names a beneficiary by its SIRET.
+            **({"siret": _demo_siret(5)} if uai == "0940123Y" else {}),
             "programmes": ["cordees", "stages3e"],
             "contacts": _contact("Direction", "Chef d'établissement", f"ce.{uai.lower()}@ac.demo"),
         }
@@ -192,18 +197,19 @@ MATCH_REQUESTS = {  # by UAI: what the demo collèges ask for
 }
 
 
-async def _operator_headers(registry: httpx.AsyncClient) -> dict[str, str]:
-    """The demo operator's bearer header (a password grant on the registry)."""
+async def _staff_headers(registry: httpx.AsyncClient, email: str) -> dict[str, str]:
+    """A demo staff member's bearer header (a password grant on the registry)."""
     login = await registry.post(
         "/oauth/token",
-        data={
-            "grant_type": "password",
-            "username": "operator@maillage.test",
-            "password": STAFF["operator@maillage.test"][1],
-        },
+        data={"grant_type": "password", "username": email, "password": STAFF[email][1]},
     )
     login.raise_for_status()
     return {"Authorization": f"Bearer {login.json()['access_token']}"}
+
+
+async def _operator_headers(registry: httpx.AsyncClient) -> dict[str, str]:
+    """The demo operator's bearer header."""
+    return await _staff_headers(registry, "operator@maillage.test")
 
 
 async def _partner_headers(
@@ -480,7 +486,154 @@ async def stages3e_step(context: DemoContext) -> list[str]:
     return lines
 
 
-STEPS: list[DemoStep] = [registry_step, notifications_step, cordees_step, stages3e_step]
+FUNDING_YEAR = 2027
+ORLY_CONVENTION = {  # the cité éducative of Orly: 3 years, co-financed by the Ville d'Orly
+    "departement": "94",
+    "object": "Cité éducative d'Orly : continuité éducative, ateliers et ouverture culturelle",
+    "cite_educative": "Orly",
+    "first_year": FUNDING_YEAR,
+    "yearly_amounts_cents": [16_000_000, 16_000_000, 16_000_000],  # 160,000 EUR a year
+    "budget_cents": 66_000_000,
+}
+SECOND_CONVENTION = {  # an association's action, programmed, waiting for the signature
+    "departement": "94",
+    "object": "Ingénieurs pour l'école : ateliers sciences dans les collèges REP+ d'Orly",
+    "cite_educative": "Orly",
+    "first_year": FUNDING_YEAR,
+    "yearly_amounts_cents": [2_400_000],
+    "budget_cents": 2_400_000,
+    "cofinancements": [],
+}
+
+
+async def funding_step(context: DemoContext) -> list[str]:
+    """The Val-de-Marne 2027 envelope; the convention of Orly's cité éducative (chef de file
+    Collège Robert Desnos, co-financed by the Ville d'Orly), signed, its advance requested by the
+    collège through the API and paid; a second convention programmed, waiting for signature.
+    Each decision by the role it belongs to: officer, ordonnateur, comptable (three people)."""
+    import asyncio
+
+    pool = await create_pool(context.database_urls["registry"])
+    try:
+        ids = {
+            row["legal_name"]: str(row["id"])
+            for row in await pool.fetch(
+                "SELECT legal_name, id FROM partners WHERE legal_name = ANY($1::text[])",
+                [
+                    "Collège Robert Desnos",
+                    "Ville d'Orly (démo)",
+                    "Ingénieurs pour l'école 94 (démo)",
+                ],
+            )
+        }
+    finally:
+        await pool.close()
+    lines: list[str] = []
+    async with (
+        httpx.AsyncClient(base_url=context.base_urls["registry"], timeout=10) as registry,
+        httpx.AsyncClient(base_url=context.base_urls["funding"], timeout=10) as funding,
+    ):
+        officer = await _staff_headers(registry, "officer@maillage.test")
+        ordonnateur = await _staff_headers(registry, "ordonnateur@maillage.test")
+        comptable = await _staff_headers(registry, "comptable@maillage.test")
+        if (await funding.get("/conventions", headers=officer)).json()["items"]:
+            return ["funding: loaded before"]
+
+        async def call(path: str, body: dict[str, Any] | None, headers: dict[str, str]) -> Any:
+            # The funding read model learns of the partners from the registry's events: the
+            # first calls may come before it knows they are verified.
+            for _ in range(60):
+                response = await funding.post(path, json=body, headers=headers)
+                if response.status_code != 422 or "not_verified" not in response.text:
+                    break
+                await asyncio.sleep(0.5)
+            if response.status_code not in (200, 201):
+                raise RuntimeError(f"funding {path}: {response.status_code} {response.text}")
+            return response.json()
+
+        envelope = await call(
+            "/envelopes",
+            {
+                "departement": "94",
+                "year": FUNDING_YEAR,
+                "ae_cents": 250_000_000,
+                "cp_cents": 120_000_000,
+            },
+            ordonnateur,
+        )
+        lines.append(f"funding: envelope Val-de-Marne {FUNDING_YEAR} ({envelope['id']})")
+        desnos, orly = ids["Collège Robert Desnos"], ids["Ville d'Orly (démo)"]
+        convention = await call(
+            "/conventions",
+            {
+                **ORLY_CONVENTION,
+                "beneficiary_partner_id": desnos,
+                "cofinancements": [
+                    {"name": "Ville d'Orly", "partner_id": orly, "amount_cents": 18_000_000}
+                ],
+            },
+            officer,
+        )
+        path = f"/conventions/{convention['id']}"
+        await call(f"{path}/instruct", None, officer)
+        await call(f"{path}/programme", {"committee_date": f"{FUNDING_YEAR}-01-12"}, ordonnateur)
+        signed = await call(
+            f"{path}/sign",
+            {
+                "ej_number": "2103000147",
+                "signed_on": f"{FUNDING_YEAR}-01-20",
+                "declares_no_interest": True,
+            },
+            ordonnateur,
+        )
+        advance = signed["tranches"][0]
+        operator = await _operator_headers(registry)
+        college = await _partner_headers(registry, operator, desnos, "Démo financement")
+        await call(f"/tranches/{advance['id']}/request", None, college)
+        await call(f"/tranches/{advance['id']}/instruct", None, officer)
+        await call(
+            f"/tranches/{advance['id']}/approve", {"declares_no_interest": True}, ordonnateur
+        )
+        await call(
+            f"/tranches/{advance['id']}/pay",
+            {
+                "paid_on": f"{FUNDING_YEAR}-02-16",
+                "amount_cents": advance["amount_cents"],
+                "payment_reference": "DRFIP94-2027-000147",
+            },
+            comptable,
+        )
+        lines.append(
+            f"funding: convention of the cité éducative d'Orly, signed, advance paid "
+            f"({convention['id']})"
+        )
+        second = await call(
+            "/conventions",
+            {
+                **SECOND_CONVENTION,
+                "beneficiary_partner_id": ids["Ingénieurs pour l'école 94 (démo)"],
+            },
+            officer,
+        )
+        await call(f"/conventions/{second['id']}/instruct", None, officer)
+        await call(
+            f"/conventions/{second['id']}/programme",
+            {"committee_date": f"{FUNDING_YEAR}-01-12"},
+            ordonnateur,
+        )
+        lines.append(
+            f"funding: convention waiting for the ordonnateur's signature ({second['id']})"
+        )
+    return lines
+
+
+STEPS: list[DemoStep] = [
+    registry_step,
+    notifications_step,
+    cordees_step,
+    stages3e_step,
+    funding_step,
+]
 
 
 async def load(context: DemoContext) -> list[str]:

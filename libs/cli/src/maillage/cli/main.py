@@ -11,7 +11,7 @@ from typing import Annotated
 import structlog
 import typer
 
-from maillage.cli import dev, operations, registry, webhooks
+from maillage.cli import dev, funding, operations, registry, webhooks
 
 app = typer.Typer(
     help="Maillage: the backbone of the réussite éducative partner ecosystem.",
@@ -22,6 +22,7 @@ app = typer.Typer(
 
 app.add_typer(operations.dlq, name="dlq")
 app.add_typer(operations.events, name="events")
+app.add_typer(funding.app, name="funding")
 app.add_typer(registry.app, name="registry")
 app.add_typer(webhooks.app, name="webhooks")
 

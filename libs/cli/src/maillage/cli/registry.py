@@ -1,5 +1,6 @@
 """Registry commands: ``maillage registry import-annuaire`` (the schools' reference data) and
-``maillage registry create-staff`` (officer, operator and admin accounts).
+``maillage registry create-staff`` (staff accounts: officer, ordonnateur, comptable, operator,
+admin).
 
 The registry's code is loaded when a command runs, so ``maillage --help`` stays fast.
 """
@@ -201,7 +202,10 @@ def _echo_rows(what: str, rows: list[Rejected]) -> None:
 def create_staff(
     email: Annotated[str, typer.Argument(help="The staff member's e-mail, their login")],
     role: Annotated[
-        list[str], typer.Option("--role", help="officer, operator or admin (repeatable)")
+        list[str],
+        typer.Option(
+            "--role", help="officer, ordonnateur, comptable, operator or admin (repeatable)"
+        ),
     ],
     database_url: Annotated[
         str | None, typer.Option(help="The registry's database", show_default=False)
@@ -211,7 +215,7 @@ def create_staff(
     $MAILLAGE_STAFF_PASSWORD, never from the command line."""
     from maillage.registry import store, tokens
 
-    allowed = {"officer", "operator", "admin"}
+    allowed = {"officer", "ordonnateur", "comptable", "operator", "admin"}
     if not role or not set(role) <= allowed:
         raise typer.BadParameter(
             f"roles are among {', '.join(sorted(allowed))}", param_hint="--role"

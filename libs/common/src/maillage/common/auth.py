@@ -24,7 +24,7 @@ from maillage.common.problems import Problem
 log = get_logger(__name__)
 
 ALGORITHMS = ["EdDSA", "ES256"]
-ROLES = frozenset({"partner", "school", "officer", "operator", "admin"})
+ROLES = frozenset({"partner", "school", "officer", "ordonnateur", "comptable", "operator", "admin"})
 
 
 @dataclass(frozen=True)

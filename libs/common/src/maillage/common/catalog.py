@@ -47,9 +47,13 @@ STAGE_APPLICATIONS = catalog.topic(
 )
 
 # funding: programme 147 conventions and tranches
-CONVENTIONS = catalog.topic("funding.conventions", partitions=6, description="P147 conventions")
+CONVENTIONS = catalog.topic(
+    "funding.conventions",
+    partitions=6,
+    description="P147 conventions: programmed, signed, closed; comptes-rendus, reversements",
+)
 TRANCHES = catalog.topic(
-    "funding.tranches", partitions=6, description="Tranches: requested, approved, paid"
+    "funding.tranches", partitions=6, description="Tranches: requested, approved, paid, rejected"
 )
 
 
@@ -390,9 +394,66 @@ class ConventionFacts(Event):
     status: Annotated[str, Level.PUBLIC]
 
 
+@catalog.event(
+    "fr.maillage.funding.convention.programmed.v1", topic=CONVENTIONS, key="convention_id"
+)
+class ConventionProgrammed(ConventionFacts):
+    """The comité de pilotage programmed the convention (recorded by the ordonnateur)."""
+
+    committee_date: Annotated[str, Level.PUBLIC]  # ISO date of the comité's decision
+
+
 @catalog.event("fr.maillage.funding.convention.signed.v1", topic=CONVENTIONS, key="convention_id")
 class ConventionSigned(ConventionFacts):
     """A funding officer recorded a signed convention."""
+
+
+@catalog.event(
+    "fr.maillage.funding.convention.cancelled.v1", topic=CONVENTIONS, key="convention_id"
+)
+class ConventionCancelled(ConventionFacts):
+    """The ordonnateur cancelled the convention before it was signed."""
+
+
+@catalog.event("fr.maillage.funding.convention.closed.v1", topic=CONVENTIONS, key="convention_id")
+class ConventionClosed(ConventionFacts):
+    """The ordonnateur closed the signed convention: nothing more is paid under it."""
+
+
+class ReportFacts(Event):
+    """A compte-rendu financier (CERFA 15059) for one year of a convention: how much was spent."""
+
+    report_id: Annotated[UUID, Level.PUBLIC]
+    convention_id: Annotated[UUID, Level.PUBLIC]
+    beneficiary_partner_id: Annotated[UUID, Level.PUBLIC]
+    cofinancer_partner_ids: Annotated[tuple[UUID, ...], Level.PUBLIC] = ()
+    year: Annotated[int, Level.PUBLIC]
+    spent_cents: Annotated[int, Level.PUBLIC]
+    status: Annotated[str, Level.PUBLIC]  # "filed", "accepted", "changes_requested"
+
+
+@catalog.event("fr.maillage.funding.report.filed.v1", topic=CONVENTIONS, key="convention_id")
+class ReportFiled(ReportFacts):
+    """The beneficiary filed its compte-rendu financier for a year."""
+
+
+@catalog.event("fr.maillage.funding.report.accepted.v1", topic=CONVENTIONS, key="convention_id")
+class ReportAccepted(ReportFacts):
+    """A funding officer accepted the compte-rendu financier; the year's balance may be asked."""
+
+    due_back_cents: Annotated[int, Level.PUBLIC]  # 0 when nothing is due back
+
+
+@catalog.event("fr.maillage.funding.reversement.ordered.v1", topic=CONVENTIONS, key="convention_id")
+class ReversementOrdered(Event):
+    """An accepted compte-rendu showed an unspent amount: the beneficiary owes it back."""
+
+    reversement_id: Annotated[UUID, Level.PUBLIC]
+    convention_id: Annotated[UUID, Level.PUBLIC]
+    beneficiary_partner_id: Annotated[UUID, Level.PUBLIC]
+    cofinancer_partner_ids: Annotated[tuple[UUID, ...], Level.PUBLIC] = ()
+    year: Annotated[int, Level.PUBLIC]
+    amount_cents: Annotated[int, Level.PUBLIC]
 
 
 class TrancheFacts(Event):
@@ -404,7 +465,7 @@ class TrancheFacts(Event):
     cofinancer_partner_ids: Annotated[tuple[UUID, ...], Level.PUBLIC] = ()
     number: Annotated[int, Level.PUBLIC]
     amount_cents: Annotated[int, Level.PUBLIC]
-    status: Annotated[str, Level.PUBLIC]  # "requested", "approved", "paid"
+    status: Annotated[str, Level.PUBLIC]  # "requested", "approved", "paid", "rejected"
 
 
 @catalog.event("fr.maillage.funding.tranche.requested.v1", topic=TRANCHES, key="tranche_id")
@@ -420,3 +481,8 @@ class TrancheApproved(TrancheFacts):
 @catalog.event("fr.maillage.funding.tranche.paid.v1", topic=TRANCHES, key="tranche_id")
 class TranchePaid(TrancheFacts):
     """A funding officer recorded the payment of the tranche."""
+
+
+@catalog.event("fr.maillage.funding.tranche.rejected.v1", topic=TRANCHES, key="tranche_id")
+class TrancheRejected(TrancheFacts):
+    """The ordonnateur rejected the requested tranche; the beneficiary may ask again."""

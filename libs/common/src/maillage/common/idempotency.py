@@ -13,11 +13,13 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
 from fastapi import Request
+from fastapi.encoders import jsonable_encoder
 from fastapi.responses import JSONResponse
 
 from maillage.common.problems import Problem
@@ -148,3 +150,31 @@ async def release(pool: asyncpg.Pool, claimed: IdempotencyKey | None) -> None:
         claimed.scope,
         claimed.key,
     )
+
+
+async def respond(
+    request: Request,
+    pool: asyncpg.Pool,
+    scope: str,
+    body: Any,
+    status_code: int,
+    run: Callable[[asyncpg.Connection], Awaitable[tuple[Any, str | None]]],
+) -> JSONResponse:
+    """A creating POST with its Idempotency-Key, in one call (docs: style.md, section 2).
+
+    ``run(connection)`` does the work inside one transaction and returns the answer's body and
+    its ``Location`` (or None). A replay gets the stored answer; the answer is remembered in
+    ``run``'s transaction, so effect and answer commit together; a failure frees the key."""
+    claimed = await claim(pool, request, scope, body)
+    if isinstance(claimed, JSONResponse):
+        return claimed
+    try:
+        async with pool.acquire() as connection, connection.transaction():
+            answer, location = await run(connection)
+            content = jsonable_encoder(answer)
+            await remember(connection, claimed, status_code, content)
+    except BaseException:
+        await release(pool, claimed)
+        raise
+    headers = {"Location": location} if location else None
+    return JSONResponse(content, status_code=status_code, headers=headers)

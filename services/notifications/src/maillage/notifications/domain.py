@@ -209,6 +209,13 @@ AUDIENCES: Mapping[str, Concerned] = MappingProxyType(
         "fr.maillage.funding.tranche.requested.v1": _THE_BENEFICIARY_AND_THE_COFINANCERS,
         "fr.maillage.funding.tranche.approved.v1": _THE_BENEFICIARY_AND_THE_COFINANCERS,
         "fr.maillage.funding.tranche.paid.v1": _THE_BENEFICIARY_AND_THE_COFINANCERS,
+        "fr.maillage.funding.convention.programmed.v1": _THE_BENEFICIARY_AND_THE_COFINANCERS,
+        "fr.maillage.funding.convention.cancelled.v1": _THE_BENEFICIARY_AND_THE_COFINANCERS,
+        "fr.maillage.funding.convention.closed.v1": _THE_BENEFICIARY_AND_THE_COFINANCERS,
+        "fr.maillage.funding.tranche.rejected.v1": _THE_BENEFICIARY_AND_THE_COFINANCERS,
+        "fr.maillage.funding.report.filed.v1": _THE_BENEFICIARY_AND_THE_COFINANCERS,
+        "fr.maillage.funding.report.accepted.v1": _THE_BENEFICIARY_AND_THE_COFINANCERS,
+        "fr.maillage.funding.reversement.ordered.v1": _THE_BENEFICIARY_AND_THE_COFINANCERS,
     }
 )
 
@@ -271,6 +278,20 @@ DESCRIPTIONS: Mapping[str, str] = MappingProxyType(
         "la tranche.",
         "fr.maillage.funding.tranche.paid.v1": "Un agent chargé des financements a enregistré le "
         "paiement de la tranche.",
+        "fr.maillage.funding.convention.programmed.v1": "Le comité de pilotage a programmé la "
+        "convention.",
+        "fr.maillage.funding.convention.cancelled.v1": "L'ordonnateur a annulé la convention "
+        "avant sa signature.",
+        "fr.maillage.funding.convention.closed.v1": "L'ordonnateur a clôturé la convention : "
+        "plus aucun versement.",
+        "fr.maillage.funding.tranche.rejected.v1": "L'ordonnateur a refusé la tranche demandée ; "
+        "le bénéficiaire peut la demander de nouveau.",
+        "fr.maillage.funding.report.filed.v1": "Le bénéficiaire a déposé son compte rendu "
+        "financier de l'année.",
+        "fr.maillage.funding.report.accepted.v1": "Le service instructeur a accepté le compte "
+        "rendu financier.",
+        "fr.maillage.funding.reversement.ordered.v1": "Une part non dépensée de la subvention "
+        "est à reverser à l'État.",
     }
 )
 

@@ -221,7 +221,9 @@ STORED_FIELD_LEVELS: dict[str, dict[str, Level]] = {
     ),
 }
 
-STAFF_ROLES = frozenset({"officer", "operator", "admin"})
+# Staff accounts: officer, ordonnateur and comptable are the three separated duties of programme
+# 147 funding (décret 2012-1246, art. 9; docs/architecture.md, decision 45).
+STAFF_ROLES = frozenset({"officer", "ordonnateur", "comptable", "operator", "admin"})
 
 
 def clearance(
