@@ -36,6 +36,12 @@ class RegistrySettings(ServiceSettings):
     token_requests_per_minute: int = Field(default=60, ge=1)
     token_ttl_minutes: float = Field(default=15, gt=0, le=60)
     signing_key_rotation_days: float = Field(default=30, gt=0)
+    signing_key_publish_ahead_seconds: float = Field(
+        default=600,
+        ge=0,
+        description="How long the next signing key is in the JWKS before it may sign: longer "
+        "than verifiers cache the JWKS (300 s), so none meets a key it does not know",
+    )
     # Encrypts the signing keys at rest; production sets its own (REGISTRY_KEY_ENCRYPTION_SECRET).
     key_encryption_secret: SecretStr = SecretStr(DEV_KEY_SECRET)
 
@@ -68,5 +74,6 @@ def create(settings: RegistrySettings | None = None) -> FastAPI:
         key_secret=settings.key_encryption_secret.get_secret_value().encode(),
         token_ttl=timedelta(minutes=settings.token_ttl_minutes),
         rotation=timedelta(days=settings.signing_key_rotation_days),
+        publish_ahead=timedelta(seconds=settings.signing_key_publish_ahead_seconds),
     )
     return app
