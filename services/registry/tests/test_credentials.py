@@ -376,3 +376,53 @@ async def test_staff_accounts_come_from_the_cli_and_log_in_with_a_password(
     claims = jwt.decode(response.json()["access_token"], options={"verify_signature": False})
     assert claims["roles"] == ["officer"]
     assert "partner_id" not in claims
+
+
+@pytest.mark.parametrize(
+    "registry",
+    [{"free_failures_per_account": 2, "free_failures_per_address": 4, "failure_delay_seconds": 60}],
+    indirect=True,
+)
+async def test_wrong_secrets_slow_down_their_account_then_their_address(
+    registry: Registry,
+) -> None:
+    async with httpx.AsyncClient(timeout=10) as http:
+        partner_id = await verified_partner(registry, http)
+        client_id, secret = tokens.new_client_credentials()
+        connection = await asyncpg.connect(registry.database_url)
+        try:
+            from maillage.registry import store
+
+            await store.insert_client(
+                connection,
+                client_id=client_id,
+                partner_id=uuid.UUID(partner_id),
+                name="c",
+                secret_hash=tokens.hash_secret(secret),
+            )
+        finally:
+            await connection.close()
+
+        async def grant(client: str, client_secret: str) -> httpx.Response:
+            return await http.post(
+                f"{registry.url}/oauth/token",
+                data={
+                    "grant_type": "client_credentials",
+                    "client_id": client,
+                    "client_secret": client_secret,
+                },
+            )
+
+        # Two free failures, the third starts a wait: even the right secret is refused then,
+        # without being checked.
+        assert [(await grant(client_id, "wrong")).status_code for _ in range(3)] == [401] * 3
+        throttled = await grant(client_id, secret)
+        assert throttled.status_code == 429, throttled.text
+        assert throttled.json()["code"] == "too_many_failures"
+        assert 1 <= int(throttled.headers["retry-after"]) <= 60
+        # Another account from the same address still works until the address's own limit...
+        other = await grant("mcl_unknown", "guess")
+        assert other.status_code == 401
+        # ...which the fifth failure of this address reaches, whatever the account.
+        assert (await grant("mcl_another", "guess")).status_code == 401
+        assert (await grant("mcl_a_third", "guess")).status_code == 429

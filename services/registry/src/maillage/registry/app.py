@@ -12,7 +12,7 @@ from fastapi import FastAPI
 from pydantic import Field, SecretStr, model_validator
 
 from maillage.common.http import create_app
-from maillage.common.ratelimit import TokenBucket
+from maillage.common.ratelimit import FailureThrottle, TokenBucket
 from maillage.common.settings import ServiceSettings, service_config
 from maillage.registry import api, consumers, tokens
 
@@ -34,6 +34,20 @@ class RegistrySettings(ServiceSettings):
         default=10, ge=1, description="Registrations accepted per client address and minute"
     )
     token_requests_per_minute: int = Field(default=60, ge=1)
+    free_failures_per_account: int = Field(
+        default=5,
+        ge=1,
+        description="Wrong secrets or passwords for one client id or username before each "
+        "further one doubles its wait (1 s, 2 s, ... up to 15 min)",
+    )
+    failure_delay_seconds: float = Field(
+        default=1, gt=0, le=900, description="The first wait after the free failures; it doubles"
+    )
+    free_failures_per_address: int = Field(
+        default=20,
+        ge=1,
+        description="The same per client address (IPv6: per /64), whatever the account",
+    )
     token_ttl_minutes: float = Field(default=15, gt=0, le=60)
     signing_key_rotation_days: float = Field(default=30, gt=0)
     signing_key_publish_ahead_seconds: float = Field(
@@ -67,6 +81,14 @@ def create(settings: RegistrySettings | None = None) -> FastAPI:
     app.state.rate_limits = {
         "registration": TokenBucket(rate=settings.registrations_per_minute, per=60),
         "token": TokenBucket(rate=settings.token_requests_per_minute, per=60),
+    }
+    app.state.failure_throttles = {
+        "account": FailureThrottle(
+            free=settings.free_failures_per_account, base=settings.failure_delay_seconds
+        ),
+        "address": FailureThrottle(
+            free=settings.free_failures_per_address, base=settings.failure_delay_seconds
+        ),
     }
     app.state.issuer = tokens.Issuer(
         issuer=settings.jwt_issuer,
