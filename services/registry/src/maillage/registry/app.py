@@ -14,7 +14,7 @@ from pydantic import Field, SecretStr, model_validator
 from maillage.common.http import create_app
 from maillage.common.ratelimit import FailureThrottle, TokenBucket
 from maillage.common.settings import ServiceSettings, service_config
-from maillage.registry import api, consumers, tokens
+from maillage.registry import api, consumers, store, tokens
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 DESCRIPTION = (
@@ -78,6 +78,7 @@ def create(settings: RegistrySettings | None = None) -> FastAPI:
         consumers=consumers.CONSUMERS,
         migrations=MIGRATIONS,
     )
+    app.state.partner_status = store.partner_status  # writes refused to suspended partners
     app.state.rate_limits = {
         "registration": TokenBucket(rate=settings.registrations_per_minute, per=60),
         "token": TokenBucket(rate=settings.token_requests_per_minute, per=60),
