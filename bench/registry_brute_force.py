@@ -164,9 +164,7 @@ async def run(server: str, bootstrap: str, seconds: float, guessers: int) -> Non
         "REGISTRY_FREE_FAILURES_PER_ACCOUNT": "1000000",
         "REGISTRY_FREE_FAILURES_PER_ADDRESS": "1000000",
     }
-    await scenario(
-        "(c) brute force, throttles off", url, bootstrap, seconds, guessers, unthrottled
-    )
+    await scenario("(c) brute force, throttles off", url, bootstrap, seconds, guessers, unthrottled)
 
 
 async def main() -> None:
