@@ -80,4 +80,5 @@ HEALTHCHECK --interval=15s --timeout=5s --start-period=30s --retries=3 \
     CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/livez', timeout=4)"]
 
 # Equivalent to: uvicorn maillage.${SERVICE}.app:create --factory --host 0.0.0.0 --port 8000
-CMD ["uvicorn", "--factory", "--host", "0.0.0.0", "--port", "8000"]
+# --no-proxy-headers: the service itself believes X-Forwarded-For only from <SERVICE>_TRUSTED_PROXIES.
+CMD ["uvicorn", "--factory", "--host", "0.0.0.0", "--port", "8000", "--no-proxy-headers"]

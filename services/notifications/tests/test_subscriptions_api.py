@@ -863,3 +863,42 @@ async def test_an_attempt_finishing_after_a_disable_or_a_delete_changes_nothing_
     # The disabled one stays disabled (enable + recover sends it), the deleted one is gone, and
     # the rest of the batch is recorded all the same.
     assert statuses == {kept_off: "disabled", other: "delivered"}
+
+
+# --- a suspended partner changes nothing -------------------------------------------------------
+
+
+async def test_a_suspended_partner_reads_but_changes_nothing_with_its_unexpired_token(
+    notifications: Notifications,
+) -> None:
+    """The token was issued before the suspension and is still valid: the read model decides."""
+    from maillage.common.catalog import PartnerSuspended, PartnerVerified
+
+    partner_id, headers = notifications.partner()
+    facts = {"partner_id": partner_id, "kind": "association", "legal_name": "Asso"}
+    async with notifications.pool.acquire() as connection:
+        await store.apply_partner(
+            connection, PartnerVerified(**facts, status="verified", version=1)
+        )
+    created = await subscribe(notifications, headers, "http://127.0.0.1:9/hook")
+    async with notifications.pool.acquire() as connection:
+        await store.apply_partner(
+            connection, PartnerSuspended(**facts, status="suspended", version=2)
+        )
+    async with notifications.client() as http:
+        refused = await http.post(
+            "/webhook-endpoints", json={"url": "http://127.0.0.1:9/other"}, headers=headers
+        )
+        channel = await http.post(
+            "/email-channels", json={"address": "asso@example.org"}, headers=headers
+        )
+        removed = await http.delete(f"/webhook-endpoints/{created['id']}", headers=headers)
+        read = await http.get(f"/webhook-endpoints/{created['id']}", headers=headers)
+        by_operator = await http.get("/webhook-endpoints", headers=notifications.operator())
+    for answer in (refused, channel, removed):
+        assert answer.status_code == 403, answer.text
+        assert answer.json()["code"] == "partner_not_in_good_standing"
+        assert answer.json()["partner_status"] == "suspended"
+    assert read.status_code == 200
+    assert by_operator.status_code == 200
+    assert len(await rows(notifications, "SELECT id FROM webhook_endpoints")) >= 1

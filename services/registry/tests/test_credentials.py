@@ -47,8 +47,13 @@ def free_port() -> int:
 
 @pytest.fixture
 async def registry(
-    database_url: str, kafka_bootstrap_servers: str, kafka_idempotent_producer: bool
+    request: pytest.FixtureRequest,
+    database_url: str,
+    kafka_bootstrap_servers: str,
+    kafka_idempotent_producer: bool,
 ) -> AsyncIterator[Registry]:
+    """The registry on loopback; ``indirect`` parameters override its settings."""
+    overrides: dict[str, Any] = getattr(request, "param", {})
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     settings = RegistrySettings(
@@ -60,7 +65,7 @@ async def registry(
         jwks_url=f"{url}/.well-known/jwks.json",
         jwt_audience=AUDIENCE,
         token_requests_per_minute=30,
-        signing_key_rotation_days=2 / 86400,  # two seconds: rotation within the test
+        **overrides,
     )
     app = create(settings)
     server = uvicorn.Server(
@@ -78,7 +83,9 @@ async def registry(
         await task
 
 
-def another_service(registry: Registry) -> FastAPI:
+def another_service(
+    registry: Registry, *, refresh_interval: float = 0, ttl: float = 300
+) -> FastAPI:
     """A service that knows nothing of the registry but its JWKS URL."""
     router = APIRouter()
 
@@ -99,7 +106,7 @@ def another_service(registry: Registry) -> FastAPI:
     )
     app = create_app(settings, title="other", description="other", routers=[router])
     app.state.token_verifier = TokenVerifier(
-        JWKSCache(settings.jwks_url, refresh_interval=0),
+        JWKSCache(settings.jwks_url, ttl=ttl, refresh_interval=refresh_interval),
         issuer=registry.url,
         audience=AUDIENCE,
         leeway=0,
@@ -277,15 +284,32 @@ async def test_token_errors_follow_rfc_6749_and_revocation_and_suspension_stop_t
         await connection.close()
 
 
+@pytest.mark.parametrize(
+    "registry",
+    [{"signing_key_rotation_days": 2 / 86400, "signing_key_publish_ahead_seconds": 1}],
+    indirect=True,
+)
 async def test_keys_rotate_with_overlap_and_expired_tokens_are_refused(registry: Registry) -> None:
-    async with httpx.AsyncClient(timeout=10) as http:
+    # A verifier that fetches the JWKS once and never again, even for an unknown kid.
+    cached = another_service(registry, refresh_interval=3600, ttl=3600)
+    as_cached = httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=cached), base_url="http://cached"
+    )
+    async with httpx.AsyncClient(timeout=10) as http, as_cached:
         first = await staff_token(registry, http, ["operator"])
+        published = (await http.get(f"{registry.url}/.well-known/jwks.json")).json()["keys"]
+        before = await as_cached.get("/whoami", headers={"Authorization": f"Bearer {first}"})
+        assert before.status_code == 200, before.text
         await asyncio.sleep(2.2)  # past the rotation period
         second = await staff_token(registry, http, ["operator"])
         keys = (await http.get(f"{registry.url}/.well-known/jwks.json")).json()["keys"]
+        # The new key was published before it signed: the cached verifier already knows it.
+        after = await as_cached.get("/whoami", headers={"Authorization": f"Bearer {second}"})
+        assert after.status_code == 200, after.text
     old_kid = jwt.get_unverified_header(first)["kid"]
     new_kid = jwt.get_unverified_header(second)["kid"]
     assert old_kid != new_kid
+    assert new_kid in {key["kid"] for key in published}
     assert {old_kid, new_kid} <= {key["kid"] for key in keys}  # the old key is still published
     assert all("d" not in key for key in keys)  # public keys only
 
@@ -352,3 +376,53 @@ async def test_staff_accounts_come_from_the_cli_and_log_in_with_a_password(
     claims = jwt.decode(response.json()["access_token"], options={"verify_signature": False})
     assert claims["roles"] == ["officer"]
     assert "partner_id" not in claims
+
+
+@pytest.mark.parametrize(
+    "registry",
+    [{"free_failures_per_account": 2, "free_failures_per_address": 4, "failure_delay_seconds": 60}],
+    indirect=True,
+)
+async def test_wrong_secrets_slow_down_their_account_then_their_address(
+    registry: Registry,
+) -> None:
+    async with httpx.AsyncClient(timeout=10) as http:
+        partner_id = await verified_partner(registry, http)
+        client_id, secret = tokens.new_client_credentials()
+        connection = await asyncpg.connect(registry.database_url)
+        try:
+            from maillage.registry import store
+
+            await store.insert_client(
+                connection,
+                client_id=client_id,
+                partner_id=uuid.UUID(partner_id),
+                name="c",
+                secret_hash=tokens.hash_secret(secret),
+            )
+        finally:
+            await connection.close()
+
+        async def grant(client: str, client_secret: str) -> httpx.Response:
+            return await http.post(
+                f"{registry.url}/oauth/token",
+                data={
+                    "grant_type": "client_credentials",
+                    "client_id": client,
+                    "client_secret": client_secret,
+                },
+            )
+
+        # Two free failures, the third starts a wait: even the right secret is refused then,
+        # without being checked.
+        assert [(await grant(client_id, "wrong")).status_code for _ in range(3)] == [401] * 3
+        throttled = await grant(client_id, secret)
+        assert throttled.status_code == 429, throttled.text
+        assert throttled.json()["code"] == "too_many_failures"
+        assert 1 <= int(throttled.headers["retry-after"]) <= 60
+        # Another account from the same address still works until the address's own limit...
+        other = await grant("mcl_unknown", "guess")
+        assert other.status_code == 401
+        # ...which the fifth failure of this address reaches, whatever the account.
+        assert (await grant("mcl_another", "guess")).status_code == 401
+        assert (await grant("mcl_a_third", "guess")).status_code == 429

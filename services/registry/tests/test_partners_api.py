@@ -457,3 +457,40 @@ async def test_every_stored_column_is_classified_in_one_place(
         in_database.setdefault(row["table_name"], set()).add(row["column_name"])
     assert in_database == {table: set(levels) for table, levels in STORED_FIELD_LEVELS.items()}
     assert set(CONTACT_FIELD_LEVELS) <= set(STORED_FIELD_LEVELS["partner_contacts"])
+
+
+async def test_a_suspended_partner_changes_nothing_with_its_unexpired_token(
+    app: FastAPI, jwks: tuple[JWKSServer, SigningKey]
+) -> None:
+    """Its token outlives the suspension by up to 15 minutes: the registry's own table decides,
+    on every state-changing request."""
+    _, key = jwks
+    operator = token(key, roles=["operator"])
+    async with client(app) as http:
+        partner = await register(http, siret="73282932000074")
+        me = token(key, partner_id=partner["id"], roles=["partner"])
+        reason = {"reason": "SIRET checked"}
+        await http.post(f"/partners/{partner['id']}/verify", json=reason, headers=operator)
+        before = await http.patch(
+            f"/partners/{partner['id']}", json={"legal_name": "A"}, headers=me
+        )
+        await http.post(f"/partners/{partner['id']}/suspend", json=reason, headers=operator)
+        changed = await http.patch(
+            f"/partners/{partner['id']}", json={"legal_name": "B"}, headers=me
+        )
+        contacts = await http.put(
+            f"/partners/{partner['id']}/contacts",
+            json=[{"name": "X", "role": "Y", "email": "x@example.org"}],
+            headers=me,
+        )
+        client_created = await http.post(
+            f"/partners/{partner['id']}/clients", json={"name": "c"}, headers=me
+        )
+        read = await http.get(f"/partners/{partner['id']}", headers=me)
+    assert before.status_code == 200, before.text
+    for refused in (changed, contacts, client_created):
+        assert refused.status_code == 403, refused.text
+        assert refused.json()["code"] == "partner_not_in_good_standing"
+        assert refused.json()["partner_status"] == "suspended"
+    assert read.status_code == 200
+    assert read.json()["legal_name"] == "A"

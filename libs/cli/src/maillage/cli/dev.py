@@ -208,6 +208,8 @@ class DevStack:
                     "--port",
                     str(ports[name]),
                     "--no-access-log",
+                    # The service decides which X-Forwarded-For to believe (TRUSTED_PROXIES).
+                    "--no-proxy-headers",
                     "--timeout-graceful-shutdown",
                     "5",
                 ],

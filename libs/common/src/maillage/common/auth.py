@@ -4,12 +4,19 @@ The registry issues the tokens; any OIDC provider can replace it by configuratio
 ``JWT_ISSUER``, ``JWT_AUDIENCE``). Only asymmetric algorithms are accepted, so neither
 ``alg: none`` nor an HMAC signed with the public key can pass. Keys are cached and fetched again
 when a token names an unknown ``kid`` (key rotation), at most once per ``refresh_interval``.
+
+A token outlives a suspension (15 minutes), so a token alone never lets a partner change
+anything: on every state-changing request (any method but GET, HEAD, OPTIONS) the caller's
+partner is looked up in the service's own records (``app.state.partner_status``: the registry's
+table, or another service's read model of ``registry.partners``), and a suspended or rejected
+partner gets 403 ``partner_not_in_good_standing`` (:func:`check_standing`). Decision 40.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Annotated, Any
 
@@ -25,6 +32,13 @@ log = get_logger(__name__)
 
 ALGORITHMS = ["EdDSA", "ES256"]
 ROLES = frozenset({"partner", "school", "officer", "ordonnateur", "comptable", "operator", "admin"})
+# A partner in one of these may read but change nothing (the registry's statuses).
+BARRED_STATUSES = frozenset({"suspended", "rejected"})
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+PartnerStatusLookup = Callable[[Any, str], Awaitable[str | None]]
+"""``app.state.partner_status``: ``(pool, partner_id) -> status`` in the service's own records,
+None for a partner they do not know (yet)."""
 
 
 @dataclass(frozen=True)
@@ -178,7 +192,34 @@ async def current_caller(
             headers={"WWW-Authenticate": "Bearer"},
         )
     verifier: TokenVerifier = request.app.state.token_verifier
-    return await verifier.verify(credentials.credentials)
+    caller = await verifier.verify(credentials.credentials)
+    if request.method not in SAFE_METHODS:
+        await check_standing(request, caller)
+    return caller
+
+
+async def check_standing(request: Request, caller: Caller) -> None:
+    """403 ``partner_not_in_good_standing`` when the caller acts for a partner that this
+    service's records (``app.state.partner_status``) say is suspended or rejected. Staff callers
+    and partners unknown to the records pass: each use case still checks what it needs
+    (a verified partner, the right kind). A service that sets no lookup checks nothing."""
+    lookup: PartnerStatusLookup | None = getattr(request.app.state, "partner_status", None)
+    if caller.partner_id is None or lookup is None:
+        return
+    runtime = getattr(request.app.state, "runtime", None)
+    pool = getattr(runtime, "pool", None)
+    if pool is None:
+        raise Problem(503, "unavailable", "Service en démarrage")
+    status = await lookup(pool, caller.partner_id)
+    if status in BARRED_STATUSES:
+        raise Problem(
+            403,
+            "partner_not_in_good_standing",
+            "Partenaire suspendu",
+            detail=f"Le partenaire {caller.partner_id} est au statut {status} : il ne peut "
+            "rien modifier.",
+            partner_status=status,
+        )
 
 
 CurrentCaller = Annotated[Caller, Depends(current_caller)]

@@ -44,6 +44,7 @@ from maillage.common.problems import (
     handle_unexpected_error,
     handle_validation_error,
 )
+from maillage.common.ratelimit import parse_proxies
 from maillage.common.settings import ServiceSettings
 from maillage.common.telemetry import configure_telemetry, shutdown_telemetry
 from maillage.common.topics import DEAD_LETTER_PARTITIONS, ensure_topics
@@ -334,6 +335,7 @@ def create_app(
 
     app.openapi = openapi  # type: ignore[method-assign]
     app.state.runtime = runtime
+    app.state.trusted_proxies = parse_proxies(settings.trusted_proxies)
     app.state.token_verifier = TokenVerifier(
         JWKSCache(settings.jwks_url), issuer=settings.jwt_issuer, audience=settings.jwt_audience
     )

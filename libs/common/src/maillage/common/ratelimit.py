@@ -1,20 +1,30 @@
-"""Rate limits: a token bucket per client, answering 429 with ``Retry-After``.
+"""Rate limits: a token bucket per client, a growing delay after failures, 429 with Retry-After.
 
 In process memory: each replica limits on its own, which bounds the total to ``replicas ×
 rate``. That is the intended trade-off for the public endpoints it protects (registration, token
 requests): no shared store on the hot path.
+
+Who the client is (:func:`client_address`): the peer's address, or, when the peer is one of the
+configured proxies (``<SERVICE>_TRUSTED_PROXIES``), the right-most address of
+``X-Forwarded-For`` that is not itself a trusted proxy: a client cannot choose its own address by
+sending the header. IPv6 addresses are grouped by /64, the block one subscriber usually holds, so
+walking through one's own 2^64 addresses gains nothing.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import time
 from collections import OrderedDict
+from collections.abc import Iterable
 from typing import Any
 
 from fastapi import Depends, Request
 
 from maillage.common.problems import Problem
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 class TokenBucket:
@@ -57,8 +67,121 @@ RATE_LIMITED_RESPONSE: dict[str, Any] = {
 """The ``responses=`` entry of a route that uses :func:`rate_limited`: ``{429: ...}``."""
 
 
+class FailureThrottle:
+    """A growing delay after repeated failures, per key (an account, an address group).
+
+    The first ``free`` failures cost nothing; each one after them doubles the wait before the
+    next attempt of that key, from ``base`` seconds up to ``ceiling``. A key forgets its failures
+    ``forget_after`` seconds after its last one, or at :meth:`succeeded`. Attempts during the wait
+    are refused without being tried, so a guesser spends no server work either.
+    """
+
+    def __init__(
+        self,
+        *,
+        free: int,
+        base: float = 1.0,
+        ceiling: float = 900.0,
+        forget_after: float = 900.0,
+        max_keys: int = 100_000,
+    ) -> None:
+        self.free = free
+        self.base = base
+        self.ceiling = ceiling
+        self.forget_after = forget_after
+        self.max_keys = max_keys
+        # key -> (failures, time of the last failure, earliest next attempt)
+        self._failures: OrderedDict[str, tuple[int, float, float]] = OrderedDict()
+
+    def wait(self, key: str, now: float | None = None) -> float:
+        """Seconds before ``key`` may try again; 0 when it may now."""
+        now = time.monotonic() if now is None else now
+        entry = self._failures.get(key)
+        if entry is None:
+            return 0.0
+        if now - entry[1] > self.forget_after:
+            del self._failures[key]
+            return 0.0
+        return max(0.0, entry[2] - now)
+
+    def failed(self, key: str, now: float | None = None) -> float:
+        """Count one failure of ``key``; return the delay it now waits (0 while still free)."""
+        now = time.monotonic() if now is None else now
+        failures, last, _ = self._failures.pop(key, (0, now, now))
+        if now - last > self.forget_after:
+            failures = 0
+        failures += 1
+        over = failures - self.free
+        delay = 0.0 if over <= 0 else min(self.ceiling, self.base * 2 ** min(over - 1, 32))
+        self._failures[key] = (failures, now, now + delay)
+        while len(self._failures) > self.max_keys:
+            self._failures.popitem(last=False)
+        return delay
+
+    def succeeded(self, key: str) -> None:
+        """Forget every failure of ``key`` (an account that proved its secret)."""
+        self._failures.pop(key, None)
+
+    def forgive(self, key: str) -> None:
+        """Take back one failure counted ahead (:meth:`failed` before trying, so that concurrent
+        attempts cannot all slip through before the first one fails); the wait stays."""
+        entry = self._failures.get(key)
+        if entry is not None:
+            self._failures[key] = (max(0, entry[0] - 1), entry[1], entry[2])
+
+
+def address_group(address: str) -> str:
+    """The key a client address is limited under: an IPv4 address, or an IPv6 /64 network
+    (``2001:db8:1:2::/64``); an IPv4-mapped IPv6 address is its IPv4 address. Not an address
+    (a test client's name): as it is."""
+    try:
+        parsed = ipaddress.ip_address(address.split("%", 1)[0])
+    except ValueError:
+        return address
+    if isinstance(parsed, ipaddress.IPv6Address):
+        if parsed.ipv4_mapped is not None:
+            return str(parsed.ipv4_mapped)
+        return str(ipaddress.IPv6Network((parsed, 64), strict=False))
+    return str(parsed)
+
+
+def parse_proxies(
+    entries: Iterable[str],
+) -> tuple[Network, ...]:
+    """``["10.0.0.0/8", "::1"]`` as networks (an address alone is a /32 or /128)."""
+    return tuple(ipaddress.ip_network(entry.strip(), strict=False) for entry in entries)
+
+
+def _parsed(address: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    try:
+        return ipaddress.ip_address(address.strip().split("%", 1)[0])
+    except ValueError:
+        return None
+
+
+def _trusted(address: str, proxies: Iterable[Network]) -> bool:
+    parsed = _parsed(address)
+    return parsed is not None and any(parsed in network for network in proxies)
+
+
 def client_address(request: Request) -> str:
-    return request.client.host if request.client else "unknown"
+    """The address group the request comes from (see the module docstring)."""
+    peer = request.client.host if request.client else "unknown"
+    proxies = getattr(request.app.state, "trusted_proxies", ())
+    if proxies and _trusted(peer, proxies):
+        hops = [
+            hop.strip()
+            for header in request.headers.getlist("x-forwarded-for")
+            for hop in header.split(",")
+            if hop.strip()
+        ]
+        for hop in reversed(hops):  # the right-most hop was written by the nearest proxy
+            if _parsed(hop) is None:  # not an address: keep the last proxy's word
+                break
+            peer = hop
+            if not _trusted(hop, proxies):
+                break
+    return address_group(peer)
 
 
 def rate_limited(name: str) -> Any:

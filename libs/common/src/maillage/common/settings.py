@@ -8,10 +8,11 @@ registry and nothing else. Secrets are ``SecretStr``: they print as ``**********
 
 from __future__ import annotations
 
+import ipaddress
 from typing import Any, Literal
 from urllib.parse import urlsplit, urlunsplit
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -70,6 +71,12 @@ class ServiceSettings(BaseSettings):
     trace_span_export_batch_size: int = Field(
         default=1024, ge=1, description="Spans per OTLP export request"
     )
+    trusted_proxies: list[str] = Field(
+        default_factory=list,
+        max_length=100,
+        description="Addresses or networks of the reverse proxies whose X-Forwarded-For is "
+        "believed (JSON list: '[\"10.0.0.0/8\"]'); empty: the peer is the client",
+    )
     # Logs
     log_format: Literal["json", "console"] = "json"
     log_level: str = "INFO"
@@ -80,6 +87,13 @@ class ServiceSettings(BaseSettings):
         if self.trace_sample_ratio is not None:
             return self.trace_sample_ratio
         return 1.0 if self.environment in ("dev", "test") else PRODUCTION_TRACE_SAMPLE_RATIO
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _proxies_are_networks(cls, entries: list[str]) -> list[str]:
+        for entry in entries:
+            ipaddress.ip_network(entry.strip(), strict=False)  # ValueError names the bad one
+        return entries
 
     def loggable(self) -> dict[str, Any]:
         """The settings as a dict safe to log: secrets masked, passwords stripped from URLs."""

@@ -11,7 +11,7 @@ from pydantic import Field
 
 from maillage.common.http import create_app
 from maillage.common.settings import ServiceSettings, service_config
-from maillage.cordees import api, consumers, matcher
+from maillage.cordees import api, consumers, matcher, store
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 DESCRIPTION = (
@@ -35,7 +35,7 @@ def create(settings: CordeesSettings | None = None) -> FastAPI:
     def school_year_end(pool: asyncpg.Pool) -> matcher.SchoolYearEnd:
         return matcher.SchoolYearEnd(pool, interval=settings.school_year_end_check_seconds)
 
-    return create_app(
+    app = create_app(
         settings,
         title="Maillage cordées",
         description=DESCRIPTION,
@@ -44,3 +44,5 @@ def create(settings: CordeesSettings | None = None) -> FastAPI:
         migrations=MIGRATIONS,
         workers=[school_year_end],
     )
+    app.state.partner_status = store.partner_status  # writes refused to suspended partners
+    return app

@@ -16,7 +16,7 @@ from pydantic import Field, SecretStr, model_validator
 from maillage.common.http import create_app
 from maillage.common.ratelimit import TokenBucket
 from maillage.common.settings import ServiceSettings, service_config
-from maillage.notifications import api, consumers, domain, mail, ssrf
+from maillage.notifications import api, consumers, domain, mail, ssrf, store
 from maillage.notifications.delivery import DeliveryWorker
 from maillage.notifications.endpoint_warnings import DisableWarningWorker
 from maillage.notifications.mail import MailWorker, SmtpServer, TlsMode
@@ -186,6 +186,7 @@ def create(settings: NotificationsSettings | None = None) -> FastAPI:
     )
     mail.configure(public_base_url=settings.public_base_url)
     app.state.settings = settings
+    app.state.partner_status = store.partner_status  # writes refused to suspended partners
     app.state.secret_box = SecretBox(settings.secret_encryption_key.get_secret_value())
     app.state.webhook_resolver = ssrf.system_resolver  # subscription-time DNS (tests replace it)
     app.state.rate_limits = {

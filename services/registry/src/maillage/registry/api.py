@@ -8,6 +8,7 @@ only operators move a partner's status, and every move is kept in its history.
 from __future__ import annotations
 
 import base64
+import math
 import uuid
 from datetime import datetime
 from typing import Annotated, Any, Literal
@@ -33,7 +34,12 @@ from maillage.common.events import Level
 from maillage.common.http import Pool
 from maillage.common.outbox import publish
 from maillage.common.problems import Problem
-from maillage.common.ratelimit import RATE_LIMITED_RESPONSE, client_address, rate_limited
+from maillage.common.ratelimit import (
+    RATE_LIMITED_RESPONSE,
+    FailureThrottle,
+    client_address,
+    rate_limited,
+)
 from maillage.registry import domain, identifiers, reference, store, tokens
 from maillage.registry.domain import PartnerKind, PartnerStatus, Programme
 
@@ -678,7 +684,7 @@ async def create_client(
         client_id=client_id,
         partner_id=partner_id,
         name=body.name,
-        secret_hash=tokens.hash_secret(secret),
+        secret_hash=await tokens.hash_secret_off_loop(secret),
     )
     return {**created, "client_secret": secret}
 
@@ -724,6 +730,36 @@ def _oauth_error(status: int, error: str, description: str) -> JSONResponse:
     if status == 401:
         headers["WWW-Authenticate"] = 'Basic realm="maillage"'
     return JSONResponse({"error": error, "error_description": description}, status, headers=headers)
+
+
+def _attempt(request: Request, account: str) -> None:
+    """Let one secret or password be tried for ``account`` (a client id, a staff username), or
+    429 while the account or the caller's address waits after too many failures
+    (``FailureThrottle``: nothing is verified meanwhile). The attempt counts as a failure until
+    :func:`_succeeded` says otherwise, so concurrent guesses cannot all pass before one fails."""
+    throttles: dict[str, FailureThrottle] = request.app.state.failure_throttles
+    address = client_address(request)
+    wait = max(throttles["account"].wait(account), throttles["address"].wait(address))
+    if wait > 0:
+        seconds = max(1, math.ceil(wait))
+        raise Problem(
+            429,
+            "too_many_failures",
+            "Trop d'échecs",
+            detail=f"Trop d'identifiants erronés ; réessayez dans {seconds} s.",
+            headers={"Retry-After": str(seconds), "Cache-Control": "no-store"},
+        )
+    throttles["account"].failed(account)
+    throttles["address"].failed(address)
+
+
+def _succeeded(request: Request, account: str) -> None:
+    """A right secret clears the account's failures and takes back the address's count of this
+    attempt; the address keeps its earlier failures (a guesser could otherwise clear them with
+    its own good credentials)."""
+    throttles: dict[str, FailureThrottle] = request.app.state.failure_throttles
+    throttles["account"].succeeded(account)
+    throttles["address"].forgive(client_address(request))
 
 
 class AccessToken(BaseModel):
@@ -775,7 +811,12 @@ _OAUTH_ERROR = {
             "content": _OAUTH_ERROR,
             "headers": {"WWW-Authenticate": {"required": True, "schema": {"type": "string"}}},
         },
-        429: RATE_LIMITED_RESPONSE,
+        429: {
+            **RATE_LIMITED_RESPONSE,
+            "description": "Too many requests from this address (rate_limited), or too many "
+            "wrong secrets or passwords for this account or address (too_many_failures): "
+            "retry after Retry-After seconds",
+        },
     },
 )
 async def token(request: Request, pool: Pool) -> JSONResponse:
@@ -798,9 +839,13 @@ async def token(request: Request, pool: Pool) -> JSONResponse:
                 return _oauth_error(401, "invalid_client", "Malformed Basic credentials.")
         if not client_id or not secret or "\x00" in client_id:
             return _oauth_error(401, "invalid_client", "Client authentication failed.")
+        account = f"client:{client_id}"
+        _attempt(request, account)
         row = await store.client_for_token(pool, client_id)
-        if not tokens.verify_secret(row["secret_hash"] if row else None, secret) or row is None:
+        secret_hash = row["secret_hash"] if row else None
+        if not await tokens.verify_secret_off_loop(secret_hash, secret) or row is None:
             return _oauth_error(401, "invalid_client", "Client authentication failed.")
+        _succeeded(request, account)
         if row["status"] != PartnerStatus.VERIFIED:
             return _oauth_error(400, "invalid_grant", f"The partner is {row['status']}.")
         roles = ["partner"] + (["school"] if row["kind"] in domain.SCHOOL_KINDS else [])
@@ -812,12 +857,13 @@ async def token(request: Request, pool: Pool) -> JSONResponse:
         username, password = form.get("username"), form.get("password")
         if not username or not password:
             return _oauth_error(400, "invalid_request", "username and password are required.")
+        account = f"staff:{username.lower()}"
+        _attempt(request, account)
         staff = await store.staff_by_email(pool, username)
-        if (
-            not tokens.verify_secret(staff["password_hash"] if staff else None, password)
-            or staff is None
-        ):
+        password_hash = staff["password_hash"] if staff else None
+        if not await tokens.verify_secret_off_loop(password_hash, password) or staff is None:
             return _oauth_error(400, "invalid_grant", "Wrong username or password.")
+        _succeeded(request, account)
         access, ttl = await issuer.issue(
             pool, subject=f"staff:{staff['id']}", partner_id=None, roles=list(staff["roles"])
         )

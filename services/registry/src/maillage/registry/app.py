@@ -12,9 +12,9 @@ from fastapi import FastAPI
 from pydantic import Field, SecretStr, model_validator
 
 from maillage.common.http import create_app
-from maillage.common.ratelimit import TokenBucket
+from maillage.common.ratelimit import FailureThrottle, TokenBucket
 from maillage.common.settings import ServiceSettings, service_config
-from maillage.registry import api, consumers, tokens
+from maillage.registry import api, consumers, store, tokens
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 DESCRIPTION = (
@@ -34,8 +34,28 @@ class RegistrySettings(ServiceSettings):
         default=10, ge=1, description="Registrations accepted per client address and minute"
     )
     token_requests_per_minute: int = Field(default=60, ge=1)
+    free_failures_per_account: int = Field(
+        default=5,
+        ge=1,
+        description="Wrong secrets or passwords for one client id or username before each "
+        "further one doubles its wait (1 s, 2 s, ... up to 15 min)",
+    )
+    failure_delay_seconds: float = Field(
+        default=1, gt=0, le=900, description="The first wait after the free failures; it doubles"
+    )
+    free_failures_per_address: int = Field(
+        default=20,
+        ge=1,
+        description="The same per client address (IPv6: per /64), whatever the account",
+    )
     token_ttl_minutes: float = Field(default=15, gt=0, le=60)
     signing_key_rotation_days: float = Field(default=30, gt=0)
+    signing_key_publish_ahead_seconds: float = Field(
+        default=600,
+        ge=0,
+        description="How long the next signing key is in the JWKS before it may sign: longer "
+        "than verifiers cache the JWKS (300 s), so none meets a key it does not know",
+    )
     # Encrypts the signing keys at rest; production sets its own (REGISTRY_KEY_ENCRYPTION_SECRET).
     key_encryption_secret: SecretStr = SecretStr(DEV_KEY_SECRET)
 
@@ -58,9 +78,18 @@ def create(settings: RegistrySettings | None = None) -> FastAPI:
         consumers=consumers.CONSUMERS,
         migrations=MIGRATIONS,
     )
+    app.state.partner_status = store.partner_status  # writes refused to suspended partners
     app.state.rate_limits = {
         "registration": TokenBucket(rate=settings.registrations_per_minute, per=60),
         "token": TokenBucket(rate=settings.token_requests_per_minute, per=60),
+    }
+    app.state.failure_throttles = {
+        "account": FailureThrottle(
+            free=settings.free_failures_per_account, base=settings.failure_delay_seconds
+        ),
+        "address": FailureThrottle(
+            free=settings.free_failures_per_address, base=settings.failure_delay_seconds
+        ),
     }
     app.state.issuer = tokens.Issuer(
         issuer=settings.jwt_issuer,
@@ -68,5 +97,6 @@ def create(settings: RegistrySettings | None = None) -> FastAPI:
         key_secret=settings.key_encryption_secret.get_secret_value().encode(),
         token_ttl=timedelta(minutes=settings.token_ttl_minutes),
         rotation=timedelta(days=settings.signing_key_rotation_days),
+        publish_ahead=timedelta(seconds=settings.signing_key_publish_ahead_seconds),
     )
     return app

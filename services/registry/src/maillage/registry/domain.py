@@ -193,6 +193,7 @@ STORED_FIELD_LEVELS: dict[str, dict[str, Level]] = {
         "private_pem": _N,
         "public_jwk": _P,
         "created_at": _P,
+        "signs_from": _P,
         "retired_at": _P,
     },
     # maillage.common's tables, in this database too.
