@@ -70,6 +70,9 @@ class ServiceSettings(BaseSettings):
     trace_span_export_batch_size: int = Field(
         default=1024, ge=1, description="Spans per OTLP export request"
     )
+    # Metrics (maillage.common.metrics): how often lag and readiness, and domain gauges, are read
+    metrics_lag_seconds: float = Field(default=15, gt=0, le=3600, description="Lag, readiness")
+    metrics_gauge_seconds: float = Field(default=60, gt=0, le=3600, description="Domain gauges")
     # Logs
     log_format: Literal["json", "console"] = "json"
     log_level: str = "INFO"

@@ -11,7 +11,7 @@ from pydantic import Field
 
 from maillage.common.http import create_app
 from maillage.common.settings import ServiceSettings, service_config
-from maillage.cordees import api, consumers, matcher
+from maillage.cordees import api, consumers, gauges, matcher
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 DESCRIPTION = (
@@ -43,4 +43,5 @@ def create(settings: CordeesSettings | None = None) -> FastAPI:
         consumers=consumers.CONSUMERS,
         migrations=MIGRATIONS,
         workers=[school_year_end],
+        gauges=gauges.GAUGES,
     )
