@@ -2,7 +2,8 @@
 
 cordees and notifications run in a process of their own (metrics_export_probe.py) with OTLP
 export to a sink in this process; every metric the dashboards and alert rules name must be in
-that real export (tests/test_dashboards.py reads ``exported_series`` through the fixture).
+that real export, translated to the names the collector's Prometheus exporter writes
+(prometheus_names.py), with the labels they select and group by.
 """
 
 from __future__ import annotations
@@ -14,8 +15,10 @@ import sys
 from pathlib import Path
 
 import pytest
+from jwt_fixtures import JWKSServer, SigningKey
+from monitoring_queries import alert_queries, dashboard_queries, label_values_labels, reads
 from otlp_sink import ExportedMetric, OtlpSink
-from prometheus_names import prometheus_name, series_names
+from prometheus_names import escape, prometheus_name, series_names
 
 from maillage.cli.dev import database_url_for
 from maillage.cli.embedded import drop_database, ensure_database
@@ -50,6 +53,17 @@ async def export_from_services(
     finally:
         for name in names.values():
             await drop_database(postgres_server_url, name)
+
+
+@pytest.fixture(scope="module")
+async def exported_metrics(
+    postgres_server_url: str,
+    kafka_bootstrap_servers: str,
+    jwks: tuple[JWKSServer, SigningKey],
+) -> list[ExportedMetric]:
+    """What cordees and notifications export over OTLP in one real run."""
+    server, _ = jwks
+    return await export_from_services(postgres_server_url, kafka_bootstrap_servers, server.url)
 
 
 def by_name(exported: list[ExportedMetric]) -> dict[str, ExportedMetric]:
@@ -124,3 +138,35 @@ def test_prometheus_names_follow_the_collector() -> None:
         "maillage_webhook_attempt_duration_seconds_sum",
         "maillage_webhook_attempt_duration_seconds_count",
     }
+
+
+# Labels every series gets from the exporter: the resource's attributes
+# (resource_to_telemetry_conversion in deploy/otel-collector.yaml), job and instance.
+RESOURCE_LABELS = {"job", "instance", "service_name", "service_version"}
+
+
+def prometheus_series(exported: list[ExportedMetric]) -> dict[str, set[str]]:
+    """Series name → label names, as Prometheus stores the export."""
+    series: dict[str, set[str]] = {}
+    for metric in by_name(exported).values():
+        labels = {escape(label) for label in metric.labels} | RESOURCE_LABELS
+        for name in series_names(metric.name, metric.unit, metric.kind, metric.monotonic):
+            series[name] = labels | ({"le"} if name.endswith("_bucket") else set())
+    return series
+
+
+def test_dashboards_and_alerts_name_only_exported_metrics(
+    exported_metrics: list[ExportedMetric],
+) -> None:
+    series = prometheus_series(exported_metrics)
+    for query in dashboard_queries() + alert_queries():
+        read = reads(query.expr)
+        for metric, labels in read.metrics.items():
+            assert metric in series, f"{query.where}: {metric} is not exported"
+            assert labels <= series[metric], f"{query.where}: {metric} has no {labels}"
+        for grouping, metrics in read.grouping:
+            available = set().union(*(series[metric] for metric in metrics))
+            assert grouping <= available, f"{query.where}: by {grouping} of {metrics}"
+    for where, selector, label in label_values_labels():
+        metric = next(iter(reads(selector).metrics))
+        assert label in series[metric], f"{where}: {metric} has no label {label}"
