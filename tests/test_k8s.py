@@ -146,6 +146,21 @@ def test_pods_are_locked_down_and_probed(overlay: str) -> None:
 
 
 @OVERLAYS
+def test_the_first_phase_of_a_release_has_what_the_migration_jobs_need(overlay: str) -> None:
+    """docs/operations.md applies ``-l app.kubernetes.io/component!=api`` first, waits for the
+    Jobs, then applies everything: the first phase must hold the Jobs and all they use."""
+    first = [
+        resource
+        for resource in rendered(overlay)
+        if resource["metadata"].get("labels", {}).get("app.kubernetes.io/component") != "api"
+    ]
+    kinds = {resource["kind"] for resource in first}
+    assert kinds == {"Namespace", "ServiceAccount", "ConfigMap", "NetworkPolicy", "Job"}
+    assert len([r for r in first if r["kind"] == "Job"]) == len(SERVICES)
+    assert len([r for r in first if r["kind"] == "NetworkPolicy"]) == len(SERVICES) + 2
+
+
+@OVERLAYS
 def test_replicas_never_exceed_the_partitions_a_group_can_use(overlay: str) -> None:
     partitions = min(topic.partitions for topic in catalog.topics.values())
     for resource in rendered(overlay):

@@ -10,6 +10,7 @@ uids that exist in provisioning/datasources/datasources.yaml).
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 from pathlib import Path
@@ -552,7 +553,23 @@ def render() -> dict[str, str]:
     }
 
 
-def main() -> int:
+def main(arguments: list[str]) -> int:
+    parser = argparse.ArgumentParser(description="Write deploy/grafana/dashboards/*.json.")
+    parser.add_argument(
+        "--check", action="store_true", help="write nothing; exit 1 if a dashboard is stale"
+    )
+    if parser.parse_args(arguments).check:
+        stale = [
+            n
+            for n, c in render().items()
+            if not (OUT / n).exists() or (OUT / n).read_text(encoding="utf-8") != c
+        ]
+        if stale:
+            print(
+                f"out of date: {', '.join(stale)}; run deploy/grafana/build_dashboards.py",
+                file=sys.stderr,
+            )
+        return 1 if stale else 0
     OUT.mkdir(exist_ok=True)
     for name, content in render().items():
         (OUT / name).write_text(content, encoding="utf-8")
@@ -561,4 +578,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(sys.argv[1:]))

@@ -14,6 +14,7 @@ validates every rendered resource against the Kubernetes API schemas (kubernetes
 
 from __future__ import annotations
 
+import argparse
 import copy
 import sys
 from pathlib import Path
@@ -162,11 +163,16 @@ def render(overlay: str) -> str:
 
 
 def main(arguments: list[str]) -> int:
+    parser = argparse.ArgumentParser(description="Render deploy/k8s/overlays into rendered/.")
+    parser.add_argument(
+        "--check", action="store_true", help="write nothing; exit 1 if a rendered file is stale"
+    )
+    options = parser.parse_args(arguments)
     stale = []
     for overlay in OVERLAYS:
         path = RENDERED / f"{overlay}.yaml"
         text = render(overlay)
-        if "--check" in arguments:
+        if options.check:
             if not path.exists() or path.read_text(encoding="utf-8") != text:
                 stale.append(str(path))
             continue
