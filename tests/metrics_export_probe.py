@@ -174,10 +174,12 @@ async def main(cordees_db: str, notifications_db: str, bootstrap: str, jwks_url:
             mailed = await pool.fetchval("SELECT count(*) FROM outgoing_mail WHERE attempts > 0")
             return bool(webhook and mailed)
 
-        async def consumed() -> bool:
-            dead = await pool.fetchval("SELECT 1")  # both services' groups saw the three records
+        def consumed() -> bool:
+            """Both services' groups hold partitions and have committed past the three records."""
             lag = readings.latest("maillage.consumer.lag")
-            return bool(dead) and len(lag) > 0 and all(value == 0 for value, _ in lag)
+            groups = {labels["group"] for _, labels in lag}
+            services = {str(group).split(".")[0] for group in groups}
+            return services == {"cordees", "notifications"} and all(v == 0 for v, _ in lag)
 
         await _wait(attempted, "the webhook attempt and the mail attempt")
         await _wait(consumed, "consumer lag sampled at zero")

@@ -20,12 +20,16 @@ import yaml
 
 from maillage.common import migrate
 from maillage.common.catalog import catalog
+from maillage.notifications import delivery
 
 ROOT = Path(__file__).resolve().parents[1]
 K8S = ROOT / "deploy" / "k8s"
 SERVICES = ("registry", "cordees", "stages3e", "funding", "notifications")
 KUBERNETES_VERSION = "1.32"
-SHUTDOWN_S = 30  # the consumers' and workers' stop, well under the grace period
+# A stopping pod finishes a webhook attempt in flight (at most delivery.TOTAL_TIMEOUT) and the
+# consumers' batch in hand, after the preStop pause: the grace period must cover all three.
+PRESTOP_S = 5
+SHUTDOWN_S = PRESTOP_S + delivery.TOTAL_TIMEOUT + 15
 
 Resource = dict[str, Any]
 
@@ -138,6 +142,10 @@ def test_pods_are_locked_down_and_probed(overlay: str) -> None:
                 assert container["readinessProbe"]["httpGet"]["path"] == "/readyz", where
         if resource["kind"] == "Deployment":
             assert pod["terminationGracePeriodSeconds"] > SHUTDOWN_S, where
+            assert container["lifecycle"]["preStop"]["exec"]["command"] == [
+                "sleep",
+                str(PRESTOP_S),
+            ]
             service = resource["metadata"]["name"]
             settings = by_key(rendered(overlay))[("ConfigMap", f"{service}-config")]["data"]
             assert settings[f"{service.upper()}_MIGRATE_ON_START"] == "false", where

@@ -274,7 +274,8 @@ def backbone() -> dict[str, Any]:
             ],
             "short",
             "Events sent to dlq.<group>. Alert MaillageDeadLetter on any; replay with "
-            "`maillage dlq replay`.",
+            "`maillage dlq replay`. A dead letter's trace is always recorded.",
+            links=[jaeger_link("$service")],
         )
     )
     return dashboard(
