@@ -37,7 +37,17 @@ HOST_PORTS = {
     "funding": 8004,
     "notifications": 8005,
 }
-INFRASTRUCTURE = ("kafka", "postgres", "otel-collector", "jaeger", "mailpit")
+INFRASTRUCTURE = (
+    "kafka",
+    "postgres",
+    "otel-collector",
+    "jaeger",
+    "mailpit",
+    "prometheus",
+    "grafana",
+)
+PROMETHEUS_CONFIG = ROOT / "deploy" / "prometheus" / "prometheus.yml"
+GRAFANA = ROOT / "deploy" / "grafana"
 
 Compose = dict[str, Any]
 
@@ -319,6 +329,47 @@ def test_collector_receives_otlp_and_exports_traces_to_jaeger(compose: Compose) 
     assert (
         "./deploy/otel-collector.yaml:/etc/otelcol-contrib/config.yaml:ro" in collector["volumes"]
     )
+
+
+def test_prometheus_scrapes_the_collectors_exporter_and_loads_the_rules(compose: Compose) -> None:
+    collector = yaml.safe_load(COLLECTOR_CONFIG.read_text(encoding="utf-8"))
+    assert "prometheus" in collector["service"]["pipelines"]["metrics"]["exporters"]
+    exporter_port = collector["exporters"]["prometheus"]["endpoint"].rsplit(":", 1)[1]
+    config = yaml.safe_load(PROMETHEUS_CONFIG.read_text(encoding="utf-8"))
+    targets = [
+        target
+        for job in config["scrape_configs"]
+        for static in job.get("static_configs", [])
+        for target in static["targets"]
+    ]
+    assert f"otel-collector:{exporter_port}" in targets
+    prometheus = compose["services"]["prometheus"]
+    mounted = {volume.split(":")[1]: volume.split(":")[0] for volume in prometheus["volumes"]}
+    for rule_file in config["rule_files"]:
+        assert rule_file in mounted, f"{rule_file} is not mounted"
+        assert (ROOT / mounted[rule_file]).is_file()
+    assert "/-/ready" in " ".join(prometheus["healthcheck"]["test"])
+    assert prometheus["depends_on"]["otel-collector"]["condition"] == "service_healthy"
+
+
+def test_grafana_is_provisioned_from_the_repository(compose: Compose) -> None:
+    grafana = compose["services"]["grafana"]
+    assert "./deploy/grafana/provisioning:/etc/grafana/provisioning:ro" in grafana["volumes"]
+    providers = yaml.safe_load(
+        (GRAFANA / "provisioning" / "dashboards" / "maillage.yaml").read_text(encoding="utf-8")
+    )["providers"]
+    paths = {provider["options"]["path"] for provider in providers}
+    assert f"./deploy/grafana/dashboards:{paths.pop()}:ro" in grafana["volumes"]
+    sources = yaml.safe_load(
+        (GRAFANA / "provisioning" / "datasources" / "datasources.yaml").read_text(encoding="utf-8")
+    )["datasources"]
+    urls = {source["type"]: source["url"] for source in sources}
+    assert urls["prometheus"] == "http://prometheus:9090"
+    assert urls["jaeger"] == "http://jaeger:16686"
+    assert "/api/health" in " ".join(grafana["healthcheck"]["test"])
+    assert {"prometheus", "jaeger"} <= set(grafana["depends_on"])
+    # The admin password comes from the environment (a default only for a local stack).
+    assert "GRAFANA_ADMIN_PASSWORD" in grafana["environment"]["GF_SECURITY_ADMIN_PASSWORD"]
 
 
 def test_dockerfile_is_multi_stage_and_runs_as_a_non_root_user() -> None:

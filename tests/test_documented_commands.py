@@ -38,6 +38,7 @@ OUTSIDE_TOOLS = {
     "jq": "reading JSON answers in the tours",
     "docker": "the compose stack",
     "openssl": "the compose stack's secrets",
+    "kubectl": "deploying to Kubernetes (docs/operations.md)",
 }
 MAKE = shutil.which("make") or "make"
 BUILTINS = {"export", "cd", "source", "."}

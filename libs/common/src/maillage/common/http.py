@@ -35,6 +35,7 @@ from maillage.common.catalog import catalog as default_catalog
 from maillage.common.events import Catalog
 from maillage.common.inbox import DeadLetterProducer, EventConsumer
 from maillage.common.logging import configure_logging, get_logger
+from maillage.common.metrics import Gauge, ServiceMetrics
 from maillage.common.outbox import OutboxRelay
 from maillage.common.problems import (
     Problem,
@@ -208,12 +209,15 @@ def create_app(
     migrations: Path | None = None,
     catalog: Catalog = default_catalog,
     workers: Sequence[WorkerFactory] = (),
+    gauges: Sequence[Gauge] = (),
 ) -> FastAPI:
     """Build a service's ASGI application. See the module docstring for what it wires.
 
     ``routers`` are the service's HTTP routes (``api.router``), ``consumers`` its event consumer
     groups (``consumers.CONSUMERS``), ``migrations`` its folder of numbered SQL files,
-    ``workers`` its background loops, started after the broker and stopped before it.
+    ``workers`` its background loops, started after the broker and stopped before it,
+    ``gauges`` its domain gauges (read every ``metrics_gauge_seconds``, see
+    :mod:`maillage.common.metrics`, which also samples consumer lag and readiness).
     """
     configure_logging(settings.service_name, fmt=settings.log_format, level=settings.log_level)
     configure_telemetry(
@@ -274,6 +278,8 @@ def create_app(
         )
         relay_task: asyncio.Task[None] | None = None
         worker_tasks: list[asyncio.Task[None]] = []
+        sampler: ServiceMetrics | None = None
+        metrics_task: asyncio.Task[None] | None = None
         try:
             await ensure_topics(
                 settings.kafka_bootstrap_servers,
@@ -283,6 +289,17 @@ def create_app(
             await runtime.broker.start()
             relay_task = asyncio.create_task(runtime.relay.run(), name="outbox-relay")
             runtime.workers = [factory(runtime.pool) for factory in workers]
+            sampler = ServiceMetrics(
+                settings.service_name,
+                runtime.pool,
+                consumers=consumers,
+                readiness_checks=runtime.readiness_checks,
+                gauges=gauges,
+                lag_interval=settings.metrics_lag_seconds,
+                gauge_interval=settings.metrics_gauge_seconds,
+                check_timeout=READINESS_TIMEOUT_S,
+            )
+            metrics_task = asyncio.create_task(sampler.run(), name="service-metrics")
             worker_tasks = [
                 asyncio.create_task(worker.run(), name=type(worker).__name__)
                 for worker in runtime.workers
@@ -300,6 +317,9 @@ def create_app(
             log.info("ready")
             yield
         finally:
+            if sampler is not None and metrics_task is not None:
+                sampler.stop()
+                await asyncio.gather(metrics_task, return_exceptions=True)
             for worker in runtime.workers:
                 worker.stop()
             await asyncio.gather(*worker_tasks, return_exceptions=True)  # failures are logged

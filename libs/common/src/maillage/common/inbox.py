@@ -45,7 +45,7 @@ from typing import Any, TypeVar
 
 import asyncpg
 import pydantic
-from aiokafka import AIOKafkaProducer, ConsumerRecord
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
 from aiokafka.errors import MessageSizeTooLargeError, RecordListTooLargeError
 from faststream import AckPolicy
 from faststream.kafka import KafkaBroker
@@ -156,6 +156,13 @@ class EventConsumer:
         self.max_attempts = 5
         self._pool: Callable[[], asyncpg.Pool] | None = None
         self._dead_letters: DeadLetterProducer | None = None
+        self._subscriber: Any = None  # FastStream's, once attached
+
+    @property
+    def kafka_consumer(self) -> AIOKafkaConsumer | None:
+        """The group's aiokafka consumer in this process while it runs (for its lag), else None."""
+        consumer: AIOKafkaConsumer | None = getattr(self._subscriber, "consumer", None)
+        return consumer
 
     @property
     def dead_letter_topic(self) -> str:
@@ -223,7 +230,7 @@ class EventConsumer:
 
         handled = ", ".join(sorted(self.handlers)) or "nothing yet"
 
-        @broker.subscriber(
+        subscriber = broker.subscriber(
             *(topic.name for topic in self.topics),
             group_id=self.group,
             batch=True,
@@ -237,10 +244,14 @@ class EventConsumer:
             title=f"{self.group}:consume",
             description=f"{self.description} Handles: {handled}.".strip(),
         )
+
         async def consume(message: KafkaMessage) -> None:
             raw = message.raw_message
             records = raw if isinstance(raw, tuple) else (raw,)
             await self.process(records)
+
+        subscriber(consume)
+        self._subscriber = subscriber
 
     async def process(self, records: Sequence[ConsumerRecord[bytes, bytes]]) -> None:
         """Apply a batch: partitions in parallel, each in order. Raises to have it redelivered."""

@@ -77,6 +77,9 @@ class ServiceSettings(BaseSettings):
         description="Addresses or networks of the reverse proxies whose X-Forwarded-For is "
         "believed (JSON list: '[\"10.0.0.0/8\"]'); empty: the peer is the client",
     )
+    # Metrics (maillage.common.metrics): how often lag and readiness, and domain gauges, are read
+    metrics_lag_seconds: float = Field(default=15, gt=0, le=3600, description="Lag, readiness")
+    metrics_gauge_seconds: float = Field(default=60, gt=0, le=3600, description="Domain gauges")
     # Logs
     log_format: Literal["json", "console"] = "json"
     log_level: str = "INFO"

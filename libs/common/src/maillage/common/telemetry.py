@@ -156,6 +156,10 @@ def configure_telemetry(
     current = trace.get_tracer_provider()
     if isinstance(current, TracerProvider):
         return current
+    # The stable HTTP semantic conventions: http.server.request.duration in seconds, labelled
+    # http.route, http.request.method and http.response.status_code (the dashboards read these),
+    # instead of the instrumentations' default, the older http.server.duration in milliseconds.
+    os.environ.setdefault("OTEL_SEMCONV_STABILITY_OPT_IN", "http")
 
     resource = Resource.create({SERVICE_NAME: f"maillage-{service}", SERVICE_VERSION: version})
     tracer_provider = TracerProvider(resource=resource, sampler=sampler_for(sample_ratio))

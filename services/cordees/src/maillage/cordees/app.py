@@ -11,7 +11,7 @@ from pydantic import Field
 
 from maillage.common.http import create_app
 from maillage.common.settings import ServiceSettings, service_config
-from maillage.cordees import api, consumers, matcher, store
+from maillage.cordees import api, consumers, gauges, matcher, store
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 DESCRIPTION = (
@@ -43,6 +43,7 @@ def create(settings: CordeesSettings | None = None) -> FastAPI:
         consumers=consumers.CONSUMERS,
         migrations=MIGRATIONS,
         workers=[school_year_end],
+        gauges=gauges.GAUGES,
     )
     app.state.partner_status = store.partner_status  # writes refused to suspended partners
     return app

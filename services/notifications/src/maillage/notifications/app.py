@@ -16,7 +16,7 @@ from pydantic import Field, SecretStr, model_validator
 from maillage.common.http import create_app
 from maillage.common.ratelimit import TokenBucket
 from maillage.common.settings import ServiceSettings, service_config
-from maillage.notifications import api, consumers, domain, mail, ssrf, store
+from maillage.notifications import api, consumers, domain, gauges, mail, ssrf, store
 from maillage.notifications.delivery import DeliveryWorker
 from maillage.notifications.endpoint_warnings import DisableWarningWorker
 from maillage.notifications.mail import MailWorker, SmtpServer, TlsMode
@@ -183,6 +183,7 @@ def create(settings: NotificationsSettings | None = None) -> FastAPI:
             mail_worker(settings),
             disable_warning_worker(settings),
         ],
+        gauges=gauges.GAUGES,
     )
     mail.configure(public_base_url=settings.public_base_url)
     app.state.settings = settings

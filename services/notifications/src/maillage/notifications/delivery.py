@@ -37,7 +37,7 @@ from typing import Self
 import asyncpg
 import httpcore
 import httpx
-from opentelemetry import propagate, trace
+from opentelemetry import metrics, propagate, trace
 
 from maillage.common.db import CONNECTION_ERRORS, transaction
 from maillage.common.logging import get_logger
@@ -46,6 +46,19 @@ from maillage.notifications.secretbox import SecretBox
 
 log = get_logger(__name__)
 tracer = trace.get_tracer(__name__)
+meter = metrics.get_meter(__name__)
+
+# Counted once the attempt is recorded; outcome: delivered, retry (another attempt is scheduled),
+# failed (the schedule is exhausted), disabled (410 Gone, or failing for too long).
+_attempts = meter.create_counter(
+    "maillage.webhook.deliveries", unit="{attempt}", description="Webhook attempts, by outcome"
+)
+_attempt_duration = meter.create_histogram(
+    "maillage.webhook.attempt.duration",
+    unit="s",
+    description="One webhook attempt: connection, request and reading the answer",
+)
+_OUTCOME_OF_STATUS = {"pending": "retry"}
 
 CONNECT_TIMEOUT = 5.0
 TOTAL_TIMEOUT = 15.0
@@ -468,6 +481,9 @@ class DeliveryWorker:
         if self._recording is None or self._recording.done():
             self._recording = asyncio.create_task(self._record_batches())
         await recorded
+        outcome = _OUTCOME_OF_STATUS.get(finished.outcome.status, finished.outcome.status)
+        _attempts.add(1, {"outcome": outcome})
+        _attempt_duration.record(result.duration_ms / 1000, {"outcome": outcome})
         log.info(
             "webhook attempt",
             delivery_id=str(delivery.id),

@@ -30,12 +30,17 @@ from typing import Any, Literal
 import aiosmtplib
 import asyncpg
 import jinja2
+from opentelemetry import metrics
 
 from maillage.common.db import CONNECTION_ERRORS, transaction
 from maillage.common.logging import get_logger
 from maillage.notifications import domain
 
 log = get_logger(__name__)
+# outcome: sent, retry (backoff, the server unavailable or refusing for now), failed (for good).
+_mail_attempts = metrics.get_meter(__name__).create_counter(
+    "maillage.mail.attempts", unit="{mail}", description="E-mail sending attempts, by outcome"
+)
 
 TEMPLATES = Path(__file__).parent / "templates"
 EVENT_PREFIX = "fr.maillage."
@@ -422,6 +427,7 @@ class MailWorker:
                 pending.id,
                 self.clock(),
             )
+        _mail_attempts.add(1, {"outcome": "sent"})
         log.info("mail sent", mail_id=str(pending.id), attempts=pending.attempts + 1)
 
     async def _failed(self, pending: PendingMail, error: BaseException, *, permanent: bool) -> None:
@@ -443,6 +449,7 @@ class MailWorker:
                 next_at,
                 f"{type(error).__name__}: {error}"[:2000],
             )
+        _mail_attempts.add(1, {"outcome": "failed" if permanent else "retry"})
         log.warning(
             "mail not sent",
             mail_id=str(pending.id),
