@@ -5,7 +5,7 @@ the OpenTelemetry "Prometheus and OpenMetrics Compatibility" specification, impl
 prometheus/otlptranslator:
 
 - every character outside ``[a-zA-Z0-9_:]`` becomes ``_``, runs of ``_`` collapse to one;
-- the unit is appended as a word unless the name already ends with it: ``s`` → ``seconds``,
+- the unit is appended as a word unless the name already has it: ``s`` → ``seconds``,
   ``ms`` → ``milliseconds``, ``By`` → ``bytes``…; a ``X/Y`` unit becomes ``X_per_Y``; an
   annotation in braces (``{event}``) is no unit and is dropped;
 - a monotonic sum (a counter) gets ``_total``; a gauge of unit ``1`` gets ``_ratio``;
@@ -40,28 +40,33 @@ def escape(name: str) -> str:
     return re.sub(r"_+", "_", re.sub(r"[^a-zA-Z0-9_:]", "_", name)).strip("_")
 
 
-def unit_words(unit: str) -> list[str]:
+def unit_words(unit: str) -> tuple[str, str]:
+    """(main unit word, per-unit word) of a UCUM unit, each possibly empty."""
     unit = re.sub(r"\{[^}]*\}", "", unit).strip()
     if not unit or unit == "1":
-        return []
+        return "", ""
     main, _, per = unit.partition("/")
-    words = [UNITS.get(main, main)] if main else []
-    if per:
-        words += ["per", PER_UNITS.get(per, per)]
-    return [escape(word) for word in words if word]
+    return escape(UNITS.get(main, main)) if main else "", escape(PER_UNITS.get(per, per))
 
 
 def prometheus_name(name: str, unit: str, kind: str, monotonic: bool) -> str:
-    """The base name (without ``_bucket``/``_sum``/``_count`` for histograms)."""
-    result = escape(name)
-    words = unit_words(unit)
-    if words and not result.endswith("_" + "_".join(words)):
-        result += "_" + "_".join(words)
-    if kind == "gauge" and unit == "1" and not result.endswith("_ratio"):
-        result += "_ratio"
-    if kind == "sum" and monotonic and not result.endswith("_total"):
-        result += "_total"
-    return result
+    """The base name (without ``_bucket``/``_sum``/``_count`` for histograms).
+
+    As otlptranslator's normalisation: the name's ``_``-separated words, then the unit's word
+    unless already among them (``per_<unit>`` likewise), then ``total`` moved to the end for a
+    counter, ``ratio`` appended for a gauge of unit ``1``.
+    """
+    words = [word for word in escape(name).split("_") if word]
+    main, per = unit_words(unit)
+    if main and main not in words:
+        words.append(main)
+    if per and per not in words:
+        words += ["per", per]
+    if kind == "sum" and monotonic:
+        words = [word for word in words if word != "total"] + ["total"]
+    if kind == "gauge" and unit == "1" and "ratio" not in words:
+        words.append("ratio")
+    return "_".join(words)
 
 
 def series_names(name: str, unit: str, kind: str, monotonic: bool) -> set[str]:

@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import re
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from monitoring_queries import (
     ROOT,
     alert_queries,
@@ -25,6 +28,7 @@ from monitoring_queries import (
     parse,
     reads,
 )
+from prometheus_names import prometheus_name
 
 GRAFANA = ROOT / "deploy" / "grafana"
 OPERATIONS_DOC = ROOT / "docs" / "operations.md"
@@ -144,3 +148,23 @@ def test_each_alert_has_a_severity_a_summary_and_a_runbook_paragraph() -> None:
         assert rule["annotations"]["summary"]
         assert f"### {rule['alert']}" in runbook, f"docs/operations.md: no runbook for {rule}"
         assert f"docs/operations.md#{rule['alert'].lower()}" in rule["annotations"]["description"]
+
+
+# ---- the name translation, on any OTLP name ----------------------------------------------------
+
+OTLP_NAMES = st.from_regex(r"[a-z][a-z0-9_.\-/]{0,40}", fullmatch=True)
+UNITS = st.sampled_from(["", "1", "s", "ms", "By", "{event}", "{request}", "By/s", "%"])
+KINDS = st.sampled_from([("sum", True), ("sum", False), ("gauge", False), ("histogram", False)])
+
+
+@settings(max_examples=200, deadline=None)
+@given(name=OTLP_NAMES, unit=UNITS, kind=KINDS)
+def test_every_translated_name_is_a_valid_prometheus_name(
+    name: str, unit: str, kind: tuple[str, bool]
+) -> None:
+    translated = prometheus_name(name, unit, *kind)
+    assert re.fullmatch(r"[a-zA-Z_:][a-zA-Z0-9_:]*", translated), translated
+    parse(translated)  # selectable as written
+    assert translated.endswith("_total") == (kind == ("sum", True))
+    # Translating the Prometheus name again adds nothing: suffixes already there are kept once.
+    assert prometheus_name(translated, unit, *kind) == translated
