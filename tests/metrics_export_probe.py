@@ -1,11 +1,12 @@
 """Run by test_metrics_export.py in a process of its own (one global meter provider per process).
 
-Starts the cordees and notifications services on real databases and the real broker, with OTLP
-export on, and makes every metric the dashboards and alert rules read happen at least once:
-HTTP requests (a 200 and a 401), an event published through the outbox, consumed by both
-services, consumed again (a duplicate) and a record that is not an event (a dead letter), a
-webhook attempt answered 410 (the endpoint is disabled), an e-mail whose SMTP server is down
-(a retry); consumer lag, readiness and the domain gauges are sampled every 0.3 s.
+Starts the cordees, notifications, stages3e and funding services on real databases and the
+real broker, with OTLP export on, and makes every metric the dashboards and alert rules read
+happen at least once: HTTP requests (a 200 and a 401), an event published through the outbox,
+consumed by the services, consumed again (a duplicate) and a record that is not an event (a
+dead letter), a webhook attempt answered 410 (the endpoint is disabled), an e-mail whose SMTP
+server is down (a retry), a funding envelope; consumer lag, readiness and the domain gauges are
+sampled every 0.3 s.
 """
 
 from __future__ import annotations
@@ -30,10 +31,14 @@ from maillage.common.outbox import publish
 from maillage.common.telemetry import shutdown_telemetry
 from maillage.cordees.app import CordeesSettings
 from maillage.cordees.app import create as create_cordees
+from maillage.funding.app import FundingSettings
+from maillage.funding.app import create as create_funding
 from maillage.notifications import mail, signing, store
 from maillage.notifications.app import NotificationsSettings
 from maillage.notifications.app import create as create_notifications
 from maillage.notifications.secretbox import SecretBox
+from maillage.stages3e.app import Stages3eSettings
+from maillage.stages3e.app import create as create_stages3e
 
 SECRET_KEY = "metrics probe webhook secret encryption key"
 
@@ -69,7 +74,14 @@ async def _wait(condition: object, what: str, timeout: float = 60) -> None:
         await asyncio.sleep(0.1)
 
 
-async def main(cordees_db: str, notifications_db: str, bootstrap: str, jwks_url: str) -> None:
+async def main(
+    cordees_db: str,
+    notifications_db: str,
+    stages3e_db: str,
+    funding_db: str,
+    bootstrap: str,
+    jwks_url: str,
+) -> None:
     gone = HTTPServer(("127.0.0.1", 0), _Gone)
     threading.Thread(target=gone.serve_forever, daemon=True).start()
     common = {
@@ -96,10 +108,22 @@ async def main(cordees_db: str, notifications_db: str, bootstrap: str, jwks_url:
             **common,
         )
     )
+    stages3e = create_stages3e(Stages3eSettings(database_url=stages3e_db, **common))  # type: ignore[arg-type]
+    funding = create_funding(FundingSettings(database_url=funding_db, **common))  # type: ignore[arg-type]
     async with (
         LifespanManager(cordees, startup_timeout=90),
         LifespanManager(notifications, startup_timeout=90),
+        LifespanManager(stages3e, startup_timeout=90),
+        LifespanManager(funding, startup_timeout=90),
     ):
+        await funding.state.runtime.pool.execute(
+            """
+            INSERT INTO envelopes (id, departement, year, ae_cents, cp_cents, ae_engaged_cents,
+                                   cp_paid_cents, created_by, created_at, updated_at)
+            VALUES ($1, '94', 2027, 100000000, 80000000, 25000000, 10000000, 'probe', now(), now())
+            """,
+            uuid.uuid4(),
+        )
         transport = httpx.ASGITransport(app=cordees)
         async with httpx.AsyncClient(transport=transport, base_url="http://cordees") as client:
             assert (await client.get("/openapi.json")).status_code == 200
@@ -175,11 +199,12 @@ async def main(cordees_db: str, notifications_db: str, bootstrap: str, jwks_url:
             return bool(webhook and mailed)
 
         def consumed() -> bool:
-            """Both services' groups hold partitions and have committed past the three records."""
+            """Every service's groups hold partitions and have committed past the records."""
             lag = readings.latest("maillage.consumer.lag")
             groups = {labels["group"] for _, labels in lag}
             services = {str(group).split(".")[0] for group in groups}
-            return services == {"cordees", "notifications"} and all(v == 0 for v, _ in lag)
+            expected = {"cordees", "notifications", "stages3e", "funding"}
+            return services == expected and all(v == 0 for v, _ in lag)
 
         await _wait(attempted, "the webhook attempt and the mail attempt")
         await _wait(consumed, "consumer lag sampled at zero")

@@ -1,9 +1,10 @@
 """Operations metrics reach an OTLP collector from running services (issue 12, "done when").
 
-cordees and notifications run in a process of their own (metrics_export_probe.py) with OTLP
-export to a sink in this process; every metric the dashboards and alert rules name must be in
-that real export, translated to the names the collector's Prometheus exporter writes
-(prometheus_names.py), with the labels they select and group by.
+cordees, notifications, stages3e and funding run in a process of their own
+(metrics_export_probe.py) with OTLP export to a sink in this process; every metric the
+dashboards and alert rules name must be in that real export, translated to the names the
+collector's Prometheus exporter writes (prometheus_names.py), with the labels they select and
+group by.
 """
 
 from __future__ import annotations
@@ -30,7 +31,10 @@ pytestmark = pytest.mark.slow
 async def export_from_services(
     postgres_server_url: str, bootstrap: str, jwks_url: str
 ) -> list[ExportedMetric]:
-    names = {"cordees_db": "metrics_cordees", "notifications_db": "metrics_notifications"}
+    names = {
+        f"{service}_db": f"metrics_{service}"
+        for service in ("cordees", "notifications", "stages3e", "funding")
+    }
     for name in names.values():
         await drop_database(postgres_server_url, name)
         await ensure_database(postgres_server_url, name)
@@ -61,7 +65,7 @@ async def exported_metrics(
     kafka_bootstrap_servers: str,
     jwks: tuple[JWKSServer, SigningKey],
 ) -> list[ExportedMetric]:
-    """What cordees and notifications export over OTLP in one real run."""
+    """What the four services export over OTLP in one real run."""
     server, _ = jwks
     return await export_from_services(postgres_server_url, kafka_bootstrap_servers, server.url)
 
@@ -103,6 +107,12 @@ EXPECTED = {
     "maillage.cordees.places.open": ("gauge", "{place}", {"service"}),
     "maillage.cordees.requests.waiting": ("gauge", "{request}", {"service", "priority"}),
     "maillage.cordees.pairings.active": ("gauge", "{pairing}", {"service", "priority"}),
+    "maillage.stages3e.seats": ("gauge", "{seat}", {"service", "state"}),
+    "maillage.stages3e.offers.published": ("gauge", "{offer}", {"service"}),
+    "maillage.funding.envelope.ae_left": ("gauge", "{cent}", {"service", "departement", "year"}),
+    "maillage.funding.envelope.cp_left": ("gauge", "{cent}", {"service", "departement", "year"}),
+    "maillage.funding.envelope.ae": ("gauge", "{cent}", {"service", "departement", "year"}),
+    "maillage.funding.envelope.cp": ("gauge", "{cent}", {"service", "departement", "year"}),
 }
 
 

@@ -485,10 +485,11 @@ def webhooks_and_mail() -> dict[str, Any]:
 
 
 def programmes() -> dict[str, Any]:
+    # Domain gauges: every replica reads the same database, so series are combined with max.
     page = Layout()
     page.row("Cordées de la réussite")
-    paired = "sum by (priority) (maillage_cordees_pairings_active)"
-    waiting = "sum by (priority) (maillage_cordees_requests_waiting)"
+    paired = "max by (priority) (maillage_cordees_pairings_active)"
+    waiting = "max by (priority) (maillage_cordees_requests_waiting)"
     page.add(
         timeseries(
             "Coverage by priority class",
@@ -519,15 +520,71 @@ def programmes() -> dict[str, Any]:
             "Requested, proposed or unmatched.",
         )
     )
-    page.row("Stages de 3e and funding")
+    page.row("Stages de 3e")
     page.add(
-        text(
-            "Stage seats and funding envelopes",
-            "The stages3e (seats free and held) and funding (envelopes' AE and CP left) gauges "
-            "are not exported yet: see docs/operations.md, *Metrics not there yet*.",
+        timeseries(
+            "Seats in the weeks to come",
+            [("max by (state) (maillage_stages3e_seats)", "{{state}}")],
+            "short",
+            "Seats of published offers from this week on: free, or held by an accepted or "
+            "confirmed application.",
+        ),
+        w=18,
+    )
+    page.add(
+        stat(
+            "Published offers",
+            "max(maillage_stages3e_offers_published)",
+            "short",
+            "Offers collèges can find.",
+        ),
+        w=6,
+    )
+    page.row("Funding (programme 147)")
+    envelope = "by (departement, year)"
+    page.add(
+        timeseries(
+            "AE left per envelope",
+            [
+                (
+                    f"max {envelope} (maillage_funding_envelope_ae_left) / 100",
+                    "{{departement}} {{year}}",
+                )
+            ],
+            "currencyEUR",
+            "Autorisations d'engagement not engaged yet (delegated minus conventions signed).",
+        )
+    )
+    page.add(
+        timeseries(
+            "CP left per envelope",
+            [
+                (
+                    f"max {envelope} (maillage_funding_envelope_cp_left) / 100",
+                    "{{departement}} {{year}}",
+                )
+            ],
+            "currencyEUR",
+            "Crédits de paiement not paid yet (delegated minus tranches paid).",
+        )
+    )
+    page.add(
+        timeseries(
+            "Envelopes consumed",
+            [
+                (
+                    f"1 - max {envelope} (maillage_funding_envelope_ae_left) / max {envelope} (maillage_funding_envelope_ae)",
+                    "AE {{departement}} {{year}}",
+                ),
+                (
+                    f"1 - max {envelope} (maillage_funding_envelope_cp_left) / max {envelope} (maillage_funding_envelope_cp)",
+                    "CP {{departement}} {{year}}",
+                ),
+            ],
+            "percentunit",
+            "Share of each envelope engaged (AE) and paid (CP).",
         ),
         w=24,
-        h=4,
     )
     return dashboard(
         "maillage-programmes",

@@ -10,7 +10,7 @@ from pydantic import Field
 
 from maillage.common.http import create_app
 from maillage.common.settings import ServiceSettings, service_config
-from maillage.funding import api, consumers
+from maillage.funding import api, consumers, gauges
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 DESCRIPTION = (
@@ -46,4 +46,5 @@ def create(settings: FundingSettings | None = None) -> FastAPI:
         routers=[api.router],
         consumers=consumers.CONSUMERS,
         migrations=MIGRATIONS,
+        gauges=gauges.GAUGES,
     )

@@ -13,7 +13,7 @@ from pydantic import Field
 from maillage.common.http import create_app
 from maillage.common.ratelimit import TokenBucket
 from maillage.common.settings import ServiceSettings, service_config
-from maillage.stages3e import api, consumers, domain, workers
+from maillage.stages3e import api, consumers, domain, gauges, workers
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 DESCRIPTION = (
@@ -60,6 +60,7 @@ def create(settings: Stages3eSettings | None = None) -> FastAPI:
         consumers=consumers.CONSUMERS,
         migrations=MIGRATIONS,
         workers=[stages_clock],
+        gauges=gauges.GAUGES,
     )
     app.state.rate_limits = {"writes": TokenBucket(rate=settings.writes_per_minute, per=60)}
     return app
