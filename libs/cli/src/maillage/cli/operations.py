@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import os
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Annotated
 from uuid import UUID
 
+import asyncpg
 import typer
 
 from maillage.common import dlq as dead_letters
+from maillage.common import outbox
 from maillage.common.catalog import catalog
 from maillage.common.inbox import DeadLetterProducer
 from maillage.common.schemas import check_snapshots, write_snapshots
@@ -24,20 +27,65 @@ Bootstrap = Annotated[
     ),
 ]
 Service = Annotated[str, typer.Option(help="The service whose consumer groups' dead letters")]
+DatabaseUrl = Annotated[
+    str | None,
+    typer.Option(
+        help="The service's database, for the outbox's dead letters (default: "
+        "<SERVICE>_DATABASE_URL, else maillage dev's)"
+    ),
+]
+DEV_POSTGRES = "postgresql://postgres@127.0.0.1:15432"  # maillage dev's embedded PostgreSQL
+
+
+def _service_database(service: str, database_url: str | None) -> str:
+    return (
+        database_url
+        or os.environ.get(f"{service.upper()}_DATABASE_URL")
+        or f"{DEV_POSTGRES}/{service}"
+    )
+
+
+async def _on_outbox(
+    dsn: str, action: Callable[[asyncpg.Connection], Awaitable[list[outbox.OutboxDeadLetter]]]
+) -> list[outbox.OutboxDeadLetter] | None:
+    """``action`` on the service's database; None (said on stderr) when it cannot be reached,
+    so the consumer groups' dead letters are still listed."""
+    try:
+        connection = await asyncpg.connect(dsn, timeout=5)
+    except (OSError, asyncpg.PostgresError, TimeoutError) as error:
+        typer.echo(f"outbox dead letters not read: {type(error).__name__}: {error}", err=True)
+        return None
+    try:
+        return await action(connection)
+    finally:
+        await connection.close()
+
 
 dlq = typer.Typer(help="Dead letters: list them, replay them.", no_args_is_help=True)
 events = typer.Typer(help="The event catalog and its JSON Schema snapshots.", no_args_is_help=True)
 
 
 @dlq.command("list")
-def list_dead_letters(service: Service, bootstrap: Bootstrap = DEV_BOOTSTRAP) -> None:
-    """List a service's dead letters, oldest first."""
+def list_dead_letters(
+    service: Service, bootstrap: Bootstrap = DEV_BOOTSTRAP, database_url: DatabaseUrl = None
+) -> None:
+    """List a service's dead letters, oldest first: its consumer groups' (Kafka), then the
+    events its outbox relay set aside because the broker refused them for good."""
 
-    async def run() -> list[dead_letters.DeadLetter]:
+    async def run() -> tuple[list[dead_letters.DeadLetter], list[outbox.OutboxDeadLetter] | None]:
         topics = await dead_letters.dead_letter_topics(bootstrap, service)
-        return await dead_letters.list_dead_letters(bootstrap, topics)
+        set_aside = await _on_outbox(
+            _service_database(service, database_url), outbox.outbox_dead_letters
+        )
+        return await dead_letters.list_dead_letters(bootstrap, topics), set_aside
 
-    letters = asyncio.run(run())
+    letters, set_aside = asyncio.run(run())
+    for aside in set_aside or ():
+        typer.echo(
+            f"outbox  set aside  {aside.event_id}  {aside.event_type}\n"
+            f"    for {aside.topic} (key {aside.key}), {aside.size} bytes, {aside.set_aside_at}\n"
+            f"    {aside.error[:300]}"
+        )
     if not letters:
         typer.echo(f"no dead letters for {service}")
         return
@@ -61,12 +109,21 @@ def replay(
         bool, typer.Option("--all", help="Replay every dead letter not yet replayed")
     ] = False,
     bootstrap: Bootstrap = DEV_BOOTSTRAP,
+    database_url: DatabaseUrl = None,
 ) -> None:
-    """Re-publish dead letters to their original topic, with their original event id."""
+    """Re-publish dead letters to their original topic, with their original event id; move
+    events the outbox relay set aside back to the outbox (after the broker's limit is raised)."""
     if (event_id is None) == (not replay_all):
         raise typer.BadParameter("give either --event-id ID or --all")
 
+    async def replay_outbox(connection: asyncpg.Connection) -> list[outbox.OutboxDeadLetter]:
+        return await outbox.replay_outbox_dead_letters(connection, event_id)
+
     async def run() -> list[dead_letters.DeadLetter]:
+        moved = await _on_outbox(_service_database(service, database_url), replay_outbox)
+        for aside in moved or ():
+            typer.echo(f"moved {aside.event_id} ({aside.event_type}) back to the outbox")
+            replayed_from_outbox.append(aside)
         topics = await dead_letters.dead_letter_topics(bootstrap, service)
         producer = DeadLetterProducer(
             bootstrap,
@@ -80,8 +137,9 @@ def replay(
         finally:
             await producer.stop()
 
+    replayed_from_outbox: list[outbox.OutboxDeadLetter] = []
     replayed = asyncio.run(run())
-    if event_id is not None and not replayed:
+    if event_id is not None and not replayed and not replayed_from_outbox:
         typer.echo(f"no dead letter of event {event_id} for {service}", err=True)
         raise typer.Exit(1)
     for letter in replayed:

@@ -5,6 +5,10 @@ so the same event id) to its original topic: every consumer group on that topic 
 and the inboxes of those that had already applied it skip it. ``replay_all`` remembers how far it
 went in the consumer group ``<dead-letter topic>.replay``, so a dead letter is replayed once by
 "all"; a single event can be replayed again by its id at any time.
+
+The outbox has dead letters of its own: events the broker refused for good, set aside in the
+service's database by the relay (``maillage.common.outbox``). They are listed and replayed here
+too (moved back to the outbox, same event id), by id or with "all".
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from maillage.common.auth import require_role
 from maillage.common.events import decode_headers
 from maillage.common.inbox import DEAD_LETTER_HEADER, DEAD_LETTER_PREFIX, DeadLetterProducer
 from maillage.common.logging import get_logger
+from maillage.common.outbox import outbox_dead_letters, replay_outbox_dead_letters
 from maillage.common.problems import Problem
 
 log = get_logger(__name__)
@@ -208,11 +213,24 @@ def admin_router(service: str) -> APIRouter:
         runtime = request.app.state.runtime
         return runtime.settings.kafka_bootstrap_servers, runtime.dead_letters
 
-    @router.get("", summary="List this service's dead letters")
+    @router.get(
+        "",
+        summary="List this service's dead letters",
+        description="`items`: the consumer groups' dead letters (Kafka topics `dlq.<service>.*`);"
+        " `outbox`: the events the broker refused for good, set aside by the outbox relay.",
+    )
     async def list_all(request: Request) -> dict[str, Any]:
         bootstrap, _ = context(request)
         letters = await list_dead_letters(bootstrap, await dead_letter_topics(bootstrap, service))
-        return {"items": [letter.as_dict() for letter in letters]}
+        pool = request.app.state.runtime.pool
+        set_aside = []
+        if pool is not None:
+            async with pool.acquire() as connection:
+                set_aside = await outbox_dead_letters(connection)
+        return {
+            "items": [letter.as_dict() for letter in letters],
+            "outbox": [letter.as_dict() for letter in set_aside],
+        }
 
     @router.post(
         "/replay",
@@ -222,9 +240,15 @@ def admin_router(service: str) -> APIRouter:
     async def replay(request: Request, body: ReplayRequest) -> dict[str, Any]:
         bootstrap, producer = context(request)
         topics = await dead_letter_topics(bootstrap, service)
+        pool = request.app.state.runtime.pool
+        moved = []
+        if pool is not None:
+            async with pool.acquire() as connection:
+                moved = await replay_outbox_dead_letters(connection, body.event_id)
+        outbox = {"outbox_replayed": [letter.as_dict() for letter in moved]}
         if body.event_id is not None:
             letters = await replay_event(bootstrap, topics, body.event_id, producer)
-            if not letters:
+            if not letters and not moved:
                 raise Problem(
                     404,
                     "dead_letter_not_found",
@@ -233,6 +257,6 @@ def admin_router(service: str) -> APIRouter:
                 )
         else:
             letters = await replay_all(bootstrap, topics, producer)
-        return {"replayed": [letter.as_dict() for letter in letters]}
+        return {"replayed": [letter.as_dict() for letter in letters], **outbox}
 
     return router

@@ -29,7 +29,7 @@ from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from maillage.common import db, dlq
+from maillage.common import db, dlq, outbox
 from maillage.common.auth import JWKSCache, TokenVerifier
 from maillage.common.catalog import catalog as default_catalog
 from maillage.common.events import Catalog
@@ -227,6 +227,7 @@ def create_app(
         span_queue_size=settings.trace_span_queue_size,
         span_export_batch_size=settings.trace_span_export_batch_size,
     )
+    outbox.set_max_message_bytes(settings.kafka_max_message_bytes)
     dsn = settings.database_url.get_secret_value()
     runtime = ServiceRuntime(
         settings=settings,
@@ -236,6 +237,7 @@ def create_app(
             settings.kafka_bootstrap_servers,
             service=settings.service_name,
             idempotent=settings.kafka_idempotent_producer,
+            max_message_bytes=settings.kafka_max_message_bytes,
             batch_size=settings.outbox_batch_size,
             retention_hours=settings.outbox_retention_hours,
             inbox_retention_days=settings.inbox_retention_days,
@@ -244,6 +246,7 @@ def create_app(
             settings.kafka_bootstrap_servers,
             client_id=f"maillage-{settings.service_name}-dead-letters",
             idempotent=settings.kafka_idempotent_producer,
+            max_request_size=settings.kafka_max_message_bytes,
         ),
     )
     # The AsyncAPI document lists what this service publishes (through its outbox, not through
@@ -426,11 +429,40 @@ def _health_router(runtime: ServiceRuntime) -> APIRouter:
             for name, result in zip(names, results, strict=True)
         }
         if all(value == "ok" for value in checks.values()):
-            return JSONResponse({"status": "ready", "checks": checks})
+            ready: dict[str, Any] = {"status": "ready", "checks": checks}
+            attention = await _attention(runtime)
+            if attention:
+                ready["attention"] = attention
+            return JSONResponse(ready)
         failed = ", ".join(name for name, value in checks.items() if value != "ok")
         raise Problem(503, "not_ready", "Pas prêt", detail=f"En échec : {failed}.", checks=checks)
 
     return router
+
+
+async def _attention(runtime: ServiceRuntime) -> dict[str, str]:
+    """What an operator must look at although the service serves: events set aside by the
+    outbox relay (decision 35). Not a reason to take the replica out of service, which would
+    stop every other request for one refused event."""
+    pool = runtime.pool
+    if pool is None:
+        return {}
+    try:
+        found = await asyncio.wait_for(
+            pool.fetch("SELECT event_id FROM outbox_dead_letters ORDER BY outbox_id LIMIT 6"),
+            READINESS_TIMEOUT_S,
+        )
+    except (TimeoutError, asyncpg.PostgresError, OSError):
+        return {}
+    if not found:
+        return {}
+    named = ", ".join(str(row["event_id"]) for row in found[:5])
+    more = " and more" if len(found) > 5 else ""
+    service = runtime.settings.service_name
+    return {
+        "outbox_dead_letters": f"events the broker refused for good, set aside: {named}{more}; "
+        f"see `maillage dlq list --service {service}`"
+    }
 
 
 def _describe(error: BaseException) -> str:

@@ -40,6 +40,12 @@ class ServiceSettings(BaseSettings):
     # On for Apache Kafka; the embedded tansu broker does not support it (maillage dev: off).
     kafka_idempotent_producer: bool = True
     kafka_replication_factor: int = Field(default=1, ge=1)
+    kafka_max_message_bytes: int = Field(
+        default=1_048_576,
+        ge=4096,
+        description="The largest record the broker takes (its message.max.bytes): the producers'"
+        " max_request_size, and the limit outbox.publish refuses events over",
+    )
     # Event backbone
     outbox_batch_size: int = Field(default=500, ge=1)
     outbox_retention_hours: float = Field(default=168, gt=0, description="Published rows kept")
