@@ -167,13 +167,97 @@ async def test_missing_body_field_points_at_it(client: httpx.AsyncClient) -> Non
     ]
 
 
-async def test_malformed_json_body_is_422(client: httpx.AsyncClient) -> None:
+@pytest.mark.parametrize(
+    ("body", "line", "column"),
+    [
+        (b'{"name": ', 1, 10),
+        (b'{\n  "name": "x",\n  "contacts": [}\n', 3, 16),
+        (b"{'name': 'x'}", 1, 2),
+        (b'{"name": "x"} trailing', 1, 15),
+    ],
+)
+async def test_malformed_json_is_400_with_line_and_column(
+    client: httpx.AsyncClient, body: bytes, line: int, column: int
+) -> None:
+    """Issue 15 §3: not a 422 whose pointer is a character offset (#/23)."""
     response = await client.post(
-        "/partners", content=b'{"name": ', headers={"content-type": "application/json"}
+        "/partners", content=body, headers={"content-type": "application/json"}
     )
-    body = assert_problem(response, 422, "validation_failed", "/partners")
-    assert body["errors"][0]["in"] == "body"
-    assert body["errors"][0]["type"] == "json_invalid"
+    problem = assert_problem(response, 400, "malformed_json", "/partners")
+    assert (problem["line"], problem["column"]) == (line, column)
+    assert f"ligne {line}, colonne {column} : " in problem["detail"]
+    assert "syntaxe non valide" not in problem["detail"]
+
+
+@pytest.mark.parametrize(
+    ("content_type", "body"),
+    [
+        ("application/x-www-form-urlencoded", b"name=x"),
+        ("text/plain", b'{"name": "x"}'),
+        ("multipart/form-data; boundary=x", b"--x--"),
+    ],
+)
+async def test_a_body_in_another_media_type_is_415(
+    client: httpx.AsyncClient, content_type: str, body: bytes
+) -> None:
+    response = await client.post("/partners", content=body, headers={"content-type": content_type})
+    problem = assert_problem(response, 415, "unsupported_media_type", "/partners")
+    assert "application/json" in problem["detail"]
+    assert problem["accepted"] == ["application/json"]
+
+
+async def test_json_media_types_with_parameters_and_suffixes_are_read(
+    client: httpx.AsyncClient,
+) -> None:
+    for content_type in ("application/json; charset=utf-8", "application/merge-patch+json"):
+        response = await client.post(
+            "/partners", content=b'{"name": "x"}', headers={"content-type": content_type}
+        )
+        assert response.status_code == 201, response.text
+    bare = await client.post("/partners", content=b'{"name": "x"}', headers={"content-type": ""})
+    assert bare.status_code in (201, 415)
+
+
+@pytest.mark.parametrize(
+    ("body", "code"),
+    [
+        (b'{"name": "x", "contacts": ' + b"[" * 33 + b"]" * 33 + b"}", "json_too_deep"),
+        (b"[" * 1000, "bad_request"),  # Python's parser gives up before us: a 400 all the same
+    ],
+)
+async def test_deeply_nested_json_is_400(client: httpx.AsyncClient, body: bytes, code: str) -> None:
+    response = await client.post("/partners", content=body, headers=JSON)
+    assert_problem(response, 400, code, "/partners")
+
+
+@pytest.mark.parametrize(
+    ("body", "pointer", "kind"),
+    [
+        (b'{"name": "\\ud800"}', "#/name", "string_lone_surrogate"),
+        (
+            b'{"name": "x", "contacts": [{"name": "\\udfff", "email": "a@b.fr"}]}',
+            "#/contacts/0/name",
+            "string_lone_surrogate",
+        ),
+        (b'{"name": "a\\u0000b"}', "#/name", "string_nul"),
+        (b'{"name": "x", "\\ud83d": 1}', "#/\\ud83d", "string_lone_surrogate"),
+    ],
+)
+async def test_lone_surrogates_and_nul_are_422_that_can_be_encoded(
+    client: httpx.AsyncClient, body: bytes, pointer: str, kind: str
+) -> None:
+    response = await client.post("/partners", content=body, headers=JSON)
+    problem = assert_problem(response, 422, "validation_failed", "/partners")
+    assert [(e["pointer"], e["type"]) for e in problem["errors"]] == [(pointer, kind)]
+
+
+async def test_a_pair_of_surrogates_is_one_character(client: httpx.AsyncClient) -> None:
+    response = await client.post("/partners", content=b'{"name": "\\ud83d\\ude00"}', headers=JSON)
+    assert response.status_code == 201
+    assert response.json()["name"] == "\U0001f600"
+
+
+JSON = {"content-type": "application/json"}
 
 
 @pytest.mark.parametrize(

@@ -31,6 +31,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from maillage.common import db, dlq, outbox
 from maillage.common.auth import JWKSCache, TokenVerifier
+from maillage.common.bodies import check_json_body
 from maillage.common.catalog import catalog as default_catalog
 from maillage.common.events import Catalog
 from maillage.common.inbox import DeadLetterProducer, EventConsumer
@@ -342,6 +343,8 @@ def create_app(
         description=description,
         version=version,
         lifespan=lifespan,
+        # 415 for a body in another media type, no lone surrogate or NUL: maillage.common.bodies
+        dependencies=[Depends(check_json_body)],
         license_info={"name": "EUPL-1.2", "identifier": "EUPL-1.2"},
         contact={"name": "Maillage", "url": "https://github.com/maillage"},
         responses={

@@ -7,10 +7,24 @@ import base64
 import json
 import uuid
 from collections.abc import Sequence
-from datetime import datetime
-from typing import Any
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+from fastapi import Query
 
 from maillage.common.problems import Problem
+
+MAX_CURSOR_LENGTH = 200
+"""Characters; the cursors we write are about 100 (a query parameter's documented maximum)."""
+
+Cursor = Annotated[
+    str | None,
+    Query(
+        max_length=MAX_CURSOR_LENGTH,
+        description="The `next_cursor` of the previous page; omit for the first page.",
+    ),
+]
+"""A list route's ``cursor`` query parameter (400 ``invalid_cursor`` when not one of ours)."""
 
 Position = tuple[datetime, uuid.UUID]
 """Where a page stopped: the last row's time and id (lists go on after it)."""
@@ -27,12 +41,16 @@ def decode_cursor(cursor: str | None) -> Position | None:
     if cursor is None:
         return None
     try:
+        if len(cursor) > MAX_CURSOR_LENGTH:
+            raise ValueError("longer than any cursor we write")
         at, row_id = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
         moment = datetime.fromisoformat(at)
-        if moment.tzinfo is None:
-            raise ValueError("a cursor's time has its offset")
-        return moment, uuid.UUID(row_id)
-    except (ValueError, TypeError, AttributeError) as error:  # uuid.UUID(7): AttributeError
+        if moment.tzinfo is None or moment.isoformat() != at:  # as encode_cursor writes it
+            raise ValueError("a cursor's time is ISO 8601 with its offset")
+        # In UTC, as PostgreSQL compares it: 9999-12-31T23:59:59-23:59 leaves the range here.
+        return moment.astimezone(UTC), uuid.UUID(row_id)
+    # uuid.UUID(7): AttributeError; thousands of nested "[": RecursionError.
+    except (ValueError, TypeError, AttributeError, OverflowError, RecursionError) as error:
         raise Problem(
             400,
             "invalid_cursor",

@@ -101,8 +101,18 @@ def document_problems(openapi: dict[str, Any]) -> dict[str, Any]:
                     },
                 )
             if "requestBody" in operation:
-                responses.setdefault("400", {"description": "The request body cannot be parsed"})
+                responses.setdefault(
+                    "400",
+                    {
+                        "description": "The request body is not JSON (line and column in "
+                        "`detail`) or is nested too deeply"
+                    },
+                )
                 responses.setdefault("413", {"description": "The request body is too large"})
+                if "application/json" in operation["requestBody"].get("content", {}):
+                    responses.setdefault(
+                        "415", {"description": "The request body is not application/json"}
+                    )
             for status, response in responses.items():
                 if status[:1] in ("4", "5") and "content" not in response:
                     response["content"] = {
@@ -202,6 +212,8 @@ async def handle_validation_error(request: Request, exc: Exception) -> JSONRespo
     assert isinstance(exc, RequestValidationError)
     errors = []
     for error in exc.errors():
+        if error.get("type") == "json_invalid":  # the body is not JSON: 400, line and column
+            return _malformed_json(request, exc.body, error)
         where, pointer = _pointer(error.get("loc", ()))
         errors.append(
             {
@@ -219,6 +231,43 @@ async def handle_validation_error(request: Request, exc: Exception) -> JSONRespo
         "Requête non valide",
         detail=f"{count} champ{'s' if count != 1 else ''} non valide{'s' if count != 1 else ''}.",
         extensions={"errors": errors},
+    )
+
+
+# Python's json messages, for people (the line and column say where).
+_JSON_REASONS = {
+    "Expecting value": "une valeur était attendue",
+    "Expecting property name enclosed in double quotes": "un nom de propriété entre guillemets "
+    "doubles était attendu",
+    "Expecting ':' delimiter": "« : » était attendu",
+    "Expecting ',' delimiter": "« , » était attendu",
+    "Extra data": "du texte suit le document",
+    "Unterminated string starting at": "une chaîne n'est pas fermée",
+    "Invalid control character at": "caractère de contrôle dans une chaîne",
+    "Invalid \\escape": "séquence d'échappement non valide",
+    "Invalid \\uXXXX escape": "séquence \\uXXXX non valide",
+}
+
+
+def _why(error: Mapping[str, Any]) -> str:
+    reason = (error.get("ctx") or {}).get("error", "")
+    return _JSON_REASONS.get(reason, "syntaxe non valide")
+
+
+def _malformed_json(request: Request, document: Any, error: Mapping[str, Any]) -> JSONResponse:
+    """400 with the line and column of the fault (FastAPI's error gives a character offset)."""
+    loc = error.get("loc", ())
+    position = loc[1] if len(loc) > 1 and isinstance(loc[1], int) else 0
+    text = document if isinstance(document, str) else ""
+    line = text.count("\n", 0, position) + 1
+    column = position - text.rfind("\n", 0, position)
+    return problem_response(
+        request,
+        400,
+        "malformed_json",
+        "JSON mal formé",
+        detail=f"JSON mal formé, ligne {line}, colonne {column} : {_why(error)}.",
+        extensions={"line": line, "column": column},
     )
 
 
