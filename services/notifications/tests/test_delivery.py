@@ -7,6 +7,7 @@ deliveries, attempts and due times are read back from a fresh PostgreSQL databas
 from __future__ import annotations
 
 import asyncio
+import json
 import socket
 import threading
 import time
@@ -28,6 +29,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from maillage.common.db import create_pool, migrate_service, transaction
+from maillage.common.logging import configure_logging
 from maillage.notifications import signing, store
 from maillage.notifications.delivery import DeliveryWorker
 from maillage.notifications.secretbox import SecretBox
@@ -649,8 +651,9 @@ async def test_an_endpoint_failing_for_days_is_disabled(
 
 
 async def test_an_attempt_continues_the_trace_of_the_event_it_carries(
-    pool: asyncpg.Pool, receivers: list[Receiver]
+    pool: asyncpg.Pool, receivers: list[Receiver], capsys: pytest.CaptureFixture[str]
 ) -> None:
+    configure_logging("notifications", fmt="json")
     secret = signing.new_secret()
     hook = receiver(receivers, [secret])
     endpoint_id = await endpoint(pool, hook.url, secret)
@@ -668,3 +671,8 @@ async def test_an_attempt_continues_the_trace_of_the_event_it_carries(
     assert received.verified
     # The receiver is told the trace: a partner's own tracing can join the operator's.
     assert received.headers["traceparent"].split("-")[1] == trace_id
+    # And the attempt's log line is in it, with the attempt span's id (issue 15 §4).
+    lines = [json.loads(line) for line in capsys.readouterr().err.splitlines() if line[:1] == "{"]
+    [attempt] = [line for line in lines if line["event"] == "webhook attempt"]
+    assert attempt["trace_id"] == trace_id
+    assert attempt["span_id"] not in (None, format(span.get_span_context().span_id, "016x"))

@@ -9,6 +9,7 @@ the disabling.
 from __future__ import annotations
 
 import asyncio
+import json
 import socket
 import time
 import uuid
@@ -26,9 +27,11 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP as SMTPProtocol
 from aiosmtpd.smtp import Envelope as SMTPEnvelope
 from aiosmtpd.smtp import Session
+from opentelemetry import trace
 
 from maillage.common.catalog import catalog
 from maillage.common.db import create_pool, migrate_service, transaction
+from maillage.common.logging import configure_logging
 from maillage.notifications import consumers, domain, mail, store
 from maillage.notifications.endpoint_warnings import DisableWarningWorker
 from maillage.notifications.mail import MailWorker, SmtpServer
@@ -262,6 +265,22 @@ async def test_a_queued_mail_arrives_with_its_french_subject_and_both_parts(
     # Nothing is due any more.
     assert await worker(pool, smtp_server.port).send_due() == 0
     assert len(smtp_server.inbox.messages) == 1
+
+
+async def test_a_mail_is_sent_in_the_trace_that_queued_it(
+    pool: asyncpg.Pool, smtp_server: SmtpServerProcess, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Issue 15 §4: the "mail sent" line carries the trace of what queued the mail."""
+    configure_logging("notifications", fmt="json")
+    smtp_server.start()
+    with trace.get_tracer("test").start_as_current_span("the event's consumer") as span:
+        await queue_confirmation(pool)
+        trace_id = format(span.get_span_context().trace_id, "032x")
+    assert await worker(pool, smtp_server.port).send_due() == 1
+    lines = [json.loads(line) for line in capsys.readouterr().err.splitlines() if line[:1] == "{"]
+    [sent] = [line for line in lines if line["event"] == "mail sent"]
+    assert sent["trace_id"] == trace_id
+    assert sent["span_id"] not in (None, format(span.get_span_context().span_id, "016x"))
 
 
 async def test_the_same_dedupe_key_and_recipient_is_queued_once(pool: asyncpg.Pool) -> None:

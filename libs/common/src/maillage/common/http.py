@@ -9,6 +9,7 @@ lifespan that migrates the database, opens the pool, creates the topics, starts 
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 import time
 import uuid
@@ -196,6 +197,9 @@ def create_broker(settings: ServiceSettings) -> KafkaBroker:
         client_id=f"maillage-{settings.service_name}",
         middlewares=[KafkaTelemetryMiddleware()],
         logger=get_logger(f"maillage.{settings.service_name}.broker"),
+        # "Received"/"Processed" are per batch, whose records belong to many traces: the inbox
+        # writes one line per record in its span instead ("event handled").
+        log_level=logging.DEBUG,
     )
 
 

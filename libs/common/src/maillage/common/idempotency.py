@@ -33,7 +33,7 @@ OPENAPI_PARAMETER: dict[str, Any] = {
     "required": False,
     "description": f"Retry safely: the same key and body get the same answer for "
     f"{RETENTION_HOURS} hours",
-    "schema": {"type": "string", "pattern": _KEY.pattern},
+    "schema": {"type": "string", "minLength": 8, "maxLength": 255, "pattern": _KEY.pattern},
 }
 """The header as an OpenAPI parameter, for the ``openapi_extra`` of a route that honours it."""
 

@@ -3,10 +3,19 @@
 Every line carries ``service``, ``trace_id`` and ``span_id`` (null outside a span) so a log line
 joins its trace in Jaeger. Standard-library loggers (uvicorn, aiokafka, asyncpg) go through the same
 processors, so there is one format per process.
+
+What never reaches a log line, in either format (decision 36): request bodies and headers (the
+request line names method, path, status and duration only), tokens and secrets, and level-1
+data. Tracebacks are plain text in both formats, without local variables (the development
+renderer's rich tracebacks printed every local: a request's contacts, its Authorization
+header). A last guard scrubs every rendered value, traceback included: e-mail addresses, JWTs,
+``Bearer``/``Basic`` credentials, ``whsec_``/``mcs_`` secrets and phone numbers become ``***``;
+fields whose names look secret are masked whole.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import sys
@@ -42,6 +51,37 @@ def _redact_secrets(
     return event
 
 
+_SCRUBBED = re.compile(
+    r"""
+      [A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+     # an e-mail address
+    | \beyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]*\.?[A-Za-z0-9_-]*  # a JWT (its header is {"...)
+    | (?<=\b[Bb]earer\ )[^\s"',]+ | (?<=\b[Bb]asic\ )[^\s"',]+  # header credentials
+    | \b(?:whsec|mcs)_[A-Za-z0-9+/=_-]+                         # webhook and client secrets
+    | (?<![\w+.-])(?:\+33[\ .-]?|0)[1-9](?:[\ .-]?\d\d){4}(?![\w.-])  # a French phone
+    """,
+    re.VERBOSE,
+)
+
+
+def scrub(text: str) -> str:
+    """``text`` with e-mail addresses, tokens, credentials, secrets and phone numbers masked."""
+    return _SCRUBBED.sub("***", text)
+
+
+def _scrub_values(
+    _logger: Any, _method: str, event: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    # After format_exc_info: the traceback is text by now, and is scrubbed like the rest.
+    for key, value in event.items():
+        if value is None or isinstance(value, bool | int | float) or key == "timestamp":
+            continue
+        if isinstance(value, dict | list | tuple):
+            event[key] = json.loads(scrub(json.dumps(value, default=str)))
+        else:
+            event[key] = scrub(value if isinstance(value, str) else str(value))
+    return event
+
+
 def configure_logging(
     service: str, *, fmt: Literal["json", "console"] = "json", level: str = "INFO"
 ) -> None:
@@ -64,7 +104,9 @@ def configure_logging(
     renderer: Any = (
         structlog.processors.JSONRenderer()
         if fmt == "json"
-        else structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
+        else structlog.dev.ConsoleRenderer(
+            colors=sys.stderr.isatty(), exception_formatter=structlog.dev.plain_traceback
+        )
     )
     # JSON lines always carry trace_id/span_id (null outside a span); a console line shows them
     # only when there is a trace to follow.
@@ -81,7 +123,9 @@ def configure_logging(
             structlog.stdlib.ProcessorFormatter.remove_processors_meta,
             # Here rather than in the logger chain, which structlog caches on first use.
             add_service,
-            *([structlog.processors.format_exc_info] if fmt == "json" else []),
+            # Plain text, no local variables, in both formats; then scrubbed with the rest.
+            structlog.processors.format_exc_info,
+            _scrub_values,
             *console_only,
             renderer,
         ],

@@ -104,12 +104,12 @@ class NewOffer(BaseModel):
     `academies` (codes académie, "24" Créteil); with neither, the whole country."""
 
     model_config = ConfigDict(extra="forbid")
-    school_year: str = Field(pattern=_SCHOOL_YEAR, examples=["2026-2027"])
+    school_year: str = Field(max_length=9, pattern=_SCHOOL_YEAR, examples=["2026-2027"])
     capacity: int = Field(ge=1, le=1000, description="How many schools it can take (encordés)")
     levels: list[Level] = Field(min_length=1, max_length=5)
     thematics: list[Thematic] = Field(min_length=1, max_length=len(Thematic))
     max_distance_km: float | None = Field(default=None, gt=0, le=1000)
-    academies: list[Annotated[str, Field(pattern=_ACADEMIE)]] = Field(
+    academies: list[Annotated[str, Field(max_length=2, pattern=_ACADEMIE)]] = Field(
         default_factory=list, max_length=40
     )
 
@@ -130,7 +130,7 @@ class OfferChanges(BaseModel):
         default=None, min_length=1, max_length=len(Thematic), json_schema_extra=_omittable
     )
     max_distance_km: float | None = Field(default=None, gt=0, le=1000)
-    academies: list[Annotated[str, Field(pattern=_ACADEMIE)]] = Field(
+    academies: list[Annotated[str, Field(max_length=2, pattern=_ACADEMIE)]] = Field(
         default=None, max_length=40, json_schema_extra=_omittable
     )
 
@@ -164,7 +164,7 @@ class NewMatchRequest(BaseModel):
     """A school asks for a cordée: the thematics it wishes (none: any) and how far it goes."""
 
     model_config = ConfigDict(extra="forbid")
-    school_year: str = Field(pattern=_SCHOOL_YEAR, examples=["2026-2027"])
+    school_year: str = Field(max_length=9, pattern=_SCHOOL_YEAR, examples=["2026-2027"])
     thematics: list[Thematic] = Field(default_factory=list, max_length=len(Thematic))
     max_distance_km: float | None = Field(default=None, gt=0, le=1000)
 
@@ -245,8 +245,10 @@ class CampaignScope(BaseModel):
     """One département, one académie, or (neither) the whole country."""
 
     model_config = ConfigDict(extra="forbid")
-    departement: str | None = Field(default=None, pattern=_DEPARTEMENT, examples=["94"])
-    academie: str | None = Field(default=None, pattern=_ACADEMIE, examples=["24"])
+    departement: str | None = Field(
+        default=None, max_length=3, pattern=_DEPARTEMENT, examples=["94"]
+    )
+    academie: str | None = Field(default=None, max_length=2, pattern=_ACADEMIE, examples=["24"])
 
     @model_validator(mode="after")
     def _one_scope(self) -> CampaignScope:
@@ -500,11 +502,11 @@ async def list_offers(
     caller: CurrentCaller,
     pool: Pool,
     tete_partner_id: uuid.UUID | None = None,
-    school_year: Annotated[str | None, Query(pattern=_SCHOOL_YEAR)] = None,
-    status: Annotated[str | None, Query(pattern=r"^(open|closed)$")] = None,
+    school_year: Annotated[str | None, Query(max_length=9, pattern=_SCHOOL_YEAR)] = None,
+    status: Annotated[str | None, Query(max_length=16, pattern=r"^(open|closed)$")] = None,
     thematic: Thematic | None = None,
     level: Level | None = None,
-    cursor: str | None = None,
+    cursor: pagination.Cursor = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
 ) -> dict[str, Any]:
     rows = await store.list_offers(
@@ -723,10 +725,11 @@ async def list_match_requests(
     caller: CurrentCaller,
     pool: Pool,
     status: Annotated[
-        str | None, Query(pattern=r"^(requested|proposed|unmatched|withdrawn|established)$")
+        str | None,
+        Query(max_length=16, pattern=r"^(requested|proposed|unmatched|withdrawn|established)$"),
     ] = None,
-    school_year: Annotated[str | None, Query(pattern=_SCHOOL_YEAR)] = None,
-    cursor: str | None = None,
+    school_year: Annotated[str | None, Query(max_length=9, pattern=_SCHOOL_YEAR)] = None,
+    cursor: pagination.Cursor = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
 ) -> dict[str, Any]:
     partner_id = None if caller.roles & STAFF_ROLES else _caller_partner(caller)
@@ -908,9 +911,9 @@ async def withdraw_match(
 async def list_pairings(
     caller: CurrentCaller,
     pool: Pool,
-    status: Annotated[str | None, Query(pattern=r"^(active|ended)$")] = None,
-    school_year: Annotated[str | None, Query(pattern=_SCHOOL_YEAR)] = None,
-    cursor: str | None = None,
+    status: Annotated[str | None, Query(max_length=16, pattern=r"^(active|ended)$")] = None,
+    school_year: Annotated[str | None, Query(max_length=9, pattern=_SCHOOL_YEAR)] = None,
+    cursor: pagination.Cursor = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
 ) -> dict[str, Any]:
     partner_id = None if caller.roles & STAFF_ROLES else _caller_partner(caller)
@@ -1094,13 +1097,15 @@ async def coverage(
     caller: CurrentCaller,
     pool: Pool,
     departement: Annotated[
-        str | None, Query(pattern=_DEPARTEMENT, description="INSEE form: 94, 2A, 971")
+        str | None, Query(max_length=3, pattern=_DEPARTEMENT, description="INSEE form: 94, 2A, 971")
     ] = None,
     academie: Annotated[
-        str | None, Query(pattern=_ACADEMIE, description="Code académie: 24 is Créteil")
+        str | None,
+        Query(max_length=2, pattern=_ACADEMIE, description="Code académie: 24 is Créteil"),
     ] = None,
     school_year: Annotated[
-        str | None, Query(pattern=_SCHOOL_YEAR, description="Default: the current one")
+        str | None,
+        Query(max_length=9, pattern=_SCHOOL_YEAR, description="Default: the current one"),
     ] = None,
 ) -> dict[str, Any]:
     year = school_year or matcher.school_year_of(datetime.now(UTC).date())

@@ -24,7 +24,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
 import asyncpg
-from fastapi import APIRouter, Body, Query, Request
+from fastapi import APIRouter, Body, Path, Query, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
@@ -1056,7 +1056,10 @@ async def get_preferences(
     responses={**_READ_ONLY, 404: {"description": "Not an event type partners hear of"}},
 )
 async def put_preference(
-    event_type: str, choice: PreferenceChange, caller: CurrentCaller, pool: Pool
+    event_type: Annotated[str, Path(max_length=200)],
+    choice: PreferenceChange,
+    caller: CurrentCaller,
+    pool: Pool,
 ) -> dict[str, Any]:
     partner_id = _own_partner(caller)
     if event_type not in domain.AUDIENCES:

@@ -193,6 +193,7 @@ class AttemptResult:
     status_code: int | None
     error: str | None
     retry_after: str | None = None
+    span: trace.SpanContext | None = None  # the attempt's span: its log line joins the trace
 
 
 @dataclass(frozen=True)
@@ -444,7 +445,9 @@ class DeliveryWorker:
             if error is not None or status_code is None or not 200 <= status_code <= 299:
                 span.set_status(trace.StatusCode.ERROR, error or f"HTTP {status_code}")
         duration_ms = round((time.monotonic() - start) * 1000)
-        return AttemptResult(started_at, duration_ms, status_code, error, retry_after)
+        return AttemptResult(
+            started_at, duration_ms, status_code, error, retry_after, span.get_span_context()
+        )
 
     async def _post(self, delivery: store.ClaimedDelivery) -> tuple[int, str | None]:
         parsed = ssrf.check_url(
@@ -484,6 +487,13 @@ class DeliveryWorker:
         outcome = _OUTCOME_OF_STATUS.get(finished.outcome.status, finished.outcome.status)
         _attempts.add(1, {"outcome": outcome})
         _attempt_duration.record(result.duration_ms / 1000, {"outcome": outcome})
+        attempt_span = trace.NonRecordingSpan(result.span or trace.INVALID_SPAN_CONTEXT)
+        with trace.use_span(attempt_span):
+            self._log_attempt(delivery, result, finished)
+
+    def _log_attempt(
+        self, delivery: store.ClaimedDelivery, result: AttemptResult, finished: _Finished
+    ) -> None:
         log.info(
             "webhook attempt",
             delivery_id=str(delivery.id),

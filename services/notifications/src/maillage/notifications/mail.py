@@ -16,11 +16,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import re
 import textwrap
 import uuid
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from email.message import EmailMessage
 from email.utils import format_datetime
@@ -30,11 +31,13 @@ from typing import Any, Literal
 import aiosmtplib
 import asyncpg
 import jinja2
-from opentelemetry import metrics
+from opentelemetry import metrics, propagate, trace
 
 from maillage.common.db import CONNECTION_ERRORS, transaction
 from maillage.common.logging import get_logger
 from maillage.notifications import domain
+
+tracer = trace.get_tracer("maillage.notifications.mail")
 
 log = get_logger(__name__)
 # outcome: sent, retry (backoff, the server unavailable or refusing for now), failed (for good).
@@ -216,11 +219,14 @@ async def queue(
     """
     rendered = renderer.render(template, context)
     mail_id = uuid.uuid4()
+    trace_context: dict[str, str] = {}
+    propagate.inject(trace_context)  # sending continues the trace that queued it
     queued: uuid.UUID | None = await connection.fetchval(
         """
         INSERT INTO outgoing_mail (id, partner_id, recipient, template, subject, text_body,
-                                   html_body, message_id, dedupe_key, next_attempt_at)
-        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, now())
+                                   html_body, message_id, dedupe_key, next_attempt_at,
+                                   trace_context)
+        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, now(), $10::text::jsonb)
         ON CONFLICT (dedupe_key, recipient) DO NOTHING
         RETURNING id
         """,
@@ -233,6 +239,7 @@ async def queue(
         rendered.html,
         f"<{mail_id}@{MESSAGE_ID_DOMAIN}>",
         dedupe_key,
+        json.dumps(trace_context),
     )
     return queued
 
@@ -271,6 +278,23 @@ class PendingMail:
     html_body: str
     message_id: str
     attempts: int
+    trace_context: dict[str, str] = field(default_factory=dict)  # of what queued it
+
+
+@contextlib.contextmanager
+def _sending(pending: PendingMail) -> Iterator[None]:
+    """A CLIENT span per mail sent, in the trace that queued it: the send's log lines carry its
+    trace_id and span_id."""
+    with tracer.start_as_current_span(
+        "mail send",
+        context=propagate.extract(pending.trace_context),
+        kind=trace.SpanKind.CLIENT,
+        attributes={
+            "maillage.mail.id": str(pending.id),
+            "maillage.mail.attempt": pending.attempts + 1,
+        },
+    ):
+        yield
 
 
 def build_message(pending: PendingMail, from_address: str, now: datetime) -> EmailMessage:
@@ -353,22 +377,25 @@ class MailWorker:
         try:
             async with self._client() as client:
                 while remaining:
-                    pending = remaining[0]
-                    try:
-                        await client.send_message(
-                            build_message(pending, self.smtp.from_address, self.clock())
-                        )
-                    except (aiosmtplib.SMTPRecipientsRefused, aiosmtplib.SMTPDataError) as exc:
-                        remaining.pop(0)
-                        await self._failed(pending, exc, permanent=_refused_for_good(exc))
-                        continue
-                    remaining.pop(0)
-                    await self._sent(pending)
+                    with _sending(remaining[0]):
+                        await self._send_one(client, remaining)
         except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
             log.warning("SMTP server unavailable", error=f"{type(exc).__name__}: {exc}")
             for pending in remaining:
                 await self._failed(pending, exc, permanent=False)
         return len(claimed)
+
+    async def _send_one(self, client: aiosmtplib.SMTP, remaining: list[PendingMail]) -> None:
+        """Send the first of ``remaining`` and take it off; an SMTP outage raises and leaves it."""
+        pending = remaining[0]
+        try:
+            await client.send_message(build_message(pending, self.smtp.from_address, self.clock()))
+        except (aiosmtplib.SMTPRecipientsRefused, aiosmtplib.SMTPDataError) as exc:
+            remaining.pop(0)
+            await self._failed(pending, exc, permanent=_refused_for_good(exc))
+            return
+        remaining.pop(0)
+        await self._sent(pending)
 
     def _client(self) -> aiosmtplib.SMTP:
         return aiosmtplib.SMTP(
@@ -396,7 +423,7 @@ class MailWorker:
                 UPDATE outgoing_mail m SET next_attempt_at = $1 + $3::interval
                   FROM due WHERE m.id = due.id
                 RETURNING m.id, m.recipient, m.subject, m.text_body, m.html_body, m.message_id,
-                          m.attempts
+                          m.attempts, m.trace_context::text AS trace_context
                 """,
                 now,
                 self.batch_size,
@@ -411,6 +438,7 @@ class MailWorker:
                 html_body=row["html_body"],
                 message_id=row["message_id"],
                 attempts=row["attempts"],
+                trace_context=json.loads(row["trace_context"]),
             )
             for row in rows
         ]

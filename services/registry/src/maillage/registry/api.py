@@ -19,7 +19,7 @@ from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from maillage.common import idempotency, pagination
+from maillage.common import idempotency, limits, pagination
 from maillage.common.auth import Caller, CurrentCaller, require_role
 from maillage.common.catalog import (
     PartnerFacts,
@@ -61,16 +61,18 @@ class Contact(BaseModel):
 
 class Territory(BaseModel):
     address: str | None = Field(default=None, max_length=300, pattern=_TEXT)
-    postal_code: str | None = Field(default=None, pattern=r"^[0-9]{5}$")
-    commune_code: str | None = Field(default=None, description="Code commune INSEE (94054 Orly)")
+    postal_code: str | None = Field(default=None, max_length=5, pattern=r"^[0-9]{5}$")
+    commune_code: str | None = Field(
+        default=None, max_length=10, description="Code commune INSEE (94054 Orly)"
+    )
     commune_name: str | None = Field(default=None, max_length=200, pattern=_TEXT)
-    departement: str | None = Field(default=None, pattern=_DEPARTEMENT)
+    departement: str | None = Field(default=None, max_length=3, pattern=_DEPARTEMENT)
     latitude: float | None = Field(default=None, ge=-90, le=90)
     longitude: float | None = Field(default=None, ge=-180, le=180)
-    cites_educatives: list[Annotated[str, Field(pattern=_TEXT)]] = Field(
+    cites_educatives: list[Annotated[str, Field(max_length=200, pattern=_TEXT)]] = Field(
         default_factory=list, max_length=20
     )
-    programmes: list[Programme] = Field(default_factory=list)
+    programmes: list[Programme] = Field(default_factory=list, max_length=20)
 
 
 def _omittable(schema: dict[str, Any]) -> None:
@@ -84,9 +86,13 @@ class Registration(Territory):
     model_config = ConfigDict(extra="forbid")
     kind: PartnerKind
     legal_name: str = Field(min_length=1, max_length=300, pattern=_TEXT)
-    siret: str | None = Field(default=None, description="14 digits; required by kind")
-    rna: str | None = Field(default=None, description="W + 9 digits (associations)")
-    uai: str | None = Field(default=None, description="7 digits + check letter (schools)")
+    siret: str | None = Field(
+        default=None, max_length=20, description="14 digits; required by kind"
+    )
+    rna: str | None = Field(default=None, max_length=20, description="W + 9 digits (associations)")
+    uai: str | None = Field(
+        default=None, max_length=20, description="7 digits + check letter (schools)"
+    )
     contacts: list[Contact] = Field(min_length=1, max_length=10)
 
 
@@ -102,16 +108,16 @@ class PartnerChanges(BaseModel):
         default=None, min_length=1, max_length=300, pattern=_TEXT, json_schema_extra=_omittable
     )
     address: str | None = Field(default=None, max_length=300, pattern=_TEXT)
-    postal_code: str | None = Field(default=None, pattern=r"^[0-9]{5}$")
-    commune_code: str | None = None
+    postal_code: str | None = Field(default=None, max_length=5, pattern=r"^[0-9]{5}$")
+    commune_code: str | None = Field(default=None, max_length=10)
     commune_name: str | None = Field(default=None, max_length=200, pattern=_TEXT)
-    departement: str | None = Field(default=None, pattern=_DEPARTEMENT)
+    departement: str | None = Field(default=None, max_length=3, pattern=_DEPARTEMENT)
     latitude: float | None = Field(default=None, ge=-90, le=90)
     longitude: float | None = Field(default=None, ge=-180, le=180)
-    cites_educatives: list[Annotated[str, Field(pattern=_TEXT)]] = Field(
+    cites_educatives: list[Annotated[str, Field(max_length=200, pattern=_TEXT)]] = Field(
         default=None, max_length=20, json_schema_extra=_omittable
     )
-    programmes: list[Programme] = Field(default=None, json_schema_extra=_omittable)
+    programmes: list[Programme] = Field(default=None, max_length=20, json_schema_extra=_omittable)
 
 
 class Partner(BaseModel):
@@ -387,15 +393,19 @@ async def list_partners(
     caller: CurrentCaller,
     pool: Pool,
     kind: PartnerKind | None = None,
-    departement: Annotated[str | None, Query(pattern=_DEPARTEMENT)] = None,
-    commune: Annotated[str | None, Query(pattern=_TEXT, description="Code commune INSEE")] = None,
+    departement: Annotated[str | None, Query(max_length=3, pattern=_DEPARTEMENT)] = None,
+    commune: Annotated[
+        str | None, Query(max_length=10, pattern=_TEXT, description="Code commune INSEE")
+    ] = None,
     programme: Programme | None = None,
-    education_prioritaire: Annotated[str | None, Query(pattern=r"^(REP|REP\+)$")] = None,
+    education_prioritaire: Annotated[
+        str | None, Query(max_length=4, pattern=r"^(REP|REP\+)$")
+    ] = None,
     q: Annotated[
         str | None,
         Query(min_length=2, max_length=100, pattern=_TEXT, description="Text in the name"),
     ] = None,
-    cursor: str | None = None,
+    cursor: pagination.Cursor = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
 ) -> dict[str, Any]:
     rows = await store.list_partners(
@@ -710,7 +720,7 @@ async def list_clients(
 )
 async def revoke_client(
     partner_id: uuid.UUID,
-    client_id: Annotated[str, Path(pattern=_TEXT)],
+    client_id: Annotated[str, Path(max_length=limits.CODE, pattern=_TEXT)],
     caller: CurrentCaller,
     pool: Pool,
 ) -> None:
@@ -792,10 +802,10 @@ _OAUTH_ERROR = {
                         "required": ["grant_type"],
                         "properties": {
                             "grant_type": {"enum": ["client_credentials", "password"]},
-                            "client_id": {"type": "string"},
-                            "client_secret": {"type": "string"},
-                            "username": {"type": "string"},
-                            "password": {"type": "string"},
+                            "client_id": {"type": "string", "maxLength": limits.SECRET},
+                            "client_secret": {"type": "string", "maxLength": limits.SECRET},
+                            "username": {"type": "string", "maxLength": limits.SECRET},
+                            "password": {"type": "string", "maxLength": limits.SECRET},
                         },
                     }
                 }
@@ -827,6 +837,8 @@ async def token(request: Request, pool: Pool) -> JSONResponse:
     }
     if any("\x00" in value for value in form.values()):  # no database text holds NUL
         return _oauth_error(400, "invalid_request", "Parameters may not contain NUL.")
+    if any(len(value) > limits.SECRET for value in form.values()):
+        return _oauth_error(400, "invalid_request", f"Parameters hold {limits.SECRET} at most.")
     grant = form.get("grant_type")
     issuer = _issuer(request)
     if grant == "client_credentials":

@@ -208,6 +208,18 @@ STORED_FIELD_LEVELS: dict[str, dict[str, Level]] = {
         "created_at": _S,
         "published_at": _S,
     },
+    "outbox_dead_letters": {  # outbox rows the broker refused for good: the same levels
+        "event_id": _S,
+        "outbox_id": _S,
+        "topic": _S,
+        "key": _S,
+        "type": _S,
+        "headers": _S,
+        "payload": _S,
+        "created_at": _S,
+        "error": _S,
+        "set_aside_at": _S,
+    },
     "inbox": {"consumer_group": _S, "event_id": _S, "event_type": _S, "processed_at": _S},
     "idempotency_keys": {  # a stored response may hold contacts
         "scope": _S,
