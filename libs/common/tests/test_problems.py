@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
 import httpx
 import pytest
+import uvicorn
 from fastapi import APIRouter, FastAPI, Query
 from pydantic import BaseModel, Field
 
+from maillage.cli.embedded import free_port
 from maillage.common.http import create_app
 from maillage.common.problems import Problem, _pointer, code_for_status
 from maillage.common.settings import ServiceSettings
@@ -355,6 +358,34 @@ async def test_unexpected_error_is_500_without_internals(client: httpx.AsyncClie
     for leak in ("secret internals", "Traceback", "RuntimeError", 'File "'):
         assert leak not in response.text
     assert set(body) == PROBLEM_KEYS | {"detail"}
+
+
+async def test_a_500_keeps_the_keep_alive_connection(app: FastAPI) -> None:
+    """Issue 16 §4: after each 500 the server used to drop the connection (the exception went
+    on to uvicorn). A real uvicorn, one TCP connection, a 500 then another request on it."""
+    port = free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=port, lifespan="off", log_level="warning")
+    )
+    serving = asyncio.create_task(server.serve())
+    try:
+        while not server.started:
+            await asyncio.sleep(0.05)
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        statuses = []
+        for path in ("/boom", "/search", "/boom", "/search"):
+            writer.write(f"GET {path} HTTP/1.1\r\nHost: t\r\n\r\n".encode())
+            await writer.drain()
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+            length = int(re.search(rb"content-length: (\d+)", head.lower()).group(1))  # type: ignore[union-attr]
+            await reader.readexactly(length)
+            statuses.append(int(head.split()[1]))
+            assert b"connection: close" not in head.lower()
+        writer.close()
+    finally:
+        server.should_exit = True
+        await serving
+    assert statuses == [500, 200, 500, 200]
 
 
 # --- request id --------------------------------------------------------------------------------

@@ -60,7 +60,11 @@ READINESS_TIMEOUT_S = 2.0
 
 class RequestContextMiddleware:
     """Gives every request an id (``X-Request-ID``, kept when the caller sends a sane one),
-    binds it to the log context and logs one line per request."""
+    binds it to the log context and logs one line per request.
+
+    An unexpected exception is answered here (500 problem, traceback logged) and goes no
+    further: Starlette's outermost middleware would answer, then raise it again to the server,
+    and uvicorn closes the keep-alive connection of a request whose app raised."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -75,9 +79,12 @@ class RequestContextMiddleware:
         status = 500
         started = time.perf_counter()
 
+        response_started = False
+
         async def send_with_id(message: Message) -> None:
-            nonlocal status
+            nonlocal status, response_started
             if message["type"] == "http.response.start":
+                response_started = True
                 status = message["status"]
                 headers = list(message.get("headers", []))
                 if not any(name.lower() == b"x-request-id" for name, _ in headers):
@@ -88,6 +95,11 @@ class RequestContextMiddleware:
         with structlog.contextvars.bound_contextvars(request_id=request_id):
             try:
                 await self.app(scope, receive, send_with_id)
+            except Exception as error:
+                if response_started:  # too late for an answer of ours
+                    raise
+                response = await handle_unexpected_error(Request(scope, receive), error)
+                await response(scope, receive, send_with_id)
             finally:
                 if scope["path"] not in ("/livez", "/readyz"):
                     log.info(
