@@ -22,6 +22,9 @@ from openapi_fuzzing import MODES, Fuzzer, describe
 BASE_URL = "http://cordees"
 # Examples per operation, generation mode, caller and target (random or real).
 MAX_EXAMPLES = 12
+# Valid cases with one hostile value each (lone surrogates, NUL, long strings, deep nesting,
+# extreme date-times, forged cursors), per operation, caller and target: never a 5xx.
+HOSTILE_EXAMPLES = 6
 
 pytestmark = pytest.mark.filterwarnings(
     # Schemathesis draws from `random` inside its strategies; Hypothesis seeds `random` for each
@@ -77,6 +80,13 @@ async def test_every_operation_answers_as_documented_under_fuzzing(cordees: Cord
                                     f"{operation.label} ({mode.value}, {who}, {target}):\n"
                                     + describe(error)
                                 )
+                    for target in targets:
+                        try:
+                            fuzzer.hostile(operation, authorization, target, HOSTILE_EXAMPLES)
+                        except (Exception, BaseExceptionGroup) as error:
+                            failures.append(
+                                f"{operation.label} (hostile, {who}, {target}):\n" + describe(error)
+                            )
 
         started = time.monotonic()
         await asyncio.to_thread(fuzz_everything)

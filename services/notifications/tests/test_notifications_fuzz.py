@@ -31,6 +31,9 @@ if TYPE_CHECKING:  # the fixtures' types; pytest itself loads conftest
 BASE_URL = "http://notifications"
 # Examples per operation, generation mode, caller and target (random or real).
 MAX_EXAMPLES = 12
+# Valid cases with one hostile value each (lone surrogates, NUL, long strings, deep nesting,
+# extreme date-times, forged cursors), per operation, caller and target: never a 5xx.
+HOSTILE_EXAMPLES = 6
 PATH_PARAMETERS = ("endpoint_id", "channel_id", "delivery_id", "event_type")
 
 pytestmark = pytest.mark.filterwarnings(
@@ -121,6 +124,13 @@ async def test_every_operation_answers_as_documented_under_fuzzing(fuzzed: Notif
                                     f"{operation.label} ({mode.value}, {who}, {target}):\n"
                                     + describe(error)
                                 )
+                    for target in choices:
+                        try:
+                            fuzzer.hostile(operation, authorization, target, HOSTILE_EXAMPLES)
+                        except (Exception, BaseExceptionGroup) as error:
+                            failures.append(
+                                f"{operation.label} (hostile, {who}, {target}):\n" + describe(error)
+                            )
 
         started = time.monotonic()
         await asyncio.to_thread(fuzz_everything)

@@ -37,6 +37,9 @@ BASE_URL = "http://registry"
 # Examples per operation, generation mode, caller and target partner (random or real): about
 # 3,300 requests in all, in 35 to 60 s on two cores.
 MAX_EXAMPLES = 20
+# Valid cases with one hostile value each (lone surrogates, NUL, long strings, deep nesting,
+# extreme date-times, forged cursors), per operation, caller and target: never a 5xx.
+HOSTILE_EXAMPLES = 6
 
 pytestmark = pytest.mark.filterwarnings(
     # Schemathesis draws from `random` inside its strategies; Hypothesis seeds `random` for each
@@ -170,6 +173,13 @@ async def test_every_operation_answers_as_documented_under_fuzzing(registry: Reg
                                     f"{operation.label} ({mode.value}, {who}, {target}):\n"
                                     + describe(error)
                                 )
+                    for target in targets:
+                        try:
+                            fuzzer.hostile(operation, authorization, target, HOSTILE_EXAMPLES)
+                        except (Exception, BaseExceptionGroup) as error:
+                            failures.append(
+                                f"{operation.label} (hostile, {who}, {target}):\n" + describe(error)
+                            )
 
         started = time.monotonic()
         await asyncio.to_thread(fuzz_everything)

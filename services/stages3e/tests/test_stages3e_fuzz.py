@@ -19,6 +19,9 @@ from stages3e_world import Stages
 
 BASE_URL = "http://stages3e"
 MAX_EXAMPLES = 8
+# Valid cases with one hostile value each (lone surrogates, NUL, long strings, deep nesting,
+# extreme date-times, forged cursors), per operation, caller and target: never a 5xx.
+HOSTILE_EXAMPLES = 6
 
 pytestmark = pytest.mark.filterwarnings(
     "ignore:Do not use the `random` module inside strategies"
@@ -61,6 +64,13 @@ async def test_every_operation_answers_as_documented_under_fuzzing(stages: Stage
                                     f"{operation.label} ({mode.value}, {who}, {target}):\n"
                                     + describe(error)
                                 )
+                    for target in targets:
+                        try:
+                            fuzzer.hostile(operation, authorization, target, HOSTILE_EXAMPLES)
+                        except (Exception, BaseExceptionGroup) as error:
+                            failures.append(
+                                f"{operation.label} (hostile, {who}, {target}):\n" + describe(error)
+                            )
 
         started = time.monotonic()
         await asyncio.to_thread(fuzz_everything)

@@ -142,6 +142,9 @@ def configure_logging(
         logging.getLogger(name).propagate = True
     # The access log duplicates the request span and the request-id line of our middleware.
     logging.getLogger("uvicorn.access").setLevel(logging.WARNING)
+    # httpx writes every URL it calls at INFO: a partner's webhook URL may hold a token in its
+    # query. The webhook worker logs its attempts itself, by endpoint id.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
 def _drop_empty_trace_ids(

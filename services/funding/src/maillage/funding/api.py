@@ -54,7 +54,7 @@ class NewEnvelope(BaseModel):
     """Programme 147 credits delegated to a département for a year."""
 
     model_config = ConfigDict(extra="forbid")
-    departement: str = Field(pattern=_DEPARTEMENT, examples=["94"])
+    departement: str = Field(max_length=3, pattern=_DEPARTEMENT, examples=["94"])
     year: Year
     ae_cents: Cents = Field(description="Autorisations d'engagement, euro cents")
     cp_cents: Cents = Field(description="Crédits de paiement, euro cents")
@@ -96,7 +96,7 @@ class NewConvention(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     beneficiary_partner_id: uuid.UUID
-    departement: str = Field(pattern=_DEPARTEMENT, examples=["94"])
+    departement: str = Field(max_length=3, pattern=_DEPARTEMENT, examples=["94"])
     object: str = Field(
         min_length=1, max_length=256, description="Objet (at most 256 characters, as SCDL)"
     )
@@ -190,7 +190,9 @@ class Programming(BaseModel):
 
 class Signature(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    ej_number: str = Field(pattern=r"^[0-9]{10}$", description="Chorus engagement juridique")
+    ej_number: str = Field(
+        max_length=10, pattern=r"^[0-9]{10}$", description="Chorus engagement juridique"
+    )
     signed_on: date
     declares_no_interest: bool = Field(
         description="The signer declares no interest in the beneficiary (must be true)"
@@ -324,7 +326,7 @@ async def list_envelopes(
     caller: Staff,
     pool: Pool,
     year: Annotated[int | None, Query(ge=2000, le=2100)] = None,
-    departement: Annotated[str | None, Query(pattern=_DEPARTEMENT)] = None,
+    departement: Annotated[str | None, Query(max_length=3, pattern=_DEPARTEMENT)] = None,
     cursor: Annotated[str | None, Query(max_length=200)] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
 ) -> Any:

@@ -28,7 +28,7 @@ from typing import Annotated, Any, Literal
 import asyncpg
 from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
 from maillage.common import idempotency, pagination
 from maillage.common.auth import Caller, CurrentCaller, require_role
@@ -93,7 +93,9 @@ class WeekSeatsIn(BaseModel):
     collèges or collèges near a QPV until 14 days before the week."""
 
     model_config = ConfigDict(extra="forbid")
-    week: str = Field(pattern=_WEEK, examples=["2027-W05"], description="ISO week (week-year)")
+    week: str = Field(
+        max_length=8, pattern=_WEEK, examples=["2027-W05"], description="ISO week (week-year)"
+    )
     seats: int = Field(ge=1, le=domain.MAX_SEATS_PER_WEEK)
     reserved: int = Field(default=0, ge=0, le=domain.MAX_SEATS_PER_WEEK)
 
@@ -109,7 +111,10 @@ class NewOffer(BaseModel):
     sector: Sector = Field(description="ONISEP GFE sector code (A Agriculture … W Droit)")
     address: str | None = Field(default=None, max_length=300)
     commune_code: str | None = Field(
-        default=None, pattern=r"^([0-9]{5}|2[AB][0-9]{3})$", description="Code commune INSEE"
+        default=None,
+        max_length=5,
+        pattern=r"^([0-9]{5}|2[AB][0-9]{3})$",
+        description="Code commune INSEE",
     )
     commune_name: str | None = Field(default=None, max_length=100)
     latitude: float | None = Field(default=None, ge=-90, le=90)
@@ -179,7 +184,7 @@ class NewApplication(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     offer_id: uuid.UUID
-    week: str = Field(pattern=_WEEK, examples=["2027-W05"])
+    week: str = Field(max_length=8, pattern=_WEEK, examples=["2027-W05"])
     pupil_reference: str = Field(
         pattern=domain.PUPIL_REFERENCE.pattern,
         max_length=domain.PUPIL_REFERENCE_MAX,
@@ -217,7 +222,9 @@ class Cancellation(BaseModel):
 
 class SchoolWeeks(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    weeks: list[Annotated[str, Field(pattern=_WEEK)]] = Field(max_length=domain.MAX_WEEKS)
+    weeks: list[Annotated[str, Field(max_length=8, pattern=_WEEK)]] = Field(
+        max_length=domain.MAX_WEEKS
+    )
 
 
 class ErasureRequest(BaseModel):
@@ -369,7 +376,10 @@ async def search_offers(
     latitude: Annotated[float | None, Query(ge=-90, le=90)] = None,
     longitude: Annotated[float | None, Query(ge=-180, le=180)] = None,
     radius_km: Annotated[float, Query(gt=0, le=MAX_RADIUS_KM)] = DEFAULT_RADIUS_KM,
-    week: Annotated[list[str] | None, Query(max_length=domain.MAX_WEEKS)] = None,
+    week: Annotated[
+        list[Annotated[str, StringConstraints(max_length=8)]] | None,
+        Query(max_length=domain.MAX_WEEKS),
+    ] = None,
     sector: Sector | None = None,
     q: Annotated[str | None, Query(min_length=2, max_length=100)] = None,
     cursor: Annotated[str | None, Query(max_length=200)] = None,
@@ -458,7 +468,7 @@ async def my_offers(
     caller: CurrentCaller,
     pool: Pool,
     status: Annotated[
-        str | None, Query(pattern=r"^(published|unpublished|withdrawn|closed)$")
+        str | None, Query(max_length=16, pattern=r"^(published|unpublished|withdrawn|closed)$")
     ] = None,
     cursor: Annotated[str | None, Query(max_length=200)] = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
@@ -683,7 +693,7 @@ async def list_applications(
     caller: CurrentCaller,
     pool: Pool,
     offer_id: uuid.UUID | None = None,
-    status: Annotated[str | None, Query(pattern=r"^[a-z]{1,20}$")] = None,
+    status: Annotated[str | None, Query(max_length=20, pattern=r"^[a-z]{1,20}$")] = None,
     cursor: Annotated[str | None, Query(max_length=200)] = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
 ) -> dict[str, Any]:
@@ -878,8 +888,8 @@ async def stats(
     request: Request,
     caller: CurrentCaller,
     pool: Pool,
-    departement: Annotated[str | None, Query(pattern=_DEPARTEMENT)] = None,
-    academie: Annotated[str | None, Query(pattern=_ACADEMIE)] = None,
+    departement: Annotated[str | None, Query(max_length=3, pattern=_DEPARTEMENT)] = None,
+    academie: Annotated[str | None, Query(max_length=2, pattern=_ACADEMIE)] = None,
     school_year: Annotated[int | None, Query(ge=2000, le=2100)] = None,
 ) -> dict[str, Any]:
     if not caller.has_role(*usecases.STAFF_ROLES):
