@@ -150,10 +150,20 @@ async def seed(url: str, rng: random.Random, offers: int, start_year: int) -> di
                 columns=["id", "partner_id", "title", "description", "sector", "latitude",
                          "longitude", "school_year", "status", "departement", "academie"],
             )  # fmt: skip
+            # Each week carries its offer's point, as store.put_week writes it.
+            await connection.execute(
+                "CREATE TEMPORARY TABLE weeks_in (offer_id uuid, monday date, week text,"
+                " seats int, reserved int) ON COMMIT DROP"
+            )
             await connection.copy_records_to_table(
-                "offer_weeks",
+                "weeks_in",
                 records=week_rows,
                 columns=["offer_id", "monday", "week", "seats", "reserved"],
+            )
+            await connection.execute(
+                "INSERT INTO offer_weeks (offer_id, monday, week, seats, reserved, location)"
+                " SELECT w.offer_id, w.monday, w.week, w.seats, w.reserved, o.location"
+                " FROM weeks_in w JOIN stage_offers o ON o.id = w.offer_id"
             )
         await connection.execute("ANALYZE")
     finally:

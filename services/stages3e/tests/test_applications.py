@@ -255,3 +255,59 @@ async def test_the_year_end_worker_erases_references_of_finished_school_years(
     async with stages.pool.acquire() as connection:
         left = await connection.fetchval("SELECT count(pupil_reference) FROM applications")
     assert left == 0
+
+
+async def test_no_record_on_the_stage_topics_carries_a_pupil_reference(
+    stages: Stages, kafka_bootstrap_servers: str
+) -> None:
+    """The outbox relay sends this test's events to the real broker; every record of both
+    stages3e topics (this test's and earlier tests') is read back and scanned."""
+    import asyncio as aio
+
+    from aiokafka import AIOKafkaConsumer
+
+    host, school = await stages.partner(), await stages.school("REP+")
+    reference = "SCAN-TOPICS-REF-77"
+    async with stages.client() as http:
+        offer = await stages.offer(host, http)
+        application = await stages.application(school, offer, http, pupil=reference)
+        await http.post(
+            f"/applications/{application['id']}/accept", headers=stages.host_token(host)
+        )
+        await http.post(
+            f"/applications/{application['id']}/confirm", headers=stages.school_token(school)
+        )
+    for _ in range(600):  # the relay publishes within moments
+        async with stages.pool.acquire() as connection:
+            left = await connection.fetchval(
+                "SELECT count(*) FROM outbox WHERE published_at IS NULL"
+            )
+        if left == 0:
+            break
+        await aio.sleep(0.1)
+    assert left == 0
+    consumer = AIOKafkaConsumer(
+        "stages3e.offers",
+        "stages3e.applications",
+        bootstrap_servers=kafka_bootstrap_servers,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        group_id=None,
+    )
+    await consumer.start()
+    try:
+        seen: list[bytes] = []
+        for _ in range(50):
+            batch = await consumer.getmany(timeout_ms=500)
+            for records in batch.values():
+                for record in records:
+                    seen.append(
+                        (record.value or b"")
+                        + b"".join(value or b"" for _, value in record.headers)
+                    )
+            if any(application["id"].encode() in item and b"confirmed" in item for item in seen):
+                break
+    finally:
+        await consumer.stop()
+    assert any(application["id"].encode() in item for item in seen)
+    assert not any(reference.encode() in item for item in seen)

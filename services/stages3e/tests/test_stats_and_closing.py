@@ -87,3 +87,35 @@ async def test_a_retried_application_with_its_idempotency_key_applies_once(stage
         assert again.headers["Idempotent-Replayed"] == "true"
         assert again.json() == first.json()
     assert len(await stages.events("application.submitted.v1")) == 1
+
+
+async def test_a_suspended_host_can_no_longer_write_and_writes_are_rate_limited(
+    stages: Stages,
+) -> None:
+    from maillage.common.catalog import PartnerSuspended
+    from maillage.common.ratelimit import TokenBucket
+
+    host, school = await stages.partner(), await stages.school()
+    async with stages.client() as http:
+        offer = await stages.offer(host, http)
+        application = await stages.application(school, offer, http)
+        await stages.apply_event(
+            PartnerSuspended(
+                partner_id=host, kind="entreprise", legal_name="Partenaire", status="suspended",
+                version=2,
+            )
+        )  # fmt: skip
+        refused = await http.post(
+            f"/applications/{application['id']}/accept", headers=stages.host_token(host)
+        )
+        assert refused.status_code == 403
+        assert refused.json()["code"] == "partner_not_in_good_standing"
+        stages.app.state.rate_limits["writes"] = TokenBucket(rate=2, per=60)
+        headers = stages.school_token(school)
+        answers = [
+            await http.put("/schools/me/weeks", json={"weeks": []}, headers=headers)
+            for _ in range(3)
+        ]
+        assert [a.status_code for a in answers] == [200, 200, 429]
+        assert int(answers[-1].headers["Retry-After"]) >= 1
+        assert answers[-1].json()["code"] == "rate_limited"

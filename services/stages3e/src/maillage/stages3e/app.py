@@ -13,7 +13,7 @@ from pydantic import Field
 from maillage.common.http import create_app
 from maillage.common.ratelimit import TokenBucket
 from maillage.common.settings import ServiceSettings, service_config
-from maillage.stages3e import api, consumers, domain, gauges, workers
+from maillage.stages3e import api, consumers, domain, gauges, store, workers
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 DESCRIPTION = (
@@ -63,4 +63,5 @@ def create(settings: Stages3eSettings | None = None) -> FastAPI:
         gauges=gauges.GAUGES,
     )
     app.state.rate_limits = {"writes": TokenBucket(rate=settings.writes_per_minute, per=60)}
+    app.state.partner_status = store.partner_status  # writes refused to suspended partners
     return app

@@ -94,6 +94,18 @@ async def get_partner(connection: Connection, partner_id: uuid.UUID) -> KnownPar
     return KnownPartner(**dict(row)) if row else None
 
 
+async def partner_status(connection: Connection, partner_id: str) -> str | None:
+    """The read model's status of a partner; None when unknown (or not a partner id)."""
+    try:
+        key = uuid.UUID(partner_id)
+    except ValueError:
+        return None
+    status: str | None = await connection.fetchval(
+        "SELECT status FROM partners WHERE partner_id = $1", key
+    )
+    return status
+
+
 # --- offers -------------------------------------------------------------------------------------
 
 OFFER_COLUMNS = (
@@ -263,12 +275,14 @@ async def lock_weeks(connection: Connection, keys: Sequence[tuple[uuid.UUID, dat
 async def put_week(
     connection: Connection, offer_id: uuid.UUID, monday: date, week: str, seats: int, reserved: int
 ) -> None:
+    """Create or change a week of an offer; it takes the offer's point (``location``), as every
+    week of an offer is rewritten whenever the offer changes."""
     await connection.execute(
         """
-        INSERT INTO offer_weeks (offer_id, monday, week, seats, reserved)
-        VALUES ($1, $2, $3, $4, $5)
+        INSERT INTO offer_weeks (offer_id, monday, week, seats, reserved, location)
+        SELECT $1, $2, $3, $4, $5, o.location FROM stage_offers o WHERE o.id = $1
         ON CONFLICT (offer_id, monday) DO UPDATE SET seats = EXCLUDED.seats,
-            reserved = EXCLUDED.reserved
+            reserved = EXCLUDED.reserved, location = EXCLUDED.location
         """,
         offer_id,
         monday,
@@ -355,8 +369,9 @@ async def search_offers(
     after: tuple[float, uuid.UUID] | None,
     limit: int,
 ) -> list[dict[str, Any]]:
-    """Published offers within ``radius_m`` metres of the point (earthdistance: a GiST box,
-    then the exact great-circle distance), nearest first (``distance_m``), that have a week (of
+    """Published offers within ``radius_m`` metres of the point (earthdistance: the stored
+    ``location`` under a GiST index, walked nearest first by its chord distance ``<->``, which
+    orders as the great-circle ``distance_m`` does), nearest first, that have a week (of
     ``mondays``, or any week not yet begun) with a seat this school may take: every free seat
     when it is eligible or reserved seats are open, otherwise the unreserved ones left. ``text``
     matches title and description, accents and case ignored (a pattern of LIKE, escaped).
@@ -372,27 +387,25 @@ async def search_offers(
                 WHERE w.offer_id = page.id AND ($4::date[] IS NULL OR w.monday = ANY ($4))
                ) AS weeks
         FROM (
-            SELECT * FROM (
-                SELECT {OFFER_COLUMNS},
-                       earth_distance(ll_to_earth(o.latitude, o.longitude),
-                                      ll_to_earth($1, $2)) AS distance_m
-                FROM stage_offers o
-                WHERE o.status = 'published'
-                  AND earth_box(ll_to_earth($1, $2), $3) @> ll_to_earth(o.latitude, o.longitude)
-                  AND ($5::text IS NULL OR o.sector = $5)
-                  AND ($6::text IS NULL OR stage_search_text(o.title || ' ' || o.description)
-                                           LIKE '%' || stage_search_text($6) || '%')
-                  AND EXISTS (
-                      SELECT 1 FROM offer_weeks w
-                      WHERE w.offer_id = o.id AND w.monday > $8
-                        AND ($4::date[] IS NULL OR w.monday = ANY ($4))
-                        AND w.held < w.seats
-                        AND ($7 OR w.monday - $9::int <= $8
-                             OR w.seats - w.reserved - w.held_by_ineligible > 0))
-            ) AS found
-            WHERE distance_m <= $3
-              AND ($10::float8 IS NULL OR (distance_m, id) > ($10, $11::uuid))
-            ORDER BY distance_m, id
+            SELECT {OFFER_COLUMNS},
+                   earth_distance(o.location, ll_to_earth($1, $2)) AS distance_m
+            FROM stage_offers o
+            WHERE o.status = 'published'
+              AND earth_box(ll_to_earth($1, $2), $3) @> o.location
+              AND earth_distance(o.location, ll_to_earth($1, $2)) <= $3
+              AND ($5::text IS NULL OR o.sector = $5)
+              AND ($6::text IS NULL OR stage_search_text(o.title || ' ' || o.description)
+                                       LIKE '%' || stage_search_text($6) || '%')
+              AND o.id IN (
+                  SELECT w.offer_id FROM offer_weeks w
+                  WHERE w.monday > $8 AND ($4::date[] IS NULL OR w.monday = ANY ($4))
+                    AND earth_box(ll_to_earth($1, $2), $3) @> w.location
+                    AND w.held < w.seats
+                    AND ($7 OR w.monday - $9::int <= $8
+                         OR w.seats - w.reserved - w.held_by_ineligible > 0))
+              AND ($10::float8 IS NULL
+                   OR (earth_distance(o.location, ll_to_earth($1, $2)), o.id) > ($10, $11::uuid))
+            ORDER BY o.location <-> ll_to_earth($1, $2), o.id
             LIMIT $12
         ) AS page
         ORDER BY page.distance_m, page.id
