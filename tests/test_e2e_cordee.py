@@ -1,19 +1,22 @@
 """End to end, as partners live it: the five services as real processes under ``maillage dev``.
 
-A tête de cordée and a REP+ collège register with the registry (the collège is verified by its
-UAI, the tête by an operator) and receive API credentials; each subscribes a webhook endpoint (a
+A tête de cordée and a REP+ collège register with the registry (the collège is verified when the
+code mailed to its institutional mailbox comes back, the tête by an operator) and receive API
+credentials (the tête with its registration access token); each subscribes a webhook endpoint (a
 local receiver that verifies every delivery with the official ``standardwebhooks`` library); the
 tête opens a cordée offer; the collège asks for a match; the tête's endpoint receives the
 proposal; the tête accepts; both endpoints receive the pairing. Each partner request carries a
 W3C ``traceparent`` of the test's own, and the test checks that the webhooks it caused arrive in
 that same trace, and that the spans the services exported to an OTLP sink form one trace from the
-HTTP call to the webhook.
+HTTP call to the webhook. Last, an operator suspends the tête, and every service refuses its
+still-valid token within seconds.
 """
 
 from __future__ import annotations
 
 import base64
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -21,6 +24,8 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from email import message_from_bytes, policy
+from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
 
@@ -135,6 +140,20 @@ class Stack:
     urls: dict[str, str]
     registry_database_url: str
     output: list[str]
+    mail_dir: Path  # maillage dev's mailbox: one .eml per mail sent
+
+
+def mailed_code(mail_dir: Path, mailbox: str) -> str | None:
+    """The eight-digit code of the newest mail to ``mailbox`` in the dev mailbox, if any."""
+    for path in sorted(mail_dir.glob("*.eml"), reverse=True):
+        message = message_from_bytes(path.read_bytes(), policy=policy.default)
+        if message["To"] != mailbox or not isinstance(message, EmailMessage):
+            continue
+        body = message.get_body(preferencelist=("plain",))
+        found = re.search(r"^\s*(\d{8})\s*$", body.get_content() if body else "", re.MULTILINE)
+        if found:
+            return found.group(1)
+    return None
 
 
 def _consecutive_free_ports(count: int) -> int:
@@ -208,6 +227,7 @@ def stack(tmp_path: Path, sink: OtlpSink) -> Iterator[Stack]:
             },
             registry_database_url=f"postgresql://postgres@127.0.0.1:{postgres_port}/registry",
             output=lines,
+            mail_dir=tmp_path / "data" / "mail",
         )
     finally:
         process.terminate()
@@ -238,9 +258,11 @@ def bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
 
-def partner_token(http: httpx.Client, registry: str, operator: str, partner_id: str) -> str:
+def partner_token(http: httpx.Client, registry: str, creator: str, partner_id: str) -> str:
+    """A client-credentials token of a new API client, created with ``creator``'s token (an
+    operator's, or the partner's registration access token)."""
     client = http.post(
-        f"{registry}/partners/{partner_id}/clients", json={"name": "e2e"}, headers=bearer(operator)
+        f"{registry}/partners/{partner_id}/clients", json={"name": "e2e"}, headers=bearer(creator)
     )
     assert client.status_code == 201, client.text
     basic = base64.b64encode(
@@ -333,10 +355,25 @@ def test_a_cordee_from_registration_to_pairing(stack: Stack, sink: OtlpSink) -> 
         college = http.post(f"{registry}/partners", json=demo_partner("Collège Robert Desnos"))
         assert college.status_code == 201, college.text
         college_id = college.json()["id"]
-        assert college.json()["status"] == "verified"
         assert college.json()["education_prioritaire"] == "REP+"
+        # The collège proves control of its institutional mailbox (the Annuaire's Mail column):
+        # the code notifications mailed lands in maillage dev's mailbox (decision 41).
+        assert college.json()["status"] == "pending"
+        mailbox = college.json()["school_claim"]["mailbox"]
+        code = until(lambda: mailed_code(stack.mail_dir, mailbox), f"the code mailed to {mailbox}")
+        proven = http.post(
+            f"{registry}/partners/{college_id}/school-claim",
+            json={"code": code},
+            headers=bearer(college.json()["registration_access_token"]),
+        )
+        assert proven.status_code == 200, proven.text
+        assert proven.json()["status"] == "verified"
 
-        tete_token = partner_token(http, registry, operator, tete_id)
+        # The tête gets its first API client with its registration access token; the collège
+        # through the operator.
+        tete_token = partner_token(
+            http, registry, tete.json()["registration_access_token"], tete_id
+        )
         college_token = partner_token(http, registry, operator, college_id)
 
         # Both subscribe a webhook endpoint; the secret is shown once.
@@ -412,6 +449,45 @@ def test_a_cordee_from_registration_to_pairing(stack: Stack, sink: OtlpSink) -> 
         # partners), all verified: the receiver refuses anything else.
         deliveries = [(item["partner"], item["webhook_id"]) for item in webhooks.received]
         assert len(deliveries) == len(set(deliveries))
+
+        # An operator suspends the tête: within seconds, its unexpired token changes nothing in
+        # any service (decision 40), while reads go on.
+        suspended = http.post(
+            f"{registry}/partners/{tete_id}/suspend",
+            json={"reason": "e2e audit"},
+            headers=bearer(operator),
+        )
+        assert suspended.status_code == 200, suspended.text
+        writes = {
+            "registry": lambda: http.patch(
+                f"{registry}/partners/{tete_id}",
+                json={"commune_name": "Villejuif"},
+                headers=bearer(tete_token),
+            ),
+            "cordees": lambda: http.post(
+                f"{cordees}/offers",
+                json={
+                    "school_year": SCHOOL_YEAR,
+                    "capacity": 1,
+                    "levels": ["3e"],
+                    "thematics": ["numerique"],
+                },
+                headers=bearer(tete_token),
+            ),
+            "notifications": lambda: http.post(
+                f"{notifications}/webhook-endpoints",
+                json={"url": webhooks.url("tete"), "event_types": []},
+                headers=bearer(tete_token),
+            ),
+        }
+        for service, write in writes.items():
+            refused = until(
+                lambda write=write: (r := write()).status_code == 403 and r,
+                f"{service} to refuse the suspended tête",
+                timeout=20,
+            )
+            assert refused.json()["code"] == "partner_not_in_good_standing", service
+        assert http.get(f"{cordees}/offers/{offer_id}", headers=bearer(tete_token)).is_success
 
     # One trace per request, from the HTTP call in cordees to the webhook sent by notifications.
     def whole_trace(trace_id: str) -> list[ExportedSpan] | None:

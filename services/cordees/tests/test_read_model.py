@@ -112,8 +112,13 @@ async def test_the_read_model_follows_the_registry_through_kafka(
             "contacts": [{"name": "Direction", "role": "Principal", "email": "ce@example.org"}],
         },
     )
-    assert desnos.json()["status"] == "verified"  # by its UAI, from the Annuaire
+    # Pending until it proves control of its mailbox (decision 41): here, an operator verifies.
+    assert desnos.json()["status"] == "pending"
     school_id = desnos.json()["id"]
+    school_verified = await registry.post(
+        f"/partners/{school_id}/verify", json={"reason": "called the school"}, headers=operator
+    )
+    assert school_verified.status_code == 200, school_verified.text
 
     async def known(partner_id: str, status: str) -> bool:
         async with cordees.pool.acquire() as connection:

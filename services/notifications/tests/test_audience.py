@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from maillage.common.catalog import (
+    SCHOOL_CLAIMS,
     SCHOOLS,
     ConventionSigned,
     MatchDeclined,
@@ -41,6 +42,7 @@ def data(model: type[Any], **fields: Any) -> dict[str, Any]:
 # Topics the fan-out does not read, and why: a new topic is either read or listed here.
 NOT_READ = {
     SCHOOLS.name: "reference data (the Annuaire de l'éducation), no partner's news: nobody hears",
+    SCHOOL_CLAIMS.name: "one-time codes for a school's mailbox: mailed by their own consumer",
 }
 
 

@@ -550,3 +550,39 @@ async def test_the_partner_read_model_keeps_only_newer_versions(database_url: st
         assert name == "Nouveau nom"
     finally:
         await connection.close()
+
+
+async def test_a_school_claim_code_goes_to_the_institutional_mailbox_only(
+    world: World, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """Decision 41: the registry's one-time code for a school is mailed to the Annuaire's
+    mailbox, once even if the event comes twice, and no webhook or log line carries it."""
+    from maillage.common.catalog import SchoolClaimCodeIssued
+
+    partner_id = await world.partner("Collège Robert Desnos")  # even a partner with an endpoint
+    event = SchoolClaimCodeIssued(
+        claim_id=uuid.uuid4(),
+        partner_id=partner_id,
+        uai="0940123Y",
+        school_name="Collège Robert Desnos",
+        mailbox="ce.0940123Y@ac-creteil.fr",
+        legal_name="Collège Robert Desnos",
+        code="04719263",
+        expires_at=datetime.now(UTC),
+    )
+    event_id = await world.produce(event)
+    await world.produce(event, event_id=event_id)  # redelivered: mailed once
+
+    async def mailed() -> bool:
+        return any(m["To"] == "ce.0940123Y@ac-creteil.fr" for m in world.inbox.messages)
+
+    assert await wait_until(mailed)
+    await asyncio.sleep(0.5)  # room for a second mail, which must not come
+    [message] = [m for m in world.inbox.messages if m["To"] == "ce.0940123Y@ac-creteil.fr"]
+    body = message.get_body(preferencelist=("plain",))
+    assert body is not None
+    assert "04719263" in body.get_content()
+    assert "04719263" not in message["Subject"]  # maillage dev prints subjects
+    assert not any("04719263" in json.dumps(item, default=str) for item in world.receiver.received)
+    captured = capfd.readouterr()
+    assert "04719263" not in captured.out + captured.err

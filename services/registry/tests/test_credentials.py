@@ -426,3 +426,94 @@ async def test_wrong_secrets_slow_down_their_account_then_their_address(
         # ...which the fifth failure of this address reaches, whatever the account.
         assert (await grant("mcl_another", "guess")).status_code == 401
         assert (await grant("mcl_a_third", "guess")).status_code == 429
+
+
+async def test_a_partner_onboards_itself_with_its_registration_access_token(
+    registry: Registry,
+) -> None:
+    """RFC 7591/7592's way: registration answers a token shown once; with it the partner reads
+    and manages its registration and, once verified, creates its first API client."""
+    body = {
+        "kind": "association",
+        "legal_name": "Mon association",
+        "rna": "W941234567",
+        "contacts": [{"name": "Ada", "role": "Présidente", "email": "ada@example.org"}],
+    }
+    async with httpx.AsyncClient(timeout=10, base_url=registry.url) as http:
+        registered = await http.post("/partners", json=body)
+        assert registered.status_code == 201, registered.text
+        partner_id = registered.json()["id"]
+        token = registered.json()["registration_access_token"]
+        assert token.startswith("mrt_")
+        mine = {"Authorization": f"Bearer {token}"}
+
+        read = await http.get(f"/partners/{partner_id}", headers=mine)
+        assert read.status_code == 200
+        assert read.json()["contacts"][0]["email"] == "ada@example.org"  # its own level 1
+        changed = await http.patch(
+            f"/partners/{partner_id}", json={"commune_name": "Villejuif"}, headers=mine
+        )
+        assert changed.status_code == 200, changed.text
+        history = await http.get(f"/partners/{partner_id}/history", headers=mine)
+        assert history.status_code == 200
+        too_early = await http.post(
+            f"/partners/{partner_id}/clients", json={"name": "ERP"}, headers=mine
+        )
+        assert too_early.status_code == 409
+        assert too_early.json()["code"] == "partner_not_verified"
+        other = await http.post(
+            "/partners", json={**body, "rna": "W941234568", "legal_name": "Autre"}
+        )
+        not_mine = await http.patch(
+            f"/partners/{other.json()['id']}", json={"legal_name": "Volé"}, headers=mine
+        )
+        assert not_mine.status_code == 403
+        listing = await http.get("/partners", headers=mine)  # a registration token is no JWT
+        assert listing.status_code == 401
+
+        operator = {"Authorization": f"Bearer {await staff_token(registry, http, ['operator'])}"}
+        verified = await http.post(
+            f"/partners/{partner_id}/verify", json={"reason": "RNA checked"}, headers=operator
+        )
+        assert verified.status_code == 200
+        first = await http.post(
+            f"/partners/{partner_id}/clients", json={"name": "ERP"}, headers=mine
+        )
+        assert first.status_code == 201, first.text
+        used_up = await http.get(f"/partners/{partner_id}", headers=mine)
+        assert used_up.status_code == 401  # from now on the partner uses its client
+        issued = await http.post(
+            "/oauth/token",
+            data={
+                "grant_type": "client_credentials",
+                "client_id": first.json()["client_id"],
+                "client_secret": first.json()["client_secret"],
+            },
+        )
+        assert issued.status_code == 200, issued.text
+
+        # Lost: an operator issues a new one; the history says who and why.
+        reissued = await http.post(
+            f"/partners/{partner_id}/registration-token",
+            json={"reason": "token perdu, demande par téléphone"},
+            headers=operator,
+        )
+        assert reissued.status_code == 201, reissued.text
+        fresh = {"Authorization": f"Bearer {reissued.json()['registration_access_token']}"}
+        assert (await http.get(f"/partners/{partner_id}", headers=fresh)).status_code == 200
+        by_partner = await http.post(
+            f"/partners/{partner_id}/registration-token", json={"reason": "moi"}, headers=fresh
+        )
+        assert by_partner.status_code in (401, 403)
+        last = (await http.get(f"/partners/{partner_id}/history", headers=operator)).json()[-1]
+    assert (last["from_status"], last["to_status"]) == ("verified", "verified")
+    assert last["actor"].startswith("operator:")
+    assert "token perdu" in last["reason"]
+
+    connection = await asyncpg.connect(registry.database_url)
+    try:
+        stored = await connection.fetchval("SELECT token_hash FROM registration_tokens")
+    finally:
+        await connection.close()
+    assert token not in stored
+    assert reissued.json()["registration_access_token"] not in stored

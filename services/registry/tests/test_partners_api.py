@@ -187,8 +187,21 @@ async def test_idempotency_key_replays_the_first_response(app: FastAPI, database
             "/partners", json={**body, "legal_name": "Changed"}, headers=headers
         )
     assert first.status_code == replay.status_code == 201
-    assert replay.json() == first.json()
+    shown_once = {"registration_access_token", "registration_access_token_expires_at"}
+    assert {k: v for k, v in replay.json().items() if k not in shown_once} == {
+        k: v for k, v in first.json().items() if k not in shown_once
+    }
+    # The stored answer never holds the token: a replay gets a new one, the first one is void.
+    assert replay.json()["registration_access_token"] != first.json()["registration_access_token"]
     assert replay.headers["Idempotent-Replayed"] == "true"
+    async with client(app) as http:
+        partner_url = f"/partners/{first.json()['id']}"
+        old_token = first.json()["registration_access_token"]
+        new_token = replay.json()["registration_access_token"]
+        voided = await http.get(partner_url, headers={"Authorization": f"Bearer {old_token}"})
+        current = await http.get(partner_url, headers={"Authorization": f"Bearer {new_token}"})
+    assert voided.status_code == 401
+    assert current.status_code == 200
     assert other.status_code == 409
     assert other.json()["code"] == "idempotency_key_reused"
     connection = await asyncpg.connect(database_url)
@@ -385,10 +398,10 @@ async def test_search_filters_and_pages_with_a_cursor(
     assert bad_cursor.status_code == 400
 
 
-async def test_a_school_in_the_annuaire_is_verified_with_its_reference_facts(
-    app: FastAPI, database_url: str, jwks: tuple[JWKSServer, SigningKey]
-) -> None:
-    _, key = jwks
+CODE_ISSUED = "fr.maillage.registry.school-claim.code-issued.v1"
+
+
+async def import_demo_reference(database_url: str) -> None:
     from maillage.common.db import create_pool
 
     pool = await create_pool(database_url)
@@ -401,41 +414,162 @@ async def test_a_school_in_the_annuaire_is_verified_with_its_reference_facts(
         await pool.close()
     assert summary.inserted > 30
     assert listed.updated > 10
-    robert_desnos = {
-        "kind": "college",
-        "legal_name": "Collège Robert Desnos",
-        "uai": "0940123y",  # normalised to upper case
-        "commune_code": "75056",  # what it declares is overridden by the Annuaire
-        "contacts": [{"name": "Principal", "role": "Principal", "email": "ce.0940123y@ac.fr"}],
-    }
+
+
+async def codes_sent(database_url: str) -> list[dict[str, Any]]:
+    """The one-time codes the registry published for notifications to mail, oldest first."""
+    connection = await asyncpg.connect(database_url)
+    try:
+        rows = await connection.fetch(
+            "SELECT payload FROM outbox WHERE type = $1 ORDER BY id", CODE_ISSUED
+        )
+    finally:
+        await connection.close()
+    return [json.loads(row["payload"]) for row in rows]
+
+
+def as_registrant(registered: dict[str, Any]) -> dict[str, str]:
+    return {"Authorization": f"Bearer {registered['registration_access_token']}"}
+
+
+ROBERT_DESNOS = {
+    "kind": "college",
+    "legal_name": "Collège Robert Desnos",
+    "uai": "0940123y",  # normalised to upper case
+    "commune_code": "75056",  # what it declares is overridden by the Annuaire
+    "contacts": [{"name": "Principal", "role": "Principal", "email": "principal@example.org"}],
+}
+
+
+async def test_a_school_is_verified_when_the_code_sent_to_its_annuaire_mailbox_comes_back(
+    app: FastAPI, database_url: str, jwks: tuple[JWKSServer, SigningKey]
+) -> None:
+    _, key = jwks
+    await import_demo_reference(database_url)
     async with client(app) as http:
-        registered = await http.post("/partners", json=robert_desnos)
+        registered = await http.post("/partners", json=ROBERT_DESNOS)
         declared_rep = await http.post(
-            "/partners", json={**robert_desnos, "uai": "0941147L", "education_prioritaire": "REP+"}
+            "/partners", json={**ROBERT_DESNOS, "uai": "0941147L", "education_prioritaire": "REP+"}
         )
         unknown_school = await http.post(
-            "/partners", json={**robert_desnos, "uai": "0940001R", "legal_name": "Inconnu"}
+            "/partners", json={**ROBERT_DESNOS, "uai": "0940001R", "legal_name": "Inconnu"}
+        )
+        [sent] = await codes_sent(database_url)
+        school_id = registered.json()["id"]
+        me = as_registrant(registered.json())
+        wrong = await http.post(
+            f"/partners/{school_id}/school-claim", json={"code": "not-the-code"}, headers=me
+        )
+        by_stranger = await http.post(
+            f"/partners/{school_id}/school-claim",
+            json={"code": sent["code"]},
+            headers=as_registrant(unknown_school.json()),
+        )
+        proven = await http.post(
+            f"/partners/{school_id}/school-claim", json={"code": sent["code"]}, headers=me
+        )
+        again = await http.post(
+            f"/partners/{school_id}/school-claim", json={"code": sent["code"]}, headers=me
         )
         history = await http.get(
-            f"/partners/{registered.json()['id']}/history", headers=token(key, roles=["operator"])
+            f"/partners/{school_id}/history", headers=token(key, roles=["operator"])
         )
     assert registered.status_code == 201, registered.text
     school = registered.json()
-    assert school["status"] == "verified"
+    assert school["status"] == "pending"  # a UAI proves nothing about who is asking
+    assert school["school_claim"]["mailbox"] == "ce.0940123Y@ac-creteil.fr"
     assert school["uai"] == "0940123Y"
     assert school["education_prioritaire"] == "REP+"
     assert school["pupils"] == 520
     assert school["commune_code"] == "94054"
     assert school["qpv_proximity"] is True  # from the éducation prioritaire list
     assert school["qpv_code"] == "QN09407A"
+    # The code goes to the Annuaire's mailbox (never an address the registrant typed).
+    assert sent["mailbox"] == "ce.0940123Y@ac-creteil.fr"
+    assert sent["partner_id"] == school_id
+    assert len(sent["code"]) == 8
+    assert sent["code"].isdigit()
+    assert sent["code"] not in registered.text
     assert declared_rep.status_code == 422  # REP status is never declared
     assert unknown_school.status_code == 201
     assert unknown_school.json()["status"] == "pending"
-    assert "education_prioritaire" not in unknown_school.json()
+    assert "school_claim" not in unknown_school.json()  # not in the Annuaire: an operator decides
+    assert wrong.status_code == 422
+    assert (wrong.json()["code"], wrong.json()["attempts_left"]) == ("wrong_code", 4)
+    assert by_stranger.status_code == 403
+    assert proven.status_code == 200, proven.text
+    assert proven.json()["status"] == "verified"
+    assert again.status_code == 409
+    assert again.json()["code"] == "partner_not_pending"
     assert [(e["to_status"], e["actor"]) for e in history.json()] == [
         ("pending", "registration"),
-        ("verified", "system:annuaire"),
+        ("verified", "system:school-mailbox"),
     ]
+    connection = await asyncpg.connect(database_url)
+    try:
+        stored = await connection.fetchval("SELECT code_hash FROM school_claims")
+        types = [r["type"] for r in await connection.fetch("SELECT type FROM outbox ORDER BY id")]
+    finally:
+        await connection.close()
+    assert stored.startswith("$argon2id$")
+    assert sent["code"] not in stored
+    assert types[-1] == "fr.maillage.registry.partner.verified.v1"
+
+
+async def test_a_squatters_claim_never_blocks_the_school_that_proves_control(
+    app: FastAPI, database_url: str, jwks: tuple[JWKSServer, SigningKey]
+) -> None:
+    _, key = jwks
+    await import_demo_reference(database_url)
+    squatter_body = {
+        **ROBERT_DESNOS,
+        "legal_name": "Collège Robert Desnos (officiel)",
+        "contacts": [{"name": "Mallory", "role": "Principal", "email": "mallory@example.org"}],
+    }
+    async with client(app, address="203.0.113.66") as http:
+        squatter = await http.post("/partners", json=squatter_body)
+    async with client(app) as http:
+        school = await http.post("/partners", json=ROBERT_DESNOS)
+        to_squatter, to_school = await codes_sent(database_url)
+        # The squatter never reads the school's mailbox: five guesses, then it waits for an
+        # operator.
+        guesses = [
+            await http.post(
+                f"/partners/{squatter.json()['id']}/school-claim",
+                json={"code": f"{n:08d}"},
+                headers=as_registrant(squatter.json()),
+            )
+            for n in range(6)
+        ]
+        proven = await http.post(
+            f"/partners/{school.json()['id']}/school-claim",
+            json={"code": to_school["code"]},
+            headers=as_registrant(school.json()),
+        )
+        operator = token(key, roles=["operator"])
+        squatter_now = await http.get(f"/partners/{squatter.json()['id']}", headers=operator)
+        squatter_history = await http.get(
+            f"/partners/{squatter.json()['id']}/history", headers=operator
+        )
+        third = await http.post("/partners", json={**ROBERT_DESNOS, "legal_name": "Encore"})
+    assert squatter.status_code == 201
+    assert school.status_code == 201, school.text  # no 409 naming the squatter
+    assert to_squatter["mailbox"] == to_school["mailbox"] == "ce.0940123Y@ac-creteil.fr"
+    assert [g.status_code for g in guesses] == [422] * 5 + [409]
+    assert guesses[-1].json()["code"] == "no_school_claim"
+    assert proven.status_code == 200, proven.text
+    assert proven.json()["status"] == "verified"
+    assert squatter_now.json()["status"] == "rejected"
+    last = squatter_history.json()[-1]
+    assert (last["from_status"], last["to_status"], last["actor"]) == (
+        "pending",
+        "rejected",
+        "system:school-mailbox",
+    )
+    assert school.json()["id"] in last["reason"]
+    # Now the school is held: another registration of its UAI is refused, naming the school.
+    assert third.status_code == 409
+    assert third.json()["existing_partner_id"] == school.json()["id"]
 
 
 async def test_every_stored_column_is_classified_in_one_place(

@@ -126,6 +126,7 @@ async def test_lookup_school_returns_the_reference_row(pool: asyncpg.Pool) -> No
             latitude=desnos.latitude,
             longitude=desnos.longitude,
             pupils=520,
+            mail="ce.0940123Y@ac-creteil.fr",  # the Annuaire's Mail column (institutional)
             education_prioritaire_source="annuaire",
         )
         assert abs((desnos.latitude or 0) - 48.7435) < 0.01

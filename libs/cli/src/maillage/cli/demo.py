@@ -1,9 +1,10 @@
 """Demo data for ``maillage dev --demo``, loaded mostly through the services' public HTTP APIs.
 
 The registry step imports the Val-de-Marne sample of the Annuaire de l'éducation, creates the
-staff accounts, registers the demo partners (schools are verified by their UAI, the others by the
-demo operator) and prints a ready-to-use token. Each other service adds its step as it gains an
-API. Running it twice changes nothing: partners already registered answer 409 and are kept.
+staff accounts, registers the demo partners (the demo operator verifies them, schools too: their
+one-time codes land in the dev mailbox unused) and prints a ready-to-use token. Each other
+service adds its step as it gains an API. Running it twice changes nothing: partners already
+registered answer 409 and are kept.
 """
 
 from __future__ import annotations

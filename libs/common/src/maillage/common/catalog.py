@@ -8,6 +8,7 @@ JSON Schema snapshots of every type live in ``libs/common/event-schemas/``.
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated
 from uuid import UUID
 
@@ -25,6 +26,11 @@ SCHOOLS = catalog.topic(
     "registry.schools",
     partitions=6,
     description="Reference schools: the Annuaire de l'éducation and their éducation prioritaire",
+)
+SCHOOL_CLAIMS = catalog.topic(
+    "registry.school-claims",
+    partitions=3,
+    description="One-time codes for a school's institutional mailbox (read by notifications only)",
 )
 
 # cordees: Cordées de la réussite
@@ -129,6 +135,28 @@ class SchoolReferenced(Event):
     latitude: Annotated[float | None, Level.PARTNERS] = None
     longitude: Annotated[float | None, Level.PARTNERS] = None
     version: Annotated[int, Level.PUBLIC]
+
+
+@catalog.event(
+    "fr.maillage.registry.school-claim.code-issued.v1", topic=SCHOOL_CLAIMS, key="claim_id"
+)
+class SchoolClaimCodeIssued(Event):
+    """A collège or lycée registered: a one-time code goes to the school's institutional mailbox
+    (the Annuaire's ``Mail`` column, never an address the registrant typed); whoever reads that
+    mailbox sends it back to the registry, which then verifies the school (decision 41).
+
+    The code is a secret for one mailbox, for a day, tried five times at most; the registry keeps
+    only its hash. This topic is read by notifications only, which mails it and logs nothing of
+    it; no webhook or partner ever hears of this event."""
+
+    claim_id: Annotated[UUID, Level.PUBLIC]
+    partner_id: Annotated[UUID, Level.PUBLIC]
+    uai: Annotated[str, Level.PUBLIC]
+    school_name: Annotated[str, Level.PUBLIC]
+    mailbox: Annotated[str, Level.PUBLIC]  # institutional and published: not a person's
+    legal_name: Annotated[str, Level.PUBLIC]  # what the registrant called the school
+    code: Annotated[str, Level.PARTNERS]
+    expires_at: Annotated[datetime, Level.PUBLIC]
 
 
 # --- cordees events -----------------------------------------------------------------------------

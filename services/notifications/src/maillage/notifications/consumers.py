@@ -1,5 +1,8 @@
 """Event consumers of the notifications service: one EventConsumer per consumer group.
 
+``notifications.school-claims`` mails the one-time code of a school registration to the school's
+institutional mailbox (``registry.school-claims``: no partner hears of it).
+
 ``notifications.fanout`` reads every domain topic. For each event, inside the inbox transaction
 (so a redelivered event changes nothing): the partner read model is kept (registry events), the
 audience is resolved (:data:`domain.AUDIENCES`), suspended and rejected partners are left out,
@@ -23,10 +26,12 @@ from maillage.common.catalog import (
     MATCH_REQUESTS,
     PAIRINGS,
     PARTNERS,
+    SCHOOL_CLAIMS,
     STAGE_APPLICATIONS,
     STAGE_OFFERS,
     TRANCHES,
     PartnerFacts,
+    SchoolClaimCodeIssued,
     catalog,
 )
 from maillage.common.events import Envelope, Event
@@ -144,4 +149,33 @@ async def _handle(event: Event, delivery: Delivery) -> None:
 for _spec in catalog.types_on(fanout.topics).values():
     fanout.handler(_spec.model)(_handle)
 
-CONSUMERS: list[EventConsumer] = [fanout]
+school_claims = EventConsumer(
+    "notifications.school-claims",
+    [SCHOOL_CLAIMS],
+    description="One-time codes mailed to schools' institutional mailboxes (decision 41).",
+)
+
+
+@school_claims.handler(SchoolClaimCodeIssued)
+async def mail_school_claim_code(event: SchoolClaimCodeIssued, delivery: Delivery) -> None:
+    """Mail the code to the school's institutional mailbox, once per event. Nothing of the
+    event is logged here; the mail is the only copy outside the bus (the registry keeps a
+    hash)."""
+    await mail.queue(
+        delivery.connection,
+        to=event.mailbox,
+        template=SCHOOL_CLAIM_TEMPLATE,
+        context={
+            "code": event.code,
+            "school_name": event.school_name,
+            "uai": event.uai,
+            "legal_name": event.legal_name,
+            "partner_id": str(event.partner_id),
+            "expires_at": event.expires_at,
+        },
+        dedupe_key=str(delivery.envelope.id),
+    )
+
+
+SCHOOL_CLAIM_TEMPLATE = "school_claim_code"
+CONSUMERS: list[EventConsumer] = [fanout, school_claims]

@@ -8,21 +8,29 @@ only operators move a partner's status, and every move is kept in its history.
 from __future__ import annotations
 
 import base64
+import json
 import math
 import uuid
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 from urllib.parse import parse_qs
 
 import asyncpg
-from fastapi import APIRouter, Path, Query, Request
+from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import JSONResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field
 
 from maillage.common import idempotency, limits, pagination
-from maillage.common.auth import Caller, CurrentCaller, require_role
+from maillage.common.auth import (
+    SAFE_METHODS,
+    Caller,
+    CurrentCaller,
+    check_standing,
+    current_caller,
+    require_role,
+)
 from maillage.common.catalog import (
-    PartnerFacts,
     PartnerRegistered,
     PartnerRejected,
     PartnerSuspended,
@@ -40,7 +48,7 @@ from maillage.common.ratelimit import (
     client_address,
     rate_limited,
 )
-from maillage.registry import domain, identifiers, reference, store, tokens
+from maillage.registry import domain, identifiers, reference, store, tokens, usecases
 from maillage.registry.domain import PartnerKind, PartnerStatus, Programme
 
 router = APIRouter(tags=["partners"])
@@ -177,13 +185,7 @@ _NOT_FOUND = {404: {"description": "No such partner"}}
 _FORBIDDEN = {403: {"description": "Not for this caller"}}
 
 
-def _facts(partner: dict[str, Any]) -> dict[str, Any]:
-    fields = PartnerFacts.model_fields
-    facts = {name: partner[name] for name in fields if name in partner}
-    facts["partner_id"] = partner["id"]
-    facts["cites_educatives"] = tuple(partner["cites_educatives"])
-    facts["programmes"] = tuple(partner["programmes"])
-    return facts
+_facts = usecases.partner_facts
 
 
 def _invalid(errors: list[domain.FieldError]) -> Problem:
@@ -235,13 +237,83 @@ def _require_self(caller: Caller, partner_id: uuid.UUID) -> None:
         )
 
 
+_bearer = HTTPBearer(
+    auto_error=False,
+    description="A JWT issued by the registry, or (on a partner's own registration) the "
+    "registration access token answered by POST /partners",
+)
+
+
+async def registrant_or_caller(
+    request: Request,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+    pool: Pool,
+) -> Caller:
+    """The caller of a partner's own registration routes: a ``mrt_`` registration access token
+    (the partner itself, decision 41) or a JWT (:func:`maillage.common.auth.current_caller`).
+    401 for an unknown, expired or used-up registration token; a write by a suspended or
+    rejected partner is refused either way (decision 40)."""
+    if credentials is not None and credentials.credentials.startswith(
+        usecases.REGISTRATION_TOKEN_PREFIX
+    ):
+        caller = await usecases.registrant(pool, credentials.credentials, now=datetime.now(UTC))
+        if caller is None:
+            raise Problem(
+                401,
+                "unauthenticated",
+                "Authentification requise",
+                detail="Ce jeton d'inscription est inconnu, a expiré ou a déjà servi ; un "
+                "opérateur peut en émettre un nouveau.",
+                headers={"WWW-Authenticate": 'Bearer error="invalid_token"'},
+            )
+        if request.method not in SAFE_METHODS:
+            await check_standing(request, caller)
+        return caller
+    return await current_caller(request, credentials)
+
+
+Registrant = Annotated[Caller, Depends(registrant_or_caller)]
+"""Route parameter type: a partner's registration access token, or any bearer JWT."""
+
+
 # --- registration -------------------------------------------------------------------------------
+
+
+class SchoolClaim(BaseModel):
+    mailbox: str = Field(
+        description="The school's institutional mailbox (Annuaire de l'éducation) the code went to"
+    )
+    expires_at: datetime = Field(description="Send the code back before this moment")
+
+
+class Registered(Partner):
+    """The registration, with what is shown only once."""
+
+    registration_access_token: str = Field(
+        description="Shown once (RFC 7591 §3.2.1): `Authorization: Bearer <token>` reads and "
+        "manages this registration and, once verified, creates its first API client (which uses "
+        "it up). Only its hash is kept; an operator issues a new one when it is lost. A replay "
+        "of the same request with the same Idempotency-Key answers a new one (the previous one "
+        "stops working)."
+    )
+    registration_access_token_expires_at: datetime
+    school_claim: SchoolClaim | None = Field(
+        default=None,
+        description="A collège or lycée of the Annuaire: where the one-time code went. Send it "
+        "to POST /partners/{id}/school-claim (decision 41). Absent: the registration waits for "
+        "an operator.",
+    )
+
+
+def _token_lifetime(request: Request) -> timedelta:
+    lifetime: timedelta = request.app.state.registration_token_lifetime
+    return lifetime
 
 
 @router.post(
     "/partners",
     status_code=201,
-    response_model=Partner,
+    response_model=Registered,
     response_model_exclude_unset=True,
     summary="Register a partner organisation (no account needed)",
     dependencies=[rate_limited("registration")],
@@ -260,17 +332,42 @@ async def register(registration: Registration, request: Request, pool: Pool) -> 
         pool, request, f"anonymous:{client_address(request)}", registration.model_dump(mode="json")
     )
     if isinstance(claimed, JSONResponse):
-        return claimed
+        return await _replayed(claimed, request, pool)
     try:
-        body = await _register(registration, pool, claimed)
+        body = await _register(registration, pool, claimed, lifetime=_token_lifetime(request))
     except BaseException:
         await idempotency.release(pool, claimed)
         raise
     return JSONResponse(body, status_code=201)
 
 
+async def _replayed(replay: JSONResponse, request: Request, pool: asyncpg.Pool) -> JSONResponse:
+    """The stored answer of a registration replayed with its Idempotency-Key, with a new
+    registration access token: the stored answer never holds one (it is shown once)."""
+    if replay.status_code != 201:
+        return replay
+    body = json.loads(bytes(replay.body))
+    async with transaction(pool) as connection:
+        token, expires_at = await usecases.issue_registration_token(
+            connection,
+            uuid.UUID(body["id"]),
+            issued_by="registration",
+            now=datetime.now(UTC),
+            lifetime=_token_lifetime(request),
+        )
+    body.update(
+        registration_access_token=token,
+        registration_access_token_expires_at=expires_at.isoformat(),
+    )
+    return JSONResponse(body, status_code=201, headers={"Idempotent-Replayed": "true"})
+
+
 async def _register(
-    registration: Registration, pool: asyncpg.Pool, claimed: idempotency.IdempotencyKey | None
+    registration: Registration,
+    pool: asyncpg.Pool,
+    claimed: idempotency.IdempotencyKey | None,
+    *,
+    lifetime: timedelta,
 ) -> dict[str, Any]:
     errors: list[domain.FieldError] = []
     normalised: dict[str, str | None] = {}
@@ -326,9 +423,8 @@ async def _register(
             school = None
             if registration.kind in domain.SCHOOL_KINDS and normalised["uai"]:
                 school = await reference.lookup_school(connection, normalised["uai"])
-            if school is not None:
+            if school is not None:  # its facts from the Annuaire; verified once it proves control
                 record.update(domain.facts_from_reference(school))
-                record["status"] = PartnerStatus.VERIFIED.value
             partner = await store.insert_partner(connection, record)
             await store.replace_contacts(
                 connection, partner["id"], [c.model_dump() for c in registration.contacts]
@@ -342,21 +438,22 @@ async def _register(
                 "registered",
             )
             await publish(connection, PartnerRegistered(**_facts(partner)))
+            now = datetime.now(UTC)
+            school_claim = None
             if school is not None:
-                await store.record_status(
-                    connection,
-                    record["id"],
-                    PartnerStatus.PENDING.value,
-                    PartnerStatus.VERIFIED.value,
-                    "system:annuaire",
-                    f"UAI {normalised['uai']} is in the Annuaire de l'éducation",
+                school_claim = await usecases.open_school_claim(
+                    connection, partner, school, now=now
                 )
-                await publish(connection, PartnerVerified(**_facts(partner)))
             contacts = await store.contacts_of(connection, [partner["id"]])
             body = Partner(**partner, contacts=contacts[partner["id"]]).model_dump(
                 mode="json", exclude_none=True
             )
-            await idempotency.remember(connection, claimed, 201, body)
+            if school_claim is not None:
+                body["school_claim"] = SchoolClaim(**school_claim).model_dump(mode="json")
+            await idempotency.remember(connection, claimed, 201, body)  # never the token
+            token, expires_at = await usecases.issue_registration_token(
+                connection, record["id"], issued_by="registration", now=now, lifetime=lifetime
+            )
     except asyncpg.UniqueViolationError as error:  # a concurrent registration won the race
         raise Problem(
             409,
@@ -365,7 +462,11 @@ async def _register(
             detail="Un de ces identifiants est déjà inscrit.",
             constraint=error.constraint_name,
         ) from error
-    return body
+    return {
+        **body,
+        "registration_access_token": token,
+        "registration_access_token_expires_at": expires_at.isoformat(),
+    }
 
 
 def _already_registered(partner_id: str, field: str) -> Problem:
@@ -442,7 +543,7 @@ async def list_partners(
     summary="One partner (fields filtered by your clearance)",
     responses=_NOT_FOUND,
 )
-async def get_partner(partner_id: uuid.UUID, caller: CurrentCaller, pool: Pool) -> dict[str, Any]:
+async def get_partner(partner_id: uuid.UUID, caller: Registrant, pool: Pool) -> dict[str, Any]:
     partner = await store.get_partner(pool, partner_id)
     if partner is None:
         raise _not_found(partner_id)
@@ -460,7 +561,7 @@ async def get_partner(partner_id: uuid.UUID, caller: CurrentCaller, pool: Pool) 
     responses={**_FORBIDDEN, **_NOT_FOUND},
 )
 async def change_partner(
-    partner_id: uuid.UUID, changes: PartnerChanges, caller: CurrentCaller, pool: Pool
+    partner_id: uuid.UUID, changes: PartnerChanges, caller: Registrant, pool: Pool
 ) -> dict[str, Any]:
     _require_self(caller, partner_id)
     values = changes.model_dump(exclude_unset=True, mode="json")
@@ -492,7 +593,7 @@ async def change_partner(
     responses={**_FORBIDDEN, **_NOT_FOUND},
 )
 async def get_contacts(
-    partner_id: uuid.UUID, caller: CurrentCaller, pool: Pool
+    partner_id: uuid.UUID, caller: Registrant, pool: Pool
 ) -> list[dict[str, Any]]:
     if caller.partner_id != str(partner_id) and not caller.roles & {"operator", "admin"}:
         raise Problem(
@@ -516,7 +617,7 @@ async def get_contacts(
 async def put_contacts(
     partner_id: uuid.UUID,
     contacts: Annotated[list[Contact], Field(min_length=1, max_length=10)],
-    caller: CurrentCaller,
+    caller: Registrant,
     pool: Pool,
 ) -> list[dict[str, Any]]:
     _require_self(caller, partner_id)
@@ -609,7 +710,7 @@ for _verb in domain.Verb:
     responses={**_FORBIDDEN, **_NOT_FOUND},
 )
 async def get_history(
-    partner_id: uuid.UUID, caller: CurrentCaller, pool: Pool
+    partner_id: uuid.UUID, caller: Registrant, pool: Pool
 ) -> list[dict[str, Any]]:
     if caller.partner_id != str(partner_id) and not caller.roles & domain.STAFF_ROLES:
         raise Problem(
@@ -621,6 +722,85 @@ async def get_history(
     if await store.get_partner(pool, partner_id) is None:
         raise _not_found(partner_id)
     return await store.history(pool, partner_id)
+
+
+class ClaimCode(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    code: str = Field(
+        min_length=1,
+        max_length=32,
+        pattern=_TEXT,
+        description="The eight digits e-mailed to the school's institutional mailbox",
+        examples=["04719263"],
+    )
+
+
+@router.post(
+    "/partners/{partner_id}/school-claim",
+    response_model=Partner,
+    response_model_exclude_unset=True,
+    summary="Send back the code e-mailed to your school's mailbox: the school is verified",
+    description="With the registration access token (or a token of the partner), within a day "
+    "and five tries (422 `wrong_code` with `attempts_left`). The other pending registrations of "
+    "the same UAI are rejected, each with its history (decision 41).",
+    responses={
+        **_FORBIDDEN,
+        **_NOT_FOUND,
+        409: {
+            "description": "Not pending (partner_not_pending), no code awaited "
+            "(no_school_claim: expired, five wrong codes, never sent), or the school is held "
+            "by a verified partner (school_already_registered)"
+        },
+    },
+)
+async def prove_school_claim(
+    partner_id: uuid.UUID, body: ClaimCode, caller: Registrant, pool: Pool
+) -> dict[str, Any]:
+    # The school, verified; a wrong code's count commits before its 422.
+    async with transaction(pool) as connection:
+        outcome = await usecases.prove_school_claim(
+            connection, caller, partner_id, body.code.strip(), now=datetime.now(UTC)
+        )
+    if isinstance(outcome, usecases.WrongCode):  # its count committed
+        raise usecases.wrong_code(outcome.attempts_left)
+    return outcome
+
+
+class NewRegistrationToken(BaseModel):
+    registration_access_token: str = Field(description="Shown once; the previous one is void")
+    registration_access_token_expires_at: datetime
+
+
+@router.post(
+    "/partners/{partner_id}/registration-token",
+    status_code=201,
+    response_model=NewRegistrationToken,
+    summary="Issue a new registration access token (operators; kept in the history)",
+    description="For a partner that lost its token or let it expire (RFC 7592 leaves this to "
+    "the server): the old token stops working; the partner's history names the operator and "
+    "the reason.",
+    responses={**_FORBIDDEN, **_NOT_FOUND},
+)
+async def reissue_registration_token(
+    partner_id: uuid.UUID,
+    change: StatusChange,
+    request: Request,
+    caller: Annotated[Caller, require_role("operator", "admin")],
+    pool: Pool,
+) -> dict[str, Any]:
+    async with transaction(pool) as connection:
+        token, expires_at = await usecases.reissue_registration_token(
+            connection,
+            caller,
+            partner_id,
+            reason=change.reason,
+            now=datetime.now(UTC),
+            lifetime=_token_lifetime(request),
+        )
+    return {
+        "registration_access_token": token,
+        "registration_access_token_expires_at": expires_at,
+    }
 
 
 # --- credentials and the token issuer ------------------------------------------------------------
@@ -672,10 +852,10 @@ def _owner_or_operator(caller: Caller, partner_id: uuid.UUID) -> None:
     },
 )
 async def create_client(
-    partner_id: uuid.UUID, body: NewClient, caller: CurrentCaller, pool: Pool
+    partner_id: uuid.UUID, body: NewClient, caller: Registrant, pool: Pool
 ) -> dict[str, Any]:
-    # The partner itself, or an operator onboarding it: a newly verified partner has no token
-    # yet, so its first client comes from the operator who verified it.
+    # The partner itself (its first client with its registration access token, the next ones
+    # with a token of its client), or an operator onboarding it.
     _owner_or_operator(caller, partner_id)
     partner = await store.get_partner(pool, partner_id)
     if partner is None:
@@ -689,13 +869,17 @@ async def create_client(
             partner_status=partner["status"],
         )
     client_id, secret = tokens.new_client_credentials()
-    created = await store.insert_client(
-        pool,
-        client_id=client_id,
-        partner_id=partner_id,
-        name=body.name,
-        secret_hash=await tokens.hash_secret_off_loop(secret),
-    )
+    secret_hash = await tokens.hash_secret_off_loop(secret)
+    async with transaction(pool) as connection:
+        created = await store.insert_client(
+            connection,
+            client_id=client_id,
+            partner_id=partner_id,
+            name=body.name,
+            secret_hash=secret_hash,
+        )
+        if usecases.is_registrant(caller):  # its first client: from now on it uses that
+            await store.use_up_registration_token(connection, partner_id, datetime.now(UTC))
     return {**created, "client_secret": secret}
 
 
@@ -706,7 +890,7 @@ async def create_client(
     responses=_FORBIDDEN,
 )
 async def list_clients(
-    partner_id: uuid.UUID, caller: CurrentCaller, pool: Pool
+    partner_id: uuid.UUID, caller: Registrant, pool: Pool
 ) -> list[dict[str, Any]]:
     _owner_or_operator(caller, partner_id)
     return await store.clients_of(pool, partner_id)
@@ -721,7 +905,7 @@ async def list_clients(
 async def revoke_client(
     partner_id: uuid.UUID,
     client_id: Annotated[str, Path(max_length=limits.CODE, pattern=_TEXT)],
-    caller: CurrentCaller,
+    caller: Registrant,
     pool: Pool,
 ) -> None:
     _owner_or_operator(caller, partner_id)

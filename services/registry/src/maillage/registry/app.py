@@ -49,6 +49,12 @@ class RegistrySettings(ServiceSettings):
         description="The same per client address (IPv6: per /64), whatever the account",
     )
     token_ttl_minutes: float = Field(default=15, gt=0, le=60)
+    registration_token_days: float = Field(
+        default=30,
+        gt=0,
+        le=365,
+        description="How long a registration access token (POST /partners) lives",
+    )
     signing_key_rotation_days: float = Field(default=30, gt=0)
     signing_key_publish_ahead_seconds: float = Field(
         default=600,
@@ -78,6 +84,7 @@ def create(settings: RegistrySettings | None = None) -> FastAPI:
         consumers=consumers.CONSUMERS,
         migrations=MIGRATIONS,
     )
+    app.state.registration_token_lifetime = timedelta(days=settings.registration_token_days)
     app.state.partner_status = store.partner_status  # writes refused to suspended partners
     app.state.rate_limits = {
         "registration": TokenBucket(rate=settings.registrations_per_minute, per=60),

@@ -5,7 +5,9 @@ declares. Two official files feed the ``reference_schools`` table:
 
 - the "Annuaire de l'éducation" (data.education.gouv.fr, dataset ``fr-en-annuaire-education``,
   about 66,000 rows): a CSV with one row per establishment and some 70 columns, of which this
-  module reads thirteen (:data:`ANNUAIRE_COLUMNS`) and ignores the others;
+  module reads fourteen (:data:`ANNUAIRE_COLUMNS`) and ignores the others; ``mail`` is the
+  school's institutional mailbox (``ce.<UAI>@ac-<académie>.fr``, public), where a school that
+  registers proves control with a code (decision 41);
 - the éducation prioritaire list: the dataset ``fr-en-etablissements-ep`` (a UAI column and one
   REP column per school year, ``ep_2022_2023``; the latest is used) or the ministry's list of REP
   and REP+ (``liste-des-rep-et-rep-rentree-2022.csv``; see :class:`EducationPrioritaireReading`).
@@ -74,6 +76,7 @@ ANNUAIRE_COLUMNS = {
     "latitude": "latitude",
     "longitude": "longitude",
     "pupils": "nombre_d_eleves",
+    "mail": "mail",
 }
 # Fields of a school given on several lines (etablissement_multi_lignes) compared line by line;
 # coordinates are compared with a tolerance of SAME_PLACE_DEGREES (about 1 km).
@@ -113,6 +116,7 @@ class ReferenceSchool:
     latitude: float | None = None
     longitude: float | None = None
     pupils: int | None = None
+    mail: str | None = None  # the institutional mailbox: "ce.0940123Y@ac-creteil.fr"
     education_prioritaire_source: str = ANNUAIRE_SOURCE
     qpv_proximity: bool | None = None  # from the éducation prioritaire list
     qpv_code: str | None = None  # "annuaire" or "ep_2022_2023"...
@@ -424,6 +428,7 @@ def _annuaire_row(
     ):
         problems.append("latitude/longitude: one is given without the other")
     pupils = check("nombre_d_eleves", _pupils)
+    mail = _mail(cell("mail"))
     if problems:
         return Rejected(line_number, uai or raw_uai or None, "; ".join(problems))
     return ReferenceSchool(
@@ -440,7 +445,20 @@ def _annuaire_row(
         latitude=latitude,
         longitude=longitude,
         pupils=pupils,
+        mail=mail,
     )
+
+
+_MAILBOX = re.compile(r"^[^@\s;,<>\x00]{1,64}@[^@\s;,<>\x00]{1,185}\.[a-z]{2,}$")
+
+
+def _mail(text: str) -> str | None:
+    """The institutional mailbox (its domain lower-cased); a cell that is not one address leaves
+    the school without a mailbox (its registration then waits for an operator), the row still
+    imported."""
+    local, at, domain_name = text.strip().rpartition("@")
+    address = f"{local}{at}{domain_name.lower()}"
+    return address if _MAILBOX.match(address) else None
 
 
 def _uai(text: str) -> str:
@@ -751,10 +769,11 @@ _UPSERT_SCHOOLS = """
 WITH incoming AS (
     SELECT * FROM unnest(
         $1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
-        $8::text[], $9::text[], $10::text[], $11::float8[], $12::float8[], $13::int4[]
+        $8::text[], $9::text[], $10::text[], $11::float8[], $12::float8[], $13::int4[],
+        $14::text[]
     ) AS incoming (
         uai, name, type, public_private, postal_code, commune_code, commune_name, departement,
-        academie, education_prioritaire, latitude, longitude, pupils
+        academie, education_prioritaire, latitude, longitude, pupils, mail
     )
 ), previous AS (
     SELECT uai, version FROM reference_schools WHERE uai IN (SELECT uai FROM incoming)
@@ -762,11 +781,11 @@ WITH incoming AS (
     INSERT INTO reference_schools AS school (
         uai, name, type, public_private, postal_code, commune_code, commune_name, departement,
         academie, education_prioritaire, education_prioritaire_source, latitude, longitude,
-        pupils, version, updated_at
+        pupils, mail, version, updated_at
     )
     SELECT uai, name, type, public_private, postal_code, commune_code, commune_name,
            departement, academie, education_prioritaire, 'annuaire', latitude, longitude, pupils,
-           1, now()
+           mail, 1, now()
     FROM incoming
     ON CONFLICT (uai) DO UPDATE SET
         name = EXCLUDED.name,
@@ -783,6 +802,7 @@ WITH incoming AS (
         latitude = EXCLUDED.latitude,
         longitude = EXCLUDED.longitude,
         pupils = EXCLUDED.pupils,
+        mail = EXCLUDED.mail,
         version = school.version + CASE
             WHEN school.version = 0
               OR (school.name, school.type, school.public_private, school.commune_code,
@@ -858,7 +878,7 @@ _IMPORT_LOCK = "SELECT pg_advisory_xact_lock(hashtextextended('registry.schools'
 _LOOKUP_SCHOOL = """
 SELECT uai, name, type, public_private, postal_code, commune_code, commune_name, departement,
        academie, education_prioritaire, latitude, longitude, pupils, education_prioritaire_source,
-       qpv_proximity, qpv_code
+       qpv_proximity, qpv_code, mail
 FROM reference_schools
 WHERE uai = $1
 """

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -39,12 +40,16 @@ def _partner(row: asyncpg.Record | None) -> dict[str, Any] | None:
 async def find_by_identifiers(
     connection: asyncpg.Connection, *, siret: str | None, rna: str | None, uai: str | None
 ) -> tuple[str, str] | None:
-    """(partner id, the identifier that matched) of a partner already holding one of these."""
+    """(partner id, the identifier that matched) of a partner already holding one of these. A
+    UAI is held only by a verified or suspended partner: pending registrations may share it until
+    one proves control of the school (decision 41)."""
     row = await connection.fetchrow(
         """
         SELECT id,
                CASE WHEN siret = $1 THEN 'siret' WHEN rna = $2 THEN 'rna' ELSE 'uai' END AS field
-        FROM partners WHERE siret = $1 OR rna = $2 OR uai = $3 LIMIT 1
+        FROM partners
+        WHERE siret = $1 OR rna = $2 OR (uai = $3 AND status IN ('verified', 'suspended'))
+        LIMIT 1
         """,
         siret,
         rna,
@@ -349,3 +354,151 @@ async def upsert_staff(
         roles,
     )
     return staff_id
+
+
+# --- registration access tokens -----------------------------------------------------------------
+
+
+async def replace_registration_token(
+    connection: asyncpg.Connection,
+    partner_id: uuid.UUID,
+    *,
+    token_hash: str,
+    issued_by: str,
+    issued_at: datetime,
+    expires_at: datetime,
+) -> None:
+    """The partner's one live registration access token becomes this one (the previous one, if
+    any, stops working)."""
+    await connection.execute(
+        """
+        INSERT INTO registration_tokens
+            (partner_id, token_hash, issued_by, issued_at, expires_at, used_up_at)
+        VALUES ($1, $2, $3, $4, $5, NULL)
+        ON CONFLICT (partner_id) DO UPDATE SET
+            token_hash = EXCLUDED.token_hash, issued_by = EXCLUDED.issued_by,
+            issued_at = EXCLUDED.issued_at, expires_at = EXCLUDED.expires_at, used_up_at = NULL
+        """,
+        partner_id,
+        token_hash,
+        issued_by,
+        issued_at,
+        expires_at,
+    )
+
+
+async def partner_of_registration_token(
+    connection: asyncpg.Connection | asyncpg.Pool, token_hash: str, now: datetime
+) -> uuid.UUID | None:
+    """The partner whose live (unexpired, unused) registration access token has this hash."""
+    partner_id: uuid.UUID | None = await connection.fetchval(
+        """
+        SELECT partner_id FROM registration_tokens
+        WHERE token_hash = $1 AND expires_at > $2 AND used_up_at IS NULL
+        """,
+        token_hash,
+        now,
+    )
+    return partner_id
+
+
+async def use_up_registration_token(
+    connection: asyncpg.Connection | asyncpg.Pool, partner_id: uuid.UUID, now: datetime
+) -> None:
+    await connection.execute(
+        "UPDATE registration_tokens SET used_up_at = $2 WHERE partner_id = $1", partner_id, now
+    )
+
+
+# --- school claims (lock order: the claiming partner, then its rivals by id) ---------------------
+
+
+@dataclass(frozen=True)
+class SchoolClaim:
+    id: uuid.UUID
+    partner_id: uuid.UUID
+    uai: str
+    mailbox: str
+    code_hash: str
+    attempts: int
+    expires_at: datetime
+
+
+async def insert_school_claim(
+    connection: asyncpg.Connection,
+    *,
+    claim_id: uuid.UUID,
+    partner_id: uuid.UUID,
+    uai: str,
+    mailbox: str,
+    code_hash: str,
+    created_at: datetime,
+    expires_at: datetime,
+) -> None:
+    await connection.execute(
+        """
+        INSERT INTO school_claims
+            (id, partner_id, uai, mailbox, code_hash, created_at, expires_at)
+        VALUES ($1, $2, $3, $4, $5, $6, $7)
+        """,
+        claim_id,
+        partner_id,
+        uai,
+        mailbox,
+        code_hash,
+        created_at,
+        expires_at,
+    )
+
+
+async def open_school_claim(
+    connection: asyncpg.Connection, partner_id: uuid.UUID, *, for_update: bool = False
+) -> SchoolClaim | None:
+    """The partner's newest claim still open (not proven, nor closed)."""
+    lock = " FOR UPDATE" if for_update else ""
+    row = await connection.fetchrow(
+        f"""
+        SELECT id, partner_id, uai, mailbox, code_hash, attempts, expires_at FROM school_claims
+        WHERE partner_id = $1 AND closed_at IS NULL ORDER BY created_at DESC LIMIT 1{lock}
+        """,  # noqa: S608
+        partner_id,
+    )
+    return SchoolClaim(**dict(row)) if row else None
+
+
+async def count_failed_attempt(connection: asyncpg.Connection, claim_id: uuid.UUID) -> int:
+    """One more wrong code for the claim; the attempts so far."""
+    attempts: int = await connection.fetchval(
+        "UPDATE school_claims SET attempts = attempts + 1 WHERE id = $1 RETURNING attempts",
+        claim_id,
+    )
+    return attempts
+
+
+async def close_school_claims(
+    connection: asyncpg.Connection, partner_id: uuid.UUID, *, now: datetime, proven: bool
+) -> None:
+    """Close every open claim of the partner (``proven``: the code came back)."""
+    await connection.execute(
+        """
+        UPDATE school_claims
+        SET closed_at = $2::timestamptz, proven_at = CASE WHEN $3 THEN $2::timestamptz END
+        WHERE partner_id = $1 AND closed_at IS NULL
+        """,
+        partner_id,
+        now,
+        proven,
+    )
+
+
+async def pending_rivals(
+    connection: asyncpg.Connection, uai: str, partner_id: uuid.UUID
+) -> list[dict[str, Any]]:
+    """The other pending registrations of the same UAI, locked in id order."""
+    rows = await connection.fetch(
+        f"SELECT {PARTNER_COLUMNS} FROM partners"  # noqa: S608
+        " WHERE uai = $1 AND id <> $2 AND status = 'pending' ORDER BY id FOR UPDATE",
+        uai,
+        partner_id,
+    )
+    return [p for p in map(_partner, rows) if p is not None]
