@@ -341,8 +341,8 @@ def test_a_cordee_from_registration_to_pairing(stack: Stack, sink: OtlpSink) -> 
         assert login.status_code == 200, login.text
         operator = login.json()["access_token"]
 
-        # Registration: the collège is verified by its UAI (REP+ from the reference data), the
-        # tête by the operator.
+        # Registration: the tête is verified by the operator; the collège's facts come from the
+        # reference data (REP+).
         tete = http.post(f"{registry}/partners", json=demo_partner("EFREI"))
         assert tete.status_code == 201, tete.text
         tete_id = tete.json()["id"]

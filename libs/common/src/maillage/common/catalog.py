@@ -92,7 +92,8 @@ class PartnerFacts(Event):
 
 @catalog.event("fr.maillage.registry.partner.registered.v1", topic=PARTNERS, key="partner_id")
 class PartnerRegistered(PartnerFacts):
-    """A partner organisation registered (pending verification, or verified by its UAI)."""
+    """A partner organisation registered (pending: an operator, or for a school the code sent to
+    its institutional mailbox, verifies it)."""
 
 
 @catalog.event("fr.maillage.registry.partner.verified.v1", topic=PARTNERS, key="partner_id")

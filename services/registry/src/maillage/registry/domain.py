@@ -3,7 +3,8 @@
 A partner organisation registers (``pending``); an operator verifies or rejects it, and a
 verified partner can be suspended and reinstated, never deleted ("le partenariat se tisse
 patiemment": history is kept). A collège or lycée whose UAI is in the Annuaire de l'éducation is
-verified at once, and its REP status and pupil count come from there, never from what it says.
+verified once the code sent to its institutional mailbox comes back (decision 41), and its REP
+status and pupil count come from there, never from what it says.
 
 Every stored field is classified here, once, with the PRE charter's levels (``FIELD_LEVELS``);
 what a caller sees of a partner follows from its clearance (:func:`clearance`).
