@@ -327,3 +327,34 @@ async def test_unknown_ids_are_404_and_bad_ids_422(funding: Funding) -> None:
     assert missing.json()["code"] == "convention_not_found"
     assert bad.status_code == 422
     assert tranche.json()["code"] == "tranche_not_found"
+
+
+async def test_a_suspended_beneficiary_changes_nothing_with_its_unexpired_token(
+    funding: Funding,
+) -> None:
+    """Decision 40: the read model, updated by partner.suspended, decides on every write."""
+    from maillage.common.catalog import PartnerSuspended
+
+    beneficiary = await funding.verified_partner("Association des lecteurs")
+    async with funding.client() as http:
+        await funding.envelope(http, ae_cents=10_000_000, cp_cents=10_000_000)
+        signed = await funding.signed(http, beneficiary, [3_000_000])
+        await funding.apply(
+            PartnerSuspended(
+                partner_id=beneficiary,
+                kind="association",
+                legal_name="Association des lecteurs",
+                status="suspended",
+                version=2,
+                siret="35600000000048",
+                departement="94",
+            )
+        )
+        advance = signed["tranches"][0]
+        requested = await http.post(
+            f"/tranches/{advance['id']}/request", headers=funding.partner(beneficiary)
+        )
+        read = await http.get(f"/conventions/{signed['id']}", headers=funding.partner(beneficiary))
+    assert requested.status_code == 403, requested.text
+    assert requested.json()["code"] == "partner_not_in_good_standing"
+    assert read.status_code == 200

@@ -209,3 +209,40 @@ async def test_unpublish_publish_and_withdraw_cancels_live_applications(stages: 
         assert cancelled.json()["reason"] == "offer_withdrawn"
     types = [t.rsplit(".", 2)[-2] for t, _ in await stages.events()]
     assert types == ["published", "submitted", "unpublished", "published", "cancelled", "withdrawn"]
+
+
+async def test_a_suspended_host_changes_nothing_with_its_unexpired_token(stages: Stages) -> None:
+    """Decision 40: the read model, updated by partner.suspended, decides on every write."""
+    from maillage.common.catalog import PartnerSuspended
+
+    host = await stages.partner("entreprise")
+    async with stages.client() as http:
+        offer = await stages.offer(host, http)
+        await stages.apply_event(
+            PartnerSuspended(
+                partner_id=host,
+                kind="entreprise",
+                legal_name="Partenaire",
+                status="suspended",
+                version=2,
+            )
+        )
+        opened = await http.post(
+            "/offers",
+            json={
+                "title": "Autre",
+                "description": "Une autre semaine.",
+                "sector": "F",
+                "weeks": [{"week": str(week_ahead()), "seats": 1}],
+            },
+            headers=stages.host_token(host),
+        )
+        unpublished = await http.post(
+            f"/offers/{offer['id']}/unpublish", headers=stages.host_token(host)
+        )
+        read = await http.get(f"/offers/{offer['id']}", headers=stages.host_token(host))
+    for refused in (opened, unpublished):
+        assert refused.status_code == 403, refused.text
+        assert refused.json()["code"] == "partner_not_in_good_standing"
+    assert read.status_code == 200
+    assert read.json()["status"] == "published"

@@ -10,7 +10,7 @@ from pydantic import Field
 
 from maillage.common.http import create_app
 from maillage.common.settings import ServiceSettings, service_config
-from maillage.funding import api, consumers, gauges
+from maillage.funding import api, consumers, gauges, store
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 DESCRIPTION = (
@@ -39,7 +39,7 @@ class FundingSettings(ServiceSettings):
 
 def create(settings: FundingSettings | None = None) -> FastAPI:
     settings = settings or FundingSettings()  # type: ignore[call-arg]  # read from the environment
-    return create_app(
+    app = create_app(
         settings,
         title="Maillage funding",
         description=DESCRIPTION,
@@ -48,3 +48,5 @@ def create(settings: FundingSettings | None = None) -> FastAPI:
         migrations=MIGRATIONS,
         gauges=gauges.GAUGES,
     )
+    app.state.partner_status = store.partner_status  # writes refused to suspended partners
+    return app
