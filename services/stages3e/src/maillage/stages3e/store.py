@@ -86,19 +86,6 @@ async def apply_partner(connection: Connection, facts: dict[str, Any]) -> bool:
     return bool(applied)
 
 
-async def partner_status(connection: Connection, partner_id: str) -> str | None:
-    """The read model's status of a partner; None when unknown (or not a partner id). The
-    chassis refuses a suspended partner's writes with it (maillage.common.auth, decision 40)."""
-    try:
-        key = uuid.UUID(partner_id)
-    except ValueError:
-        return None
-    status: str | None = await connection.fetchval(
-        "SELECT status FROM partners WHERE partner_id = $1", key
-    )
-    return status
-
-
 async def get_partner(connection: Connection, partner_id: uuid.UUID) -> KnownPartner | None:
     row = await connection.fetchrow(
         f"SELECT {_PARTNER_COLUMNS} FROM partners WHERE partner_id = $1",  # noqa: S608
