@@ -184,7 +184,9 @@ async def test_either_side_ends_a_pairing_and_finished_school_years_end(cordees:
 async def test_the_service_ends_the_pairings_of_a_finished_school_year_by_itself(
     cordees: Cordees,
 ) -> None:
-    assert any(isinstance(w, matcher.SchoolYearEnd) for w in cordees.app.state.runtime.workers)
+    steps = [getattr(w, "step", None) for w in cordees.app.state.runtime.workers]
+    assert matcher._end_school_years in steps
+    assert matcher.expire_proposals in steps
     tete = await cordees.partner("etablissement_superieur")
     school = await cordees.partner("college")
     async with cordees.client() as http:
@@ -194,7 +196,7 @@ async def test_the_service_ends_the_pairings_of_a_finished_school_year_by_itself
         await connection.execute(
             "UPDATE pairings SET school_year = '2001-2002' WHERE id = $1", uuid.UUID(pairing_id)
         )
-    worker = matcher.SchoolYearEnd(cordees.pool, interval=0.05)
+    worker = matcher.school_year_end(cordees.pool, interval=0.05)
     running = asyncio.create_task(worker.run())
     try:
         for _ in range(200):

@@ -27,13 +27,21 @@ class CordeesSettings(ServiceSettings):
     school_year_end_check_seconds: float = Field(
         default=3600, gt=0, description="How often pairings of finished school years are ended"
     )
+    proposal_expiry_check_seconds: float = Field(
+        default=3600,
+        gt=0,
+        description="How often proposals unanswered for matcher.PROPOSAL_DAYS days are expired",
+    )
 
 
 def create(settings: CordeesSettings | None = None) -> FastAPI:
     settings = settings or CordeesSettings()  # type: ignore[call-arg]  # read from the environment
 
-    def school_year_end(pool: asyncpg.Pool) -> matcher.SchoolYearEnd:
-        return matcher.SchoolYearEnd(pool, interval=settings.school_year_end_check_seconds)
+    def school_year_end(pool: asyncpg.Pool) -> matcher.Periodic:
+        return matcher.school_year_end(pool, interval=settings.school_year_end_check_seconds)
+
+    def proposal_expiry(pool: asyncpg.Pool) -> matcher.Periodic:
+        return matcher.proposal_expiry(pool, interval=settings.proposal_expiry_check_seconds)
 
     app = create_app(
         settings,
@@ -42,7 +50,7 @@ def create(settings: CordeesSettings | None = None) -> FastAPI:
         routers=[api.router],
         consumers=consumers.CONSUMERS,
         migrations=MIGRATIONS,
-        workers=[school_year_end],
+        workers=[school_year_end, proposal_expiry],
         gauges=gauges.GAUGES,
     )
     app.state.partner_status = store.partner_status  # writes refused to suspended partners
