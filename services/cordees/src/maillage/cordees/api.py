@@ -334,8 +334,13 @@ class CoverageReport(BaseModel):
     rep_plus: ShareOf
     rep: ShareOf
     objective: str = Field(
-        description="Where the national objective stands: every REP+ collège first, then every "
-        "REP collège"
+        description="Where the national objective stands, in French: every REP+ collège first, "
+        "then every REP collège"
+    )
+    objective_code: str = Field(
+        description="The same as a stable code: no_reference (no REP+ or REP collège in the "
+        "reference for the scope), rep_plus (REP+ collèges still to encorder), rep (every REP+ "
+        "one is encordé, REP ones still to), met"
     )
     uncovered_rep_plus: list[UncoveredCollege] = Field(
         description="The REP+ collèges in scope not encordé this school year, by UAI"
@@ -851,19 +856,29 @@ async def coverage(
     uncovered = [s for s in rep_plus if not s["encorde"]]
     if not rep_plus and not rep:
         # Not "met": the reference may simply not have been imported for this scope.
-        objective = "no REP+ or REP collège in the reference data for this scope"
+        code, objective = (
+            "no_reference",
+            "aucun collège REP+ ou REP dans les données de référence pour ce périmètre",
+        )
     elif uncovered:
-        objective = f"every REP+ collège: {len(uncovered)} still to encorder"
+        code, objective = (
+            "rep_plus",
+            f"chaque collège REP+ : encore {len(uncovered)} à encorder",
+        )
     elif any(not s["encorde"] for s in rep):
-        objective = "every REP+ collège is encordé; next, every REP collège"
+        code, objective = (
+            "rep",
+            "chaque collège REP+ est encordé ; ensuite, chaque collège REP",
+        )
     else:
-        objective = "met: every REP+ and REP collège is encordé"
+        code, objective = ("met", "atteint : chaque collège REP+ et REP est encordé")
     return {
         "scope": {"departement": departement, "academie": academie},
         "school_year": year,
         "rep_plus": _share(rep_plus),
         "rep": _share(rep),
         "objective": objective,
+        "objective_code": code,
         "uncovered_rep_plus": [
             {
                 "uai": s["uai"],

@@ -3,6 +3,7 @@
 Run it with ``uvicorn maillage.cordees.app:create --factory`` (``maillage dev`` does).
 """
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import asyncpg
@@ -10,6 +11,7 @@ from fastapi import FastAPI
 from pydantic import Field
 
 from maillage.common.http import create_app
+from maillage.common.inbox import EventConsumer
 from maillage.common.settings import ServiceSettings, service_config
 from maillage.cordees import api, consumers, gauges, matcher, store
 
@@ -34,7 +36,13 @@ class CordeesSettings(ServiceSettings):
     )
 
 
-def create(settings: CordeesSettings | None = None) -> FastAPI:
+def create(
+    settings: CordeesSettings | None = None,
+    *,
+    consumers: Sequence[EventConsumer] = consumers.CONSUMERS,
+) -> FastAPI:
+    """The cordees app; ``consumers``: its consumer groups (tests that apply events through the
+    handlers directly pass none)."""
     settings = settings or CordeesSettings()  # type: ignore[call-arg]  # read from the environment
 
     def school_year_end(pool: asyncpg.Pool) -> matcher.Periodic:
@@ -48,7 +56,7 @@ def create(settings: CordeesSettings | None = None) -> FastAPI:
         title="Maillage cordées",
         description=DESCRIPTION,
         routers=[api.router],
-        consumers=consumers.CONSUMERS,
+        consumers=consumers,
         migrations=MIGRATIONS,
         workers=[school_year_end, proposal_expiry],
         gauges=gauges.GAUGES,
