@@ -169,7 +169,7 @@ class ScorePart(BaseModel):
 class Explanation(BaseModel):
     """Why this offer: the stable facts (priority class, distance, thematics covered, places
     left, the score and its parts, which sum to the score) and the same in French words
-    (``reasons``, each part's ``reason``)."""
+    (`reasons`, each part's `reason`)."""
 
     offer_id: uuid.UUID
     tete_partner_id: uuid.UUID
