@@ -214,6 +214,7 @@ async def replay(
             if answer.status_code != 202:
                 raise RuntimeError(f"POST /match-requests: {answer.status_code} {answer.text}")
         connection = await asyncpg.connect(url)
+        refused: Counter[int] = Counter()
         try:
             rounds = 0
             while proposed := await connection.fetch(
@@ -227,7 +228,8 @@ async def replay(
                     started = time.perf_counter()
                     answer = await http.post(f"/match-requests/{row['id']}/accept", headers=headers)
                     acceptances.append(time.perf_counter() - started)
-                    if answer.status_code not in (200, 409):
+                    refused[answer.status_code] += answer.status_code != 200
+                    if answer.status_code not in (200, 403, 409):  # 403: the old flow's moves
                         raise RuntimeError(f"accept: {answer.status_code} {answer.text}")
             served = Counter(
                 PriorityClass(row["priority"])
@@ -235,7 +237,7 @@ async def replay(
                     "SELECT priority FROM match_requests WHERE status = 'established'"
                 )
             )
-            print(f"acceptance rounds: {rounds}")
+            print(f"acceptance rounds: {rounds}; refused: {dict(refused) or 'none'}")
         finally:
             await connection.close()
     return requests, acceptances, served
