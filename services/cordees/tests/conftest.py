@@ -1,4 +1,11 @@
-"""Fixtures of the cordees tests: the app on a fresh database (helpers in cordees_world)."""
+"""Fixtures of the cordees tests: the app on a fresh database (helpers in cordees_world).
+
+The app runs its Kafka consumers only for the test modules that say ``READS_THE_BUS = True``
+(the read model followed through the real broker). The others apply registry events through
+the handlers directly (``Cordees.apply``): the broker is shared by the whole session, so a
+consumer group of the app would also read what other test files published before (a national
+import's schools counted in a coverage test's database: the full-run failures of
+test_coverage.py), and joining the groups took most of each test's set-up."""
 
 from __future__ import annotations
 
@@ -11,10 +18,12 @@ from jwt_fixtures import AUDIENCE, ISSUER, JWKSServer, SigningKey
 
 from maillage.common.auth import JWKSCache, TokenVerifier
 from maillage.cordees.app import CordeesSettings, create
+from maillage.cordees.consumers import CONSUMERS
 
 
 @pytest.fixture
 async def cordees(
+    request: pytest.FixtureRequest,
     database_url: str,
     kafka_bootstrap_servers: str,
     kafka_idempotent_producer: bool,
@@ -32,7 +41,8 @@ async def cordees(
         log_level="WARNING",
         database_pool_max=20,
     )
-    app = create(settings)
+    reads_the_bus = getattr(request.module, "READS_THE_BUS", False)
+    app = create(settings, consumers=CONSUMERS if reads_the_bus else ())
     async with LifespanManager(app, startup_timeout=60) as manager:
         app.state.token_verifier = TokenVerifier(
             JWKSCache(server.url), issuer=ISSUER, audience=AUDIENCE

@@ -88,7 +88,8 @@ async def test_coverage_counts_every_rep_plus_and_rep_college_of_the_reference_b
         },
     ]
     assert rejected not in registered.values()
-    assert "2 still to encorder" in val_de_marne["objective"]
+    assert val_de_marne["objective_code"] == "rep_plus"
+    assert val_de_marne["objective"] == "chaque collège REP+ : encore 2 à encorder"
     assert creteil["rep_plus"] == val_de_marne["rep_plus"]  # 94 is in the académie de Créteil
     assert creteil["scope"] == {"departement": None, "academie": "24"}
     assert national["rep_plus"] == {"colleges": 5, "encordes": 3, "share": 0.6}
@@ -110,9 +111,11 @@ async def test_the_objective_moves_to_rep_once_every_rep_plus_is_encorde(cordees
         await pair(cordees, http, tete, school)
         report = (await http.get("/coverage?departement=94", headers=cordees.operator())).json()
     assert empty["rep_plus"] == {"colleges": 0, "encordes": 0, "share": None}
-    assert empty["objective"] == "no REP+ or REP collège in the reference data for this scope"
+    assert empty["objective_code"] == "no_reference"
+    assert "aucun collège REP+ ou REP" in empty["objective"]
     assert report["uncovered_rep_plus"] == []
-    assert report["objective"] == "every REP+ collège is encordé; next, every REP collège"
+    assert report["objective_code"] == "rep"
+    assert report["objective"] == "chaque collège REP+ est encordé ; ensuite, chaque collège REP"
 
 
 async def test_only_a_newer_version_of_a_reference_school_applies(cordees: Cordees) -> None:
@@ -184,7 +187,9 @@ async def test_either_side_ends_a_pairing_and_finished_school_years_end(cordees:
 async def test_the_service_ends_the_pairings_of_a_finished_school_year_by_itself(
     cordees: Cordees,
 ) -> None:
-    assert any(isinstance(w, matcher.SchoolYearEnd) for w in cordees.app.state.runtime.workers)
+    steps = [getattr(w, "step", None) for w in cordees.app.state.runtime.workers]
+    assert matcher._end_school_years in steps
+    assert matcher.expire_proposals in steps
     tete = await cordees.partner("etablissement_superieur")
     school = await cordees.partner("college")
     async with cordees.client() as http:
@@ -194,7 +199,7 @@ async def test_the_service_ends_the_pairings_of_a_finished_school_year_by_itself
         await connection.execute(
             "UPDATE pairings SET school_year = '2001-2002' WHERE id = $1", uuid.UUID(pairing_id)
         )
-    worker = matcher.SchoolYearEnd(cordees.pool, interval=0.05)
+    worker = matcher.school_year_end(cordees.pool, interval=0.05)
     running = asyncio.create_task(worker.run())
     try:
         for _ in range(200):

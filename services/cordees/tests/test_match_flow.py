@@ -35,8 +35,14 @@ async def test_a_school_is_proposed_the_best_offer_with_its_explanation(cordees:
     assert explanation["tete_partner_id"] == str(near)
     assert 4 < explanation["distance_km"] < 6
     assert explanation["remaining_capacity"] == 2
-    assert "REP+" in explanation["priority_class"]
-    assert "2 of the 2" in explanation["thematics"]
+    assert explanation["priority_class"] == "REP+"
+    assert explanation["thematics_covered"] == ["arts", "sciences"]
+    assert explanation["reasons"][0] == "collège REP+ (priorité nationale)"
+    assert explanation["reasons"][1].startswith("à 5,")
+    assert "2 des 2 thématiques souhaitées" in explanation["reasons"][2]
+    assert explanation["reasons"][3] == "2 places restantes"
+    assert proposal["reason"] == "request_filed"
+    assert proposal["expires_at"] is not None
     assert sum(part["points"] for part in explanation["parts"]) == explanation["score"]
     assert {part["name"] for part in explanation["parts"]} == {
         "priority",
@@ -71,21 +77,27 @@ async def test_decline_proposes_the_next_candidate_and_never_the_declined_offer_
         declined = await http.post(f"{url}/decline", headers=cordees.token(first, "partner"))
         twice = await http.post(f"{url}/decline", headers=cordees.token(first, "partner"))
         last = await http.post(f"{url}/decline", headers=cordees.token(second, "partner"))
-        # a new offer of the first tête is a new candidate for the next campaign
+        # a new offer of the first tête: its place goes at once to the waiting request
         await cordees.offer(first, http, capacity=1)
-        campaign = await http.post("/campaigns", json={}, headers=cordees.operator())
         after = await http.get(url, headers=cordees.token(school, "partner", "school"))
+        campaign = await http.post("/campaigns", json={}, headers=cordees.operator())
     assert wrong.status_code == 403
     assert declined.status_code == 200, declined.text
     assert declined.json()["offer_id"] == offer_2["id"]
     assert declined.json()["proposal"]["rank"] == 2
+    assert declined.json()["proposal"]["reason"] == "declined"
     assert declined.json()["declined_offer_ids"] == [offer_1["id"]]
-    assert twice.status_code == 403  # no longer proposed to the first tête's offer
+    # proposed to the first tête once, then moved on: 409, not 403
+    assert (twice.status_code, twice.json()["code"]) == (409, "proposal_moved")
+    assert twice.json()["request_status"] == "proposed"
     assert last.json()["status"] == "unmatched"
     assert set(last.json()["declined_offer_ids"]) == {offer_1["id"], offer_2["id"]}
-    assert campaign.json()["summary"]["proposed"] == 1
     assert after.json()["status"] == "proposed"
     assert after.json()["offer_id"] not in (offer_1["id"], offer_2["id"])
+    assert after.json()["proposal"]["reason"] == "offer_opened"
+    # the live flow is up to date: the campaign shows the optimum and changes nothing
+    summary = campaign.json()["summary"]
+    assert (summary["requests"], summary["proposed"], summary["changes"]) == (1, 1, 0)
     events = [kind.split(".")[-2] for kind, _ in await cordees.events() if "match" in kind]
     assert events == [
         "requested",
@@ -150,15 +162,16 @@ async def test_accept_establishes_a_pairing_both_sides_see(cordees: Cordees) -> 
 
 
 async def test_capacity_is_never_exceeded_by_concurrent_acceptances(cordees: Cordees) -> None:
-    """Ten schools proposed the same offer of three places, accepted all at once: exactly three
-    pairings, and the seven others move on (here: unmatched, no other offer)."""
+    """Ten schools ask for the same offer of three places: three are proposed it (a proposal
+    holds a place), seven wait. The tête accepts all ten at once: exactly three pairings, and
+    the seven it was never proposed are refused (403)."""
     tete = await cordees.partner("etablissement_superieur")
     schools = [await cordees.partner("college") for _ in range(10)]
     headers = cordees.token(tete, "partner")
     async with cordees.client() as http:
         offer = await cordees.offer(tete, http, capacity=3)
         matches = [await cordees.request(school, http) for school in schools]
-        assert {m["offer_id"] for m in matches} == {offer["id"]}
+        assert sorted(m["status"] for m in matches) == ["proposed"] * 3 + ["unmatched"] * 7
         answers = await asyncio.gather(
             *(http.post(f"/match-requests/{m['id']}/accept", headers=headers) for m in matches)
         )
@@ -167,7 +180,7 @@ async def test_capacity_is_never_exceeded_by_concurrent_acceptances(cordees: Cor
             (await http.get(f"/match-requests/{m['id']}", headers=cordees.operator())).json()
             for m in matches
         ]
-    assert statuses == [200] * 3 + [409] * 7, [a.text for a in answers if a.status_code != 200]
+    assert statuses == [200] * 3 + [403] * 7, [a.text for a in answers if a.status_code != 200]
     async with cordees.pool.acquire() as connection:
         active = await connection.fetchval(
             "SELECT count(*) FROM pairings WHERE offer_id = $1 AND status = 'active'",
@@ -201,7 +214,7 @@ async def test_the_school_withdraws_its_request(cordees: Cordees) -> None:
     assert withdrawn.json()["status"] == "withdrawn"
     assert withdrawn.json()["proposal"] is None
     assert again.status_code == 409
-    assert late.status_code == 403  # no longer proposed to this tête
+    assert (late.status_code, late.json()["code"]) == (409, "not_proposed")  # was proposed
     [(_, event)] = await cordees.events("match-request.withdrawn.v1")
     assert event["tete_partner_id"] == str(tete)
 
@@ -236,29 +249,31 @@ async def test_only_verified_schools_request_and_each_sees_only_its_own(cordees:
     assert {m["id"] for m in tete_list.json()["items"]} == {mine["id"], theirs["id"]}
 
 
-async def test_a_campaign_serves_rep_plus_before_rep_when_places_are_short(
+async def test_an_offer_opening_serves_rep_plus_before_rep_and_campaigns_show_the_optimum(
     cordees: Cordees,
 ) -> None:
-    """Requests no offer could take wait; an offer opens with two places; the campaign over the
-    Val-de-Marne proposes them to the REP+ collège and one REP collège, and leaves Paris out."""
+    """Requests no offer could take wait; an offer opens with two places: the live flow proposes
+    them at once to the REP+ collège and one REP collège. A campaign over the Val-de-Marne then
+    shows that optimum and changes nothing; when a proposal went missing (written around the
+    flow), its dry run shows the move and the real run applies it."""
     rep = [await cordees.partner("college", education_prioritaire="REP") for _ in range(2)]
     rep_plus = await cordees.partner("college", education_prioritaire="REP+")
     paris = await cordees.partner(
         "college", departement="75", education_prioritaire="REP+", latitude=48.85, longitude=2.35
     )
     tete = await cordees.partner("etablissement_superieur")
+
+    async def status_of(http: object, match: dict[str, object]) -> dict[str, object]:
+        answer = await http.get(f"/match-requests/{match['id']}", headers=cordees.operator())  # type: ignore[attr-defined]
+        return answer.json()  # type: ignore[no-any-return]
+
     async with cordees.client() as http:
         waiting = {
             school: await cordees.request(school, http) for school in [*rep, rep_plus, paris]
         }
         assert {m["status"] for m in waiting.values()} == {"unmatched"}
-        offer = await cordees.offer(tete, http, capacity=2, max_distance_km=50)
-        before = {
-            (await http.get(f"/match-requests/{m['id']}", headers=cordees.operator())).json()[
-                "status"
-            ]
-            for m in waiting.values()
-        }
+        offer = await cordees.offer(tete, http, capacity=2, max_distance_km=5)
+        after = {school: await status_of(http, m) for school, m in waiting.items()}
         forbidden = await http.post(
             "/campaigns", json={"departement": "94"}, headers=cordees.token(tete, "partner")
         )
@@ -269,13 +284,24 @@ async def test_a_campaign_serves_rep_plus_before_rep_when_places_are_short(
             "/campaigns", json={"departement": "94"}, headers=cordees.operator()
         )
         stored = await http.get(f"/campaigns/{campaign.json()['id']}", headers=cordees.operator())
-        after = {
-            school: (
-                await http.get(f"/match-requests/{m['id']}", headers=cordees.operator())
-            ).json()
-            for school, m in waiting.items()
-        }
-    assert before == {"unmatched"}  # opening an offer leaves waiting requests to campaigns
+        await cordees.pool.execute(
+            "UPDATE match_requests SET status = 'unmatched', offer_id = NULL, proposal = NULL"
+            " WHERE id = $1",
+            uuid.UUID(str(waiting[rep_plus]["id"])),
+        )
+        dry = await http.post(
+            "/campaigns", json={"departement": "94", "dry_run": True}, headers=cordees.operator()
+        )
+        unchanged = await status_of(http, waiting[rep_plus])
+        applied = await http.post(
+            "/campaigns", json={"departement": "94"}, headers=cordees.operator()
+        )
+        repaired = await status_of(http, waiting[rep_plus])
+    assert after[rep_plus]["status"] == "proposed"
+    assert after[rep_plus]["offer_id"] == offer["id"]
+    assert after[rep_plus]["proposal"]["reason"] == "offer_opened"
+    assert sorted(after[school]["status"] for school in rep) == ["proposed", "unmatched"]
+    assert after[paris]["status"] == "unmatched"  # out of the offer's 5 km (7.6 km away)
     assert forbidden.status_code == 403
     assert both.status_code == 422
     assert campaign.status_code == 201, campaign.text
@@ -286,13 +312,21 @@ async def test_a_campaign_serves_rep_plus_before_rep_when_places_are_short(
     assert summary["coverage"]["REP+"] == {"requested": 1, "served": 1}
     assert summary["coverage"]["REP"] == {"requested": 2, "served": 1}
     assert summary["total_distance_km"] == 0  # every school stands at the tête's door here
-    assert after[rep_plus]["status"] == "proposed"
-    assert after[rep_plus]["offer_id"] == offer["id"]
-    assert after[rep_plus]["proposal"]["campaign_id"] == campaign.json()["id"]
-    assert sorted(after[school]["status"] for school in rep) == ["proposed", "unmatched"]
-    assert after[paris]["status"] == "unmatched"
-    proposed = await cordees.events("match-request.proposed.v1")
-    assert len(proposed) == 2
+    assert (summary["changes"], summary["moves"], summary["dry_run"]) == (0, [], False)
+    assert dry.json()["summary"]["dry_run"] is True
+    assert dry.json()["summary"]["moves"] == [
+        {
+            "request_id": waiting[rep_plus]["id"],
+            "priority_class": "REP+",
+            "from_offer_id": None,
+            "to_offer_id": offer["id"],
+        }
+    ]
+    assert unchanged["status"] == "unmatched"
+    assert applied.json()["summary"]["changes"] == 1
+    assert repaired["status"] == "proposed"
+    assert repaired["proposal"]["campaign_id"] == applied.json()["id"]
+    assert repaired["proposal"]["reason"] == "campaign"
 
 
 async def test_a_school_takes_one_place_of_an_offer_whatever_its_requests(
@@ -323,5 +357,5 @@ async def test_a_school_takes_one_place_of_an_offer_whatever_its_requests(
             f"/match-requests/{second['id']}/accept", headers=cordees.token(tete, "partner")
         )
     assert accepted.status_code == 200
-    assert second["status"] == "unmatched"
+    assert second["status"] == "unmatched"  # never proposed an offer it is encordé with
     assert (again.status_code, again.json()["code"]) == (409, "already_encorde")

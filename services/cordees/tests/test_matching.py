@@ -223,16 +223,17 @@ def test_the_parts_sum_exactly_to_the_score() -> None:
     assert points == {"priority": 3000, "distance": 331, "thematics": 133, "capacity": 30}
     assert explanation.score == 3494 == sum(points.values())
     assert explanation.distance_km == pytest.approx(5.2, abs=0.1)
-    assert explanation.part("thematics").reason == "1 of the 3 wished thematics (sciences)"
-    assert explanation.part("priority").reason.startswith("REP+")
-    assert explanation.part("distance").reason == "5.2 km away"
-    assert explanation.part("capacity").reason == "3 places left"
+    # French for people (decision 33); the part's name is the stable code
+    assert explanation.part("thematics").reason == "1 des 3 thématiques souhaitées (sciences)"
+    assert explanation.part("priority").reason == "collège REP+ (priorité nationale)"
+    assert explanation.part("distance").reason == "à 5,2 km"
+    assert explanation.part("capacity").reason == "3 places restantes"
 
 
 def test_no_wished_thematic_means_any_offer_suits() -> None:
     part = score(request(1, thematics=()), offer(1)).part("thematics")
     assert part.points == 400
-    assert "no thematic" in part.reason
+    assert part.reason == "aucune thématique souhaitée : toute offre convient"
 
 
 def test_thematics_compare_without_case_or_spaces() -> None:

@@ -226,18 +226,28 @@ class MatchProposalFacts(MatchRequestFacts):
     "fr.maillage.cordees.match-request.proposed.v1", topic=MATCH_REQUESTS, key="request_id"
 )
 class MatchProposed(MatchProposalFacts):
-    """The matcher proposed a tête de cordée to a school; the tête accepts or declines."""
+    """The matcher proposed a tête de cordée to a school; the tête accepts or declines. When the
+    proposal moved from another offer, ``previous_offer_id`` and ``previous_tete_partner_id``
+    name it (that tête is told too) and ``reason`` says what moved it."""
 
     score: Annotated[float, Level.PUBLIC]
     distance_km: Annotated[float, Level.PUBLIC]
     rank: Annotated[int, Level.PUBLIC]  # 1 for the first proposal, 2 after one decline…
+    # why the live flow (re)solved: MATCH_REASONS of the cordees service, e.g. "request_filed",
+    # "declined", "expired", "request_withdrawn", "offer_changed", "campaign"
+    reason: Annotated[str, Level.PUBLIC] = "request_filed"
+    previous_offer_id: Annotated[UUID | None, Level.PUBLIC] = None
+    previous_tete_partner_id: Annotated[UUID | None, Level.PUBLIC] = None
 
 
 @catalog.event(
     "fr.maillage.cordees.match-request.declined.v1", topic=MATCH_REQUESTS, key="request_id"
 )
 class MatchDeclined(MatchProposalFacts):
-    """The tête de cordée declined the proposal; the next candidate is proposed, if any."""
+    """The tête de cordée declined the proposal, or left it unanswered until it expired
+    (``reason`` "expired"); the next candidate is proposed, if any."""
+
+    reason: Annotated[str, Level.PUBLIC] = "declined"  # "declined" or "expired"
 
 
 @catalog.event(
@@ -254,7 +264,13 @@ class MatchWithdrawn(MatchRequestFacts):
     "fr.maillage.cordees.match-request.unmatched.v1", topic=MATCH_REQUESTS, key="request_id"
 )
 class MatchUnmatched(MatchRequestFacts):
-    """No open offer can take the request now; it waits for a new offer or the next campaign."""
+    """No open offer can take the request now; it waits until a place it may take frees up.
+    When it lost a proposal, ``previous_offer_id`` and ``previous_tete_partner_id`` name it
+    (that tête is told too) and ``reason`` says what moved it (as for MatchProposed)."""
+
+    reason: Annotated[str, Level.PUBLIC] = "request_filed"
+    previous_offer_id: Annotated[UUID | None, Level.PUBLIC] = None
+    previous_tete_partner_id: Annotated[UUID | None, Level.PUBLIC] = None
 
 
 class PairingFacts(Event):

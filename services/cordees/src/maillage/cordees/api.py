@@ -27,25 +27,14 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from maillage.common import idempotency, pagination
 from maillage.common.auth import Caller, CurrentCaller, require_role
-from maillage.common.catalog import (
-    CordeeOfferClosed,
-    CordeeOfferOpened,
-    CordeeOfferUpdated,
-    MatchRequested,
-    MatchWithdrawn,
-    PairingEnded,
-    PairingEstablished,
-)
 from maillage.common.db import transaction
 from maillage.common.http import Pool
-from maillage.common.outbox import publish
-from maillage.common.problems import Problem
-from maillage.cordees import domain, matcher, store
+from maillage.cordees import domain, matcher, store, usecases
 from maillage.cordees.domain import PriorityClass
 
 router = APIRouter()
 
-STAFF_ROLES = frozenset({"operator", "admin"})
+STAFF_ROLES = usecases.STAFF_ROLES
 _DEPARTEMENT = r"^(0[1-9]|[1-8][0-9]|9[0-5]|2A|2B|97[1-6])$"
 _ACADEMIE = r"^[0-9]{2}$"
 _SCHOOL_YEAR = r"^[0-9]{4}-[0-9]{4}$"
@@ -172,30 +161,52 @@ class NewMatchRequest(BaseModel):
 
 
 class ScorePart(BaseModel):
-    name: str
+    name: str = Field(description="Stable code: priority, distance, thematics or capacity")
     points: int
-    reason: str
+    reason: str = Field(description="Why, in French: « collège REP+ (priorité nationale) »")
 
 
 class Explanation(BaseModel):
-    """Why this offer: distance, priority class, thematic overlap, places left, the score and
-    its parts (which sum to the score)."""
+    """Why this offer: the stable facts (priority class, distance, thematics covered, places
+    left, the score and its parts, which sum to the score) and the same in French words
+    (`reasons`, each part's `reason`)."""
 
     offer_id: uuid.UUID
     tete_partner_id: uuid.UUID
     score: int
     distance_km: float
-    priority_class: str
-    thematics: str
-    remaining_capacity: int
+    priority_class: str = Field(description="REP+, REP, QPV_OR_RURAL or OTHER")
+    thematics_covered: list[str] = Field(
+        default_factory=list, description="The wished thematics the offer covers"
+    )
+    remaining_capacity: int = Field(description="Places left (capacity minus encordés)")
+    reasons: list[str] = Field(
+        default_factory=list,
+        description="In French: « collège REP+ (priorité nationale) », « à 5,2 km »…",
+    )
     parts: list[ScorePart]
 
 
 class Proposal(BaseModel):
-    rank: int = Field(description="1 for the first proposal, 2 after one decline…")
+    rank: int = Field(description="1 for the first proposal, 2 after the first move…")
     explanation: Explanation
     alternatives: list[Explanation] = Field(description="The next best candidates, in order")
     campaign_id: uuid.UUID | None = Field(description="The campaign that proposed it, if any")
+    reason: str = Field(
+        default="request_filed",
+        description="Stable code of what made the live flow propose it (matcher.MATCH_REASONS): "
+        "request_filed, declined, expired, request_withdrawn, accepted, offer_opened, "
+        "offer_changed, offer_closed, pairing_ended, partner_changed, campaign",
+    )
+    reason_text: str | None = Field(default=None, description="The same, in French")
+    objective: str | None = Field(
+        default=None, description="The rule proposals follow, in French (REP+ first…)"
+    )
+    expires_at: datetime | None = Field(
+        default=None,
+        description=f"Unanswered by then ({matcher.PROPOSAL_DAYS} days), the proposal counts "
+        "as declined and the request moves on",
+    )
 
 
 class MatchRequestOut(BaseModel):
@@ -249,6 +260,9 @@ class CampaignScope(BaseModel):
         default=None, max_length=3, pattern=_DEPARTEMENT, examples=["94"]
     )
     academie: str | None = Field(default=None, max_length=2, pattern=_ACADEMIE, examples=["24"])
+    dry_run: bool = Field(
+        default=False, description="Show the optimum and the moves it would make; change nothing"
+    )
 
     @model_validator(mode="after")
     def _one_scope(self) -> CampaignScope:
@@ -264,13 +278,29 @@ class CoverageByClass(BaseModel):
     served: int
 
 
+class CampaignMove(BaseModel):
+    request_id: uuid.UUID
+    priority_class: str
+    from_offer_id: uuid.UUID | None = Field(description="The offer proposed before, if any")
+    to_offer_id: uuid.UUID | None = Field(description="The offer proposed in the optimum")
+
+
 class CampaignSummary(BaseModel):
-    requests: int = Field(description="Waiting requests in scope")
-    proposed: int
+    requests: int = Field(description="Requests in scope waiting for a cordée (proposed or not)")
+    proposed: int = Field(description="Of which proposed an offer in the optimum")
     coverage: dict[str, CoverageByClass] = Field(description="By priority class")
     total_distance_km: float
     objective: int = Field(description="Priority-weighted coverage minus distance (see docs)")
     solve_ms: float
+    dry_run: bool = False
+    changes: int = Field(
+        default=0,
+        description="Requests whose proposal the optimum changes: none when the live flow is up "
+        "to date",
+    )
+    moves: list[CampaignMove] = Field(
+        default_factory=list, description=f"The changes (the first {usecases.MOVES_SHOWN})"
+    )
 
 
 class Campaign(BaseModel):
@@ -304,8 +334,13 @@ class CoverageReport(BaseModel):
     rep_plus: ShareOf
     rep: ShareOf
     objective: str = Field(
-        description="Where the national objective stands: every REP+ collège first, then every "
-        "REP collège"
+        description="Where the national objective stands, in French: every REP+ collège first, "
+        "then every REP collège"
+    )
+    objective_code: str = Field(
+        description="The same as a stable code: no_reference (no REP+ or REP collège in the "
+        "reference for the scope), rep_plus (REP+ collèges still to encorder), rep (every REP+ "
+        "one is encordé, REP ones still to), met"
     )
     uncovered_rep_plus: list[UncoveredCollege] = Field(
         description="The REP+ collèges in scope not encordé this school year, by UAI"
@@ -315,108 +350,22 @@ class CoverageReport(BaseModel):
 # --- helpers ------------------------------------------------------------------------------------
 
 _FORBIDDEN: dict[int | str, dict[str, Any]] = {403: {"description": "Not for this caller"}}
+Operator = Annotated[Caller, require_role(*STAFF_ROLES)]
 
 
-# What a 404 names, in French: (title, detail's start).
-_NAMES = {
-    "offer": ("Offre introuvable", "Aucune offre"),
-    "match request": ("Demande introuvable", "Aucune demande de cordée"),
-    "pairing": ("Cordée introuvable", "Aucune cordée"),
-    "campaign": ("Campagne introuvable", "Aucune campagne"),
-}
-
-
-def _not_found(what: str, identifier: uuid.UUID) -> Problem:
-    title, none = _NAMES[what]
-    return Problem(
-        404, f"{what.replace(' ', '_')}_not_found", title, detail=f"{none} {identifier}."
-    )
-
-
-def _forbidden(detail: str) -> Problem:
-    return Problem(403, "forbidden", "Accès refusé", detail=detail)
-
-
-def _conflict(code: str, title: str, detail: str, **extensions: Any) -> Problem:
-    return Problem(409, code, title, detail=detail, **extensions)
-
-
-def _caller_partner(caller: Caller) -> uuid.UUID | None:
-    try:
-        return uuid.UUID(caller.partner_id) if caller.partner_id else None
-    except ValueError:
-        return None
-
-
-async def _acting_partner(
-    connection: asyncpg.Connection | asyncpg.Pool,
-    caller: Caller,
-    kinds: frozenset[str],
-    role: str,
-    what: str,
-) -> dict[str, Any]:
-    """The caller's partner from the read model: it must hold ``role``, be of one of ``kinds``
-    and be verified (a suspended or rejected partner cannot act)."""
-    partner_id = _caller_partner(caller)
-    if partner_id is None or not caller.has_role(role):
-        raise _forbidden(f"Réservé à un {what} (rôle {role}, avec son partner_id).")
-    partner = await store.get_partner(connection, partner_id)
-    if partner is None or partner["kind"] not in kinds:
-        raise _forbidden(f"Votre partenaire n'est pas connu ici comme {what}.")
-    if partner["status"] != "verified":
-        raise _forbidden(
-            f"Votre partenaire a le statut {partner['status']} : seuls les partenaires vérifiés "
-            "agissent."
-        )
-    return partner
-
-
-async def _tete(connection: asyncpg.Connection | asyncpg.Pool, caller: Caller) -> dict[str, Any]:
-    return await _acting_partner(
-        connection, caller, matcher.TETE_KINDS, "partner", "tête de cordée"
-    )
-
-
-async def _school(connection: asyncpg.Connection | asyncpg.Pool, caller: Caller) -> dict[str, Any]:
-    return await _acting_partner(
-        connection, caller, matcher.SCHOOL_KINDS, "school", "collège ou lycée"
-    )
-
-
-def _offer_facts(offer: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "offer_id": offer["id"],
-        "tete_partner_id": offer["tete_partner_id"],
-        "school_year": offer["school_year"],
-        "capacity": offer["capacity"],
-        "levels": tuple(offer["levels"]),
-        "thematics": tuple(offer["thematics"]),
-        "max_distance_km": offer["max_distance_km"],
-        "academies": tuple(offer["academies"]),
-        "status": offer["status"],
-        "version": offer["version"],
-    }
+def _now() -> datetime:
+    return datetime.now(UTC)
 
 
 def _offer_out(offer: dict[str, Any]) -> dict[str, Any]:
     return {**offer, "remaining": max(offer["capacity"] - offer["encordes"], 0)}
 
 
-def _request_out(request: dict[str, Any]) -> dict[str, Any]:
+def _match_request_out(match_request: dict[str, Any]) -> dict[str, Any]:
     return {
-        **request,
-        "priority_class": matcher.PRIORITY_NAMES[PriorityClass(request["priority"])],
-        "proposal": request["proposal"] if request["status"] == "proposed" else None,
-    }
-
-
-def _request_facts(request: dict[str, Any], status: str) -> dict[str, Any]:
-    return {
-        "request_id": request["id"],
-        "school_partner_id": request["school_partner_id"],
-        "school_year": request["school_year"],
-        "status": status,
-        "priority_class": matcher.PRIORITY_NAMES[PriorityClass(request["priority"])],
+        **match_request,
+        "priority_class": matcher.PRIORITY_NAMES[PriorityClass(match_request["priority"])],
+        "proposal": match_request["proposal"] if match_request["status"] == "proposed" else None,
     }
 
 
@@ -453,37 +402,18 @@ async def _creating(
 async def open_offer(
     body: NewOffer, request: Request, caller: CurrentCaller, pool: Pool
 ) -> JSONResponse:
-    tete = await _tete(pool, caller)
+    tete = await usecases.acting_tete(pool, caller)
     if tete["latitude"] is None or tete["longitude"] is None:
-        raise _conflict(
-            "tete_location_unknown",
-            "Position inconnue",
-            "Donnez d'abord vos coordonnées au registre : les distances se mesurent depuis elles.",
-        )
+        raise usecases.tete_location_unknown()
     claimed = await _creating(request, pool, caller, body)
     if isinstance(claimed, JSONResponse):
         return claimed
     try:
         async with transaction(pool) as connection:
-            offer = await store.insert_offer(
-                connection,
-                {
-                    "id": uuid.uuid4(),
-                    "tete_partner_id": tete["partner_id"],
-                    "school_year": body.school_year,
-                    "capacity": body.capacity,
-                    "levels": sorted({level.value for level in body.levels}),
-                    "thematics": sorted({thematic.value for thematic in body.thematics}),
-                    "max_distance_km": body.max_distance_km,
-                    "academies": body.academies,
-                },
-            )
-            await publish(connection, CordeeOfferOpened(**_offer_facts(offer)))
-            # Nothing is proposed to a new offer yet: no rebalance; waiting requests go to the
-            # next campaign (decision 26).
-            offer = await store.get_offer(connection, offer["id"])
-            assert offer is not None
-            out = Offer(**_offer_out(offer)).model_dump(mode="json")
+            offer = await usecases.open_offer(connection, caller, **body.model_dump(), now=_now())
+            opened = await store.get_offer(connection, offer["id"])
+            assert opened is not None
+            out = Offer(**_offer_out(opened)).model_dump(mode="json")
             await idempotency.remember(connection, claimed, 201, out)
     except BaseException:
         await idempotency.release(pool, claimed)
@@ -534,23 +464,8 @@ async def list_offers(
 async def get_offer(offer_id: uuid.UUID, caller: CurrentCaller, pool: Pool) -> dict[str, Any]:
     offer = await store.get_offer(pool, offer_id)
     if offer is None:
-        raise _not_found("offer", offer_id)
+        raise usecases.offer_not_found(offer_id)
     return _offer_out(offer)
-
-
-async def _own_open_offer(
-    connection: asyncpg.Connection, caller: Caller, offer_id: uuid.UUID
-) -> dict[str, Any]:
-    """The caller's offer, locked; 403 for another tête's, 409 when closed."""
-    tete = await _tete(connection, caller)
-    offer = await store.get_offer(connection, offer_id, for_update=True)
-    if offer is None:
-        raise _not_found("offer", offer_id)
-    if offer["tete_partner_id"] != tete["partner_id"]:
-        raise _forbidden("Une tête de cordée ne modifie que ses propres offres.")
-    if offer["status"] != "open":
-        raise _conflict("offer_closed", "Offre fermée", "Une offre fermée ne change plus.")
-    return offer
 
 
 _OFFER_CHANGE_RESPONSES: dict[int | str, dict[str, Any]] = {
@@ -570,29 +485,14 @@ _OFFER_CHANGE_RESPONSES: dict[int | str, dict[str, Any]] = {
 async def change_offer(
     offer_id: uuid.UUID, changes: OfferChanges, caller: CurrentCaller, pool: Pool
 ) -> dict[str, Any]:
-    values = changes.model_dump(exclude_unset=True, mode="json")
-    if not values:
-        raise Problem(
-            422, "nothing_to_change", "Rien à modifier", detail="Envoyez au moins un champ."
-        )
-    for name in ("levels", "thematics"):
-        if name in values:
-            values[name] = sorted(set(values[name]))
     async with transaction(pool) as connection:
-        offer = await _own_open_offer(connection, caller, offer_id)
-        if values.get("capacity", offer["capacity"]) < offer["encordes"]:
-            raise _conflict(
-                "capacity_below_encordes",
-                "Places en dessous des encordés",
-                f"{offer['encordes']} établissements sont encordés avec cette offre : mettez "
-                "d'abord fin à des cordées.",
-                encordes=offer["encordes"],
-            )
-        offer = await store.update_offer(connection, offer_id, values)
-        await publish(connection, CordeeOfferUpdated(**_offer_facts(offer)))
-        await matcher.rebalance(connection, offer_id)
-        offer = await store.get_offer(connection, offer_id)
-        assert offer is not None
+        offer = await usecases.change_offer(
+            connection,
+            caller,
+            offer_id,
+            changes.model_dump(exclude_unset=True, mode="json"),
+            now=_now(),
+        )
     return _offer_out(offer)
 
 
@@ -605,10 +505,7 @@ async def change_offer(
 )
 async def close_offer(offer_id: uuid.UUID, caller: CurrentCaller, pool: Pool) -> dict[str, Any]:
     async with transaction(pool) as connection:
-        await _own_open_offer(connection, caller, offer_id)
-        offer = await store.close_offer(connection, offer_id)
-        await publish(connection, CordeeOfferClosed(**_offer_facts(offer)))
-        await matcher.rebalance(connection, offer_id)
+        offer = await usecases.close_offer(connection, caller, offer_id, now=_now())
     return _offer_out(offer)
 
 
@@ -646,49 +543,26 @@ async def request_match(
     # One connection for the whole request: the caller's school, the key's claim (committed at
     # once, so a concurrent retry sees it in progress), then the request's transaction.
     async with pool.acquire() as connection:
-        partner = await _school(connection, caller)
-        school = matcher.school_of(partner)
-        if school is None:
-            raise _conflict(
-                "school_location_unknown",
-                "Position inconnue",
-                "Les coordonnées de l'établissement sont inconnues : le registre les tient de "
-                "l'Annuaire de l'éducation.",
-            )
+        partner = await usecases.acting_school(connection, caller)
+        if matcher.school_of(partner) is None:
+            raise usecases.school_location_unknown()
         claimed = await _creating(request, connection, caller, body)
         if isinstance(claimed, JSONResponse):
             return claimed
         try:
             async with connection.transaction():
-                match = await store.insert_request(
-                    connection,
-                    {
-                        "id": uuid.uuid4(),
-                        "school_partner_id": school.partner_id,
-                        "school_year": body.school_year,
-                        "thematics": sorted({thematic.value for thematic in body.thematics}),
-                        "max_distance_km": body.max_distance_km,
-                        "priority": int(school.priority),
-                    },
-                )
-                await publish(
-                    connection,
-                    MatchRequested(
-                        **_request_facts(match, "requested"),
-                        thematics=tuple(match["thematics"]),
-                        max_distance_km=match["max_distance_km"],
-                    ),
-                )
                 # Matching runs in the request's transaction: the status URL never shows a
                 # request the matcher has not seen.
-                match = await matcher.propose_best(connection, match, school)
-                out = MatchRequestOut(**_request_out(match)).model_dump(mode="json")
+                match_request = await usecases.request_match(
+                    connection, caller, **body.model_dump(), now=_now()
+                )
+                out = MatchRequestOut(**_match_request_out(match_request)).model_dump(mode="json")
                 await idempotency.remember(connection, claimed, 202, out)
         except BaseException:
             await idempotency.release(pool, claimed)
             raise
     return JSONResponse(
-        out, status_code=202, headers={"Location": f"/match-requests/{match['id']}"}
+        out, status_code=202, headers={"Location": f"/match-requests/{match_request['id']}"}
     )
 
 
@@ -698,17 +572,17 @@ async def _visible_request(
     """A request its school, the tête of the offer it names, and operators may see."""
     match = await store.get_request(connection, request_id)
     if match is None:
-        raise _not_found("match request", request_id)
+        raise usecases.match_request_not_found(request_id)
     if caller.roles & STAFF_ROLES:
         return match
-    partner_id = _caller_partner(caller)
+    partner_id = usecases.caller_partner(caller)
     if partner_id is not None and partner_id == match["school_partner_id"]:
         return match
     if partner_id is not None and match["offer_id"] is not None:
         offer = await store.get_offer(connection, match["offer_id"])
         if offer is not None and offer["tete_partner_id"] == partner_id:
             return match
-    raise _forbidden(
+    raise usecases.forbidden(
         "Une demande n'est visible que de son établissement, de la tête de cordée proposée et "
         "des opérateurs."
     )
@@ -732,7 +606,7 @@ async def list_match_requests(
     cursor: pagination.Cursor = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
 ) -> dict[str, Any]:
-    partner_id = None if caller.roles & STAFF_ROLES else _caller_partner(caller)
+    partner_id = None if caller.roles & STAFF_ROLES else usecases.caller_partner(caller)
     if partner_id is None and not caller.roles & STAFF_ROLES:
         return {"items": [], "next_cursor": None}
     rows = await store.list_requests(
@@ -744,7 +618,7 @@ async def list_match_requests(
         limit=limit + 1,
     )
     page = pagination.page(rows, limit, "created_at")
-    page["items"] = [_request_out(match) for match in page["items"]]
+    page["items"] = [_match_request_out(match) for match in page["items"]]
     return page
 
 
@@ -758,7 +632,7 @@ async def list_match_requests(
 async def get_match_request(
     request_id: uuid.UUID, caller: CurrentCaller, pool: Pool
 ) -> dict[str, Any]:
-    return _request_out(await _visible_request(pool, caller, request_id))
+    return _match_request_out(await _visible_request(pool, caller, request_id))
 
 
 _PROPOSAL_RESPONSES: dict[int | str, dict[str, Any]] = {
@@ -771,32 +645,6 @@ _PROPOSAL_RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 
 
-async def _proposed_to_caller(
-    connection: asyncpg.Connection, caller: Caller, request_id: uuid.UUID
-) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The request, and the offer proposed to it, both locked (the offer first), after checking
-    that the caller is that offer's verified tête de cordée."""
-    tete = await _tete(connection, caller)
-    match = await store.get_request(connection, request_id)
-    if match is None:
-        raise _not_found("match request", request_id)
-    offer = None
-    if match["offer_id"] is not None:
-        offer = await store.get_offer(connection, match["offer_id"], for_update=True)
-    if offer is None or offer["tete_partner_id"] != tete["partner_id"]:
-        raise _forbidden("Seule la tête de cordée proposée répond à une proposition.")
-    match = await store.get_request(connection, request_id, for_update=True)
-    assert match is not None
-    if match["status"] != "proposed" or match["offer_id"] != offer["id"]:
-        raise _conflict(
-            "not_proposed",
-            "Pas proposée à votre offre",
-            f"La demande a le statut {match['status']} : elle n'est plus proposée à cette offre.",
-            request_status=match["status"],
-        )
-    return match, offer
-
-
 @router.post(
     "/match-requests/{request_id}/accept",
     response_model=Pairing,
@@ -806,55 +654,20 @@ async def _proposed_to_caller(
 )
 async def accept_match(request_id: uuid.UUID, caller: CurrentCaller, pool: Pool) -> dict[str, Any]:
     async with transaction(pool) as connection:
-        match, offer = await _proposed_to_caller(connection, caller, request_id)
-        if offer["encordes"] >= offer["capacity"]:  # under the offer's row lock
-            raise _conflict(
-                "offer_full",
-                "Offre complète",
-                "L'offre n'a plus de place.",
-                capacity=offer["capacity"],
-            )
-        if offer["id"] in await store.offers_paired_with(connection, match["school_partner_id"]):
-            raise _conflict(
-                "already_encorde",
-                "Déjà encordé",
-                "L'établissement est déjà encordé avec cette offre (par une autre demande).",
-            )
-        pairing = await store.insert_pairing(
-            connection,
-            {
-                "id": uuid.uuid4(),
-                "request_id": match["id"],
-                "offer_id": offer["id"],
-                "tete_partner_id": offer["tete_partner_id"],
-                "school_partner_id": match["school_partner_id"],
-                "school_year": match["school_year"],
-            },
-        )
-        await store.set_request_state(
-            connection,
-            match["id"],
-            status="established",
-            offer_id=offer["id"],
-            proposal=match["proposal"],
-        )
-        await publish(connection, PairingEstablished(**matcher.pairing_facts(pairing)))
-        await matcher.rebalance(connection, offer["id"])
-    return pairing
+        return await usecases.accept_match(connection, caller, request_id, now=_now())
 
 
 @router.post(
     "/match-requests/{request_id}/decline",
     response_model=MatchRequestOut,
     tags=["match requests"],
-    summary="Decline the school proposed to your offer: its next candidate is proposed",
+    summary="Decline the school proposed to your offer: the year's optimum is solved again",
     responses=_PROPOSAL_RESPONSES,
 )
 async def decline_match(request_id: uuid.UUID, caller: CurrentCaller, pool: Pool) -> dict[str, Any]:
     async with transaction(pool) as connection:
-        match, _ = await _proposed_to_caller(connection, caller, request_id)
-        match = await matcher.move_on(connection, match, declined=True)
-    return _request_out(match)
+        match_request = await usecases.decline_match(connection, caller, request_id, now=_now())
+    return _match_request_out(match_request)
 
 
 @router.post(
@@ -865,37 +678,15 @@ async def decline_match(request_id: uuid.UUID, caller: CurrentCaller, pool: Pool
     responses={
         **_FORBIDDEN,
         404: {"description": "No such request"},
-        409: {"description": "Already withdrawn, or paired"},
+        409: {"description": "Already withdrawn, or paired (not_withdrawable)"},
     },
 )
 async def withdraw_match(
     request_id: uuid.UUID, caller: CurrentCaller, pool: Pool
 ) -> dict[str, Any]:
     async with transaction(pool) as connection:
-        school = await _school(connection, caller)
-        match = await store.get_request(connection, request_id, for_update=True)
-        if match is None:
-            raise _not_found("match request", request_id)
-        if match["school_partner_id"] != school["partner_id"]:
-            raise _forbidden("Un établissement ne retire que ses propres demandes.")
-        if match["status"] in ("withdrawn", "established"):
-            raise _conflict(
-                "not_withdrawable",
-                "Retrait impossible",
-                f"La demande a le statut {match['status']}.",
-                request_status=match["status"],
-            )
-        offer = await store.get_offer(connection, match["offer_id"]) if match["offer_id"] else None
-        withdrawn = await store.set_request_state(connection, match["id"], status="withdrawn")
-        await publish(
-            connection,
-            MatchWithdrawn(
-                **_request_facts(withdrawn, "withdrawn"),
-                offer_id=offer["id"] if offer else None,
-                tete_partner_id=offer["tete_partner_id"] if offer else None,
-            ),
-        )
-    return _request_out(withdrawn)
+        match_request = await usecases.withdraw_match(connection, caller, request_id, now=_now())
+    return _match_request_out(match_request)
 
 
 # --- pairings -----------------------------------------------------------------------------------
@@ -916,7 +707,7 @@ async def list_pairings(
     cursor: pagination.Cursor = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
 ) -> dict[str, Any]:
-    partner_id = None if caller.roles & STAFF_ROLES else _caller_partner(caller)
+    partner_id = None if caller.roles & STAFF_ROLES else usecases.caller_partner(caller)
     if partner_id is None and not caller.roles & STAFF_ROLES:
         return {"items": [], "next_cursor": None}
     rows = await store.list_pairings(
@@ -930,26 +721,6 @@ async def list_pairings(
     return pagination.page(rows, limit, "established_at")
 
 
-async def _visible_pairing(
-    connection: asyncpg.Connection | asyncpg.Pool,
-    caller: Caller,
-    pairing_id: uuid.UUID,
-    *,
-    for_update: bool = False,
-) -> dict[str, Any]:
-    pairing = await store.get_pairing(connection, pairing_id, for_update=for_update)
-    if pairing is None:
-        raise _not_found("pairing", pairing_id)
-    partner_id = _caller_partner(caller)
-    sides = (pairing["tete_partner_id"], pairing["school_partner_id"])
-    if partner_id not in sides and not caller.roles & STAFF_ROLES:
-        raise _forbidden(
-            "Une cordée n'est visible que de sa tête de cordée, de son établissement et des "
-            "opérateurs."
-        )
-    return pairing
-
-
 @router.get(
     "/pairings/{pairing_id}",
     response_model=Pairing,
@@ -958,7 +729,7 @@ async def _visible_pairing(
     responses={**_FORBIDDEN, 404: {"description": "No such pairing"}},
 )
 async def get_pairing(pairing_id: uuid.UUID, caller: CurrentCaller, pool: Pool) -> dict[str, Any]:
-    return await _visible_pairing(pool, caller, pairing_id)
+    return await usecases.visible_pairing(pool, caller, pairing_id)
 
 
 @router.post(
@@ -974,26 +745,7 @@ async def get_pairing(pairing_id: uuid.UUID, caller: CurrentCaller, pool: Pool) 
 )
 async def end_pairing(pairing_id: uuid.UUID, caller: CurrentCaller, pool: Pool) -> dict[str, Any]:
     async with transaction(pool) as connection:
-        pairing = await _visible_pairing(connection, caller, pairing_id)
-        partner_id = _caller_partner(caller)
-        if partner_id == pairing["tete_partner_id"]:
-            await _tete(connection, caller)
-            reason = "tete_request"
-        elif partner_id == pairing["school_partner_id"]:
-            await _school(connection, caller)
-            reason = "school_request"
-        else:
-            raise _forbidden(
-                "Seules la tête de cordée ou l'établissement d'une cordée y mettent fin."
-            )
-        await store.get_offer(connection, pairing["offer_id"], for_update=True)  # offer first
-        pairing = await _visible_pairing(connection, caller, pairing_id, for_update=True)
-        if pairing["status"] != "active":
-            raise _conflict("pairing_ended", "Déjà terminée", "Cette cordée a pris fin.")
-        pairing = await store.end_pairing(connection, pairing_id, reason)
-        await publish(connection, PairingEnded(**matcher.pairing_facts(pairing), reason=reason))
-        await matcher.rebalance(connection, pairing["offer_id"])  # a place is free again
-    return pairing
+        return await usecases.end_pairing(connection, caller, pairing_id, now=_now())
 
 
 @router.post(
@@ -1003,9 +755,7 @@ async def end_pairing(pairing_id: uuid.UUID, caller: CurrentCaller, pool: Pool) 
     summary="End every pairing of a finished school year (operators; safe to repeat)",
     responses=_FORBIDDEN,
 )
-async def end_finished_school_years(
-    caller: Annotated[Caller, require_role("operator", "admin")], pool: Pool
-) -> dict[str, Any]:
+async def end_finished_school_years(caller: Operator, pool: Pool) -> dict[str, Any]:
     current = matcher.school_year_of(datetime.now(UTC).date())
     async with transaction(pool) as connection:
         ended = await matcher.end_finished_school_years(connection, current)
@@ -1029,29 +779,22 @@ async def end_finished_school_years(
     },
 )
 async def run_campaign(
-    scope: CampaignScope,
-    request: Request,
-    caller: Annotated[Caller, require_role("operator", "admin")],
-    pool: Pool,
+    scope: CampaignScope, request: Request, caller: Operator, pool: Pool
 ) -> JSONResponse:
     claimed = await _creating(request, pool, caller, scope)
     if isinstance(claimed, JSONResponse):
         return claimed
     try:
         async with transaction(pool) as connection:
-            campaign_id = uuid.uuid4()
-            summary = await matcher.run_campaign(
-                connection, campaign_id, departement=scope.departement, academie=scope.academie
-            )
-            campaign = await store.insert_campaign(
-                connection, campaign_id, scope.model_dump(), summary, caller.subject
+            campaign = await usecases.run_campaign(
+                connection, caller, **scope.model_dump(), now=_now()
             )
             out = Campaign(**campaign).model_dump(mode="json")
             await idempotency.remember(connection, claimed, 201, out)
     except BaseException:
         await idempotency.release(pool, claimed)
         raise
-    return JSONResponse(out, status_code=201, headers={"Location": f"/campaigns/{campaign_id}"})
+    return JSONResponse(out, status_code=201, headers={"Location": f"/campaigns/{campaign['id']}"})
 
 
 @router.get(
@@ -1061,14 +804,10 @@ async def run_campaign(
     summary="A campaign's scope and result (operators)",
     responses={**_FORBIDDEN, 404: {"description": "No such campaign"}},
 )
-async def get_campaign(
-    campaign_id: uuid.UUID,
-    caller: Annotated[Caller, require_role("operator", "admin")],
-    pool: Pool,
-) -> dict[str, Any]:
+async def get_campaign(campaign_id: uuid.UUID, caller: Operator, pool: Pool) -> dict[str, Any]:
     campaign = await store.get_campaign(pool, campaign_id)
     if campaign is None:
-        raise _not_found("campaign", campaign_id)
+        raise usecases.campaign_not_found(campaign_id)
     return campaign
 
 
@@ -1117,19 +856,29 @@ async def coverage(
     uncovered = [s for s in rep_plus if not s["encorde"]]
     if not rep_plus and not rep:
         # Not "met": the reference may simply not have been imported for this scope.
-        objective = "no REP+ or REP collège in the reference data for this scope"
+        code, objective = (
+            "no_reference",
+            "aucun collège REP+ ou REP dans les données de référence pour ce périmètre",
+        )
     elif uncovered:
-        objective = f"every REP+ collège: {len(uncovered)} still to encorder"
+        code, objective = (
+            "rep_plus",
+            f"chaque collège REP+ : encore {len(uncovered)} à encorder",
+        )
     elif any(not s["encorde"] for s in rep):
-        objective = "every REP+ collège is encordé; next, every REP collège"
+        code, objective = (
+            "rep",
+            "chaque collège REP+ est encordé ; ensuite, chaque collège REP",
+        )
     else:
-        objective = "met: every REP+ and REP collège is encordé"
+        code, objective = ("met", "atteint : chaque collège REP+ et REP est encordé")
     return {
         "scope": {"departement": departement, "academie": academie},
         "school_year": year,
         "rep_plus": _share(rep_plus),
         "rep": _share(rep),
         "objective": objective,
+        "objective_code": code,
         "uncovered_rep_plus": [
             {
                 "uai": s["uai"],

@@ -3,6 +3,7 @@
 Run it with ``uvicorn maillage.cordees.app:create --factory`` (``maillage dev`` does).
 """
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import asyncpg
@@ -10,6 +11,7 @@ from fastapi import FastAPI
 from pydantic import Field
 
 from maillage.common.http import create_app
+from maillage.common.inbox import EventConsumer
 from maillage.common.settings import ServiceSettings, service_config
 from maillage.cordees import api, consumers, gauges, matcher, store
 
@@ -27,22 +29,36 @@ class CordeesSettings(ServiceSettings):
     school_year_end_check_seconds: float = Field(
         default=3600, gt=0, description="How often pairings of finished school years are ended"
     )
+    proposal_expiry_check_seconds: float = Field(
+        default=3600,
+        gt=0,
+        description="How often proposals unanswered for matcher.PROPOSAL_DAYS days are expired",
+    )
 
 
-def create(settings: CordeesSettings | None = None) -> FastAPI:
+def create(
+    settings: CordeesSettings | None = None,
+    *,
+    consumers: Sequence[EventConsumer] = consumers.CONSUMERS,
+) -> FastAPI:
+    """The cordees app; ``consumers``: its consumer groups (tests that apply events through the
+    handlers directly pass none)."""
     settings = settings or CordeesSettings()  # type: ignore[call-arg]  # read from the environment
 
-    def school_year_end(pool: asyncpg.Pool) -> matcher.SchoolYearEnd:
-        return matcher.SchoolYearEnd(pool, interval=settings.school_year_end_check_seconds)
+    def school_year_end(pool: asyncpg.Pool) -> matcher.Periodic:
+        return matcher.school_year_end(pool, interval=settings.school_year_end_check_seconds)
+
+    def proposal_expiry(pool: asyncpg.Pool) -> matcher.Periodic:
+        return matcher.proposal_expiry(pool, interval=settings.proposal_expiry_check_seconds)
 
     app = create_app(
         settings,
         title="Maillage cordées",
         description=DESCRIPTION,
         routers=[api.router],
-        consumers=consumers.CONSUMERS,
+        consumers=consumers,
         migrations=MIGRATIONS,
-        workers=[school_year_end],
+        workers=[school_year_end, proposal_expiry],
         gauges=gauges.GAUGES,
     )
     app.state.partner_status = store.partner_status  # writes refused to suspended partners

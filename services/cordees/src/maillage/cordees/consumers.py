@@ -3,9 +3,10 @@
 ``cordees.partners`` keeps the read model of partners from ``registry.partners``: what the
 matcher needs of schools (UAI, REP status, QPV proximity, coordinates) and of têtes de cordée.
 Events may come again or out of order across a redelivery: only a newer ``version`` applies.
-When a tête de cordée stops being verified, the requests proposed to its offers move on to
-their next candidate, so a suspended tête receives no proposal and holds none; when a school
-stops being verified, its proposed requests become unmatched.
+Each applied change re-solves the live flow of the years where the partner has open offers or
+requests (``usecases.partner_changed``): a tête no longer verified holds no proposal and
+receives none, a school no longer verified is proposed nothing, one verified again is weighed
+anew.
 
 ``cordees.reference`` keeps the reference schools from ``registry.schools`` (the Annuaire de
 l'éducation, as the registry imported it): coverage counts every REP+ and REP collège there,
@@ -14,6 +15,8 @@ never hold up the partners' news.
 """
 
 from __future__ import annotations
+
+from datetime import UTC, datetime
 
 from maillage.common.catalog import (
     PARTNERS,
@@ -27,7 +30,7 @@ from maillage.common.catalog import (
     SchoolReferenced,
 )
 from maillage.common.inbox import Delivery, EventConsumer
-from maillage.cordees import domain, matcher, store
+from maillage.cordees import domain, store, usecases
 
 partners = EventConsumer(
     "cordees.partners",
@@ -37,26 +40,7 @@ partners = EventConsumer(
 
 
 async def apply_partner(event: PartnerFacts, delivery: Delivery) -> None:
-    facts = event.model_dump(include=set(PartnerFacts.model_fields))
-    facts["academie"] = domain.academie_of(event.departement) if event.departement else None
-    if not await store.apply_partner(delivery.connection, facts):
-        return  # an older version than the one kept
-    if event.status == "verified":
-        return
-    if event.kind in matcher.TETE_KINDS:
-        for request_id in await store.proposed_to_tete(delivery.connection, event.partner_id):
-            request = await store.get_request(delivery.connection, request_id, for_update=True)
-            if request is not None and request["status"] == "proposed":
-                await matcher.move_on(delivery.connection, request, declined=False)
-    if event.kind in matcher.SCHOOL_KINDS:
-        # A school no longer verified keeps no proposal: its requests wait, unmatched, and are
-        # proposed again only once it is verified again (by the next campaign).
-        for request_id in await store.proposed_requests_of_school(
-            delivery.connection, event.partner_id
-        ):
-            request = await store.get_request(delivery.connection, request_id, for_update=True)
-            if request is not None and request["status"] == "proposed":
-                await matcher.move_on(delivery.connection, request, declined=False)
+    await usecases.partner_changed(delivery.connection, event, now=datetime.now(UTC))
 
 
 for _model in (

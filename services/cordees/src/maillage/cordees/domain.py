@@ -75,11 +75,12 @@ campaign's objective is the national one (coverage by priority, then proximity).
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import heapq
 import itertools
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Any
@@ -347,17 +348,45 @@ def _capacity_points(places: int) -> int:
     return CAPACITY_POINTS_PER_PLACE * min(places, CAPACITY_PLACES_COUNTED)
 
 
+# The French words of an explanation (decision 33: French for people; the part's ``name``, the
+# explanation's ``priority_class``, ``distance_km``, ``thematics_covered`` and
+# ``remaining_capacity`` are the stable machine values beside them).
+_SCHOOL_WORDS = {"college": "collège", "lycee": "lycée"}
+_PRIORITY_REASONS = {
+    PriorityClass.REP_PLUS: "{school} REP+ (priorité nationale)",
+    PriorityClass.REP: "{school} REP (priorité nationale)",
+    PriorityClass.QPV_OR_RURAL: "{school} proche d'un quartier prioritaire ou rural",
+    PriorityClass.OTHER: "{school} hors éducation prioritaire",
+}
+
+
+def french_km(distance_km: float) -> str:
+    """A distance as French writes it: "5,2 km" (one decimal, a decimal comma)."""
+    return f"{distance_km:.1f} km".replace(".", ",")
+
+
+def covered_thematics(request: Request, offer: Offer) -> list[str]:
+    """The wished thematics the offer covers, sorted (normalised: stripped, casefolded)."""
+    return sorted(_normalised(request.thematics) & _normalised(offer.thematics))
+
+
 def _explain(request: Request, offer: Offer, distance_km: float) -> Explanation:
     priority = request.school.priority
     wished, offered = _normalised(request.thematics), _normalised(offer.thematics)
     if wished:
         covered = sorted(wished & offered)
-        thematic_reason = f"{len(covered)} of the {len(wished)} wished thematics" + (
-            f" ({', '.join(covered)})" if covered else ""
-        )
+        if len(wished) > 1:
+            thematic_reason = f"{len(covered)} des {len(wished)} thématiques souhaitées" + (
+                f" ({', '.join(covered)})" if covered else ""
+            )
+        elif covered:
+            thematic_reason = f"la thématique souhaitée ({covered[0]})"
+        else:
+            thematic_reason = "pas la thématique souhaitée"
     else:
-        thematic_reason = "no thematic wished: every offer suits"
+        thematic_reason = "aucune thématique souhaitée : toute offre convient"
     places = offer.remaining_capacity
+    school = _SCHOOL_WORDS.get(request.school.kind, "établissement")
     return Explanation(
         request_id=request.request_id,
         offer_id=offer.offer_id,
@@ -366,14 +395,14 @@ def _explain(request: Request, offer: Offer, distance_km: float) -> Explanation:
             ScorePart(
                 "priority",
                 PRIORITY_POINTS[priority],
-                f"{priority.label} school (national priority)",
+                _PRIORITY_REASONS[priority].format(school=school),
             ),
-            ScorePart("distance", _distance_points(distance_km), f"{distance_km:.1f} km away"),
+            ScorePart("distance", _distance_points(distance_km), f"à {french_km(distance_km)}"),
             ScorePart("thematics", _thematic_points(wished, offered), thematic_reason),
             ScorePart(
                 "capacity",
                 _capacity_points(places),
-                f"{places} place{'s' if places > 1 else ''} left",
+                f"{places} place{'s' if places > 1 else ''} restante{'s' if places > 1 else ''}",
             ),
         ),
     )
@@ -645,15 +674,41 @@ def _result(graph: CampaignGraph, chosen: Iterable[int]) -> CampaignResult:
     )
 
 
+class CostRangeError(RuntimeError):
+    """The solver's costs would overflow its 64-bit range."""
+
+
 def solve_min_cost_flow(
-    graph: CampaignGraph,
+    graph: CampaignGraph, kept: npt.NDArray[np.bool_] | None = None
 ) -> tuple[npt.NDArray[np.int64], int]:
     """Solve the campaign's min-cost flow: the chosen pairs' indices and the optimal cost.
 
     Nodes: the source, one per request, one per offer, the sink. Arcs: source → request
     (capacity 1), request → offer per eligible pair (capacity 1, cost ``d − w``), offer → sink
     (its remaining capacity), and source → sink (the requests left unserved, cost 0).
+
+    ``kept`` (per pair): the pairs proposed now, which the live flow keeps when another optimum
+    is exactly as good. Costs are then ``(N + 1)(d − w) − kept``: a kept pair wins only a tie,
+    since the N bonuses together never outweigh one metre. When those costs would overflow
+    OR-Tools' 64-bit range (tens of thousands of requests), the tie-break is left out: the
+    optimum is the same, only which one of equals is chosen may differ. The optimal cost
+    returned is the unscaled one.
     """
+    if kept is not None and len(kept) and kept.any():
+        scale = len(graph.requests) + 1
+        costs = graph.costs()
+        scaled = costs * scale - kept.astype(np.int64)
+        nodes = len(graph.requests) + len(graph.offers) + 2
+        if int(np.abs(scaled).max()) < (2**62) // (nodes + 1):
+            with contextlib.suppress(CostRangeError):  # then without the tie-break
+                chosen, _ = _solve_flow(graph, scaled)
+                return chosen, int(costs[chosen].sum())
+    return _solve_flow(graph, graph.costs())
+
+
+def _solve_flow(
+    graph: CampaignGraph, pair_costs: npt.NDArray[np.int64]
+) -> tuple[npt.NDArray[np.int64], int]:
     n, m, e = len(graph.requests), len(graph.offers), len(graph.request_index)
     source, sink = 0, n + m + 1
     request_nodes = np.arange(1, n + 1, dtype=np.int32)
@@ -682,22 +737,37 @@ def solve_min_cost_flow(
             np.array([n], np.int64),
         ]
     )
-    costs = np.concatenate([graph.costs(), np.zeros(n + m + 1, np.int64)])
+    costs = np.concatenate([pair_costs, np.zeros(n + m + 1, np.int64)])
     solver = min_cost_flow.SimpleMinCostFlow()
     solver.add_arcs_with_capacity_and_unit_cost(tails, heads, capacities, costs)
     solver.set_node_supply(source, n)
     solver.set_node_supply(sink, -n)
     status = solver.solve()
+    if status == solver.BAD_COST_RANGE:
+        raise CostRangeError("the campaign's costs overflow the solver's range")
     if status != solver.OPTIMAL:
         raise RuntimeError(f"the campaign's min-cost flow ended with status {status}")
     flows = solver.flows(np.arange(e, dtype=np.int32))
     return np.flatnonzero(flows), int(solver.optimal_cost())
 
 
-def solve_campaign(requests: Sequence[Request], offers: Sequence[Offer]) -> CampaignResult:
-    """The optimal campaign (objective in the module docstring), by OR-Tools min-cost flow."""
+def solve_campaign(
+    requests: Sequence[Request],
+    offers: Sequence[Offer],
+    *,
+    keep: Mapping[UUID, UUID] | None = None,
+) -> CampaignResult:
+    """The optimal campaign (objective in the module docstring), by OR-Tools min-cost flow.
+
+    ``keep`` (request → offer, the proposals standing now): among optimal assignments, the one
+    that moves the fewest of them (the live flow's tie-break, see ``solve_min_cost_flow``)."""
     graph = campaign_graph(requests, offers)
-    chosen, _ = solve_min_cost_flow(graph)
+    kept = None
+    if keep:
+        request_ids = np.array([keep.get(r.request_id) for r in graph.requests], dtype=object)
+        offer_ids = np.array([o.offer_id for o in graph.offers], dtype=object)
+        kept = request_ids[graph.request_index] == offer_ids[graph.offer_index]
+    chosen, _ = solve_min_cost_flow(graph, kept)
     return _result(graph, chosen.tolist())
 
 

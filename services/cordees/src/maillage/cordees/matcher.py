@@ -1,17 +1,34 @@
-"""The match flow around the pure engine (``domain``): ranking against the read model,
-proposals with their explanation, moving a request on, serving waiting requests, campaigns.
+"""The live flow around the pure engine (``domain``): every change re-solves the school year's
+assignment, so that the proposals standing together with the established pairings are always an
+optimal campaign (decision 48).
 
-Every function runs inside the caller's transaction and publishes its events there.
+The invariant, after every request filed, decline, withdrawal, acceptance, expiry, offer opened,
+changed or closed, pairing ended and partner change: the open proposals are an optimal
+assignment (``domain.solve_campaign``: coverage by priority class first, REP+ then REP then QPV
+or rural then the others, then the least total distance) of the waiting requests to the places
+left (capacity minus established pairings). So:
 
-A proposal holds no place: several schools may be proposed the same offer, and the tête de
-cordée accepts them first come, first served, up to its capacity. Capacity is checked under the
-offer's row lock at acceptance; when an offer fills up (or closes, shrinks, or its tête is no
-longer verified), the requests still proposed to it move on to their next candidate, so no
-request waits on an offer that cannot take it.
+1. a proposal holds a place: an offer never has more proposals than places left, and a request
+   is never left proposed to a full offer;
+2. an established pairing is never undone: its place is no longer among the places left;
+3. a REP+ collège that arrives after a REP collège takes its proposed place when no other place
+   can serve both: the REP collège moves to its next best offer (``MatchProposed`` with
+   ``previous_offer_id``) or waits (``MatchUnmatched`` with ``previous_offer_id``); both sides of
+   each change are told, with the reason (``MATCH_REASONS``);
+4. among optimal assignments, the one that moves the fewest standing proposals is kept
+   (``domain.solve_min_cost_flow``'s tie-break), so proposals move only to serve the objective;
+5. a proposal left unanswered ``PROPOSAL_DAYS`` days expires: it counts as declined by that
+   offer (``MatchDeclined`` with reason ``expired``) and the year is re-solved
+   (:func:`proposal_expiry`, hourly).
 
-A request no open offer can take is unmatched: it waits for the next campaign, which assigns
-every waiting request in its scope at once, optimally (REP+ first), rather than one by one to
-whichever offer opens first.
+How: ``rematch`` reads every request of the year still in the flow and every open offer with
+places left, solves the min-cost flow, and writes only the differences. The caller holds the
+year's matching lock (``store.lock_matching``), taken first by every use case that changes the
+flow: re-solves never interleave, and the lock order of ``store`` leaves no deadlock.
+
+Campaigns (``usecases.run_campaign``) are the same re-solve, run by an operator for a scope: it
+shows the current optimum, and with ``dry_run`` the differences it would apply (none when the
+live flow is up to date).
 """
 
 from __future__ import annotations
@@ -21,7 +38,9 @@ import contextlib
 import math
 import time
 import uuid
-from datetime import UTC, date, datetime
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import asyncpg
@@ -47,6 +66,28 @@ PRIORITY_NAMES = {  # as events and the API name them
     PriorityClass.QPV_OR_RURAL: "QPV_OR_RURAL",
     PriorityClass.OTHER: "OTHER",
 }
+PROPOSAL_DAYS = 14  # an unanswered proposal expires after this many days (decision 48)
+PROPOSAL_DELAY = timedelta(days=PROPOSAL_DAYS)
+
+# Why the live flow re-solved: the stable ``reason`` code of MatchProposed, MatchUnmatched and
+# a proposal, with its French explanation (the e-mails say the same).
+MATCH_REASONS = {
+    "request_filed": "une demande a été déposée",
+    "declined": "la tête de cordée a décliné la proposition",
+    "expired": f"la proposition est restée sans réponse {PROPOSAL_DAYS} jours",
+    "request_withdrawn": "un établissement a retiré sa demande",
+    "accepted": "une tête de cordée a accepté une proposition",
+    "offer_opened": "une offre a été ouverte",
+    "offer_changed": "une offre a été modifiée",
+    "offer_closed": "une offre a été fermée",
+    "pairing_ended": "une cordée a pris fin : une place s'est libérée",
+    "partner_changed": "la fiche ou le statut d'un partenaire a changé",
+    "campaign": "un opérateur a appliqué une campagne",
+}
+OBJECTIVE_TEXT = (
+    "les places vont d'abord aux collèges REP+, puis REP, puis proches d'un quartier prioritaire "
+    "ou ruraux, puis aux autres, et au plus près à priorité égale"
+)
 
 
 # --- school years -------------------------------------------------------------------------------
@@ -128,16 +169,21 @@ def request_of(
     )
 
 
-def explained(explanation: domain.Explanation, offer: domain.Offer) -> dict[str, Any]:
-    """An explanation as the API shows it: the facts, the score and its parts."""
+def explained(
+    explanation: domain.Explanation, offer: domain.Offer, request: domain.Request
+) -> dict[str, Any]:
+    """An explanation as the API shows it: the facts as stable values (``priority_class``,
+    ``distance_km``, ``thematics_covered``, ``remaining_capacity``, each part's ``name`` and
+    points), and the French words beside them (``reasons``, each part's ``reason``)."""
     return {
         "offer_id": str(offer.offer_id),
         "tete_partner_id": str(offer.tete_partner_id),
         "score": explanation.score,
         "distance_km": round(explanation.distance_km, 2),
-        "priority_class": explanation.part("priority").reason,
-        "thematics": explanation.part("thematics").reason,
+        "priority_class": PRIORITY_NAMES[request.school.priority],
+        "thematics_covered": domain.covered_thematics(request, offer),
         "remaining_capacity": offer.remaining_capacity,
+        "reasons": [part.reason for part in explanation.parts],
         "parts": [
             {"name": part.name, "points": part.points, "reason": part.reason}
             for part in explanation.parts
@@ -145,7 +191,7 @@ def explained(explanation: domain.Explanation, offer: domain.Offer) -> dict[str,
     }
 
 
-# --- proposals ----------------------------------------------------------------------------------
+# --- the live flow -----------------------------------------------------------------------------
 
 
 async def candidate_offers(connection: asyncpg.Connection, school_year: str) -> list[domain.Offer]:
@@ -190,58 +236,151 @@ def _facts(request: dict[str, Any], status: str) -> dict[str, Any]:
     }
 
 
-async def propose_best(
+@dataclass(frozen=True, slots=True)
+class Move:
+    """One request whose proposal a re-solve changes (``None``: no offer)."""
+
+    request_id: uuid.UUID
+    school_partner_id: uuid.UUID
+    priority_class: str
+    from_offer_id: uuid.UUID | None
+    to_offer_id: uuid.UUID | None
+
+
+@dataclass
+class Solved:
+    """A re-solve of one school year: the requests it weighed (with their rows), the offers,
+    the optimal result and the moves from the standing proposals."""
+
+    requests: list[domain.Request]
+    rows: dict[uuid.UUID, dict[str, Any]]
+    offers: list[domain.Offer]
+    result: domain.CampaignResult
+    moves: list[Move] = field(default_factory=list)
+    solve_ms: float = 0.0
+
+
+async def rematch(
     connection: asyncpg.Connection,
-    request: dict[str, Any],
-    school: domain.School | None,
+    school_year: str,
     *,
-    passing_over: uuid.UUID | None = None,
-) -> dict[str, Any]:
-    """Propose the request its best candidate with ranked alternatives, or mark it unmatched.
-    ``passing_over``: an offer not to propose now (the one it moves on from)."""
-    candidates: list[domain.Candidate] = []
-    if school is not None:
-        paired = await store.offers_paired_with(connection, school.partner_id)
-        match = request_of(request, school, paired=paired)
-        offers = [
-            offer
-            for offer in await reachable_offers(connection, match)
-            if offer.offer_id != passing_over
-        ]
-        candidates = domain.rank_candidates(match, offers, limit=1 + ALTERNATIVES)
-    if not candidates:
-        return await _unmatched(connection, request)
-    best, *alternatives = candidates
-    return await _propose(
-        connection,
-        request,
-        best.offer,
-        best.explanation,
-        [explained(c.explanation, c.offer) for c in alternatives],
+    reason: str,
+    now: datetime,
+    campaign_id: uuid.UUID | None = None,
+    apply: bool = True,
+) -> Solved:
+    """Re-solve the year and (``apply``) write the differences: each moved request is proposed
+    its new offer, or becomes unmatched, with its event; a request just filed is always
+    answered. The caller holds the year's matching lock. ``reason``: a ``MATCH_REASONS`` code.
+    """
+    assert reason in MATCH_REASONS, reason
+    rows = await store.live_requests(connection, school_year)
+    offers = await candidate_offers(connection, school_year)
+    pairs = await store.active_pairs(connection, school_year)
+    # the offers each school may not be proposed: its own (a lycée never leads its own cordée)
+    own: dict[uuid.UUID, set[uuid.UUID]] = {}
+    for offer in offers:
+        own.setdefault(offer.tete_partner_id, set()).add(offer.offer_id)
+    requests: list[domain.Request] = []
+    by_id: dict[uuid.UUID, dict[str, Any]] = {}
+    for school_id, offer_id in pairs:
+        own.setdefault(school_id, set()).add(offer_id)  # never proposed what it is paired with
+    for row in rows:
+        by_id[row["id"]] = row
+        school = school_of(_school_columns(row))
+        if school is not None:
+            paired = frozenset(own.get(school.partner_id, ()))
+            requests.append(request_of(row, school, paired=paired))
+    keep = {row["id"]: row["offer_id"] for row in rows if row["status"] == "proposed"}
+    started = time.perf_counter()
+    result = domain.solve_campaign(requests, offers, keep=keep)
+    solved = Solved(
+        requests, by_id, offers, result, solve_ms=(time.perf_counter() - started) * 1000
     )
+    matchable = {request.request_id: request for request in requests}
+    offers_by_id = {offer.offer_id: offer for offer in offers}
+    for row in rows:
+        target = result.assignments.get(row["id"])
+        current = row["offer_id"] if row["status"] == "proposed" else None
+        if target == current and row["status"] != "requested":
+            continue
+        solved.moves.append(
+            Move(
+                row["id"],
+                row["school_partner_id"],
+                PRIORITY_NAMES[PriorityClass(row["priority"])],
+                current,
+                target,
+            )
+        )
+        if not apply:
+            continue
+        previous = await _previous_tete(connection, current)
+        if target is None:
+            await _unmatched(connection, row, reason=reason, previous=previous)
+        else:
+            await _propose(
+                connection,
+                row,
+                matchable[row["id"]],
+                offers_by_id[target],
+                offers,
+                reason=reason,
+                now=now,
+                previous=previous,
+                campaign_id=campaign_id,
+            )
+    return solved
+
+
+async def _previous_tete(
+    connection: asyncpg.Connection, offer_id: uuid.UUID | None
+) -> tuple[uuid.UUID, uuid.UUID] | None:
+    """(offer, its tête) of the proposal a request loses, if any."""
+    if offer_id is None:
+        return None
+    offer = await store.get_offer(connection, offer_id)
+    assert offer is not None
+    return offer_id, offer["tete_partner_id"]
 
 
 async def _propose(
     connection: asyncpg.Connection,
-    request: dict[str, Any],
+    row: dict[str, Any],
+    request: domain.Request,
     offer: domain.Offer,
-    explanation: domain.Explanation,
-    alternatives: list[dict[str, Any]],
-    campaign_id: uuid.UUID | None = None,
+    offers: list[domain.Offer],
+    *,
+    reason: str,
+    now: datetime,
+    previous: tuple[uuid.UUID, uuid.UUID] | None,
+    campaign_id: uuid.UUID | None,
 ) -> dict[str, Any]:
+    explanation = domain.score(request, offer)
+    alternatives = [
+        explained(c.explanation, c.offer, request)
+        for c in domain.rank_candidates(request, offers, limit=1 + ALTERNATIVES)
+        if c.offer.offer_id != offer.offer_id
+    ][:ALTERNATIVES]
     proposal = {
-        "rank": request["proposals"] + 1,
-        "explanation": explained(explanation, offer),
+        "rank": row["proposals"] + 1,
+        "explanation": explained(explanation, offer, request),
         "alternatives": alternatives,
         "campaign_id": str(campaign_id) if campaign_id else None,
+        "reason": reason,
+        "reason_text": MATCH_REASONS[reason],
+        "objective": OBJECTIVE_TEXT,
+        "expires_at": (now + PROPOSAL_DELAY).isoformat(),
     }
     updated = await store.set_request_state(
         connection,
-        request["id"],
+        row["id"],
         status="proposed",
         offer_id=offer.offer_id,
         proposal=proposal,
         proposed=True,
+        proposed_at=now,
+        tete_partner_id=offer.tete_partner_id,
     )
     await publish(
         connection,
@@ -252,58 +391,60 @@ async def _propose(
             score=float(explanation.score),
             distance_km=round(explanation.distance_km, 3),
             rank=proposal["rank"],
+            reason=reason,
+            previous_offer_id=previous[0] if previous else None,
+            previous_tete_partner_id=previous[1] if previous else None,
         ),
     )
     return updated
 
 
-async def _unmatched(connection: asyncpg.Connection, request: dict[str, Any]) -> dict[str, Any]:
-    updated = await store.set_request_state(connection, request["id"], status="unmatched")
-    await publish(connection, MatchUnmatched(**_facts(updated, "unmatched")))
+async def _unmatched(
+    connection: asyncpg.Connection,
+    row: dict[str, Any],
+    *,
+    reason: str,
+    previous: tuple[uuid.UUID, uuid.UUID] | None,
+) -> dict[str, Any]:
+    updated = await store.set_request_state(connection, row["id"], status="unmatched")
+    await publish(
+        connection,
+        MatchUnmatched(
+            **_facts(updated, "unmatched"),
+            reason=reason,
+            previous_offer_id=previous[0] if previous else None,
+            previous_tete_partner_id=previous[1] if previous else None,
+        ),
+    )
     return updated
 
 
-async def move_on(
-    connection: asyncpg.Connection, request: dict[str, Any], *, declined: bool
+async def decline(
+    connection: asyncpg.Connection, request: dict[str, Any], *, reason: str
 ) -> dict[str, Any]:
-    """The offer proposed to a (locked) request is no longer for it: declined by its tête (then
-    never proposed again), or unable to take it (full, closed, tête suspended). The next
-    candidate is proposed."""
+    """The (locked) request's proposal is declined by its offer's tête, or expired
+    (``reason``): that offer is never proposed to it again. The caller re-solves the year,
+    which answers the request again (it is back to ``requested`` until then, in this
+    transaction only): proposed elsewhere, or unmatched."""
     offer_id = request["offer_id"]
-    if declined:
-        tete = request["proposal"]["explanation"]["tete_partner_id"]
-        request = await store.set_request_state(
-            connection, request["id"], status="unmatched", declined_offer_id=offer_id
-        )
-        await publish(
-            connection,
-            MatchDeclined(**_facts(request, "declined"), offer_id=offer_id, tete_partner_id=tete),
-        )
-    school = await store.get_partner(connection, request["school_partner_id"])
-    return await propose_best(
-        connection, request, school_of(school) if school else None, passing_over=offer_id
+    tete = request["proposal"]["explanation"]["tete_partner_id"]
+    request = await store.set_request_state(
+        connection, request["id"], status="requested", declined_offer_id=offer_id
     )
-
-
-async def rebalance(connection: asyncpg.Connection, offer_id: uuid.UUID) -> None:
-    """After an offer changed (under its row lock): the requests proposed to it that it can no
-    longer take (closed, full, out of its territory now) move on to their next candidate."""
-    row = await store.get_offer(connection, offer_id)
-    assert row is not None
-    still_open = await store.open_offers(connection, row["school_year"], offer_id=offer_id)
-    offer = offer_of(still_open[0]) if still_open else None
-    for request in await store.proposed_to_offer(connection, offer_id, for_update=True):
-        school = await store.get_partner(connection, request["school_partner_id"])
-        still = school_of(school) if school else None
-        if offer is None or still is None or not domain.eligible(request_of(request, still), offer):
-            await move_on(connection, request, declined=False)
+    await publish(
+        connection,
+        MatchDeclined(
+            **_facts(request, "declined"), offer_id=offer_id, tete_partner_id=tete, reason=reason
+        ),
+    )
+    return request
 
 
 def _school_columns(row: dict[str, Any]) -> dict[str, Any]:
-    """The school's facts of a ``store.waiting_requests`` row, as a read-model partner."""
+    """The school's facts of a ``store.live_requests`` row, as a read-model partner."""
     return {
         "partner_id": row["school_partner_id"],
-        "status": "verified",  # waiting_requests keeps verified schools only
+        "status": row["school_status"],
         "uai": row["school_uai"],
         "kind": row["school_kind"],
         "departement": row["school_departement"],
@@ -315,75 +456,22 @@ def _school_columns(row: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-# --- campaigns ----------------------------------------------------------------------------------
-
-
-async def run_campaign(
-    connection: asyncpg.Connection,
-    campaign_id: uuid.UUID,
-    *,
-    departement: str | None,
-    academie: str | None,
-) -> dict[str, Any]:
-    """Solve the optimal assignment of every waiting request in scope against the open offers'
-    places left, and propose each assigned offer. Returns the summary."""
-    waiting = await store.waiting_requests(connection, departement=departement, academie=academie)
-    requests: list[domain.Request] = []
-    rows: dict[uuid.UUID, dict[str, Any]] = {}
-    for row in waiting:
-        school = school_of(_school_columns(row))
-        if school is not None:
-            requests.append(request_of(row, school))
-            rows[row["id"]] = row
-    offers: list[domain.Offer] = []
-    for year in sorted({request.school_year for request in requests}):
-        offers += await candidate_offers(connection, year)
-    # A lycée never leads its own cordée: its own offers are out of its reach.
-    requests = [
-        domain.Request(
-            request_id=r.request_id,
-            school=r.school,
-            thematics=r.thematics,
-            max_distance_km=r.max_distance_km,
-            school_year=r.school_year,
-            excluded_offer_ids=r.excluded_offer_ids
-            | {o.offer_id for o in offers if o.tete_partner_id == r.school.partner_id},
-        )
-        for r in requests
-    ]
-    started = time.perf_counter()
-    result = domain.solve_campaign(requests, offers)
-    solve_ms = (time.perf_counter() - started) * 1000
-    by_id = {offer.offer_id: offer for offer in offers}
-    for request in requests:
-        offer_id = result.assignments.get(request.request_id)
-        if offer_id is None:
-            continue
-        offer = by_id[offer_id]
-        alternatives = [
-            explained(c.explanation, c.offer)
-            for c in domain.rank_candidates(request, offers, limit=1 + ALTERNATIVES)
-            if c.offer.offer_id != offer_id
-        ][:ALTERNATIVES]
-        await _propose(
-            connection,
-            rows[request.request_id],
-            offer,
-            domain.score(request, offer),
-            alternatives,
-            campaign_id,
-        )
-    return {
-        "requests": len(requests),
-        "proposed": len(result.assignments),
-        "coverage": {
-            PRIORITY_NAMES[priority]: {"requested": c.requested, "served": c.served}
-            for priority, c in sorted(result.coverage.items())
-        },
-        "total_distance_km": round(result.total_distance_km, 3),
-        "objective": result.objective,
-        "solve_ms": round(solve_ms, 3),
-    }
+async def expire_proposals(connection: asyncpg.Connection, now: datetime) -> int:
+    """Expire every proposal made more than ``PROPOSAL_DAYS`` days before ``now`` and still
+    unanswered: each counts as declined by its offer (reason ``expired``), then each year
+    concerned is re-solved. Takes the years' matching locks. How many expired."""
+    before = now - PROPOSAL_DELAY
+    years = await store.years_with_expired_proposals(connection, before)
+    await store.lock_matching(connection, years)
+    expired = 0
+    for school_year in years:
+        requests = await store.expired_proposals(connection, school_year, before)
+        for request in requests:
+            await decline(connection, request, reason="expired")
+        expired += len(requests)
+        if requests:
+            await rematch(connection, school_year, reason="expired", now=now)
+    return expired
 
 
 # --- pairings -----------------------------------------------------------------------------------
@@ -409,7 +497,7 @@ def pairing_facts(pairing: dict[str, Any]) -> dict[str, Any]:
 async def end_finished_school_years(connection: asyncpg.Connection, current_year: str) -> int:
     """End every active pairing of a school year before ``current_year``; how many.
 
-    Cordées run for a school year: the worker (:class:`SchoolYearEnd`) calls this at start-up
+    Cordées run for a school year: the worker (:func:`school_year_end`) calls this at start-up
     and then hourly, operators may too (``POST /pairings/end-of-school-year``). Safe to repeat.
     """
     over = await store.active_pairings_before(connection, current_year)
@@ -420,27 +508,53 @@ async def end_finished_school_years(connection: asyncpg.Connection, current_year
     return len(over)
 
 
-class SchoolYearEnd:
-    """Ends the pairings of finished school years: at start-up, then every ``interval``
-    seconds (a background worker of the app). A failed pass is logged and retried next time."""
+class Periodic:
+    """A background worker of the app: one pass (``step``, in its own transaction, given the
+    current time) at start-up, then every ``interval`` seconds. A failed pass is logged and
+    retried next time."""
 
-    def __init__(self, pool: asyncpg.Pool, *, interval: float = 3600.0) -> None:
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        step: Callable[[asyncpg.Connection, datetime], Awaitable[int]],
+        *,
+        interval: float,
+        done: str,
+    ) -> None:
         self.pool = pool
+        self.step = step
         self.interval = interval
+        self.done = done  # the log line of a pass that did something
         self._stopping = asyncio.Event()
 
     async def run(self) -> None:
         while not self._stopping.is_set():
             try:
                 async with transaction(self.pool) as connection:
-                    current = school_year_of(datetime.now(UTC).date())
-                    ended = await end_finished_school_years(connection, current)
-                if ended:
-                    log.info("pairings of finished school years ended", ended=ended)
+                    count = await self.step(connection, datetime.now(UTC))
+                if count:
+                    log.info(self.done, count=count)
             except CONNECTION_ERRORS as error:
-                log.warning("ending finished school years failed", error=str(error))
+                log.warning("a periodic pass failed", worker=self.done, error=str(error))
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stopping.wait(), self.interval)
 
     def stop(self) -> None:
         self._stopping.set()
+
+
+async def _end_school_years(connection: asyncpg.Connection, now: datetime) -> int:
+    return await end_finished_school_years(connection, school_year_of(now.date()))
+
+
+def school_year_end(pool: asyncpg.Pool, *, interval: float = 3600.0) -> Periodic:
+    """Ends the pairings of finished school years: at start-up, then every ``interval``."""
+    return Periodic(
+        pool, _end_school_years, interval=interval, done="pairings of finished school years ended"
+    )
+
+
+def proposal_expiry(pool: asyncpg.Pool, *, interval: float = 3600.0) -> Periodic:
+    """Expires the proposals unanswered for ``PROPOSAL_DAYS`` days: at start-up, then every
+    ``interval``."""
+    return Periodic(pool, expire_proposals, interval=interval, done="unanswered proposals expired")

@@ -1,8 +1,18 @@
 """SQL of the cordees service: asyncpg queries on its own database only.
 
-Lock order, everywhere: an offer's row before a request's row. An acceptance locks the offer
-(capacity) and then the request; re-proposing the other requests of a full offer locks them
-after it; a decline or a withdrawal locks only its request.
+Lock order, everywhere (decision 48):
+
+1. the matching lock of the school year (``lock_matching``, a transaction-level advisory lock;
+   several years in ascending order): every use case that may change a proposal takes it
+   first (a request filed, an acceptance, a decline, a withdrawal, an expiry, an offer opened,
+   changed or closed, a pairing ended, a partner's status, a campaign), so the live flow's
+   re-solve of a year runs alone;
+2. an offer's row (``get_offer(for_update=True)``): the capacity an acceptance or a change
+   checks;
+3. a request's row (``get_request(for_update=True)``), then a pairing's.
+
+Nothing takes a lock of an earlier step while holding one of a later step, so two use cases
+never wait on each other in a cycle.
 """
 
 from __future__ import annotations
@@ -123,15 +133,28 @@ async def get_offer(
 
 
 async def update_offer(
-    connection: Connection, offer_id: uuid.UUID, values: dict[str, Any]
+    connection: Connection,
+    offer_id: uuid.UUID,
+    *,
+    capacity: int,
+    levels: Sequence[str],
+    thematics: Sequence[str],
+    max_distance_km: float | None,
+    academies: Sequence[str],
 ) -> dict[str, Any]:
-    """Change the given columns (names from the API's own model), bump the version."""
-    assignments = ", ".join(f"{name} = ${i}" for i, name in enumerate(values, start=2))
+    """Write an offer's changeable fields, bump its version; the offer."""
     await connection.execute(
-        f"UPDATE cordee_offers SET {assignments}, version = version + 1,"  # noqa: S608
-        " updated_at = now() WHERE id = $1",
+        """
+        UPDATE cordee_offers SET capacity = $2, levels = $3, thematics = $4,
+            max_distance_km = $5, academies = $6, version = version + 1, updated_at = now()
+        WHERE id = $1
+        """,
         offer_id,
-        *values.values(),
+        capacity,
+        list(levels),
+        list(thematics),
+        max_distance_km,
+        list(academies),
     )
     updated = await get_offer(connection, offer_id)
     assert updated is not None
@@ -257,8 +280,22 @@ async def reachable_offers(
 
 REQUEST_COLUMNS = (
     "id, school_partner_id, school_year, thematics, max_distance_km, priority, status,"
-    " offer_id, proposal, proposals, declined_offer_ids, created_at, updated_at"
+    " offer_id, proposal, proposals, declined_offer_ids, proposed_at, proposed_tete_ids,"
+    " created_at, updated_at"
 )
+
+# First key of the matching lock (the two-key advisory locks are a key space of their own,
+# apart from the outbox's one-key locks): "cord" in ASCII.
+MATCHING_LOCK_KEY = 0x636F7264
+
+
+async def lock_matching(connection: Connection, school_years: Sequence[str]) -> None:
+    """Take the matching lock of each school year, in ascending order, until the transaction
+    ends (step 1 of the lock order)."""
+    for school_year in sorted(set(school_years)):
+        await connection.execute(
+            "SELECT pg_advisory_xact_lock($1, hashtext($2))", MATCHING_LOCK_KEY, school_year
+        )
 
 
 async def insert_request(connection: Connection, request: dict[str, Any]) -> dict[str, Any]:
@@ -299,8 +336,12 @@ async def set_request_state(
     proposal: dict[str, Any] | None = None,
     proposed: bool = False,
     declined_offer_id: uuid.UUID | None = None,
+    proposed_at: datetime | None = None,
+    tete_partner_id: uuid.UUID | None = None,
 ) -> dict[str, Any]:
-    """Move a request: `proposed` counts one more proposal; a declined offer is remembered."""
+    """Move a request: `proposed` counts one more proposal, made at ``proposed_at`` to
+    ``tete_partner_id`` (remembered among the têtes it was proposed to); a declined offer is
+    remembered."""
     row = await connection.fetchrow(
         f"""
         UPDATE match_requests SET
@@ -308,6 +349,10 @@ async def set_request_state(
             proposals = proposals + CASE WHEN $5 THEN 1 ELSE 0 END,
             declined_offer_ids = CASE WHEN $6::uuid IS NULL THEN declined_offer_ids
                                       ELSE array_append(declined_offer_ids, $6::uuid) END,
+            proposed_at = CASE WHEN $2 = 'proposed' THEN coalesce($7, proposed_at) END,
+            proposed_tete_ids = CASE
+                WHEN $8::uuid IS NULL OR $8::uuid = ANY (proposed_tete_ids) THEN proposed_tete_ids
+                ELSE array_append(proposed_tete_ids, $8::uuid) END,
             updated_at = now()
         WHERE id = $1
         RETURNING {REQUEST_COLUMNS}
@@ -318,8 +363,92 @@ async def set_request_state(
         proposal,
         proposed,
         declined_offer_id,
+        proposed_at,
+        tete_partner_id,
     )
     return dict(row)
+
+
+_SCHOOL_FACTS = """
+               s.uai AS school_uai, s.kind AS school_kind, s.departement AS school_departement,
+               s.academie AS school_academie, s.latitude AS school_latitude,
+               s.longitude AS school_longitude, s.status AS school_status,
+               s.education_prioritaire AS school_education_prioritaire,
+               s.qpv_proximity AS school_qpv_proximity"""
+
+
+async def live_requests(connection: Connection, school_year: str) -> list[dict[str, Any]]:
+    """Every request of the year still in the live flow (requested, proposed or unmatched),
+    with its school's facts (`school_*` columns, null when the school is unknown), oldest
+    first. The caller holds the year's matching lock."""
+    rows = await connection.fetch(
+        f"""
+        SELECT {", ".join(f"r.{c.strip()}" for c in REQUEST_COLUMNS.split(","))},
+               {_SCHOOL_FACTS}
+        FROM match_requests r LEFT JOIN partners s ON s.partner_id = r.school_partner_id
+        WHERE r.school_year = $1 AND r.status IN ('requested', 'proposed', 'unmatched')
+        ORDER BY r.created_at, r.id
+        """,  # noqa: S608
+        school_year,
+    )
+    return [dict(row) for row in rows]
+
+
+async def active_pairs(
+    connection: Connection, school_year: str
+) -> set[tuple[uuid.UUID, uuid.UUID]]:
+    """(school, offer) of every active pairing of the year: a school is never proposed an
+    offer it is encordé with."""
+    rows = await connection.fetch(
+        "SELECT school_partner_id, offer_id FROM pairings"
+        " WHERE school_year = $1 AND status = 'active'",
+        school_year,
+    )
+    return {(row["school_partner_id"], row["offer_id"]) for row in rows}
+
+
+async def years_with_expired_proposals(connection: Connection, before: datetime) -> list[str]:
+    """The school years that have a proposal made before ``before`` still unanswered."""
+    rows = await connection.fetch(
+        "SELECT DISTINCT school_year FROM match_requests"
+        " WHERE status = 'proposed' AND proposed_at < $1 ORDER BY school_year",
+        before,
+    )
+    return [row["school_year"] for row in rows]
+
+
+async def expired_proposals(
+    connection: Connection, school_year: str, before: datetime
+) -> list[dict[str, Any]]:
+    """The requests of the year proposed before ``before`` and still unanswered, locked."""
+    rows = await connection.fetch(
+        f"SELECT {REQUEST_COLUMNS} FROM match_requests"  # noqa: S608
+        " WHERE school_year = $1 AND status = 'proposed' AND proposed_at < $2"
+        " ORDER BY proposed_at, id FOR UPDATE",
+        school_year,
+        before,
+    )
+    return [dict(row) for row in rows]
+
+
+async def years_of_tete(connection: Connection, tete_partner_id: uuid.UUID) -> list[str]:
+    """The school years of the tête's open offers."""
+    rows = await connection.fetch(
+        "SELECT DISTINCT school_year FROM cordee_offers"
+        " WHERE tete_partner_id = $1 AND status = 'open' ORDER BY school_year",
+        tete_partner_id,
+    )
+    return [row["school_year"] for row in rows]
+
+
+async def years_of_school(connection: Connection, school_partner_id: uuid.UUID) -> list[str]:
+    """The school years of the school's requests still in the live flow."""
+    rows = await connection.fetch(
+        "SELECT DISTINCT school_year FROM match_requests WHERE school_partner_id = $1"
+        " AND status IN ('requested', 'proposed', 'unmatched') ORDER BY school_year",
+        school_partner_id,
+    )
+    return [row["school_year"] for row in rows]
 
 
 async def list_requests(
@@ -354,32 +483,6 @@ async def list_requests(
     return [dict(row) for row in rows]
 
 
-async def proposed_to_offer(
-    connection: Connection, offer_id: uuid.UUID, *, for_update: bool = False
-) -> list[dict[str, Any]]:
-    """The requests currently proposed this offer, oldest proposal first."""
-    rows = await connection.fetch(
-        f"SELECT {REQUEST_COLUMNS} FROM match_requests"  # noqa: S608
-        " WHERE offer_id = $1 AND status = 'proposed' ORDER BY updated_at, id"
-        + (" FOR UPDATE" if for_update else ""),
-        offer_id,
-    )
-    return [dict(row) for row in rows]
-
-
-async def proposed_to_tete(connection: Connection, tete_partner_id: uuid.UUID) -> list[uuid.UUID]:
-    """The requests proposed to any offer of this tête (to move on when it is suspended)."""
-    rows = await connection.fetch(
-        """
-        SELECT r.id FROM match_requests r JOIN cordee_offers o ON o.id = r.offer_id
-        WHERE r.status = 'proposed' AND o.tete_partner_id = $1
-        ORDER BY r.id
-        """,
-        tete_partner_id,
-    )
-    return [row["id"] for row in rows]
-
-
 async def offers_paired_with(
     connection: Connection, school_partner_id: uuid.UUID
 ) -> frozenset[uuid.UUID]:
@@ -391,45 +494,23 @@ async def offers_paired_with(
     return frozenset(row["offer_id"] for row in rows)
 
 
-async def proposed_requests_of_school(
-    connection: Connection, school_partner_id: uuid.UUID
-) -> list[uuid.UUID]:
-    """The school's requests now proposed (to withdraw the proposals when it is suspended)."""
+async def live_years(
+    connection: Connection, *, departement: str | None, academie: str | None
+) -> list[str]:
+    """The school years with requests in the live flow of schools in scope."""
     rows = await connection.fetch(
-        "SELECT id FROM match_requests WHERE status = 'proposed' AND school_partner_id = $1"
-        " ORDER BY id",
-        school_partner_id,
-    )
-    return [row["id"] for row in rows]
-
-
-async def waiting_requests(
-    connection: Connection,
-    *,
-    departement: str | None,
-    academie: str | None,
-) -> list[dict[str, Any]]:
-    """Unmatched requests of verified schools in scope, locked, the highest priority and the
-    oldest first, with the school's facts (`school_*` columns)."""
-    rows = await connection.fetch(
-        f"""
-        SELECT {", ".join(f"r.{c.strip()}" for c in REQUEST_COLUMNS.split(","))},
-               s.uai AS school_uai, s.kind AS school_kind, s.departement AS school_departement,
-               s.academie AS school_academie, s.latitude AS school_latitude,
-               s.longitude AS school_longitude,
-               s.education_prioritaire AS school_education_prioritaire,
-               s.qpv_proximity AS school_qpv_proximity
+        """
+        SELECT DISTINCT r.school_year
         FROM match_requests r JOIN partners s ON s.partner_id = r.school_partner_id
-        WHERE r.status = 'unmatched' AND s.status = 'verified'
+        WHERE r.status IN ('requested', 'proposed', 'unmatched')
           AND ($1::text IS NULL OR s.departement = $1)
           AND ($2::text IS NULL OR s.academie = $2)
-        ORDER BY r.priority, r.created_at, r.id
-        FOR UPDATE OF r
-        """,  # noqa: S608
+        ORDER BY r.school_year
+        """,
         departement,
         academie,
     )
-    return [dict(row) for row in rows]
+    return [row["school_year"] for row in rows]
 
 
 # --- pairings -----------------------------------------------------------------------------------

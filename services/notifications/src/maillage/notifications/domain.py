@@ -160,6 +160,10 @@ _THE_PARTNER = Concerned(("partner_id",))
 _THE_TETE = Concerned(("tete_partner_id",))
 _THE_SCHOOL = Concerned(("school_partner_id",))
 _THE_SCHOOL_AND_THE_TETE = Concerned(("school_partner_id", "tete_partner_id"))
+_THE_SCHOOL_AND_THE_PREVIOUS_TETE = Concerned(("school_partner_id", "previous_tete_partner_id"))
+_THE_SCHOOL_THE_TETE_AND_THE_PREVIOUS = Concerned(
+    ("school_partner_id", "tete_partner_id", "previous_tete_partner_id")
+)
 _THE_SCHOOL_AND_THE_OFFERING_PARTNER = Concerned(("school_partner_id", "offer_partner_id"))
 _THE_OFFERING_PARTNER_AND_SCHOOLS_NEARBY = Concerned(("partner_id",), schools_following_offers=True)
 _THE_BENEFICIARY_AND_THE_COFINANCERS = Concerned(
@@ -182,8 +186,9 @@ AUDIENCES: Mapping[str, Concerned] = MappingProxyType(
         "fr.maillage.cordees.offer.closed.v1": _THE_TETE,
         # a request concerns the school until a tête de cordée is involved
         "fr.maillage.cordees.match-request.requested.v1": _THE_SCHOOL,
-        "fr.maillage.cordees.match-request.unmatched.v1": _THE_SCHOOL,
-        "fr.maillage.cordees.match-request.proposed.v1": _THE_SCHOOL_AND_THE_TETE,
+        # a proposal that moves is told to the tête that loses it too (previous_tete_partner_id)
+        "fr.maillage.cordees.match-request.unmatched.v1": _THE_SCHOOL_AND_THE_PREVIOUS_TETE,
+        "fr.maillage.cordees.match-request.proposed.v1": _THE_SCHOOL_THE_TETE_AND_THE_PREVIOUS,
         "fr.maillage.cordees.match-request.declined.v1": _THE_SCHOOL_AND_THE_TETE,
         # the tête is told only if the request had been proposed to it (tete_partner_id set)
         "fr.maillage.cordees.match-request.withdrawn.v1": _THE_SCHOOL_AND_THE_TETE,
@@ -239,12 +244,15 @@ DESCRIPTIONS: Mapping[str, str] = MappingProxyType(
         "fr.maillage.cordees.match-request.requested.v1": "Un collège ou un lycée a demandé une "
         "cordée.",
         "fr.maillage.cordees.match-request.proposed.v1": "Une tête de cordée est proposée à un "
-        "établissement ; elle accepte ou décline.",
+        "établissement ; elle accepte ou décline dans les 14 jours. Si la proposition vient "
+        "d'une autre offre, cette tête-là est prévenue aussi.",
         "fr.maillage.cordees.match-request.declined.v1": "La tête de cordée a décliné la "
-        "proposition ; le candidat suivant est proposé, s'il y en a un.",
+        "proposition, ou l'a laissée sans réponse 14 jours ; le candidat suivant est proposé, "
+        "s'il y en a un.",
         "fr.maillage.cordees.match-request.withdrawn.v1": "L'établissement a retiré sa demande.",
         "fr.maillage.cordees.match-request.unmatched.v1": "Aucune offre ouverte ne peut accueillir "
-        "la demande pour l'instant ; elle attend une nouvelle offre ou la prochaine campagne.",
+        "la demande pour l'instant, ou sa place est allée à un établissement plus prioritaire "
+        "(la tête qui perd la proposition est prévenue) ; elle attend qu'une place se libère.",
         "fr.maillage.cordees.pairing.established.v1": "La tête de cordée a accepté : "
         "l'établissement est encordé.",
         "fr.maillage.cordees.pairing.ended.v1": "Une cordée a pris fin : en fin d'année scolaire, "
