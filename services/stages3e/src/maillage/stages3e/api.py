@@ -348,7 +348,7 @@ def _decode_distance_cursor(cursor: str | None) -> tuple[float, uuid.UUID] | Non
     try:
         distance, offer_id = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
         return float(distance), uuid.UUID(offer_id)
-    except (ValueError, TypeError, AttributeError) as error:
+    except (ValueError, TypeError, AttributeError, RecursionError) as error:
         raise Problem(
             400,
             "invalid_cursor",
