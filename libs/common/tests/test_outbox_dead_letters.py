@@ -24,6 +24,7 @@ from pathlib import Path
 import asyncpg
 import httpx
 import pytest
+from aiokafka.errors import MessageSizeTooLargeError
 from asgi_lifespan import LifespanManager
 from backbone_world import ThingChanged, World, read_topic, wait_until
 
@@ -158,3 +159,64 @@ async def test_a_row_the_broker_refuses_is_set_aside_and_the_rows_behind_flow(
         await task
     replayed = [record for record in records if record.key == b"big"]
     assert [dict(record.headers)["ce_id"].decode() for record in replayed] == [str(big)]
+
+
+class BatchRefusingBroker:
+    """Stands for a broker that answers MESSAGE_TOO_LARGE for a whole batch when one record of
+    it is over ``limit`` (tansu never refuses): every record sent in one pass is one batch."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.pending: list[tuple[asyncio.Future[None], bytes, bytes]] = []
+        self.delivered: list[bytes] = []
+
+    async def send(
+        self, topic: str, value: bytes, key: bytes, headers: object
+    ) -> asyncio.Future[None]:
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        if not self.pending:
+            asyncio.get_running_loop().call_soon(self._answer)
+        self.pending.append((future, key, value))
+        return future
+
+    def _answer(self) -> None:
+        batch, self.pending = self.pending, []
+        refused = any(len(value) > self.limit for _, _, value in batch)
+        for future, key, _ in batch:
+            if refused:
+                future.set_exception(MessageSizeTooLargeError("the batch is too large"))
+            else:
+                future.set_result(None)
+                self.delivered.append(key)
+
+    async def send_and_wait(self, topic: str, value: bytes, key: bytes, headers: object) -> None:
+        if len(value) > self.limit:
+            raise MessageSizeTooLargeError("the record is too large")
+        self.delivered.append(key)
+
+    async def stop(self) -> None:
+        pass
+
+
+async def test_a_batch_the_broker_refuses_sets_aside_only_its_own_culprit(
+    world: World, pool: asyncpg.Pool
+) -> None:
+    """The broker refuses a batch for one record in it: each refused row is tried alone, so only
+    the culprit is set aside, and its neighbours, before and after it, are published."""
+    async with transaction(pool) as connection:
+        for thing_id, note in (("a", ""), ("big", "x" * 5_000), ("b", ""), ("c", "")):
+            await publish(
+                connection,
+                ThingChanged(thing_id=thing_id, seq=1, note=note),
+                catalog=world.catalog,
+            )
+    relay = outbox.OutboxRelay(world.database_url, world.bootstrap, service=world.service)
+    broker = BatchRefusingBroker(limit=1_000)
+    relay._producer = broker  # type: ignore[assignment]
+    async with pool.acquire() as connection:
+        for _ in range(10):
+            if not await relay._publish_batch(connection):
+                break
+    assert sorted(broker.delivered) == [b"a", b"b", b"c"]
+    assert await pool.fetchval("SELECT key FROM outbox_dead_letters") == "big"
+    assert await pool.fetchval("SELECT count(*) FROM outbox WHERE published_at IS NULL") == 0
