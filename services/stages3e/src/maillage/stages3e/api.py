@@ -727,12 +727,12 @@ async def get_application(
     staff = caller.has_role(*usecases.STAFF_ROLES)
     partner_id = usecases.caller_partner_id(caller)
     if partner_id is None and not staff:
-        raise usecases._application_not_found(application_id)
+        raise usecases.application_not_found(application_id)
     application = await store.get_application(
         pool, application_id, partner_id=None if staff else partner_id
     )
     if application is None:
-        raise usecases._application_not_found(application_id)
+        raise usecases.application_not_found(application_id)
     return usecases.application_out(application, caller)
 
 

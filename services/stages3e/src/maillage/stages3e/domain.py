@@ -264,11 +264,6 @@ def offer_after(status: OfferStatus | str, action: str) -> OfferStatus:
         raise NotAllowed(str(status), action) from None
 
 
-def offer_finished(weeks: list[IsoWeek], today: date) -> bool:
-    """Whether an offer's last week has begun (no application can still be useful)."""
-    return not weeks or max(weeks).monday <= today
-
-
 # --- applications -------------------------------------------------------------------------------
 
 
