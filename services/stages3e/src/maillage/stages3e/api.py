@@ -381,7 +381,9 @@ async def search_offers(
         Query(max_length=domain.MAX_WEEKS),
     ] = None,
     sector: Sector | None = None,
-    q: Annotated[str | None, Query(min_length=2, max_length=100)] = None,
+    q: Annotated[
+        str | None, Query(min_length=2, max_length=100, pattern=r"^[^\x00-\x1f]+$")
+    ] = None,
     cursor: Annotated[str | None, Query(max_length=200)] = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
 ) -> dict[str, Any]:
