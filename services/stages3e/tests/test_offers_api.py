@@ -246,3 +246,23 @@ async def test_a_suspended_host_changes_nothing_with_its_unexpired_token(stages:
         assert refused.json()["code"] == "partner_not_in_good_standing"
     assert read.status_code == 200
     assert read.json()["status"] == "published"
+
+
+async def test_weeks_at_the_ends_of_the_calendar_are_refused_not_crashed(stages: Stages) -> None:
+    host, school = await stages.partner(), await stages.school()
+    body = {"title": "T", "description": "D", "sector": "A"}
+    async with stages.client() as http:
+        for week in ("9999-W52", "0001-W01", "0000-W10"):
+            refused = await http.post(
+                "/offers", json={**body, "weeks": [{"week": week, "seats": 1}]},
+                headers=stages.host_token(host),
+            )  # fmt: skip
+            assert refused.status_code == 422, refused.text
+            declared = await http.put(
+                "/schools/me/weeks", json={"weeks": [week]}, headers=stages.school_token(school)
+            )
+            assert declared.status_code == 422, declared.text
+            found = await http.get(
+                "/offers", params={"week": week}, headers=stages.school_token(school)
+            )
+            assert found.status_code in (200, 422), found.text

@@ -100,6 +100,8 @@ async def test_search_by_week_text_sector_and_reserved_seats(stages: Stages) -> 
         refused = await http.get("/offers", params={"cursor": "nonsense"}, headers=school)
         assert refused.status_code == 400
         assert refused.json()["code"] == "invalid_cursor"
+        nul = await http.get("/offers", params={"q": "ab\x00c"}, headers=school)
+        assert nul.status_code == 422  # PostgreSQL stores no NUL: refused, never a 500
         far = await http.get("/offers", params={"radius_km": 101}, headers=school)
         assert far.status_code == 422
         nowhere = await http.get("/offers", headers=stages.host_token(host))

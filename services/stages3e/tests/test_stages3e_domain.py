@@ -53,6 +53,11 @@ def test_the_2026_2027_window() -> None:
     assert domain.school_year_of_week(IsoWeek(2026, 36)) is None  # 31 August: before
 
 
+def test_weeks_at_the_ends_of_the_calendar_belong_to_no_school_year() -> None:
+    for text in ("9999-W52", "0001-W01"):
+        assert domain.school_year_of_week(IsoWeek.parse(text)) is None
+
+
 def test_the_window_ends_on_31_may_when_it_is_a_friday() -> None:
     # 31 May 2024 was a Friday: the window 2023-2024 ends that day.
     assert domain.last_friday(2023) == date(2024, 5, 31)

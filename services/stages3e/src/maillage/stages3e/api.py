@@ -381,7 +381,9 @@ async def search_offers(
         Query(max_length=domain.MAX_WEEKS),
     ] = None,
     sector: Sector | None = None,
-    q: Annotated[str | None, Query(min_length=2, max_length=100)] = None,
+    q: Annotated[
+        str | None, Query(min_length=2, max_length=100, pattern=r"^[^\x00-\x1f]+$")
+    ] = None,
     cursor: Annotated[str | None, Query(max_length=200)] = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
 ) -> dict[str, Any]:
@@ -727,12 +729,12 @@ async def get_application(
     staff = caller.has_role(*usecases.STAFF_ROLES)
     partner_id = usecases.caller_partner_id(caller)
     if partner_id is None and not staff:
-        raise usecases._application_not_found(application_id)
+        raise usecases.application_not_found(application_id)
     application = await store.get_application(
         pool, application_id, partner_id=None if staff else partner_id
     )
     if application is None:
-        raise usecases._application_not_found(application_id)
+        raise usecases.application_not_found(application_id)
     return usecases.application_out(application, caller)
 
 

@@ -166,6 +166,8 @@ def school_year_of_week(week: IsoWeek) -> int | None:
     week falls outside every window (summer, the end of May after the last Friday)."""
     monday = week.monday
     start_year = monday.year if monday.month >= 6 else monday.year - 1
+    if not 1 <= start_year < 9999:  # no window fits the calendar's range (date's 1 to 9999)
+        return None
     first, last = window(start_year)
     return start_year if first <= monday and week.friday <= last else None
 
@@ -262,11 +264,6 @@ def offer_after(status: OfferStatus | str, action: str) -> OfferStatus:
         return OFFER_TRANSITIONS[(OfferStatus(status), action)]
     except KeyError:
         raise NotAllowed(str(status), action) from None
-
-
-def offer_finished(weeks: list[IsoWeek], today: date) -> bool:
-    """Whether an offer's last week has begun (no application can still be useful)."""
-    return not weeks or max(weeks).monday <= today
 
 
 # --- applications -------------------------------------------------------------------------------

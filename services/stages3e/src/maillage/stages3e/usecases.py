@@ -61,7 +61,7 @@ def _offer_not_found(offer_id: uuid.UUID | str) -> Problem:
     return Problem(404, "offer_not_found", "Offre introuvable", detail=f"Aucune offre {offer_id}.")
 
 
-def _application_not_found(application_id: uuid.UUID) -> Problem:
+def application_not_found(application_id: uuid.UUID) -> Problem:
     return Problem(
         404,
         "application_not_found",
@@ -668,7 +668,7 @@ async def _lock_week_then_application(
     when the application is neither the partner's school's nor its offers'."""
     found = await store.get_application(connection, application_id, partner_id=partner_id)
     if found is None:
-        raise _application_not_found(application_id)
+        raise application_not_found(application_id)
     week = await store.lock_week(connection, found["offer_id"], found["monday"])
     application = await store.get_application(connection, application_id, for_update=True)
     assert application is not None
@@ -720,7 +720,7 @@ async def accept(
     host = await acting_host(connection, caller)
     found = await store.get_application(connection, application_id, partner_id=host.partner_id)
     if found is None:
-        raise _application_not_found(application_id)
+        raise application_not_found(application_id)
     if found["host_partner_id"] != host.partner_id:
         raise _forbidden("Seul l'organisme d'accueil répond à une candidature.")
     offer = await store.get_offer(connection, found["offer_id"], lock="share")
@@ -816,7 +816,7 @@ async def confirm(
     school = await acting_school(connection, caller)
     found = await store.get_application(connection, application_id, partner_id=school.partner_id)
     if found is None or found["school_partner_id"] != school.partner_id:
-        raise _application_not_found(application_id)
+        raise application_not_found(application_id)
     reference = found["pupil_reference"]
     if reference is None:  # erased: the pupil is no longer known
         raise _application_status_conflict(NotAllowed("erased", "confirm"))
