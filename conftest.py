@@ -7,8 +7,10 @@ created and dropped afterwards, so tests never see each other's rows.
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
+import sys
 import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -33,6 +35,18 @@ def telemetry() -> None:
     """The SDK tracer provider, as every service process installs it: trace context then
     exists in tests whatever their order (the global provider can be set only once)."""
     configure_telemetry("tests")
+
+
+@pytest.fixture(autouse=True)
+def logs_outlive_captured_output() -> Iterator[None]:
+    """A test that builds an app under ``capsys`` binds the log handler to the captured stream,
+    which closes with the test: later tests' lines then end in "--- Logging error ---". Point
+    such a handler back at the real stderr."""
+    yield
+    for handler in logging.getLogger().handlers:
+        stream = getattr(handler, "stream", None)
+        if isinstance(handler, logging.StreamHandler) and getattr(stream, "closed", False):
+            handler.stream = sys.__stderr__  # setStream would flush the closed one
 
 
 @pytest.fixture(scope="session")
