@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import json
 from datetime import date, timedelta
-from pathlib import Path
 
 import asyncpg
 import httpx
@@ -27,6 +26,7 @@ from test_e2e_cordee import (  # the stack and helpers, shared with the cordée 
     Webhooks,
     bearer,
     demo_partner,
+    mailed_code,
     maillage,
     partner_token,
     partner_trace,
@@ -68,7 +68,6 @@ def confirm_channels(database_url: str, addresses: list[str]) -> None:
 def test_a_stage_from_registration_to_confirmation(
     stack: Stack,  # noqa: F811
     sink: OtlpSink,  # noqa: F811
-    tmp_path: Path,
 ) -> None:
     registry, stages, notifications = (
         stack.urls["registry"],
@@ -104,9 +103,18 @@ def test_a_stage_from_registration_to_confirmation(
         )
         assert verified.status_code == 200, verified.text
         college = http.post(f"{registry}/partners", json=demo_partner("Collège Robert Desnos"))
-        assert college.json()["status"] == "verified"
+        assert college.status_code == 201, college.text
         assert college.json()["education_prioritaire"] == "REP+"
         college_id = college.json()["id"]
+        # The collège proves control of its institutional mailbox (decision 41).
+        mailbox = college.json()["school_claim"]["mailbox"]
+        code = until(lambda: mailed_code(stack.mail_dir, mailbox), f"the code mailed to {mailbox}")
+        proven = http.post(
+            f"{registry}/partners/{college_id}/school-claim",
+            json={"code": code},
+            headers=bearer(college.json()["registration_access_token"]),
+        )
+        assert proven.json()["status"] == "verified", proven.text
         tokens = {
             "host": partner_token(http, registry, operator, host_id),
             "college": partner_token(http, registry, operator, college_id),
@@ -192,10 +200,8 @@ def test_a_stage_from_registration_to_confirmation(
         assert PUPIL not in json.dumps(webhooks.received)
 
     # French e-mails for both, in the development mailbox, none naming the pupil.
-    mailbox = tmp_path / "data" / "mail"
-
     def mails() -> list[str] | None:
-        texts = [path.read_text() for path in sorted(mailbox.glob("*.eml"))]
+        texts = [path.read_text() for path in sorted(stack.mail_dir.glob("*.eml"))]
         confirmations = [t for t in texts if "confirm" in t and "Stage de 3e" in t]
         return texts if len(confirmations) >= 2 else None
 

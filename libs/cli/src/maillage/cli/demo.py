@@ -208,6 +208,17 @@ async def _staff_headers(registry: httpx.AsyncClient, email: str) -> dict[str, s
     return {"Authorization": f"Bearer {login.json()['access_token']}"}
 
 
+def _ids_by_identifier(rows: list[Any]) -> dict[str, str]:
+    """Partner ids by each identifier they have (SIRET, RNA, UAI): a collège may have a SIRET
+    too (the Collège Robert Desnos does, for funding), and is still found by its UAI."""
+    return {
+        row[column]: str(row["id"])
+        for row in rows
+        for column in ("siret", "rna", "uai")
+        if row[column] is not None
+    }
+
+
 async def _operator_headers(registry: httpx.AsyncClient) -> dict[str, str]:
     """The demo operator's bearer header."""
     return await _staff_headers(registry, "operator@maillage.test")
@@ -290,15 +301,14 @@ async def cordees_step(context: DemoContext) -> list[str]:
     school_year = f"{year}-{year + 1}"
     pool = await create_pool(context.database_urls["registry"])
     try:
-        ids = {
-            row["key"]: str(row["id"])
-            for row in await pool.fetch(
-                "SELECT coalesce(siret, uai) AS key, id FROM partners"
+        ids = _ids_by_identifier(
+            await pool.fetch(
+                "SELECT siret, rna, uai, id FROM partners"
                 " WHERE siret = ANY($1::text[]) OR uai = ANY($2::text[])",
                 list(CORDEE_OFFERS),
                 list(MATCH_REQUESTS),
             )
-        }
+        )
     finally:
         await pool.close()
     lines: list[str] = []
@@ -414,16 +424,15 @@ async def stages3e_step(context: DemoContext) -> list[str]:
 
     pool = await create_pool(context.database_urls["registry"])
     try:
-        ids = {
-            row["key"]: str(row["id"])
-            for row in await pool.fetch(
-                "SELECT coalesce(siret, rna, uai) AS key, id FROM partners"
+        ids = _ids_by_identifier(
+            await pool.fetch(
+                "SELECT siret, rna, uai, id FROM partners"
                 " WHERE siret = ANY($1::text[]) OR rna = ANY($1::text[])"
                 " OR uai = ANY($2::text[])",
                 list(STAGE_OFFERS),
                 list(STAGE_APPLICANTS),
             )
-        }
+        )
     finally:
         await pool.close()
     weeks = _weeks_ahead(4)
