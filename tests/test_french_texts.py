@@ -271,3 +271,18 @@ def test_openapi_descriptions_are_plain_markdown(service: str) -> None:
 
     walk(module.create(settings).openapi(), "")
     assert not found, "\n".join(found)
+
+
+TEMPLATES = ROOT / "services/notifications/src/maillage/notifications/templates"
+# French typography: a non-breaking space before « : ; ! ? » (a narrow one is also accepted), so a
+# mail never wraps a line before its colon. A plain space there is a typo someone will reintroduce.
+PLAIN_SPACE_BEFORE_PUNCTUATION = re.compile(r"[\wÀ-ÿ}»)] [:;!?](?=[\s{<]|$)", re.MULTILINE)
+
+
+def test_mail_templates_keep_a_non_breaking_space_before_double_punctuation() -> None:
+    offenders = [
+        f"{path.relative_to(TEMPLATES)}: {match.group()!r}"
+        for path in sorted(TEMPLATES.rglob("*.jinja"))
+        for match in PLAIN_SPACE_BEFORE_PUNCTUATION.finditer(path.read_text(encoding="utf-8"))
+    ]
+    assert offenders == []
