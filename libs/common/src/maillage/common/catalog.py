@@ -29,7 +29,7 @@ SCHOOLS = catalog.topic(
 )
 SCHOOL_CLAIMS = catalog.topic(
     "registry.school-claims",
-    partitions=3,
+    partitions=6,
     description="One-time codes for a school's institutional mailbox (read by notifications only)",
 )
 
