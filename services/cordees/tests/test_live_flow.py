@@ -244,6 +244,11 @@ async def apply(
         async with connection.transaction():
             if kind == "request":
                 k = index % len(schools)
+                if await connection.fetchval(
+                    "SELECT count(*) FROM match_requests WHERE school_partner_id = $1", schools[k]
+                ):
+                    return  # one request per school: the solver does not model a school's
+                    # one place per offer across its own requests (decision 48, limits)
                 match_request = await usecases.request_match(
                     connection,
                     caller(schools[k], "school"),
