@@ -1,11 +1,11 @@
 """Fixtures of the cordees tests: the app on a fresh database (helpers in cordees_world).
 
-The app runs its Kafka consumers only for the test modules that say ``READS_THE_BUS = True``
-(the read model followed through the real broker). The others apply registry events through
-the handlers directly (``Cordees.apply``): the broker is shared by the whole session, so a
-consumer group of the app would also read what other test files published before (a national
-import's schools counted in a coverage test's database: the full-run failures of
-test_coverage.py), and joining the groups took most of each test's set-up."""
+The app runs its Kafka consumers only for the tests that follow the registry through the real
+broker (those that use the ``registry`` fixture of test_read_model.py). The others apply
+registry events through the handlers directly (``Cordees.apply``): the broker is shared by the
+whole session, so a consumer group of the app would also read what other test files published
+before (a national import's schools counted in a coverage test's database: the full-run
+failures of test_coverage.py), and joining the groups took most of each test's set-up."""
 
 from __future__ import annotations
 
@@ -41,7 +41,7 @@ async def cordees(
         log_level="WARNING",
         database_pool_max=20,
     )
-    reads_the_bus = getattr(request.module, "READS_THE_BUS", False)
+    reads_the_bus = "registry" in request.fixturenames
     app = create(settings, consumers=CONSUMERS if reads_the_bus else ())
     async with LifespanManager(app, startup_timeout=60) as manager:
         app.state.token_verifier = TokenVerifier(

@@ -65,6 +65,13 @@ def brute_force(requests: list[domain.Request], offers: list[domain.Offer]) -> t
         taken = Counter(o.offer_id for o in assignment if o is not None)
         if any(taken[o.offer_id] > o.remaining_capacity for o in offers):
             continue
+        per_school = Counter(
+            (r.school.partner_id, o.offer_id)
+            for r, o in zip(requests, assignment, strict=True)
+            if o is not None
+        )
+        if any(count > 1 for count in per_school.values()):
+            continue  # a school takes one place of an offer
         value = sum(
             domain.coverage_weight(r.school.priority, n)
             - round(domain.score(r, o).distance_km * 1000)
@@ -244,6 +251,15 @@ async def apply(
         async with connection.transaction():
             if kind == "request":
                 k = index % len(schools)
+                if (
+                    await connection.fetchval(
+                        "SELECT count(*) FROM match_requests WHERE school_partner_id = $1",
+                        schools[k],
+                    )
+                    >= 2
+                ):
+                    return  # at most two requests per school (a school takes one place of an
+                    # offer across its own requests)
                 match_request = await usecases.request_match(
                     connection,
                     caller(schools[k], "school"),

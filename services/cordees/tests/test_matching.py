@@ -2,6 +2,7 @@
 campaign on small hand-made instances (the random ones are in test_campaign_properties.py)."""
 
 import random
+from dataclasses import replace
 from uuid import UUID
 
 import pytest
@@ -378,3 +379,21 @@ def test_an_empty_campaign() -> None:
     assert result.assignments == {}
     assert result.objective == 0
     assert solve_campaign([request(1)], []).unserved == (request(1).request_id,)
+
+
+def test_a_school_takes_one_place_of_an_offer_whatever_its_requests() -> None:
+    """Two requests of one school and an offer of two places: one is served there, the other
+    goes to the farther offer, or waits when there is none."""
+    first = request(1)
+    second = replace(request(2), school=first.school)
+    near, far = offer(1, capacity=2), offer(2, at=PARIS)
+    both = solve_campaign([first, second], [near, far])
+    assert sorted(both.assignments.values()) == sorted([near.offer_id, far.offer_id])
+    alone = solve_campaign([first, second], [near])
+    assert len(alone.assignments) == 1
+    kept = solve_campaign(
+        [first, second],
+        [near, far],
+        keep={first.request_id: near.offer_id, second.request_id: near.offer_id},
+    )
+    assert sorted(kept.assignments.values()) == sorted([near.offer_id, far.offer_id])

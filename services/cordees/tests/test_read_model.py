@@ -23,8 +23,6 @@ from maillage.common.db import create_pool
 from maillage.registry import reference
 from maillage.registry.app import RegistrySettings, create
 
-READS_THE_BUS = True  # the cordees app runs its consumers here (conftest)
-
 DATA = Path(reference.__file__).parent / "data"
 
 

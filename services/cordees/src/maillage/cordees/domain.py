@@ -633,7 +633,9 @@ def solve_min_cost_flow(
 
     Nodes: the source, one per request, one per offer, the sink. Arcs: source → request
     (capacity 1), request → offer per eligible pair (capacity 1, cost ``d − w``), offer → sink
-    (its remaining capacity), and source → sink (the requests left unserved, cost 0).
+    (its remaining capacity), and source → sink (the requests left unserved, cost 0). When a
+    school has several requests eligible to one offer, their pairs go to a (school, offer) node
+    first, with one unit on to the offer: a school takes one place of an offer.
 
     ``kept`` (per pair): the pairs proposed now, which the live flow keeps when another optimum
     is exactly as good. Costs are then ``(N + 1)(d − w) − kept``: a kept pair wins only a tie,
@@ -686,6 +688,16 @@ def _solve_flow(
         ]
     )
     costs = np.concatenate([pair_costs, np.zeros(n + m + 1, np.int64)])
+    # A school takes one place of an offer, whatever number of requests it has: the pairs of one
+    # school's requests to one offer go through a node of their own, with one unit to the offer.
+    shared, groups = _one_place_per_school(graph)
+    if len(groups):
+        group_nodes = np.arange(n + m + 2, n + m + 2 + len(groups), dtype=np.int32)
+        heads[: len(shared)][shared >= 0] = group_nodes[shared[shared >= 0]]
+        tails = np.concatenate([tails, group_nodes])
+        heads = np.concatenate([heads, groups.astype(np.int32) + n + 1])
+        capacities = np.concatenate([capacities, np.ones(len(groups), np.int64)])
+        costs = np.concatenate([costs, np.zeros(len(groups), np.int64)])
     solver = min_cost_flow.SimpleMinCostFlow()
     solver.add_arcs_with_capacity_and_unit_cost(tails, heads, capacities, costs)
     solver.set_node_supply(source, n)
@@ -697,6 +709,29 @@ def _solve_flow(
         raise RuntimeError(f"the campaign's min-cost flow ended with status {status}")
     flows = solver.flows(np.arange(e, dtype=np.int32))
     return np.flatnonzero(flows), int(solver.optimal_cost())
+
+
+def _one_place_per_school(
+    graph: CampaignGraph,
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+    """Per pair, the group of the (school, offer) it shares with another request of the same
+    school (−1 when it shares none), and per group its offer's index."""
+    e = len(graph.request_index)
+    schools: dict[UUID, int] = {}
+    code = np.fromiter(
+        (schools.setdefault(r.school.partner_id, len(schools)) for r in graph.requests),
+        np.int64,
+        len(graph.requests),
+    )
+    if len(schools) == len(graph.requests) or not e:  # one request per school: nothing shared
+        return np.full(e, -1, np.int64), np.zeros(0, np.int64)
+    keys = code[graph.request_index] * max(len(graph.offers), 1) + graph.offer_index
+    unique, inverse, counts = np.unique(keys, return_inverse=True, return_counts=True)
+    shared_keys = np.flatnonzero(counts > 1)
+    group_of_key = np.full(len(unique), -1, np.int64)
+    group_of_key[shared_keys] = np.arange(len(shared_keys))
+    groups = unique[shared_keys] % max(len(graph.offers), 1)
+    return group_of_key[inverse.ravel()], groups
 
 
 def solve_campaign(

@@ -253,7 +253,7 @@ class Solved:
     the optimal result and the moves from the standing proposals."""
 
     requests: list[domain.Request]
-    rows: dict[uuid.UUID, dict[str, Any]]
+    rows: dict[uuid.UUID, Any]  # store.live_requests records
     offers: list[domain.Offer]
     result: domain.CampaignResult
     moves: list[Move] = field(default_factory=list)
@@ -282,7 +282,7 @@ async def rematch(
     for offer in offers:
         own.setdefault(offer.tete_partner_id, set()).add(offer.offer_id)
     requests: list[domain.Request] = []
-    by_id: dict[uuid.UUID, dict[str, Any]] = {}
+    by_id: dict[uuid.UUID, Any] = {}
     for school_id, offer_id in pairs:
         own.setdefault(school_id, set()).add(offer_id)  # never proposed what it is paired with
     for row in rows:
@@ -317,7 +317,7 @@ async def rematch(
             continue
         previous = await _previous_tete(connection, current)
         if target is None:
-            await _unmatched(connection, row, reason=reason, previous=previous)
+            await unmatched(connection, row, reason=reason, previous=previous)
         else:
             await _propose(
                 connection,
@@ -399,7 +399,7 @@ async def _propose(
     return updated
 
 
-async def _unmatched(
+async def unmatched(
     connection: asyncpg.Connection,
     row: dict[str, Any],
     *,

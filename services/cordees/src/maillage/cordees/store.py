@@ -377,21 +377,27 @@ _SCHOOL_FACTS = """
                s.qpv_proximity AS school_qpv_proximity"""
 
 
-async def live_requests(connection: Connection, school_year: str) -> list[dict[str, Any]]:
+# What a re-solve reads of each request: not its proposal (a JSON document with the
+# alternatives, whose decoding for every request of the year was most of a re-solve's time).
+_LIVE_COLUMNS = ", ".join(
+    f"r.{c.strip()}" for c in REQUEST_COLUMNS.split(",") if c.strip() != "proposal"
+)
+
+
+async def live_requests(connection: Connection, school_year: str) -> list[asyncpg.Record]:
     """Every request of the year still in the live flow (requested, proposed or unmatched),
     with its school's facts (`school_*` columns, null when the school is unknown), oldest
-    first. The caller holds the year's matching lock."""
+    first, without its ``proposal``. The caller holds the year's matching lock."""
     rows = await connection.fetch(
         f"""
-        SELECT {", ".join(f"r.{c.strip()}" for c in REQUEST_COLUMNS.split(","))},
-               {_SCHOOL_FACTS}
+        SELECT {_LIVE_COLUMNS}, {_SCHOOL_FACTS}
         FROM match_requests r LEFT JOIN partners s ON s.partner_id = r.school_partner_id
         WHERE r.school_year = $1 AND r.status IN ('requested', 'proposed', 'unmatched')
         ORDER BY r.created_at, r.id
         """,  # noqa: S608
         school_year,
     )
-    return [dict(row) for row in rows]
+    return list(rows)  # records, read by key: a thousand dicts cost more than the solve
 
 
 async def active_pairs(
@@ -405,6 +411,24 @@ async def active_pairs(
         school_year,
     )
     return {(row["school_partner_id"], row["offer_id"]) for row in rows}
+
+
+async def other_request_proposed_to(
+    connection: Connection,
+    school_partner_id: uuid.UUID,
+    offer_id: uuid.UUID,
+    request_id: uuid.UUID,
+) -> bool:
+    """Whether another request of the school is proposed this offer now."""
+    return bool(
+        await connection.fetchval(
+            "SELECT EXISTS (SELECT 1 FROM match_requests WHERE school_partner_id = $1"
+            " AND offer_id = $2 AND status = 'proposed' AND id <> $3)",
+            school_partner_id,
+            offer_id,
+            request_id,
+        )
+    )
 
 
 async def years_with_expired_proposals(connection: Connection, before: datetime) -> list[str]:

@@ -379,7 +379,12 @@ async def request_match(
             max_distance_km=match_request["max_distance_km"],
         ),
     )
-    await matcher.rematch(connection, school_year, reason="request_filed", now=now)
+    paired = await store.offers_paired_with(connection, school.partner_id)
+    wanted = matcher.request_of(match_request, school, paired=paired)
+    if any(domain.eligible(wanted, o) for o in await matcher.reachable_offers(connection, wanted)):
+        await matcher.rematch(connection, school_year, reason="request_filed", now=now)
+    else:  # no offer with a place left may take it: nothing can move, no re-solve
+        await matcher.unmatched(connection, match_request, reason="request_filed", previous=None)
     answered = await store.get_request(connection, match_request["id"])
     assert answered is not None
     return answered
@@ -448,7 +453,14 @@ async def accept_match(
         proposal=match_request["proposal"],
     )
     await publish(connection, PairingEstablished(**matcher.pairing_facts(pairing)))
-    await matcher.rematch(connection, match_request["school_year"], reason="accepted", now=now)
+    # The request leaves the flow with the place its proposal held: what remains is still an
+    # optimal assignment of the rest (removing a served request and its place creates no better
+    # one), so nothing moves, unless the school has another request proposed to this offer,
+    # which it may no longer take.
+    if await store.other_request_proposed_to(
+        connection, match_request["school_partner_id"], offer["id"], match_request["id"]
+    ):
+        await matcher.rematch(connection, match_request["school_year"], reason="accepted", now=now)
     return pairing
 
 
