@@ -290,15 +290,15 @@ async def cordees_step(context: DemoContext) -> list[str]:
     school_year = f"{year}-{year + 1}"
     pool = await create_pool(context.database_urls["registry"])
     try:
-        ids = {
-            row["key"]: str(row["id"])
-            for row in await pool.fetch(
-                "SELECT coalesce(siret, uai) AS key, id FROM partners"
-                " WHERE siret = ANY($1::text[]) OR uai = ANY($2::text[])",
-                list(CORDEE_OFFERS),
-                list(MATCH_REQUESTS),
-            )
-        }
+        ids: dict[str, str] = {}
+        for row in await pool.fetch(
+            "SELECT siret, uai, id FROM partners"
+            " WHERE siret = ANY($1::text[]) OR uai = ANY($2::text[])",
+            list(CORDEE_OFFERS),
+            list(MATCH_REQUESTS),
+        ):
+            # By both identifiers: a collège may have a SIRET too (the funding demo gives one).
+            ids.update({key: str(row["id"]) for key in (row["siret"], row["uai"]) if key})
     finally:
         await pool.close()
     lines: list[str] = []
@@ -414,16 +414,17 @@ async def stages3e_step(context: DemoContext) -> list[str]:
 
     pool = await create_pool(context.database_urls["registry"])
     try:
-        ids = {
-            row["key"]: str(row["id"])
-            for row in await pool.fetch(
-                "SELECT coalesce(siret, rna, uai) AS key, id FROM partners"
-                " WHERE siret = ANY($1::text[]) OR rna = ANY($1::text[])"
-                " OR uai = ANY($2::text[])",
-                list(STAGE_OFFERS),
-                list(STAGE_APPLICANTS),
-            )
-        }
+        ids: dict[str, str] = {}
+        for row in await pool.fetch(
+            "SELECT siret, rna, uai, id FROM partners"
+            " WHERE siret = ANY($1::text[]) OR rna = ANY($1::text[])"
+            " OR uai = ANY($2::text[])",
+            list(STAGE_OFFERS),
+            list(STAGE_APPLICANTS),
+        ):
+            # By every identifier: a collège may have a SIRET too (the funding demo gives one).
+            keys = (row["siret"], row["rna"], row["uai"])
+            ids.update({key: str(row["id"]) for key in keys if key})
     finally:
         await pool.close()
     weeks = _weeks_ahead(4)
