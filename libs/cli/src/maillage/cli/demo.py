@@ -293,7 +293,8 @@ async def cordees_step(context: DemoContext) -> list[str]:
         ids = {
             row["key"]: str(row["id"])
             for row in await pool.fetch(
-                "SELECT coalesce(siret, uai) AS key, id FROM partners"
+                "SELECT CASE WHEN uai = ANY($2::text[]) THEN uai ELSE siret END AS key, id"
+                " FROM partners"
                 " WHERE siret = ANY($1::text[]) OR uai = ANY($2::text[])",
                 list(CORDEE_OFFERS),
                 list(MATCH_REQUESTS),

@@ -31,7 +31,12 @@ from maillage.common.http import Pool
 from maillage.funding import domain, exports, store, usecases
 from maillage.funding.domain import MAX_AMOUNT_CENTS, Role
 
-router = APIRouter()
+# Every route checks a role: 403 is always possible. The others are declared route by route.
+router = APIRouter(responses={403: {"description": "Not this caller's role, or duty"}})
+_NOT_FOUND = {404: {"description": "No such object, or not visible to the caller"}}
+_CONFLICT = {409: {"description": "Not possible in the object's current state"}}
+_BAD_CURSOR = {400: {"description": "A cursor that is not a next_cursor"}}
+_REFUSED = {422: {"description": "A rule refuses the request (problem code says which)"}}
 
 Staff = Annotated[Caller, require_role(*domain.STAFF_ROLES)]
 Officer = Annotated[Caller, require_role(Role.OFFICER)]
@@ -305,7 +310,7 @@ def _caller_scope(caller: Caller) -> str:
     status_code=201,
     response_model=Envelope,
     openapi_extra=_IDEMPOTENT,
-    responses={409: {"description": "envelope_exists"}},
+    responses={409: {"description": "envelope_exists, or its Idempotency-Key in use"}},
 )
 async def open_envelope(
     body: NewEnvelope, request: Request, caller: Ordonnateur, pool: Pool
@@ -321,7 +326,7 @@ async def open_envelope(
     )
 
 
-@router.get("/envelopes", response_model=EnvelopePage)
+@router.get("/envelopes", response_model=EnvelopePage, responses={**_BAD_CURSOR})
 async def list_envelopes(
     caller: Staff,
     pool: Pool,
@@ -343,7 +348,7 @@ async def list_envelopes(
     return {**found, "items": [_envelope_out(row) for row in found["items"]]}
 
 
-@router.get("/envelopes/{envelope_id}", response_model=Envelope)
+@router.get("/envelopes/{envelope_id}", response_model=Envelope, responses={**_NOT_FOUND})
 async def get_envelope(envelope_id: uuid.UUID, caller: Staff, pool: Pool) -> Any:
     async with pool.acquire() as connection:
         envelope = await store.get_envelope(connection, envelope_id)
@@ -360,7 +365,10 @@ async def get_envelope(envelope_id: uuid.UUID, caller: Staff, pool: Pool) -> Any
     status_code=201,
     response_model=Convention,
     openapi_extra=_IDEMPOTENT,
-    responses={422: {"description": "plan_unbalanced, beneficiary_not_verified, …"}},
+    responses={
+        **_CONFLICT,
+        422: {"description": "plan_unbalanced, beneficiary_not_verified, …"},
+    },
 )
 async def record_convention(
     body: NewConvention, request: Request, caller: Officer, pool: Pool
@@ -380,7 +388,7 @@ async def record_convention(
     )
 
 
-@router.get("/conventions", response_model=ConventionPage)
+@router.get("/conventions", response_model=ConventionPage, responses={**_BAD_CURSOR})
 async def list_conventions(
     caller: Anyone,
     pool: Pool,
@@ -403,7 +411,7 @@ async def list_conventions(
     return {**found, "items": items}
 
 
-@router.get("/conventions/{convention_id}", response_model=Convention)
+@router.get("/conventions/{convention_id}", response_model=Convention, responses={**_NOT_FOUND})
 async def get_convention(convention_id: uuid.UUID, caller: Anyone, pool: Pool) -> Any:
     """The convention with its tranches, comptes-rendus and reversements; 404 for a partner
     that is neither its beneficiary nor a co-financer."""
@@ -416,7 +424,11 @@ async def get_convention(convention_id: uuid.UUID, caller: Anyone, pool: Pool) -
         return await _convention_out(connection, convention)
 
 
-@router.post("/conventions/{convention_id}/instruct", response_model=Convention)
+@router.post(
+    "/conventions/{convention_id}/instruct",
+    response_model=Convention,
+    responses={**_NOT_FOUND, **_CONFLICT},
+)
 async def instruct_convention(convention_id: uuid.UUID, caller: Officer, pool: Pool) -> Any:
     """The officer puts a draft under instruction (and may then never programme or sign it)."""
     async with transaction(pool) as connection:
@@ -424,7 +436,11 @@ async def instruct_convention(convention_id: uuid.UUID, caller: Officer, pool: P
         return await _convention_out(connection, convention)
 
 
-@router.post("/conventions/{convention_id}/programme", response_model=Convention)
+@router.post(
+    "/conventions/{convention_id}/programme",
+    response_model=Convention,
+    responses={**_NOT_FOUND, **_CONFLICT},
+)
 async def programme_convention(
     convention_id: uuid.UUID, body: Programming, caller: Ordonnateur, pool: Pool
 ) -> Any:
@@ -439,7 +455,11 @@ async def programme_convention(
 @router.post(
     "/conventions/{convention_id}/sign",
     response_model=Convention,
-    responses={409: {"description": "envelope_exhausted, no_envelope, convention_status"}},
+    responses={
+        **_NOT_FOUND,
+        422: {"description": "no_interest_declaration"},
+        409: {"description": "envelope_exhausted, no_envelope, convention_status"},
+    },
 )
 async def sign_convention(
     convention_id: uuid.UUID, body: Signature, caller: Ordonnateur, pool: Pool
@@ -452,7 +472,11 @@ async def sign_convention(
         return await _convention_out(connection, convention)
 
 
-@router.post("/conventions/{convention_id}/cancel", response_model=Convention)
+@router.post(
+    "/conventions/{convention_id}/cancel",
+    response_model=Convention,
+    responses={**_NOT_FOUND, **_CONFLICT},
+)
 async def cancel_convention(
     convention_id: uuid.UUID, body: Ending, caller: Ordonnateur, pool: Pool
 ) -> Any:
@@ -464,7 +488,11 @@ async def cancel_convention(
         return await _convention_out(connection, convention)
 
 
-@router.post("/conventions/{convention_id}/close", response_model=Convention)
+@router.post(
+    "/conventions/{convention_id}/close",
+    response_model=Convention,
+    responses={**_NOT_FOUND, **_CONFLICT},
+)
 async def close_convention(
     convention_id: uuid.UUID, body: Ending, caller: Ordonnateur, pool: Pool
 ) -> Any:
@@ -479,14 +507,18 @@ async def close_convention(
 # --- tranches ------------------------------------------------------------------------------------
 
 
-@router.post("/tranches/{tranche_id}/request", response_model=Tranche)
+@router.post(
+    "/tranches/{tranche_id}/request", response_model=Tranche, responses={**_NOT_FOUND, **_CONFLICT}
+)
 async def request_tranche(tranche_id: uuid.UUID, caller: Anyone, pool: Pool) -> Any:
     """The beneficiary asks for a tranche (a balance once the year's compte-rendu is accepted)."""
     async with transaction(pool) as connection:
         return await usecases.request_tranche(connection, caller, tranche_id)
 
 
-@router.post("/tranches/{tranche_id}/instruct", response_model=Tranche)
+@router.post(
+    "/tranches/{tranche_id}/instruct", response_model=Tranche, responses={**_NOT_FOUND, **_CONFLICT}
+)
 async def instruct_tranche(tranche_id: uuid.UUID, caller: Officer, pool: Pool) -> Any:
     async with transaction(pool) as connection:
         return await usecases.instruct_tranche(connection, caller, tranche_id)
@@ -495,7 +527,12 @@ async def instruct_tranche(tranche_id: uuid.UUID, caller: Officer, pool: Pool) -
 @router.post(
     "/tranches/{tranche_id}/approve",
     response_model=Tranche,
-    responses={403: {"description": "separation_of_duties, conflict_of_interest"}},
+    responses={
+        **_NOT_FOUND,
+        **_CONFLICT,
+        422: {"description": "no_interest_declaration"},
+        403: {"description": "separation_of_duties, conflict_of_interest"},
+    },
 )
 async def approve_tranche(
     tranche_id: uuid.UUID, body: Approval, caller: Ordonnateur, pool: Pool
@@ -507,7 +544,9 @@ async def approve_tranche(
         )
 
 
-@router.post("/tranches/{tranche_id}/reject", response_model=Tranche)
+@router.post(
+    "/tranches/{tranche_id}/reject", response_model=Tranche, responses={**_NOT_FOUND, **_CONFLICT}
+)
 async def reject_tranche(
     tranche_id: uuid.UUID, body: Rejection, caller: Ordonnateur, pool: Pool
 ) -> Any:
@@ -518,7 +557,10 @@ async def reject_tranche(
 @router.post(
     "/tranches/{tranche_id}/pay",
     response_model=Tranche,
-    responses={409: {"description": "overpayment, envelope_exhausted, no_envelope"}},
+    responses={
+        **_NOT_FOUND,
+        409: {"description": "overpayment, envelope_exhausted, no_envelope"},
+    },
 )
 async def pay_tranche(tranche_id: uuid.UUID, body: Payment, caller: Comptable, pool: Pool) -> Any:
     """The comptable records the payment: CP of the payment year are consumed."""
@@ -529,7 +571,12 @@ async def pay_tranche(tranche_id: uuid.UUID, body: Payment, caller: Comptable, p
 # --- comptes-rendus financiers -------------------------------------------------------------------
 
 
-@router.post("/conventions/{convention_id}/reports", status_code=201, response_model=Report)
+@router.post(
+    "/conventions/{convention_id}/reports",
+    status_code=201,
+    response_model=Report,
+    responses={**_NOT_FOUND, **_CONFLICT, **_REFUSED},
+)
 async def file_report(convention_id: uuid.UUID, body: NewReport, caller: Anyone, pool: Pool) -> Any:
     """The beneficiary files the year's compte-rendu financier (again, after changes asked)."""
     async with transaction(pool) as connection:
@@ -537,7 +584,11 @@ async def file_report(convention_id: uuid.UUID, body: NewReport, caller: Anyone,
         return await usecases.file_report(connection, caller, convention_id, **values)
 
 
-@router.post("/conventions/{convention_id}/reports/{year}/decision", response_model=Report)
+@router.post(
+    "/conventions/{convention_id}/reports/{year}/decision",
+    response_model=Report,
+    responses={**_NOT_FOUND, **_CONFLICT},
+)
 async def decide_report(
     convention_id: uuid.UUID,
     year: Annotated[int, Path(ge=2000, le=2100)],
