@@ -153,8 +153,9 @@ class Reversement(BaseModel):
     id: uuid.UUID
     year: int
     amount_cents: int
-    status: str
+    status: str = Field(description="ordered, then received")
     ordered_at: datetime
+    received_at: datetime | None = None
 
 
 class Convention(BaseModel):
@@ -601,6 +602,17 @@ async def decide_report(
         return await usecases.decide_report(
             connection, caller, convention_id, year, **body.model_dump()
         )
+
+
+@router.post(
+    "/reversements/{reversement_id}/receive",
+    response_model=Reversement,
+    responses={**_NOT_FOUND, **_CONFLICT},
+)
+async def receive_reversement(reversement_id: uuid.UUID, caller: Comptable, pool: Pool) -> Any:
+    """The comptable records that the amount due back came in."""
+    async with transaction(pool) as connection:
+        return await usecases.receive_reversement(connection, caller, reversement_id)
 
 
 # --- conflicts of interest -----------------------------------------------------------------------
