@@ -4,10 +4,12 @@ interest, overpayment, the compte-rendu and its reversement, and what goes on th
 
 from __future__ import annotations
 
+import time
 import uuid
 
 import pytest
 from funding_world import YEAR, Funding
+from jwt_fixtures import claims
 
 from maillage.common.catalog import PartnerSuspended
 
@@ -57,6 +59,35 @@ async def test_a_plan_that_does_not_balance_is_refused_with_the_difference(
     assert response.json()["difference_cents"] == 1_000_000
     assert "1000000 centimes" in response.json()["detail"]
     assert count == 0
+
+
+async def test_control_characters_are_refused_not_a_server_error(funding: Funding) -> None:
+    beneficiary = await funding.verified_partner("Association")
+    async with funding.client() as http:
+        response = await http.post(
+            "/conventions",
+            json={
+                "beneficiary_partner_id": str(beneficiary),
+                "departement": "94",
+                "object": "Ateliers\u0000",
+                "first_year": YEAR,
+                "yearly_amounts_cents": [100],
+                "budget_cents": 100,
+            },
+            headers=funding.officer(),
+        )
+        odd_token = funding.key.sign(
+            claims(
+                sub="client-y",
+                partner_id="not-a-uuid",
+                roles=["partner"],
+                exp=int(time.time()) + 60,
+            )
+        )
+        odd = await http.get("/conventions", headers={"Authorization": f"Bearer {odd_token}"})
+    assert response.status_code == 422
+    assert response.json()["errors"][0]["pointer"] == "#/object"
+    assert odd.status_code == 403
 
 
 async def test_an_unverified_beneficiary_gets_no_convention(funding: Funding) -> None:

@@ -22,7 +22,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import Response
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 from maillage.common import idempotency, pagination
 from maillage.common.auth import Caller, require_role
@@ -50,6 +50,17 @@ Cents = Annotated[int, Field(ge=0, le=MAX_AMOUNT_CENTS, description="Euro cents"
 PositiveCents = Annotated[int, Field(ge=1, le=MAX_AMOUNT_CENTS, description="Euro cents")]
 Year = Annotated[int, Field(ge=2000, le=2100)]
 _IDEMPOTENT = {"parameters": [idempotency.OPENAPI_PARAMETER]}
+_CONTROL = frozenset(chr(code) for code in (*range(0x20), 0x7F)) - {"\t", "\n", "\r"}
+
+
+def _plain_text(value: str) -> str:
+    """PostgreSQL keeps no NUL, and no one types other control characters: refused (422)."""
+    if not _CONTROL.isdisjoint(value):
+        raise ValueError("Le texte contient un caractère de contrôle : retirez-le.")
+    return value
+
+
+Text = Annotated[str, AfterValidator(_plain_text)]
 
 
 # --- models --------------------------------------------------------------------------------------
@@ -89,7 +100,7 @@ class Cofinancement(BaseModel):
     the convention's events) or another financer named only."""
 
     model_config = ConfigDict(extra="forbid")
-    name: str = Field(min_length=1, max_length=200, examples=["Ville d'Orly"])
+    name: Text = Field(min_length=1, max_length=200, examples=["Ville d'Orly"])
     partner_id: uuid.UUID | None = None
     amount_cents: PositiveCents
 
@@ -102,10 +113,10 @@ class NewConvention(BaseModel):
     model_config = ConfigDict(extra="forbid")
     beneficiary_partner_id: uuid.UUID
     departement: str = Field(max_length=3, pattern=_DEPARTEMENT, examples=["94"])
-    object: str = Field(
+    object: Text = Field(
         min_length=1, max_length=256, description="Objet (at most 256 characters, as SCDL)"
     )
-    cite_educative: str | None = Field(default=None, min_length=1, max_length=200)
+    cite_educative: Text | None = Field(default=None, min_length=1, max_length=200)
     first_year: Year
     yearly_amounts_cents: list[PositiveCents] = Field(min_length=1, max_length=domain.MAX_YEARS)
     budget_cents: PositiveCents = Field(description="The action's whole budget, euro cents")
@@ -207,7 +218,7 @@ class Signature(BaseModel):
 
 class Ending(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    reason: str = Field(min_length=1, max_length=2000)
+    reason: Text = Field(min_length=1, max_length=2000)
 
 
 class Approval(BaseModel):
@@ -219,19 +230,19 @@ class Approval(BaseModel):
 
 class Rejection(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    reason: str = Field(min_length=1, max_length=2000)
+    reason: Text = Field(min_length=1, max_length=2000)
 
 
 class Payment(BaseModel):
     model_config = ConfigDict(extra="forbid")
     paid_on: date
     amount_cents: PositiveCents
-    payment_reference: str = Field(min_length=1, max_length=100)
+    payment_reference: Text = Field(min_length=1, max_length=100)
 
 
 class ReportLine(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    budget_line: str = Field(min_length=1, max_length=200, examples=["Frais de personnel"])
+    budget_line: Text = Field(min_length=1, max_length=200, examples=["Frais de personnel"])
     spent_cents: Cents
 
 
@@ -241,19 +252,19 @@ class NewReport(BaseModel):
     model_config = ConfigDict(extra="forbid")
     year: Year
     lines: list[ReportLine] = Field(min_length=1, max_length=100)
-    achievements: str = Field(min_length=1, max_length=10_000)
+    achievements: Text = Field(min_length=1, max_length=10_000)
 
 
 class ReportDecision(BaseModel):
     model_config = ConfigDict(extra="forbid")
     accept: bool
-    remarks: str | None = Field(default=None, max_length=2000)
+    remarks: Text | None = Field(default=None, max_length=2000)
 
 
 class Interest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     partner_id: uuid.UUID
-    staff_subject: str | None = Field(
+    staff_subject: Text | None = Field(
         default=None, min_length=1, max_length=200, description="Operators: another staff member"
     )
 

@@ -298,11 +298,12 @@ def visible_partner(caller: Caller) -> uuid.UUID | None:
     otherwise (only its conventions: beneficiary or co-financer)."""
     if caller.roles & domain.STAFF_ROLES:
         return None
-    if caller.partner_id is None:
+    try:
+        return uuid.UUID(caller.partner_id or "")
+    except ValueError:  # no partner, or a token whose partner_id is no identifier
         raise Problem(
             403, "forbidden", "Accès refusé", detail="Réservé au personnel et aux partenaires."
-        )
-    return uuid.UUID(caller.partner_id)
+        ) from None
 
 
 # --- facts: what is published and audited -------------------------------------------------------
