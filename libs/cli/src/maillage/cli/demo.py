@@ -418,7 +418,9 @@ async def stages3e_step(context: DemoContext) -> list[str]:
         ids = {
             row["key"]: str(row["id"])
             for row in await pool.fetch(
-                "SELECT coalesce(siret, rna, uai) AS key, id FROM partners"
+                # A collège is found by its UAI even when it has a SIRET (Desnos does).
+                "SELECT CASE WHEN uai = ANY($2::text[]) THEN uai"
+                " ELSE coalesce(siret, rna) END AS key, id FROM partners"
                 " WHERE siret = ANY($1::text[]) OR rna = ANY($1::text[])"
                 " OR uai = ANY($2::text[])",
                 list(STAGE_OFFERS),
