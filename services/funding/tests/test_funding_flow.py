@@ -398,8 +398,6 @@ async def test_a_suspended_beneficiary_changes_nothing_with_its_unexpired_token(
     funding: Funding,
 ) -> None:
     """Decision 40: the read model, updated by partner.suspended, decides on every write."""
-    from maillage.common.catalog import PartnerSuspended
-
     beneficiary = await funding.verified_partner("Association des lecteurs")
     async with funding.client() as http:
         await funding.envelope(http, ae_cents=10_000_000, cp_cents=10_000_000)
