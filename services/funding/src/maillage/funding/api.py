@@ -22,7 +22,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import Response
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 from maillage.common import idempotency, pagination
 from maillage.common.auth import Caller, require_role
@@ -31,7 +31,12 @@ from maillage.common.http import Pool
 from maillage.funding import domain, exports, store, usecases
 from maillage.funding.domain import MAX_AMOUNT_CENTS, Role
 
-router = APIRouter()
+# Every route checks a role: 403 is always possible. The others are declared route by route.
+router = APIRouter(responses={403: {"description": "Not this caller's role, or duty"}})
+_NOT_FOUND = {404: {"description": "No such object, or not visible to the caller"}}
+_CONFLICT = {409: {"description": "Not possible in the object's current state"}}
+_BAD_CURSOR = {400: {"description": "A cursor that is not a next_cursor"}}
+_REFUSED = {422: {"description": "A rule refuses the request (problem code says which)"}}
 
 Staff = Annotated[Caller, require_role(*domain.STAFF_ROLES)]
 Officer = Annotated[Caller, require_role(Role.OFFICER)]
@@ -45,6 +50,17 @@ Cents = Annotated[int, Field(ge=0, le=MAX_AMOUNT_CENTS, description="Euro cents"
 PositiveCents = Annotated[int, Field(ge=1, le=MAX_AMOUNT_CENTS, description="Euro cents")]
 Year = Annotated[int, Field(ge=2000, le=2100)]
 _IDEMPOTENT = {"parameters": [idempotency.OPENAPI_PARAMETER]}
+_CONTROL = frozenset(chr(code) for code in (*range(0x20), 0x7F)) - {"\t", "\n", "\r"}
+
+
+def _plain_text(value: str) -> str:
+    """PostgreSQL keeps no NUL, and no one types other control characters: refused (422)."""
+    if not _CONTROL.isdisjoint(value):
+        raise ValueError("Le texte contient un caractère de contrôle : retirez-le.")
+    return value
+
+
+Text = Annotated[str, AfterValidator(_plain_text)]
 
 
 # --- models --------------------------------------------------------------------------------------
@@ -84,7 +100,7 @@ class Cofinancement(BaseModel):
     the convention's events) or another financer named only."""
 
     model_config = ConfigDict(extra="forbid")
-    name: str = Field(min_length=1, max_length=200, examples=["Ville d'Orly"])
+    name: Text = Field(min_length=1, max_length=200, examples=["Ville d'Orly"])
     partner_id: uuid.UUID | None = None
     amount_cents: PositiveCents
 
@@ -97,10 +113,10 @@ class NewConvention(BaseModel):
     model_config = ConfigDict(extra="forbid")
     beneficiary_partner_id: uuid.UUID
     departement: str = Field(max_length=3, pattern=_DEPARTEMENT, examples=["94"])
-    object: str = Field(
+    object: Text = Field(
         min_length=1, max_length=256, description="Objet (at most 256 characters, as SCDL)"
     )
-    cite_educative: str | None = Field(default=None, min_length=1, max_length=200)
+    cite_educative: Text | None = Field(default=None, min_length=1, max_length=200)
     first_year: Year
     yearly_amounts_cents: list[PositiveCents] = Field(min_length=1, max_length=domain.MAX_YEARS)
     budget_cents: PositiveCents = Field(description="The action's whole budget, euro cents")
@@ -148,8 +164,9 @@ class Reversement(BaseModel):
     id: uuid.UUID
     year: int
     amount_cents: int
-    status: str
+    status: str = Field(description="ordered, then received")
     ordered_at: datetime
+    received_at: datetime | None = None
 
 
 class Convention(BaseModel):
@@ -201,7 +218,7 @@ class Signature(BaseModel):
 
 class Ending(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    reason: str = Field(min_length=1, max_length=2000)
+    reason: Text = Field(min_length=1, max_length=2000)
 
 
 class Approval(BaseModel):
@@ -213,19 +230,19 @@ class Approval(BaseModel):
 
 class Rejection(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    reason: str = Field(min_length=1, max_length=2000)
+    reason: Text = Field(min_length=1, max_length=2000)
 
 
 class Payment(BaseModel):
     model_config = ConfigDict(extra="forbid")
     paid_on: date
     amount_cents: PositiveCents
-    payment_reference: str = Field(min_length=1, max_length=100)
+    payment_reference: Text = Field(min_length=1, max_length=100)
 
 
 class ReportLine(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    budget_line: str = Field(min_length=1, max_length=200, examples=["Frais de personnel"])
+    budget_line: Text = Field(min_length=1, max_length=200, examples=["Frais de personnel"])
     spent_cents: Cents
 
 
@@ -235,19 +252,19 @@ class NewReport(BaseModel):
     model_config = ConfigDict(extra="forbid")
     year: Year
     lines: list[ReportLine] = Field(min_length=1, max_length=100)
-    achievements: str = Field(min_length=1, max_length=10_000)
+    achievements: Text = Field(min_length=1, max_length=10_000)
 
 
 class ReportDecision(BaseModel):
     model_config = ConfigDict(extra="forbid")
     accept: bool
-    remarks: str | None = Field(default=None, max_length=2000)
+    remarks: Text | None = Field(default=None, max_length=2000)
 
 
 class Interest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     partner_id: uuid.UUID
-    staff_subject: str | None = Field(
+    staff_subject: Text | None = Field(
         default=None, min_length=1, max_length=200, description="Operators: another staff member"
     )
 
@@ -305,7 +322,7 @@ def _caller_scope(caller: Caller) -> str:
     status_code=201,
     response_model=Envelope,
     openapi_extra=_IDEMPOTENT,
-    responses={409: {"description": "envelope_exists"}},
+    responses={409: {"description": "envelope_exists, or its Idempotency-Key in use"}},
 )
 async def open_envelope(
     body: NewEnvelope, request: Request, caller: Ordonnateur, pool: Pool
@@ -321,7 +338,7 @@ async def open_envelope(
     )
 
 
-@router.get("/envelopes", response_model=EnvelopePage)
+@router.get("/envelopes", response_model=EnvelopePage, responses={**_BAD_CURSOR})
 async def list_envelopes(
     caller: Staff,
     pool: Pool,
@@ -343,7 +360,7 @@ async def list_envelopes(
     return {**found, "items": [_envelope_out(row) for row in found["items"]]}
 
 
-@router.get("/envelopes/{envelope_id}", response_model=Envelope)
+@router.get("/envelopes/{envelope_id}", response_model=Envelope, responses={**_NOT_FOUND})
 async def get_envelope(envelope_id: uuid.UUID, caller: Staff, pool: Pool) -> Any:
     async with pool.acquire() as connection:
         envelope = await store.get_envelope(connection, envelope_id)
@@ -360,7 +377,10 @@ async def get_envelope(envelope_id: uuid.UUID, caller: Staff, pool: Pool) -> Any
     status_code=201,
     response_model=Convention,
     openapi_extra=_IDEMPOTENT,
-    responses={422: {"description": "plan_unbalanced, beneficiary_not_verified, …"}},
+    responses={
+        **_CONFLICT,
+        422: {"description": "plan_unbalanced, beneficiary_not_verified, …"},
+    },
 )
 async def record_convention(
     body: NewConvention, request: Request, caller: Officer, pool: Pool
@@ -380,7 +400,7 @@ async def record_convention(
     )
 
 
-@router.get("/conventions", response_model=ConventionPage)
+@router.get("/conventions", response_model=ConventionPage, responses={**_BAD_CURSOR})
 async def list_conventions(
     caller: Anyone,
     pool: Pool,
@@ -403,7 +423,7 @@ async def list_conventions(
     return {**found, "items": items}
 
 
-@router.get("/conventions/{convention_id}", response_model=Convention)
+@router.get("/conventions/{convention_id}", response_model=Convention, responses={**_NOT_FOUND})
 async def get_convention(convention_id: uuid.UUID, caller: Anyone, pool: Pool) -> Any:
     """The convention with its tranches, comptes-rendus and reversements; 404 for a partner
     that is neither its beneficiary nor a co-financer."""
@@ -416,7 +436,11 @@ async def get_convention(convention_id: uuid.UUID, caller: Anyone, pool: Pool) -
         return await _convention_out(connection, convention)
 
 
-@router.post("/conventions/{convention_id}/instruct", response_model=Convention)
+@router.post(
+    "/conventions/{convention_id}/instruct",
+    response_model=Convention,
+    responses={**_NOT_FOUND, **_CONFLICT},
+)
 async def instruct_convention(convention_id: uuid.UUID, caller: Officer, pool: Pool) -> Any:
     """The officer puts a draft under instruction (and may then never programme or sign it)."""
     async with transaction(pool) as connection:
@@ -424,7 +448,11 @@ async def instruct_convention(convention_id: uuid.UUID, caller: Officer, pool: P
         return await _convention_out(connection, convention)
 
 
-@router.post("/conventions/{convention_id}/programme", response_model=Convention)
+@router.post(
+    "/conventions/{convention_id}/programme",
+    response_model=Convention,
+    responses={**_NOT_FOUND, **_CONFLICT},
+)
 async def programme_convention(
     convention_id: uuid.UUID, body: Programming, caller: Ordonnateur, pool: Pool
 ) -> Any:
@@ -439,7 +467,11 @@ async def programme_convention(
 @router.post(
     "/conventions/{convention_id}/sign",
     response_model=Convention,
-    responses={409: {"description": "envelope_exhausted, no_envelope, convention_status"}},
+    responses={
+        **_NOT_FOUND,
+        422: {"description": "no_interest_declaration"},
+        409: {"description": "envelope_exhausted, no_envelope, convention_status"},
+    },
 )
 async def sign_convention(
     convention_id: uuid.UUID, body: Signature, caller: Ordonnateur, pool: Pool
@@ -452,7 +484,11 @@ async def sign_convention(
         return await _convention_out(connection, convention)
 
 
-@router.post("/conventions/{convention_id}/cancel", response_model=Convention)
+@router.post(
+    "/conventions/{convention_id}/cancel",
+    response_model=Convention,
+    responses={**_NOT_FOUND, **_CONFLICT},
+)
 async def cancel_convention(
     convention_id: uuid.UUID, body: Ending, caller: Ordonnateur, pool: Pool
 ) -> Any:
@@ -464,7 +500,11 @@ async def cancel_convention(
         return await _convention_out(connection, convention)
 
 
-@router.post("/conventions/{convention_id}/close", response_model=Convention)
+@router.post(
+    "/conventions/{convention_id}/close",
+    response_model=Convention,
+    responses={**_NOT_FOUND, **_CONFLICT},
+)
 async def close_convention(
     convention_id: uuid.UUID, body: Ending, caller: Ordonnateur, pool: Pool
 ) -> Any:
@@ -479,14 +519,18 @@ async def close_convention(
 # --- tranches ------------------------------------------------------------------------------------
 
 
-@router.post("/tranches/{tranche_id}/request", response_model=Tranche)
+@router.post(
+    "/tranches/{tranche_id}/request", response_model=Tranche, responses={**_NOT_FOUND, **_CONFLICT}
+)
 async def request_tranche(tranche_id: uuid.UUID, caller: Anyone, pool: Pool) -> Any:
     """The beneficiary asks for a tranche (a balance once the year's compte-rendu is accepted)."""
     async with transaction(pool) as connection:
         return await usecases.request_tranche(connection, caller, tranche_id)
 
 
-@router.post("/tranches/{tranche_id}/instruct", response_model=Tranche)
+@router.post(
+    "/tranches/{tranche_id}/instruct", response_model=Tranche, responses={**_NOT_FOUND, **_CONFLICT}
+)
 async def instruct_tranche(tranche_id: uuid.UUID, caller: Officer, pool: Pool) -> Any:
     async with transaction(pool) as connection:
         return await usecases.instruct_tranche(connection, caller, tranche_id)
@@ -495,7 +539,12 @@ async def instruct_tranche(tranche_id: uuid.UUID, caller: Officer, pool: Pool) -
 @router.post(
     "/tranches/{tranche_id}/approve",
     response_model=Tranche,
-    responses={403: {"description": "separation_of_duties, conflict_of_interest"}},
+    responses={
+        **_NOT_FOUND,
+        **_CONFLICT,
+        422: {"description": "no_interest_declaration"},
+        403: {"description": "separation_of_duties, conflict_of_interest"},
+    },
 )
 async def approve_tranche(
     tranche_id: uuid.UUID, body: Approval, caller: Ordonnateur, pool: Pool
@@ -507,7 +556,9 @@ async def approve_tranche(
         )
 
 
-@router.post("/tranches/{tranche_id}/reject", response_model=Tranche)
+@router.post(
+    "/tranches/{tranche_id}/reject", response_model=Tranche, responses={**_NOT_FOUND, **_CONFLICT}
+)
 async def reject_tranche(
     tranche_id: uuid.UUID, body: Rejection, caller: Ordonnateur, pool: Pool
 ) -> Any:
@@ -518,7 +569,10 @@ async def reject_tranche(
 @router.post(
     "/tranches/{tranche_id}/pay",
     response_model=Tranche,
-    responses={409: {"description": "overpayment, envelope_exhausted, no_envelope"}},
+    responses={
+        **_NOT_FOUND,
+        409: {"description": "overpayment, envelope_exhausted, no_envelope"},
+    },
 )
 async def pay_tranche(tranche_id: uuid.UUID, body: Payment, caller: Comptable, pool: Pool) -> Any:
     """The comptable records the payment: CP of the payment year are consumed."""
@@ -529,7 +583,12 @@ async def pay_tranche(tranche_id: uuid.UUID, body: Payment, caller: Comptable, p
 # --- comptes-rendus financiers -------------------------------------------------------------------
 
 
-@router.post("/conventions/{convention_id}/reports", status_code=201, response_model=Report)
+@router.post(
+    "/conventions/{convention_id}/reports",
+    status_code=201,
+    response_model=Report,
+    responses={**_NOT_FOUND, **_CONFLICT, **_REFUSED},
+)
 async def file_report(convention_id: uuid.UUID, body: NewReport, caller: Anyone, pool: Pool) -> Any:
     """The beneficiary files the year's compte-rendu financier (again, after changes asked)."""
     async with transaction(pool) as connection:
@@ -537,7 +596,11 @@ async def file_report(convention_id: uuid.UUID, body: NewReport, caller: Anyone,
         return await usecases.file_report(connection, caller, convention_id, **values)
 
 
-@router.post("/conventions/{convention_id}/reports/{year}/decision", response_model=Report)
+@router.post(
+    "/conventions/{convention_id}/reports/{year}/decision",
+    response_model=Report,
+    responses={**_NOT_FOUND, **_CONFLICT},
+)
 async def decide_report(
     convention_id: uuid.UUID,
     year: Annotated[int, Path(ge=2000, le=2100)],
@@ -550,6 +613,17 @@ async def decide_report(
         return await usecases.decide_report(
             connection, caller, convention_id, year, **body.model_dump()
         )
+
+
+@router.post(
+    "/reversements/{reversement_id}/receive",
+    response_model=Reversement,
+    responses={**_NOT_FOUND, **_CONFLICT},
+)
+async def receive_reversement(reversement_id: uuid.UUID, caller: Comptable, pool: Pool) -> Any:
+    """The comptable records that the amount due back came in."""
+    async with transaction(pool) as connection:
+        return await usecases.receive_reversement(connection, caller, reversement_id)
 
 
 # --- conflicts of interest -----------------------------------------------------------------------

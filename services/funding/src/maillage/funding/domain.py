@@ -96,6 +96,7 @@ ACTION_ROLES: Mapping[str, Role | None] = {
     "approve": Role.ORDONNATEUR,  # a tranche
     "reject": Role.ORDONNATEUR,  # a tranche (the officer rejects by not instructing)
     "pay": Role.COMPTABLE,
+    "receive_reversement": Role.COMPTABLE,  # the amount due back came in (titre de recette)
     "accept_report": Role.OFFICER,
     "return_report": Role.OFFICER,
     "request": None,  # the beneficiary, not staff

@@ -592,6 +592,28 @@ async def insert_reversement(
     return dict(row)
 
 
+async def receive_reversement(
+    connection: asyncpg.Connection, reversement_id: uuid.UUID, received_by: str, now: datetime
+) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+    """The reversement before and after it is marked received (locked); (None, None) when
+    unknown; after is None when it was not ``ordered``."""
+    before = await connection.fetchrow(
+        "SELECT * FROM reversements WHERE id = $1 FOR UPDATE", reversement_id
+    )
+    if before is None:
+        return None, None
+    if before["status"] != "ordered":
+        return dict(before), None
+    after = await connection.fetchrow(
+        "UPDATE reversements SET status = 'received', received_at = $2, received_by = $3"
+        " WHERE id = $1 RETURNING *",
+        reversement_id,
+        now,
+        received_by,
+    )
+    return dict(before), dict(after)
+
+
 async def reversements_of(
     connection: asyncpg.Connection, convention_id: uuid.UUID
 ) -> list[dict[str, Any]]:
@@ -691,7 +713,7 @@ async def audit_head(connection: asyncpg.Connection) -> tuple[int, str]:
 
 async def conventions_signed_in(connection: asyncpg.Connection, year: int) -> list[dict[str, Any]]:
     """Conventions signed in ``year`` (closed since or not), with their beneficiary's name and
-    identifiers from the read model, in signing order."""
+    identifiers from the read model, in signing order (then recording order)."""
     rows = await connection.fetch(
         """
         SELECT c.*, p.legal_name AS beneficiary_name, p.siret AS beneficiary_siret,
@@ -699,7 +721,7 @@ async def conventions_signed_in(connection: asyncpg.Connection, year: int) -> li
         FROM conventions c LEFT JOIN partners p ON p.partner_id = c.beneficiary_partner_id
         WHERE c.status IN ('signed', 'closed')
           AND c.signed_on >= make_date($1, 1, 1) AND c.signed_on < make_date($1 + 1, 1, 1)
-        ORDER BY c.signed_on, c.id
+        ORDER BY c.signed_on, c.created_at, c.id
         """,
         year,
     )

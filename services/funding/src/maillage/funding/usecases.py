@@ -298,11 +298,12 @@ def visible_partner(caller: Caller) -> uuid.UUID | None:
     otherwise (only its conventions: beneficiary or co-financer)."""
     if caller.roles & domain.STAFF_ROLES:
         return None
-    if caller.partner_id is None:
+    try:
+        return uuid.UUID(caller.partner_id or "")
+    except ValueError:  # no partner, or a token whose partner_id is no identifier
         raise Problem(
             403, "forbidden", "Accès refusé", detail="Réservé au personnel et aux partenaires."
-        )
-    return uuid.UUID(caller.partner_id)
+        ) from None
 
 
 # --- facts: what is published and audited -------------------------------------------------------
@@ -1013,6 +1014,45 @@ async def decide_report(
                 ),
             )
     return decided
+
+
+def reversement_not_found() -> Problem:
+    return _not_found("reversement_not_found", "Ce reversement")
+
+
+def reversement_received() -> Problem:
+    return Problem(
+        409,
+        "reversement_received",
+        "Reversement déjà reçu",
+        detail="Ce reversement est déjà enregistré comme reçu.",
+    )
+
+
+async def receive_reversement(
+    connection: asyncpg.Connection, caller: Caller, reversement_id: uuid.UUID
+) -> dict[str, Any]:
+    """The comptable records that the amount due back came in. 404 ``reversement_not_found``,
+    409 ``reversement_received``."""
+    now = _now()
+    role = acting_staff(caller, "receive_reversement", {})
+    before, after = await store.receive_reversement(connection, reversement_id, caller.subject, now)
+    if before is None:
+        raise reversement_not_found()
+    if after is None:
+        raise reversement_received()
+    await audit.record(
+        connection,
+        caller=caller,
+        role=role,
+        action="receive_reversement",
+        object_type="reversement",
+        object_id=reversement_id,
+        before={"status": before["status"], "amount_cents": before["amount_cents"]},
+        after={"status": after["status"], "amount_cents": after["amount_cents"]},
+        now=now,
+    )
+    return after
 
 
 # --- conflicts of interest -----------------------------------------------------------------------
