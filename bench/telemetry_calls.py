@@ -9,11 +9,13 @@ a SERVER span for the request that writes it; the statements of ``publish``'s tr
 (BEGIN, the INSERT, COMMIT, the pool's reset); ``propagate.inject`` into the outbox headers; the
 relay's PRODUCER span (extract, start, inject, end); the consumer's CONSUMER span; the
 statements of the inbox transaction (BEGIN, the inbox INSERT, the handler's INSERT, COMMIT, the
-reset). Here the statements go through the real asyncpg instrumentation (``StatementInstrumentor``,
-or asyncpg's own with ``every statement``) around a coroutine that does nothing, and finished spans
-go through the real batch span processor to an exporter that encodes them as OTLP protobuf (what
-the OTLP exporter does before it sends) and drops the bytes. Each setting runs in a process of its
-own (the global tracer provider is set once per process); the figure is CPU time per event.
+reset); and the two histograms recorded per event (the relay's publish latency, the consumer's
+handler duration), which are not sampled. Here the statements go through the real asyncpg
+instrumentation (``StatementInstrumentor``, or asyncpg's own with ``every statement``) around a
+coroutine that does nothing, and finished spans go through the real batch span processor to an
+exporter that encodes them as OTLP protobuf (what the OTLP exporter does before it sends) and
+drops the bytes. Each setting runs in a process of its own (the global tracer provider is set
+once per process); the figure is CPU time per event.
 
 This prices the tracing alone, where ``bench/backbone.py`` measures it inside the whole backbone,
 whose throughput on a shared machine moves with the load; CPU time in a tight loop moves less.
@@ -45,7 +47,7 @@ APPLY = ["BEGIN;", "INSERT INTO inbox", "INSERT INTO effects", "COMMIT;", RESET]
 
 def measure(setting: dict[str, Any], events: int) -> dict[str, float]:
     """In this process: CPU microseconds per event, and spans exported per event."""
-    from opentelemetry import propagate, trace
+    from opentelemetry import metrics, propagate, trace
     from opentelemetry.trace import SpanKind
 
     exported = [0]
@@ -89,6 +91,9 @@ def measure(setting: dict[str, Any], events: int) -> dict[str, float]:
             await statement(query)
 
     tracer = trace.get_tracer("calls")
+    meter = metrics.get_meter("calls")
+    publish_latency = meter.create_histogram("calls.publish.latency", unit="s")
+    handler_duration = meter.create_histogram("calls.handler.duration", unit="s")
 
     async def one(seq: int) -> None:
         with tracer.start_as_current_span("POST /things", kind=SpanKind.SERVER):
@@ -105,6 +110,7 @@ def measure(setting: dict[str, Any], events: int) -> dict[str, float]:
         record = {k: v for k, v in headers.items() if k not in ("traceparent", "tracestate")}
         propagate.inject(record, context=trace.set_span_in_context(span))
         span.end()
+        publish_latency.record(0.004, {"topic": "things"})
         with tracer.start_as_current_span(
             "things process",
             context=propagate.extract(record),
@@ -113,6 +119,9 @@ def measure(setting: dict[str, Any], events: int) -> dict[str, float]:
         ):
             for query in APPLY:
                 await execute(query)
+            handler_duration.record(
+                0.002, {"group": "bench.effects", "type": headers["ce_type"], "outcome": "applied"}
+            )
 
     async def run() -> float:
         for seq in range(2_000):  # warm-up
