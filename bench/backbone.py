@@ -33,7 +33,8 @@ of PostgreSQL and of the broker (from /proc, when they are the embedded ones).
 
 With ``--telemetry``, (c) runs as the services run: the OpenTelemetry SDK configured by
 ``configure_telemetry`` with the services' settings (sampling ratio, batch span processor, the
-asyncpg and FastStream instrumentation), each write inside a SERVER span as an HTTP request's
+asyncpg instrumentation; FastStream's middleware only with ``--faststream-telemetry``, as before
+decision 50), each write inside a SERVER span as an HTTP request's
 would be, and every span exported over OTLP/HTTP to a sink on loopback (a process of its own,
 ``--serve-otlp-sink``, that decodes and counts what it receives, as a collector would). The raw
 baselines (a) and (b) run with no instrumentation at all (asyncpg's is removed while they run):
@@ -162,6 +163,7 @@ class Settings:
     span_queue_size: int | None = None
     span_export_batch_size: int | None = None
     all_statements: bool = False  # what-if: asyncpg's instrumentation as it was, every statement
+    faststream_telemetry: bool = False  # what-if: FastStream's telemetry middleware, as it was
     # What-if options for the backbone's FastStream subscriber, which attach() does not expose.
     subscriber: dict[str, int] = field(default_factory=dict)
     prefix: str = field(default_factory=lambda: "b" + uuid.uuid4().hex[:9])
@@ -598,7 +600,7 @@ async def backbone(settings: Settings, stack: Stack) -> AsyncIterator[Backbone]:
         )
 
     middlewares: list[Any] = []
-    if settings.telemetry:  # as create_broker() does in a service
+    if settings.telemetry and settings.faststream_telemetry:  # what-if: as before decision 50
         from faststream.kafka.opentelemetry import KafkaTelemetryMiddleware
 
         middlewares.append(KafkaTelemetryMiddleware())
@@ -1043,6 +1045,11 @@ def parse(argv: list[str]) -> Settings:
         action="store_true",
         help="asyncpg's own instrumentation: a span per statement, in a trace or not",
     )
+    traces.add_argument(
+        "--faststream-telemetry",
+        action="store_true",
+        help="FastStream's telemetry middleware on the consumer, as before decision 50",
+    )
     parser.add_argument("--serve-otlp-sink", type=int, metavar="PORT", help=argparse.SUPPRESS)
     parser.add_argument("--no-uvloop", action="store_true", help="the default asyncio loop")
     parser.add_argument("--timeout", type=float, default=120.0, help="bound of each wait, s")
@@ -1085,6 +1092,7 @@ def parse(argv: list[str]) -> Settings:
         span_queue_size=args.span_queue_size,
         span_export_batch_size=args.span_export_batch_size,
         all_statements=args.all_statements,
+        faststream_telemetry=args.faststream_telemetry,
     )
 
 

@@ -8,14 +8,17 @@ tête opens a cordée offer; the collège asks for a match; the tête's endpoint
 proposal; the tête accepts; both endpoints receive the pairing. Each partner request carries a
 W3C ``traceparent`` of the test's own, and the test checks that the webhooks it caused arrive in
 that same trace, and that the spans the services exported to an OTLP sink form one trace from the
-HTTP call to the webhook. Last, an operator suspends the tête, and every service refuses its
-still-valid token within seconds.
+HTTP call to the webhook. The services sample no new trace at all (``TRACE_SAMPLE_RATIO=0``): the
+two traced requests are kept whole only because their sampled ``traceparent`` decides for every
+span after it (decision 50), and every other request leaves no span. Last, an operator suspends
+the tête, and every service refuses its still-valid token within seconds.
 """
 
 from __future__ import annotations
 
 import base64
 import os
+import random
 import re
 import subprocess
 import sys
@@ -33,6 +36,7 @@ import httpx
 import pytest
 import uvicorn
 from opentelemetry import trace
+from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
 from otlp_sink import ExportedSpan, OtlpSink
 from standardwebhooks import Webhook, WebhookVerificationError
 from starlette.applications import Starlette
@@ -48,7 +52,7 @@ from maillage.registry import reference
 MAILLAGE = str(Path(sys.executable).parent / "maillage")
 DATA = Path(reference.__file__).parent / "data"
 SCHOOL_YEAR = "2026-2027"
-CLIENT = 3  # OTLP's SPAN_KIND_CLIENT
+SERVER, CLIENT = 2, 3  # OTLP's SPAN_KIND_SERVER, SPAN_KIND_CLIENT
 tracer = trace.get_tracer(__name__)
 pytestmark = pytest.mark.slow
 
@@ -132,6 +136,21 @@ def partner_trace(name: str) -> Iterator[str]:
         yield format(span.get_span_context().trace_id, "032x")
 
 
+@contextmanager
+def unsampled_trace() -> Iterator[str]:
+    """A trace the caller decided not to sample: its calls send ``traceparent`` with the sampled
+    flag off, and the services must record nothing of it. Yields the trace id."""
+    ids = random.SystemRandom()
+    context = SpanContext(
+        trace_id=ids.getrandbits(128),
+        span_id=ids.getrandbits(64),
+        is_remote=False,
+        trace_flags=TraceFlags(TraceFlags.DEFAULT),
+    )
+    with trace.use_span(NonRecordingSpan(context)):
+        yield format(context.trace_id, "032x")
+
+
 # --- the stack ---------------------------------------------------------------------------------
 
 
@@ -182,6 +201,8 @@ def stack(tmp_path: Path, sink: OtlpSink) -> Iterator[Stack]:
         OTEL_EXPORTER_OTLP_ENDPOINT=sink.endpoint,
         OTEL_BSP_SCHEDULE_DELAY="200",
         OTEL_METRIC_EXPORT_INTERVAL="600000",
+        # No new trace is kept: only the partners' sampled traceparent decides (decision 50).
+        **{f"{name.upper()}_TRACE_SAMPLE_RATIO": "0" for name in SERVICES},
         # The partners' receivers are on loopback and speak http: allowed for this test only.
         NOTIFICATIONS_WEBHOOK_ALLOW_HTTP="true",
         NOTIFICATIONS_WEBHOOK_ALLOWED_HOSTS='["127.0.0.1"]',
@@ -401,9 +422,11 @@ def test_a_cordee_from_registration_to_pairing(stack: Stack, sink: OtlpSink) -> 
             )
             return response if response.status_code == 201 else None
 
-        offer = until(open_offer, "the tête to be known to cordees")
+        with unsampled_trace() as offer_trace:
+            offer = until(open_offer, "the tête to be known to cordees")
         offer_id = offer.json()["id"]
-        webhooks.wait_for("tete", "fr.maillage.cordees.offer.opened.v1")
+        opened = webhooks.wait_for("tete", "fr.maillage.cordees.offer.opened.v1")
+        assert opened["trace_id"] == offer_trace  # told, though never recorded
 
         # The collège asks for a match, under a trace of the test's own.
         def ask() -> httpx.Response | None:
@@ -509,3 +532,25 @@ def test_a_cordee_from_registration_to_pairing(stack: Stack, sink: OtlpSink) -> 
         assert len(roots) == 1, (roots, by_service)
         assert roots[0].service == "maillage-cordees"
         print(trace_id, {service: len(names) for service, names in by_service.items()})
+    # The offer was opened in an unsampled trace: its webhook arrived in that trace, and no
+    # service exported a single span of it.
+    assert sink.trace(offer_trace) == []
+    # The services start no trace (ratio 0): every exported span is in a trace the test's sampled
+    # calls started, and none is an orphan. Within a trace, the only spans whose parent was not
+    # exported are SERVER spans (their parent is the test's call), and the failures, which are
+    # always recorded as roots of their own.
+    failures = ("unhandled error", "outbox relay publish failed")
+    by_trace: dict[str, list[ExportedSpan]] = {}
+    for span in sink.spans:
+        by_trace.setdefault(span.trace_id, []).append(span)
+    for spans in by_trace.values():
+        ids = {span.span_id for span in spans}
+        orphans = [
+            span
+            for span in spans
+            if span.parent_span_id not in ids
+            and span.kind != SERVER
+            and span.name not in failures
+            and not span.name.startswith("dlq.")
+        ]
+        assert orphans == [], spans_by_service(orphans)

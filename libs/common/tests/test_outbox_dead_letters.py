@@ -27,6 +27,11 @@ import pytest
 from aiokafka.errors import MessageSizeTooLargeError
 from asgi_lifespan import LifespanManager
 from backbone_world import ThingChanged, World, read_topic, wait_until
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import StatusCode
 
 from maillage.common import outbox
 from maillage.common.db import transaction
@@ -85,6 +90,10 @@ def maillage(*args: str) -> subprocess.CompletedProcess[str]:
 async def test_a_row_the_broker_refuses_is_set_aside_and_the_rows_behind_flow(
     world: World, pool: asyncpg.Pool, default_limit: None
 ) -> None:
+    spans = InMemorySpanExporter()
+    provider = trace.get_tracer_provider()
+    assert isinstance(provider, TracerProvider)
+    provider.add_span_processor(SimpleSpanProcessor(spans))
     settings = ServiceSettings(
         service_name=world.service,
         environment="test",
@@ -118,6 +127,13 @@ async def test_a_row_the_broker_refuses_is_set_aside_and_the_rows_behind_flow(
         row = await pool.fetchrow("SELECT * FROM outbox_dead_letters")
         assert row["event_id"] == big
         assert row["error"].startswith("MessageSizeTooLargeError")
+        # Recorded as a span whatever the sampling (decision 50).
+        (set_aside_span,) = [
+            s for s in spans.get_finished_spans() if s.name == f"{world.topic.name} set aside"
+        ]
+        assert set_aside_span.attributes is not None
+        assert set_aside_span.attributes["messaging.message.id"] == str(big)
+        assert set_aside_span.status.status_code == StatusCode.ERROR
         assert await pool.fetchval("SELECT count(*) FROM outbox WHERE published_at IS NULL") == 0
 
         # The rows behind keep flowing, and /readyz stays ready but names the set-aside event.

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import pydantic
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -14,6 +15,11 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.sdk.trace.sampling import Decision
 from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
 
+from maillage.common.settings import (
+    PRODUCTION_TRACE_SAMPLE_RATIO,
+    ServiceSettings,
+    service_config,
+)
 from maillage.common.telemetry import (
     FORCED,
     failure_span,
@@ -192,3 +198,39 @@ def test_a_failure_outside_any_trace_is_a_root_without_link(
     (span,) = [s for s in exported.get_finished_spans() if s.name == "lonely"]
     assert span.parent is None
     assert list(span.links) == []
+
+
+# --- the setting ----------------------------------------------------------------------------------
+
+
+class RegistryLike(ServiceSettings):
+    model_config = service_config("registry")
+
+
+@pytest.mark.parametrize(
+    ("environment", "ratio"),
+    [("dev", 1.0), ("test", 1.0), ("production", PRODUCTION_TRACE_SAMPLE_RATIO)],
+)
+def test_the_default_ratio_keeps_every_trace_where_people_debug(
+    environment: str, ratio: float
+) -> None:
+    settings = ServiceSettings(
+        service_name="registry", environment=environment, database_url="postgresql://h/db"
+    )
+    assert settings.trace_ratio() == ratio
+
+
+def test_each_service_sets_its_own_ratio(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("REGISTRY_TRACE_SAMPLE_RATIO", "0.25")
+    monkeypatch.setenv("CORDEES_TRACE_SAMPLE_RATIO", "0.5")
+    settings = RegistryLike(service_name="registry", database_url="postgresql://h/db")
+    assert settings.trace_ratio() == 0.25
+
+
+@pytest.mark.parametrize("ratio", ["-0.1", "1.5", "nan", "often"])
+def test_a_ratio_setting_outside_zero_to_one_is_refused(
+    monkeypatch: pytest.MonkeyPatch, ratio: str
+) -> None:
+    monkeypatch.setenv("REGISTRY_TRACE_SAMPLE_RATIO", ratio)
+    with pytest.raises(pydantic.ValidationError):
+        RegistryLike(service_name="registry", database_url="postgresql://h/db")

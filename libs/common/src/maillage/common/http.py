@@ -201,13 +201,16 @@ Pool = Annotated[asyncpg.Pool, Depends(pool_of)]
 
 
 def create_broker(settings: ServiceSettings) -> KafkaBroker:
-    """The service's FastStream Kafka broker, traced with OpenTelemetry."""
-    from faststream.kafka.opentelemetry import KafkaTelemetryMiddleware
+    """The service's FastStream Kafka broker.
 
+    Without FastStream's telemetry middleware (decision 50): for a batch subscriber it starts a
+    trace of its own per batch, linked to the records, beside the inbox's CONSUMER span per record
+    that continues each event's trace; and parsing every record's baggage was half of the
+    tracing's CPU left in the backbone (docs/performance.md, "Tracing cost").
+    """
     return KafkaBroker(
         settings.kafka_bootstrap_servers,
         client_id=f"maillage-{settings.service_name}",
-        middlewares=[KafkaTelemetryMiddleware()],
         logger=get_logger(f"maillage.{settings.service_name}.broker"),
         # "Received"/"Processed" are per batch, whose records belong to many traces: the inbox
         # writes one line per record in its span instead ("event handled").

@@ -49,7 +49,7 @@ from maillage.common.db import CONNECTION_ERRORS
 from maillage.common.events import Catalog, Envelope, Event, encode_headers
 from maillage.common.logging import get_logger
 from maillage.common.problems import Problem
-from maillage.common.telemetry import record_failure
+from maillage.common.telemetry import failure_span, record_failure
 
 log = get_logger(__name__)
 tracer = trace.get_tracer("maillage.outbox")
@@ -531,6 +531,20 @@ class OutboxRelay:
         """Move a row the broker refused for good to ``outbox_dead_letters``, so the rows behind
         it flow (and wake the loop at once: they are already due)."""
         reason = f"{type(error).__name__}: {error}"[:2000]
+        # Recorded whatever the sampling (decision 50), in the writer's trace when it is sampled.
+        with failure_span(
+            f"{row['topic']} set aside",
+            parent=propagate.extract(json.loads(row["headers"])),
+            kind=SpanKind.PRODUCER,
+            attributes={
+                "messaging.system": "kafka",
+                "messaging.destination.name": row["topic"],
+                "messaging.message.id": str(row["event_id"]),
+                "cloudevents.event_type": row["type"],
+            },
+        ) as span:
+            span.record_exception(error)
+            span.set_status(Status(StatusCode.ERROR, reason[:300]))
         await connection.execute(
             """
             WITH moved AS (DELETE FROM outbox WHERE id = $1 RETURNING *)

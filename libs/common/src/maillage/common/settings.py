@@ -23,7 +23,7 @@ def service_config(service: str) -> SettingsConfigDict:
 
 # The default share of root traces kept in production, decided with bench/backbone.py
 # (docs/performance.md, "Tracing cost"): set <SERVICE>_TRACE_SAMPLE_RATIO to change it.
-PRODUCTION_TRACE_SAMPLE_RATIO = 0.1
+PRODUCTION_TRACE_SAMPLE_RATIO = 0.01
 
 
 class ServiceSettings(BaseSettings):
