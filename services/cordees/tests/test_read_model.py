@@ -204,7 +204,7 @@ async def test_a_suspended_tete_receives_no_proposal_and_a_suspended_school_cann
         first = await cordees.request(school, http)
         await cordees.suspend(near)
         moved = await http.get(f"/match-requests/{first['id']}", headers=cordees.operator())
-        second = await cordees.request(school, http)
+        second = await cordees.request(other, http)  # the suspended tête's offer is not its
         await cordees.suspend(other)
         refused = await http.post(
             "/match-requests",
