@@ -7,12 +7,14 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import asyncpg
+import httpx
 import pytest
-from asgi_lifespan import LifespanManager
-from console_world import AUDIENCE, PASSWORD, ROLES, World, free_port, serve
+from console_world import AUDIENCE, PASSWORD, ROLES, YEAR, World, free_port, register, serve, siret
+from funding_world import Funding
 
 from maillage.cli.dev import database_url_for
 from maillage.cli.embedded import drop_database, ensure_database
+from maillage.common.catalog import PartnerRegistered
 from maillage.console.app import ConsoleSettings, create
 from maillage.funding.app import FundingSettings
 from maillage.funding.app import create as create_funding
@@ -79,14 +81,111 @@ async def world(
             )
     finally:
         await connection.close()
+    console_port = free_port()
+    servers.append(await serve(console, console_port))  # the browser test needs a real server
     try:
-        async with LifespanManager(console) as manager:
-            yield World(
-                registry_url, funding_url, registry_db, funding_app, console, manager.app, accounts
-            )
+        yield World(
+            registry_url,
+            funding_url,
+            registry_db,
+            funding_app,
+            console,
+            console,
+            accounts,
+            console_url=f"http://127.0.0.1:{console_port}",
+        )
     finally:
         for server, task in servers:
             server.should_exit = True
             await task
         for name in names:
             await drop_database(postgres_server_url, name)
+
+
+@pytest.fixture(scope="module")
+async def funded(world: World) -> dict[str, Any]:
+    """A beneficiary verified in both services with its own API client, an envelope of 94 for
+    2027, and a signed convention whose advance the beneficiary has requested."""
+    partner_id = await register(world, "Bénéficiaire de la console", siret(700))
+    async with httpx.AsyncClient(base_url=world.registry_url, timeout=10) as registry:
+        operator = await world.bearer("operator")
+        verified = await registry.post(
+            f"/partners/{partner_id}/verify", json={"reason": "pièces vues"}, headers=operator
+        )
+        assert verified.status_code == 200, verified.text
+        client = await registry.post(
+            f"/partners/{partner_id}/clients", json={"name": "console"}, headers=operator
+        )
+        assert client.status_code == 201, client.text
+        grant = await registry.post(
+            "/oauth/token",
+            data={
+                "grant_type": "client_credentials",
+                "client_id": client.json()["client_id"],
+                "client_secret": client.json()["client_secret"],
+            },
+        )
+        assert grant.status_code == 200, grant.text
+    partner_token = grant.json()["access_token"]
+    await Funding(world.funding_app, None, None, "").apply(  # type: ignore[arg-type]
+        PartnerRegistered(
+            partner_id=uuid.UUID(partner_id),
+            kind="entreprise",
+            legal_name="Bénéficiaire de la console",
+            status="verified",
+            version=2,
+            siret=siret(700),
+            rna=None,
+            departement="94",
+        )
+    )
+    async with httpx.AsyncClient(base_url=world.funding_url, timeout=10) as funding:
+        officer, ordonnateur = await world.bearer("officer"), await world.bearer("ordonnateur")
+        envelope = await funding.post(
+            "/envelopes",
+            json={"departement": "94", "year": YEAR, "ae_cents": 10_000_000, "cp_cents": 5_000_000},
+            headers=ordonnateur,
+        )
+        assert envelope.status_code == 201, envelope.text
+        convention = await funding.post(
+            "/conventions",
+            json={
+                "beneficiary_partner_id": partner_id,
+                "departement": "94",
+                "object": "Ateliers de sciences au collège",
+                "first_year": YEAR,
+                "yearly_amounts_cents": [3_000_000],
+                "budget_cents": 3_000_000,
+                "cofinancements": [],
+            },
+            headers=officer,
+        )
+        assert convention.status_code == 201, convention.text
+        path = f"/conventions/{convention.json()['id']}"
+        for step, body, who in (
+            ("instruct", None, officer),
+            ("programme", {"committee_date": f"{YEAR}-01-12"}, ordonnateur),
+            (
+                "sign",
+                {
+                    "ej_number": "2103000147",
+                    "signed_on": f"{YEAR}-01-20",
+                    "declares_no_interest": True,
+                },
+                ordonnateur,
+            ),
+        ):
+            response = await funding.post(f"{path}/{step}", json=body, headers=who)
+            assert response.status_code == 200, response.text
+        advance = response.json()["tranches"][0]
+        requested = await funding.post(
+            f"/tranches/{advance['id']}/request",
+            headers={"Authorization": f"Bearer {partner_token}"},
+        )
+        assert requested.status_code == 200, requested.text
+    return {
+        "partner_id": partner_id,
+        "partner_token": partner_token,
+        "convention_id": convention.json()["id"],
+        "tranche": advance,
+    }

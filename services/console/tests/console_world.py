@@ -19,8 +19,11 @@ import httpx
 import uvicorn
 from fastapi import FastAPI
 
+from maillage.cli.demo import DEMO_PARTNERS, _demo_siret
+
 AUDIENCE = "maillage"
 PASSWORD = "a long console password"
+YEAR = 2027
 ROLES = ("operator", "officer", "ordonnateur", "comptable", "admin")
 
 
@@ -54,6 +57,7 @@ class World:
     console: FastAPI
     console_asgi: Any
     accounts: dict[str, str] = field(default_factory=dict)  # role -> e-mail
+    console_url: str = ""
 
     def browser(self) -> httpx.AsyncClient:
         """A fresh cookie jar: one person's browser."""
@@ -97,3 +101,18 @@ async def signed_in(world: World, role: str) -> AsyncIterator[httpx.AsyncClient]
         )
         assert response.status_code == 303, response.text
         yield browser
+
+
+async def register(world: World, legal_name: str, siret: str) -> str:
+    """A partner registered in the registry (pending, as every non-school registration)."""
+    body = {**DEMO_PARTNERS[3], "legal_name": legal_name, "siret": siret}
+    async with httpx.AsyncClient(timeout=10) as http:
+        response = await http.post(f"{world.registry_url}/partners", json=body)
+    assert response.status_code == 201, response.text
+    partner_id: str = response.json()["id"]
+    return partner_id
+
+
+def siret(number: int) -> str:
+    """A well-formed fictional SIRET (the demo's numbering)."""
+    return _demo_siret(number)

@@ -7,130 +7,18 @@ from __future__ import annotations
 
 import re
 import time
-import uuid
 from typing import Any
 
-import httpx
 import pytest
-from console_world import PASSWORD, ROLES, World, csrf_of, signed_in
-from funding_world import Funding
+from console_world import PASSWORD, ROLES, YEAR, World, csrf_of, register, signed_in, siret
 
-from maillage.cli.demo import DEMO_PARTNERS
-from maillage.common.catalog import PartnerRegistered
 from maillage.console import domain
 from maillage.console.domain import Page
 from maillage.console.services import Refused
 
-YEAR = 2027
-
 
 def _form_csrf(html: str) -> str:
     return re.search(r'name="csrf" value="([^"]+)"', html).group(1)  # type: ignore[union-attr]
-
-
-async def _register(world: World, legal_name: str, siret: str) -> str:
-    """A partner registered in the registry (pending, as every non-school registration)."""
-    body = {**DEMO_PARTNERS[3], "legal_name": legal_name, "siret": siret}
-    async with httpx.AsyncClient(timeout=10) as http:
-        response = await http.post(f"{world.registry_url}/partners", json=body)
-    assert response.status_code == 201, response.text
-    partner_id: str = response.json()["id"]
-    return partner_id
-
-
-def _siret(number: int) -> str:
-    from maillage.cli.demo import _demo_siret
-
-    return _demo_siret(number)
-
-
-@pytest.fixture(scope="module")
-async def funded(world: World) -> dict[str, Any]:
-    """A beneficiary verified in both services with its own API client, an envelope of 94 for
-    2027, and a signed convention whose advance the beneficiary has requested."""
-    partner_id = await _register(world, "Bénéficiaire de la console", _siret(700))
-    async with httpx.AsyncClient(base_url=world.registry_url, timeout=10) as registry:
-        operator = await world.bearer("operator")
-        verified = await registry.post(
-            f"/partners/{partner_id}/verify", json={"reason": "pièces vues"}, headers=operator
-        )
-        assert verified.status_code == 200, verified.text
-        client = await registry.post(
-            f"/partners/{partner_id}/clients", json={"name": "console"}, headers=operator
-        )
-        assert client.status_code == 201, client.text
-        grant = await registry.post(
-            "/oauth/token",
-            data={
-                "grant_type": "client_credentials",
-                "client_id": client.json()["client_id"],
-                "client_secret": client.json()["client_secret"],
-            },
-        )
-        assert grant.status_code == 200, grant.text
-    partner_token = grant.json()["access_token"]
-    await Funding(world.funding_app, None, None, "").apply(  # type: ignore[arg-type]
-        PartnerRegistered(
-            partner_id=uuid.UUID(partner_id),
-            kind="entreprise",
-            legal_name="Bénéficiaire de la console",
-            status="verified",
-            version=2,
-            siret=_siret(700),
-            rna=None,
-            departement="94",
-        )
-    )
-    async with httpx.AsyncClient(base_url=world.funding_url, timeout=10) as funding:
-        officer, ordonnateur = await world.bearer("officer"), await world.bearer("ordonnateur")
-        envelope = await funding.post(
-            "/envelopes",
-            json={"departement": "94", "year": YEAR, "ae_cents": 10_000_000, "cp_cents": 5_000_000},
-            headers=ordonnateur,
-        )
-        assert envelope.status_code == 201, envelope.text
-        convention = await funding.post(
-            "/conventions",
-            json={
-                "beneficiary_partner_id": partner_id,
-                "departement": "94",
-                "object": "Ateliers de sciences au collège",
-                "first_year": YEAR,
-                "yearly_amounts_cents": [3_000_000],
-                "budget_cents": 3_000_000,
-                "cofinancements": [],
-            },
-            headers=officer,
-        )
-        assert convention.status_code == 201, convention.text
-        path = f"/conventions/{convention.json()['id']}"
-        for step, body, who in (
-            ("instruct", None, officer),
-            ("programme", {"committee_date": f"{YEAR}-01-12"}, ordonnateur),
-            (
-                "sign",
-                {
-                    "ej_number": "2103000147",
-                    "signed_on": f"{YEAR}-01-20",
-                    "declares_no_interest": True,
-                },
-                ordonnateur,
-            ),
-        ):
-            response = await funding.post(f"{path}/{step}", json=body, headers=who)
-            assert response.status_code == 200, response.text
-        advance = response.json()["tranches"][0]
-        requested = await funding.post(
-            f"/tranches/{advance['id']}/request",
-            headers={"Authorization": f"Bearer {partner_token}"},
-        )
-        assert requested.status_code == 200, requested.text
-    return {
-        "partner_id": partner_id,
-        "partner_token": partner_token,
-        "convention_id": convention.json()["id"],
-        "tranche": advance,
-    }
 
 
 def _path(page: Page, ids: dict[str, Any]) -> str:
@@ -195,7 +83,7 @@ async def test_the_session_cookie_is_httponly_strict_and_the_token_stays_on_the_
 async def test_a_form_without_the_session_csrf_token_is_refused_and_changes_nothing(
     world: World,
 ) -> None:
-    pending = await _register(world, "Partenaire CSRF", _siret(701))
+    pending = await register(world, "Partenaire CSRF", siret(701))
     async with signed_in(world, "operator") as browser:
         for csrf in (None, "forged", _form_csrf((await browser.get("/")).text)[:-1] + "x"):
             data = {"reason": "vu"} | ({"csrf": csrf} if csrf else {})
@@ -275,7 +163,7 @@ async def test_a_partner_token_opens_no_session(world: World, funded: dict[str, 
 
 
 async def test_an_operator_verifies_a_pending_partner_with_a_reason(world: World) -> None:
-    pending = await _register(world, "Partenaire à vérifier", _siret(702))
+    pending = await register(world, "Partenaire à vérifier", siret(702))
     async with signed_in(world, "operator") as browser:
         listing = await browser.get("/partenaires")
         assert "Partenaire à vérifier" in listing.text

@@ -12,6 +12,7 @@ What is kept, and why (docs/architecture.md decision 53):
   are removed and the font files not copied: the console falls back to the system's sans-serif
   font, and shows no State logo (the Marianne block), outside a .gouv.fr deployment.
 - `htmx.org` 2.x (BSD-2-Clause): `static/htmx.min.js`.
+- `axe-core` (MPL-2.0): `tests/vendor/axe.min.js`, run by the browser test only.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from pathlib import Path
 
 DSFR = "@gouvfr/dsfr@1.15.3"
 HTMX = "htmx.org@2.0.11"
+AXE = "axe-core@4.14.1"
 COMPONENTS = [
     "core/core",
     "component/skiplink/skiplink",
@@ -39,6 +41,7 @@ COMPONENTS = [
     "component/table/table",
 ]
 STATIC = Path(__file__).resolve().parents[1] / "src" / "maillage" / "console" / "static"
+TEST_VENDOR = Path(__file__).resolve().parents[1] / "tests" / "vendor"
 
 
 def unpacked(spec: str, into: Path) -> Path:
@@ -73,6 +76,11 @@ def main() -> None:
         htmx = unpacked(HTMX, Path(work))
         (STATIC / "htmx.min.js").write_text((htmx / "dist" / "htmx.min.js").read_text())
         (STATIC / "htmx.LICENSE").write_text((htmx / "LICENSE").read_text())
+        # axe-core (MPL-2.0), for the browser test only: it never ships with the console.
+        axe = unpacked(AXE, Path(work))
+        TEST_VENDOR.mkdir(exist_ok=True)
+        (TEST_VENDOR / "axe.min.js").write_text((axe / "axe.min.js").read_text())
+        (TEST_VENDOR / "axe-core.LICENSE").write_text((axe / "LICENSE").read_text())
 
 
 if __name__ == "__main__":

@@ -38,6 +38,8 @@ from maillage.common.db import migrate_service
 from maillage.common.settings import mask_url
 
 SERVICES = ("registry", "cordees", "stages3e", "funding", "notifications")
+# The staff console (decision 53) runs beside them on the next port; it has no database.
+CONSOLE = "console"
 _COLOURS = {
     "broker": 90,
     "postgres": 90,
@@ -46,6 +48,7 @@ _COLOURS = {
     "stages3e": 33,
     "funding": 35,
     "notifications": 34,
+    "console": 31,
     "mail": 34,
 }
 # `maillage dev --local-webhooks`: the SSRF policy's two exemptions, for receivers on this machine
@@ -73,6 +76,9 @@ class DevOptions:
 
     def service_ports(self) -> dict[str, int]:
         return {name: self.port_base + index for index, name in enumerate(SERVICES)}
+
+    def console_port(self) -> int:
+        return self.port_base + len(SERVICES)
 
 
 def database_url_for(server_url: str, database: str) -> str:
@@ -218,8 +224,42 @@ class DevStack:
             )
             self.services[name] = process
             await process.start()
-        await self._wait_ready(ports)
+        await self._start_console(ports)
+        await self._wait_ready({CONSOLE: options.console_port(), **ports})
         self.database_urls = database_urls
+
+    async def _start_console(self, ports: dict[str, int]) -> None:
+        """The staff console, pointed at the five services and the registry's JWKS."""
+        issuer = _base_url(ports["registry"])
+        env = {
+            **os.environ,
+            **{f"CONSOLE_{name.upper()}_URL": _base_url(port) for name, port in ports.items()},
+            "CONSOLE_ENVIRONMENT": "dev",
+            "CONSOLE_LOG_FORMAT": "console",
+            "CONSOLE_JWT_ISSUER": issuer,
+            "CONSOLE_JWKS_URL": f"{issuer}/.well-known/jwks.json",
+        }
+        process = ManagedProcess(
+            CONSOLE,
+            [
+                sys.executable,
+                "-m",
+                "uvicorn",
+                "maillage.console.app:create",
+                "--factory",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.options.console_port()),
+                "--no-access-log",
+                "--timeout-graceful-shutdown",
+                "5",
+            ],
+            env=env,
+            on_line=self.output.line,
+        )
+        self.services[CONSOLE] = process
+        await process.start()
 
     async def load_demo(self) -> None:
         ports = self.options.service_ports()
@@ -236,6 +276,7 @@ class DevStack:
 
     def _check_ports(self, ports: dict[str, int]) -> None:
         wanted = [(port, f"the {name} service") for name, port in ports.items()]
+        wanted.append((self.options.console_port(), "the staff console"))
         if self.options.kafka_bootstrap_servers is None:
             wanted.append((self.options.broker_port, "the embedded Kafka broker"))
         if self.options.database_url is None:
@@ -318,7 +359,8 @@ class DevStack:
             for row in rows
         ]
         lines.insert(1, "  ".join("-" * width for width in widths))
-        return "\n".join(lines)
+        console = _base_url(self.options.console_port())
+        return f"staff console  {console}  (sign in with a staff account)\n\n" + "\n".join(lines)
 
 
 def _base_url(port: int) -> str:
