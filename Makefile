@@ -9,7 +9,7 @@ ARGS ?=
 # (UV_SYSTEM_CERTS replaced UV_NATIVE_TLS, which uv now warns about on every call.)
 export UV_SYSTEM_CERTS ?= 1
 
-.PHONY: dev demo test lint typecheck imports pytest sync clean help
+.PHONY: dev demo test lint typecheck imports pytest sync chromium clean help
 
 help:
 	@echo "make dev    run the whole system (ARGS='--fresh --demo' to pass options)"
@@ -39,7 +39,23 @@ typecheck: sync
 imports: sync
 	$(UV) run --frozen --no-sync lint-imports
 
-pytest: sync
+# The console's browser test drives Debian's chromium (services/console/tests): installed here
+# when missing and we can (root with apt-get), else a clear stop. The test never skips.
+CHROMIUM := /usr/bin/chromium
+chromium:
+	@if [ ! -x $(CHROMIUM) ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "make: installing Debian's chromium for the console's browser test"; \
+	    { DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null 2>&1 \
+	      || { apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null; }; } \
+	      || { echo "make: apt-get could not install chromium, which the console's browser test needs"; exit 1; }; \
+	  else \
+	    echo "make: the console's browser test needs Debian's chromium at $(CHROMIUM): as root, run 'apt-get install chromium'"; \
+	    exit 1; \
+	  fi; \
+	fi
+
+pytest: sync chromium
 	$(UV) run --frozen --no-sync pytest -n 2 --dist loadfile --durations=15
 
 test: lint typecheck imports pytest
