@@ -11,9 +11,12 @@ import httpx
 import pytest
 from console_world import AUDIENCE, PASSWORD, ROLES, YEAR, World, free_port, register, serve, siret
 from funding_world import Funding
+from test_dev_traces import _request_then_event as request_then_event
 
 from maillage.cli.dev import database_url_for
 from maillage.cli.embedded import drop_database, ensure_database
+from maillage.cli.traces import TraceStore
+from maillage.cli.traces import create_app as create_traces_app
 from maillage.common.catalog import PartnerRegistered
 from maillage.console.app import ConsoleSettings, create
 from maillage.funding.app import FundingSettings
@@ -34,8 +37,8 @@ async def _database(server: str) -> str:
 async def world(
     postgres_server_url: str, kafka_bootstrap_servers: str, kafka_idempotent_producer: bool
 ) -> AsyncIterator[World]:
-    names = [await _database(postgres_server_url), await _database(postgres_server_url)]
-    registry_db, funding_db = (database_url_for(postgres_server_url, n) for n in names)
+    names = [await _database(postgres_server_url) for _ in range(3)]
+    registry_db, funding_db, traces_db = (database_url_for(postgres_server_url, n) for n in names)
     registry_port, funding_port = free_port(), free_port()
     registry_url = f"http://127.0.0.1:{registry_port}"
     funding_url = f"http://127.0.0.1:{funding_port}"
@@ -53,6 +56,12 @@ async def world(
     )
     funding_app = create_funding(FundingSettings(database_url=funding_db, **common))
     servers = [await serve(registry_app, registry_port), await serve(funding_app, funding_port)]
+    # The trace store `maillage dev` runs, on its own database (tests export traces to it).
+    traces_pool = await asyncpg.create_pool(traces_db, min_size=1, max_size=4)
+    store = TraceStore(traces_pool)
+    await store.setup()
+    traces_port = free_port()
+    servers.append(await serve(create_traces_app(store), traces_port))
     unreachable = f"http://127.0.0.1:{free_port()}"
     console = create(
         ConsoleSettings(
@@ -63,6 +72,7 @@ async def world(
             cordees_url=unreachable,
             stages3e_url=unreachable,
             notifications_url=unreachable,
+            traces_url=f"http://127.0.0.1:{traces_port}",
             jwks_url=f"{registry_url}/.well-known/jwks.json",
             jwt_issuer=registry_url,
             jwt_audience=AUDIENCE,
@@ -93,11 +103,13 @@ async def world(
             console,
             accounts,
             console_url=f"http://127.0.0.1:{console_port}",
+            traces_url=f"http://127.0.0.1:{traces_port}",
         )
     finally:
         for server, task in servers:
             server.should_exit = True
             await task
+        await traces_pool.close()
         for name in names:
             await drop_database(postgres_server_url, name)
 
@@ -189,3 +201,12 @@ async def funded(world: World) -> dict[str, Any]:
         "convention_id": convention.json()["id"],
         "tranche": advance,
     }
+
+
+@pytest.fixture(scope="module")
+async def traced(world: World) -> dict[str, str]:
+    """A trace in the store: a registry request publishing an event that notifications process,
+    exported by the OpenTelemetry SDK as the services do."""
+    event_id = str(uuid.uuid4())
+    trace_id = await request_then_event(world.traces_url, event_id)
+    return {"trace_id": trace_id, "event_id": event_id}

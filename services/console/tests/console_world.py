@@ -58,6 +58,7 @@ class World:
     console_asgi: Any
     accounts: dict[str, str] = field(default_factory=dict)  # role -> e-mail
     console_url: str = ""
+    traces_url: str = ""
 
     def browser(self) -> httpx.AsyncClient:
         """A fresh cookie jar: one person's browser."""

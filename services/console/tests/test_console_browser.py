@@ -1,7 +1,8 @@
 """The console in a real browser: Debian's chromium driven by playwright, one browser for the
 whole scenario (each person in their own context, so their own cookies).
 
-An operator verifies a pending partner; an officer instructs the requested tranche and is not
+An operator verifies a pending partner and follows an event's trace across services as a
+waterfall; an officer instructs the requested tranche and is not
 offered its approval; an ordonnateur approves it; a comptable records the payment, and the
 envelope's CP left goes down. Every page shown passes axe-core's automated rules with no
 serious or critical violation.
@@ -12,6 +13,7 @@ with a clear message when it cannot: this test never skips.
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -86,7 +88,11 @@ async def cp_left(page: Page) -> str:
 
 
 async def test_staff_do_their_days_work_in_a_browser(
-    browser: Browser, world: World, funded: dict[str, Any]
+    browser: Browser,
+    world: World,
+    funded: dict[str, Any],
+    traced: dict[str, str],
+    tmp_path: Path,
 ) -> None:
     convention = f"/financement/conventions/{funded['convention_id']}"
     tranche = f"/financement/tranches/{funded['tranche']['id']}"
@@ -106,6 +112,22 @@ async def test_staff_do_their_days_work_in_a_browser(
     await accessible(operator)
     await operator.goto("/sante")
     await accessible(operator)
+
+    # The operator follows an event to its whole trace, across services, as a waterfall.
+    await operator.get_by_role("link", name="Suivre une requête").first.click()
+    await operator.get_by_label("Identifiant d'événement").fill(traced["event_id"])
+    await operator.get_by_role("button", name="Chercher").click()
+    await operator.get_by_role("link", name=traced["trace_id"]).click()
+    await operator.locator("tr.span-row").nth(2).wait_for()
+    assert await operator.locator("tr.span-row").count() == 3
+    process = operator.locator("tr.span-row").nth(2)
+    await process.get_by_text("registry.partners process").click()  # opens its attributes
+    await process.get_by_text(traced["event_id"]).wait_for()
+    await accessible(operator)
+    # CONSOLE_SCREENSHOTS=docs keeps the picture the README shows (docs/console-waterfall.png).
+    shots = Path(os.environ.get("CONSOLE_SCREENSHOTS") or tmp_path)
+    await operator.set_viewport_size({"width": 1280, "height": 900})
+    await operator.screenshot(path=str(shots / "console-waterfall.png"), full_page=True)
 
     # The officer instructs the requested tranche; approving it is not offered.
     officer = await sign_in(browser, world, "officer")

@@ -27,6 +27,7 @@ def _path(page: Page, ids: dict[str, Any]) -> str:
         Page.PARTNERS: "/partenaires",
         Page.PARTNER: f"/partenaires/{ids['partner_id']}",
         Page.HEALTH: "/sante",
+        Page.TRACES: "/traces",
         Page.QUEUE: "/financement",
         Page.CONVENTION: f"/financement/conventions/{ids['convention_id']}",
         Page.ENVELOPES: f"/financement/enveloppes?annee={YEAR}",
@@ -256,3 +257,23 @@ async def test_each_funding_duty_by_its_own_role_and_the_envelope_moves(
         assert export.status_code == 200
         assert "attachment" in export.headers["content-disposition"]
         assert "Ateliers de sciences au collège" in export.text
+
+
+async def test_an_operator_follows_an_event_to_its_whole_trace_as_a_waterfall(
+    world: World, traced: dict[str, str]
+) -> None:
+    async with signed_in(world, "operator") as browser:
+        found = await browser.get("/traces", params={"evenement": traced["event_id"]})
+        assert found.status_code == 200
+        assert f'href="/traces?trace={traced["trace_id"]}"' in found.text
+        page = await browser.get("/traces", params={"trace": traced["trace_id"]})
+        assert page.status_code == 200
+        rows = re.findall(r'<tr class="span-row" data-service="([a-z0-9]+)">', page.text)
+        assert rows == ["registry", "registry", "notifications"]  # request, publish, process
+        assert page.text.index("POST /partners") < page.text.index("registry.partners process")
+        assert "· · registry.partners process" in page.text  # under the publish, under the request
+        assert traced["event_id"] in page.text  # the span's attributes
+        unknown = await browser.get("/traces", params={"trace": "0" * 32})
+        assert "Aucune trace" in unknown.text
+        invalid = await browser.get("/traces", params={"trace": "pas-une-trace"})
+        assert "Identifiant invalide" in invalid.text

@@ -10,6 +10,8 @@ token expired or was revoked) ends the session.
 
 from __future__ import annotations
 
+import json
+import re
 import time
 import uuid
 from datetime import date
@@ -384,6 +386,89 @@ async def replay(request: Request, service: str) -> Response:
     return _redirect(f"/sante/{service}/lettres-mortes")
 
 
+# --- operators: follow a request ----------------------------------------------------------------
+
+_HEX = re.compile(r"^[0-9a-f]{32}$")
+# What an operator may start from, and the span attribute that holds it (decision 54).
+TRACE_SEARCHES = {
+    "evenement": ("messaging.message.id", "Identifiant d'événement"),
+    "partenaire": ("messaging.kafka.message.key", "Identifiant de partenaire (clé des événements)"),
+}
+
+
+async def traces(request: Request) -> HTMLResponse:
+    """Follow a request: one trace as a waterfall from its id, or the traces holding an event id
+    or a partner id (newest first, 20 at most) to choose from."""
+    session = _session(request, Page.TRACES)
+    query = request.query_params
+    trace_id = query.get("trace", "").strip().lower()[:32]
+    rows: list[domain.SpanRow] = []
+    found: list[dict[str, Any]] = []
+    error: Refused | None = None
+    try:
+        if trace_id:
+            if not _HEX.match(trace_id):
+                raise Refused(
+                    400,
+                    "Identifiant invalide",
+                    "Une trace a 32 chiffres hexadécimaux.",
+                    "invalid_trace_id",
+                )
+            answer = await _call(request, session, "traces", "GET", f"/api/v3/traces/{trace_id}")
+            rows = domain.waterfall(domain.spans_of(answer.get("result", {})))
+        else:
+            for field_name, (attribute, _label) in TRACE_SEARCHES.items():
+                value = query.get(field_name, "").strip()[:100]
+                if value:
+                    answer = await _call(
+                        request,
+                        session,
+                        "traces",
+                        "GET",
+                        "/api/v3/traces",
+                        params={
+                            "query.attributes": json.dumps({attribute: value}),
+                            "query.search_depth": 20,
+                        },
+                    )
+                    found = _trace_list(domain.spans_of(answer.get("result", {})))
+                    break
+    except Refused as refused:
+        error = (
+            refused
+            if refused.status != 404
+            else Refused(
+                404,
+                "Aucune trace",
+                "Aucune trace ne correspond (les plus anciennes sont effacées).",
+                "trace_not_found",
+            )
+        )
+    return _render(
+        request,
+        "traces.html",
+        session,
+        rows=rows,
+        found=found,
+        trace_id=trace_id,
+        error=error,
+        searches=TRACE_SEARCHES,
+        query=query,
+    )
+
+
+def _trace_list(spans: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One line per trace among ``spans``: its id, first span, services, start (ns)."""
+    traces_found: dict[str, dict[str, Any]] = {}
+    for span in sorted(spans, key=lambda s: int(s["startTimeUnixNano"])):
+        entry = traces_found.setdefault(
+            span["traceId"],
+            {"trace_id": span["traceId"], "first": span.get("name", ""), "services": set()},
+        )
+        entry["services"].add(span["service"])
+    return list(traces_found.values())
+
+
 # --- funding -------------------------------------------------------------------------------------
 
 
@@ -579,6 +664,7 @@ def install(app: FastAPI) -> None:
         ("/partenaires/{partner_id}", partner, get),
         ("/partenaires/{partner_id}/{verb}", change_partner_status, post),
         ("/sante", health, get),
+        ("/traces", traces, get),
         ("/sante/{service}/lettres-mortes", dead_letters, get),
         ("/sante/{service}/lettres-mortes/rejouer", replay, post),
         ("/financement", queue, get),

@@ -39,6 +39,10 @@ class ConsoleSettings(BaseSettings):
     stages3e_url: str = "http://127.0.0.1:8003"
     funding_url: str = "http://127.0.0.1:8004"
     notifications_url: str = "http://127.0.0.1:8005"
+    traces_url: str = Field(
+        default="http://127.0.0.1:8007",
+        description="Jaeger's query API v3 (compose, Kubernetes) or `maillage dev`'s trace store",
+    )
     jwks_url: str = "http://127.0.0.1:8001/.well-known/jwks.json"
     jwt_issuer: str = "http://127.0.0.1:8001"
     jwt_audience: str = "maillage"
@@ -57,6 +61,7 @@ class ConsoleSettings(BaseSettings):
             "stages3e": self.stages3e_url,
             "funding": self.funding_url,
             "notifications": self.notifications_url,
+            "traces": self.traces_url,
         }
 
 

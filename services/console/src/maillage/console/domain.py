@@ -16,6 +16,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Any
 
 OPERATOR_ROLES = frozenset({"operator"})
 FUNDING_ROLES = frozenset({"officer", "ordonnateur", "comptable"})
@@ -35,6 +36,7 @@ class Page(StrEnum):
     PARTNERS = "partners"
     PARTNER = "partner"
     HEALTH = "health"
+    TRACES = "traces"
     QUEUE = "queue"
     CONVENTION = "convention"
     ENVELOPES = "envelopes"
@@ -46,6 +48,7 @@ PAGES: dict[Page, frozenset[str]] = {
     Page.PARTNERS: OPERATOR_ROLES,
     Page.PARTNER: OPERATOR_ROLES,
     Page.HEALTH: OPERATOR_ROLES,
+    Page.TRACES: OPERATOR_ROLES,
     Page.QUEUE: FUNDING_ROLES,
     Page.CONVENTION: FUNDING_ROLES,
     Page.ENVELOPES: FUNDING_ROLES,
@@ -167,3 +170,102 @@ def cents_of(text: str) -> int | None:
     if match is None:
         return None
     return int(match.group(1)) * 100 + int((match.group(2) or "0").ljust(2, "0"))
+
+
+# --- traces --------------------------------------------------------------------------------------
+
+KIND_LABELS = {
+    "SPAN_KIND_SERVER": "requête reçue",
+    "SPAN_KIND_CLIENT": "appel sortant",
+    "SPAN_KIND_PRODUCER": "publication Kafka",
+    "SPAN_KIND_CONSUMER": "traitement d'un événement",
+    "SPAN_KIND_INTERNAL": "interne",
+}
+
+
+@dataclass(frozen=True)
+class SpanRow:
+    """One line of a waterfall: where the span sits in the trace's time, as percentages."""
+
+    span_id: str
+    service: str
+    name: str
+    kind: str
+    depth: int
+    offset_percent: float
+    width_percent: float
+    duration_ms: float
+    failed: bool
+    attributes: tuple[tuple[str, str], ...]
+
+
+def _value(value: dict[str, Any]) -> str:
+    """An OTLP JSON ``AnyValue`` as text."""
+    for key in ("stringValue", "intValue", "doubleValue", "boolValue"):
+        if key in value:
+            return str(value[key])
+    return str(value)
+
+
+def spans_of(traces_data: dict[str, Any]) -> list[dict[str, Any]]:
+    """The spans of an OTLP JSON ``TracesData`` (as Jaeger's query API v3 answers), each with
+    its ``service`` (the resource's ``service.name``, without the ``maillage-`` prefix)."""
+    spans: list[dict[str, Any]] = []
+    for resource in traces_data.get("resourceSpans", []) or []:
+        service = next(
+            (
+                _value(a.get("value", {}))
+                for a in resource.get("resource", {}).get("attributes", [])
+                if a.get("key") == "service.name"
+            ),
+            "?",
+        ).removeprefix("maillage-")
+        for scope in resource.get("scopeSpans", []):
+            spans += [{**span, "service": service} for span in scope.get("spans", [])]
+    return spans
+
+
+def waterfall(spans: list[dict[str, Any]]) -> list[SpanRow]:
+    """The spans of one trace as waterfall rows: each child under its parent (depth first,
+    siblings by start time), spans whose parent is missing at the top; offsets and widths in
+    percent of the whole trace's time (a span of zero length still gets a visible 0.5 %)."""
+    if not spans:
+        return []
+    start = {str(s["spanId"]): int(str(s["startTimeUnixNano"])) for s in spans}
+    end = {
+        str(s["spanId"]): int(str(s.get("endTimeUnixNano", s["startTimeUnixNano"]))) for s in spans
+    }
+    first, last = min(start.values()), max(end.values())
+    total = max(last - first, 1)
+    children: dict[str, list[dict[str, Any]]] = {}
+    for span in spans:
+        parent = str(span.get("parentSpanId") or "")
+        children.setdefault(parent if parent in start else "", []).append(span)
+    rows: list[SpanRow] = []
+
+    def visit(parent: str, depth: int) -> None:
+        for span in sorted(children.get(parent, []), key=lambda s: start[str(s["spanId"])]):
+            span_id = str(span["spanId"])
+            duration = end[span_id] - start[span_id]
+            attributes = span.get("attributes", []) or []
+            rows.append(
+                SpanRow(
+                    span_id=span_id,
+                    service=str(span["service"]),
+                    name=str(span.get("name", "")),
+                    kind=KIND_LABELS.get(str(span.get("kind", "")), "interne"),
+                    depth=depth,
+                    offset_percent=round(100 * (start[span_id] - first) / total, 2),
+                    width_percent=max(round(100 * duration / total, 2), 0.5),
+                    duration_ms=round(duration / 1e6, 2),
+                    failed=(span.get("status") or {}).get("code") == "STATUS_CODE_ERROR",
+                    attributes=tuple(
+                        (str(a.get("key")), _value(a.get("value", {}))) for a in attributes
+                    ),
+                )
+            )
+            if depth < 64:  # a malformed trace cannot recurse without end
+                visit(span_id, depth + 1)
+
+    visit("", 0)
+    return rows
