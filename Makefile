@@ -39,21 +39,9 @@ typecheck: sync
 imports: sync
 	$(UV) run --frozen --no-sync lint-imports
 
-# The console's browser test drives Debian's chromium (services/console/tests): installed here
-# when missing and we can (root with apt-get), else a clear stop. The test never skips.
-CHROMIUM := /usr/bin/chromium
+# The console's browser test drives Debian's chromium: installed when missing and we can.
 chromium:
-	@if [ ! -x $(CHROMIUM) ]; then \
-	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
-	    echo "make: installing Debian's chromium for the console's browser test"; \
-	    { DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null 2>&1 \
-	      || { apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null; }; } \
-	      || { echo "make: apt-get could not install chromium, which the console's browser test needs"; exit 1; }; \
-	  else \
-	    echo "make: the console's browser test needs Debian's chromium at $(CHROMIUM): as root, run 'apt-get install chromium'"; \
-	    exit 1; \
-	  fi; \
-	fi
+	sh services/console/tools/ensure_chromium.sh
 
 pytest: sync chromium
 	$(UV) run --frozen --no-sync pytest -n 2 --dist loadfile --durations=15
