@@ -176,6 +176,8 @@ async def test_an_operator_verifies_a_pending_partner_with_a_reason(world: World
         assert response.status_code == 303
         page = await browser.get(f"/partenaires/{pending}")
         assert "Fait : vérifier." in page.text
+        # The notifications service is down in this world: the record shows all the same.
+        assert "Notifications indisponibles : Service injoignable" in page.text
         assert "Kbis contrôlé" in page.text
         assert ">vérifié<" in page.text
         # A transition the registry refuses comes back as its French problem.

@@ -298,6 +298,28 @@ async def partner(request: Request, partner_id: uuid.UUID) -> HTMLResponse:
         )
     except Refused as refused:
         return _render(request, "error.html", session, refused.status, error=refused)
+    notifications: dict[str, Any] = {"endpoints": [], "channels": [], "error": None}
+    try:
+        scope = {"partner_id": str(partner_id), "limit": 100}
+        endpoints = await _call(
+            request, session, "notifications", "GET", "/webhook-endpoints", params=scope
+        )
+        for endpoint in endpoints["items"]:
+            last = await _call(
+                request,
+                session,
+                "notifications",
+                "GET",
+                f"/webhook-endpoints/{endpoint['id']}/deliveries",
+                params={"limit": 5},
+            )
+            notifications["endpoints"].append({**endpoint, "deliveries": last["items"]})
+        channels = await _call(
+            request, session, "notifications", "GET", "/email-channels", params=scope
+        )
+        notifications["channels"] = channels["items"]
+    except Refused as refused:  # the partner's record still shows without its notifications
+        notifications["error"] = refused
     return _render(
         request,
         "partner.html",
@@ -306,6 +328,7 @@ async def partner(request: Request, partner_id: uuid.UUID) -> HTMLResponse:
         history=history,
         clients=clients,
         verbs=VERBS,
+        notifications=notifications,
     )
 
 
