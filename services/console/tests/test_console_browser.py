@@ -124,7 +124,7 @@ async def test_staff_do_their_days_work_in_a_browser(
     await process.get_by_text("registry.partners process").click()  # opens its attributes
     await process.get_by_text(traced["event_id"]).wait_for()
     await accessible(operator)
-    # CONSOLE_SCREENSHOTS=docs keeps the picture the README shows (docs/console-waterfall.png).
+    # CONSOLE_SCREENSHOTS=<folder> keeps the picture (the README's, in docs/, is of a real trace).
     shots = Path(os.environ.get("CONSOLE_SCREENSHOTS") or tmp_path)
     await operator.set_viewport_size({"width": 1280, "height": 900})
     await operator.screenshot(path=str(shots / "console-waterfall.png"), full_page=True)
