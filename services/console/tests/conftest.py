@@ -19,6 +19,8 @@ from maillage.cli.traces import TraceStore
 from maillage.cli.traces import create_app as create_traces_app
 from maillage.common.catalog import PartnerRegistered
 from maillage.console.app import ConsoleSettings, create
+from maillage.cordees.app import CordeesSettings
+from maillage.cordees.app import create as create_cordees
 from maillage.funding.app import FundingSettings
 from maillage.funding.app import create as create_funding
 from maillage.registry import store as registry_store
@@ -37,8 +39,10 @@ async def _database(server: str) -> str:
 async def world(
     postgres_server_url: str, kafka_bootstrap_servers: str, kafka_idempotent_producer: bool
 ) -> AsyncIterator[World]:
-    names = [await _database(postgres_server_url) for _ in range(3)]
-    registry_db, funding_db, traces_db = (database_url_for(postgres_server_url, n) for n in names)
+    names = [await _database(postgres_server_url) for _ in range(4)]
+    registry_db, funding_db, traces_db, cordees_db = (
+        database_url_for(postgres_server_url, n) for n in names
+    )
     registry_port, funding_port = free_port(), free_port()
     registry_url = f"http://127.0.0.1:{registry_port}"
     funding_url = f"http://127.0.0.1:{funding_port}"
@@ -55,7 +59,14 @@ async def world(
         RegistrySettings(database_url=registry_db, token_requests_per_minute=600, **common)
     )
     funding_app = create_funding(FundingSettings(database_url=funding_db, **common))
-    servers = [await serve(registry_app, registry_port), await serve(funding_app, funding_port)]
+    # Cordées without its consumers (its read model stays empty: coverage has no reference).
+    cordees_app = create_cordees(CordeesSettings(database_url=cordees_db, **common), consumers=())
+    cordees_port = free_port()
+    servers = [
+        await serve(registry_app, registry_port),
+        await serve(funding_app, funding_port),
+        await serve(cordees_app, cordees_port),
+    ]
     # The trace store `maillage dev` runs, on its own database (tests export traces to it).
     traces_pool = await asyncpg.create_pool(traces_db, min_size=1, max_size=4)
     store = TraceStore(traces_pool)
@@ -69,7 +80,7 @@ async def world(
             log_format="json",
             registry_url=registry_url,
             funding_url=funding_url,
-            cordees_url=unreachable,
+            cordees_url=f"http://127.0.0.1:{cordees_port}",
             stages3e_url=unreachable,
             notifications_url=unreachable,
             traces_url=f"http://127.0.0.1:{traces_port}",

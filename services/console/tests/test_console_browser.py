@@ -112,6 +112,8 @@ async def test_staff_do_their_days_work_in_a_browser(
     await accessible(operator)
     await operator.goto("/sante")
     await accessible(operator)
+    await operator.goto("/programmes?departement=94")
+    await accessible(operator)
 
     # The operator follows an event to its whole trace, across services, as a waterfall.
     await operator.get_by_role("link", name="Suivre une requête").first.click()

@@ -28,6 +28,7 @@ def _path(page: Page, ids: dict[str, Any]) -> str:
         Page.PARTNER: f"/partenaires/{ids['partner_id']}",
         Page.HEALTH: "/sante",
         Page.TRACES: "/traces",
+        Page.PROGRAMMES: "/programmes?departement=94",
         Page.QUEUE: "/financement",
         Page.CONVENTION: f"/financement/conventions/{ids['convention_id']}",
         Page.ENVELOPES: f"/financement/enveloppes?annee={YEAR}",
@@ -279,3 +280,20 @@ async def test_an_operator_follows_an_event_to_its_whole_trace_as_a_waterfall(
         assert "Aucune trace" in unknown.text
         invalid = await browser.get("/traces", params={"trace": "pas-une-trace"})
         assert "Identifiant invalide" in invalid.text
+
+
+async def test_an_operator_reads_the_coverage_and_runs_a_campaign_simulation(world: World) -> None:
+    async with signed_in(world, "operator") as browser:
+        page = await browser.get("/programmes", params={"departement": "94"})
+        assert page.status_code == 200
+        assert "aucun collège REP+ ou REP dans les données de référence" in page.text
+        assert "Stages indisponibles : Service injoignable" in page.text  # not in this world
+        form = {"csrf": _form_csrf(page.text), "departement": "94", "simulation": "oui"}
+        response = await browser.post("/programmes/campagne", data=form)
+        assert response.status_code == 303
+        assert "campagne=" in response.headers["location"]
+        result = await browser.get(response.headers["location"])
+        assert "Campagne calculée." in result.text
+        assert "(simulation) : 0 demandes" in result.text
+        refused = await browser.post("/programmes/campagne", data={**form, "csrf": "x"})
+        assert refused.status_code == 403

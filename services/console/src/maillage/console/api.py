@@ -47,6 +47,8 @@ FIELD_LIMITS = {
     "date": 10,
     "event_id": 36,
     "convention_id": 36,
+    "departement": 3,
+    "simulation": 3,
     "declares_no_interest": 3,
 }
 VERBS = {"verify": "Vérifier", "reject": "Rejeter", "suspend": "Suspendre", "reinstate": "Rétablir"}
@@ -492,6 +494,67 @@ def _trace_list(spans: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return list(traces_found.values())
 
 
+# --- operators: cordées and stages ---------------------------------------------------------------
+
+_DEPARTEMENT = re.compile(r"^(0[1-9]|[1-8][0-9]|9[0-5]|2A|2B|97[1-6])$")
+
+
+async def programmes(request: Request) -> HTMLResponse:
+    """Cordées coverage of REP+/REP collèges (with the uncovered REP+ ones), stage statistics
+    per week, and a campaign's result when one was just run; by département or national. A
+    service that does not answer leaves its part empty with a warning."""
+    session = _session(request, Page.PROGRAMMES)
+    departement = request.query_params.get("departement", "").upper()
+    scope = {"departement": departement} if _DEPARTEMENT.match(departement) else {}
+    parts: dict[str, Any] = {}
+    for name, service, path in (
+        ("coverage", "cordees", "/coverage"),
+        ("stats", "stages3e", "/stats"),
+    ):
+        try:
+            parts[name] = await _call(request, session, service, "GET", path, params=scope)
+        except Refused as refused:
+            parts[f"{name}_error"] = refused
+    campaign_id = request.query_params.get("campagne", "")
+    if campaign_id:
+        try:
+            parts["campaign"] = await _call(
+                request, session, "cordees", "GET", f"/campaigns/{uuid.UUID(campaign_id)}"
+            )
+        except (Refused, ValueError) as error:
+            parts["campaign_error"] = error
+    return _render(
+        request, "programmes.html", session, departement=scope.get("departement", ""), **parts
+    )
+
+
+async def run_campaign(request: Request) -> Response:
+    """Run a cordées campaign on a département (or nationally), as a simulation when asked:
+    the cordées service computes the optimum (operators only, its own check)."""
+    session = _session(request, Page.PROGRAMMES)
+    fields = await _form(request, session)
+    departement = fields.get("departement", "").upper()
+    body = {
+        "departement": departement if _DEPARTEMENT.match(departement) else None,
+        "dry_run": fields.get("simulation") == "oui",
+    }
+    try:
+        campaign = await _call(
+            request,
+            session,
+            "cordees",
+            "POST",
+            "/campaigns",
+            json=body,
+            headers={"Idempotency-Key": str(uuid.uuid4())},
+        )
+    except Refused as refused:
+        _after(session, refused, "")
+        return _redirect(f"/programmes?departement={quote(departement)}")
+    _after(session, None, "Campagne calculée." if body["dry_run"] else "Campagne lancée.")
+    return _redirect(f"/programmes?departement={quote(departement)}&campagne={campaign['id']}")
+
+
 # --- funding -------------------------------------------------------------------------------------
 
 
@@ -688,6 +751,8 @@ def install(app: FastAPI) -> None:
         ("/partenaires/{partner_id}/{verb}", change_partner_status, post),
         ("/sante", health, get),
         ("/traces", traces, get),
+        ("/programmes", programmes, get),
+        ("/programmes/campagne", run_campaign, post),
         ("/sante/{service}/lettres-mortes", dead_letters, get),
         ("/sante/{service}/lettres-mortes/rejouer", replay, post),
         ("/financement", queue, get),

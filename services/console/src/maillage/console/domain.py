@@ -37,6 +37,7 @@ class Page(StrEnum):
     PARTNER = "partner"
     HEALTH = "health"
     TRACES = "traces"
+    PROGRAMMES = "programmes"
     QUEUE = "queue"
     CONVENTION = "convention"
     ENVELOPES = "envelopes"
@@ -49,6 +50,7 @@ PAGES: dict[Page, frozenset[str]] = {
     Page.PARTNER: OPERATOR_ROLES,
     Page.HEALTH: OPERATOR_ROLES,
     Page.TRACES: OPERATOR_ROLES,
+    Page.PROGRAMMES: OPERATOR_ROLES,
     Page.QUEUE: FUNDING_ROLES,
     Page.CONVENTION: FUNDING_ROLES,
     Page.ENVELOPES: FUNDING_ROLES,

@@ -79,10 +79,13 @@ class ServiceClients:
         json: Any = None,
         params: dict[str, Any] | None = None,
         data: dict[str, str] | None = None,
+        headers: dict[str, str] | None = None,
     ) -> httpx.Response:
         """The service's 2xx answer; :class:`Refused` for anything else. The trace store (Jaeger)
         never receives the staff member's token."""
-        headers = {"Authorization": f"Bearer {token}"} if token and service != "traces" else {}
+        headers = dict(headers or {})
+        if token and service != "traces":
+            headers["Authorization"] = f"Bearer {token}"
         try:
             response = await self._clients[service].request(
                 method, path, headers=headers, json=json, params=params, data=data
