@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 import time
+import uuid
 from typing import Any
 
 import pytest
@@ -297,3 +298,23 @@ async def test_an_operator_reads_the_coverage_and_runs_a_campaign_simulation(wor
         assert "(simulation) : 0 demandes" in result.text
         refused = await browser.post("/programmes/campagne", data={**form, "csrf": "x"})
         assert refused.status_code == 403
+
+
+async def test_an_operator_reads_a_services_dead_letters_and_a_replay_is_the_services_answer(
+    world: World,
+) -> None:
+    async with signed_in(world, "operator") as browser:
+        health = await browser.get("/sante")
+        assert 'href="/sante/funding/lettres-mortes"' in health.text  # funding answers /admin/dlq
+        page = await browser.get("/sante/funding/lettres-mortes")
+        assert page.status_code == 200
+        assert "Lettres mortes de funding" in page.text
+        unknown = str(uuid.uuid4())
+        response = await browser.post(
+            "/sante/funding/lettres-mortes/rejouer",
+            data={"csrf": _form_csrf(page.text), "event_id": unknown},
+        )
+        assert response.status_code == 303
+        after = await browser.get("/sante/funding/lettres-mortes")
+        assert "Lettre morte introuvable" in after.text
+        assert (await browser.get("/sante/inconnu/lettres-mortes")).status_code == 404

@@ -64,7 +64,8 @@ def _text(value: AnyValue) -> str:
         return ""
     if kind in ("array_value", "kvlist_value", "bytes_value"):
         return json_format.MessageToJson(value, indent=None)
-    return str(getattr(value, kind)).lower() if kind == "bool_value" else str(getattr(value, kind))
+    text = str(getattr(value, kind))
+    return text.lower() if kind == "bool_value" else text
 
 
 def rows_of(request: ExportTraceServiceRequest) -> list[tuple[str, str, str, int, str, str]]:
