@@ -13,7 +13,7 @@ from maillage.console.domain import ACTIONS, CONSOLE_ROLES, PAGES, Page
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.integers(min_value=0, max_value=10**15))
+@given(st.integers(min_value=0, max_value=10**15 - 1))  # cents_of reads 13 digits of euros
 def test_an_amount_printed_in_french_reads_back_as_the_same_cents(cents: int) -> None:
     printed = domain.euros(cents)
     assert printed.endswith("\u00a0€")
