@@ -19,7 +19,7 @@ FROM ghcr.io/astral-sh/uv:${UV_VERSION} AS uv
 FROM python:${PYTHON_VERSION}-slim AS builder
 ARG SERVICE
 RUN test -n "${SERVICE}" \
-    || { echo "build with --build-arg SERVICE=<registry|cordees|stages3e|funding|notifications>" >&2; exit 1; }
+    || { echo "build with --build-arg SERVICE=<registry|cordees|stages3e|funding|notifications|console>" >&2; exit 1; }
 
 COPY --from=uv /uv /usr/local/bin/uv
 

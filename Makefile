@@ -9,7 +9,7 @@ ARGS ?=
 # (UV_SYSTEM_CERTS replaced UV_NATIVE_TLS, which uv now warns about on every call.)
 export UV_SYSTEM_CERTS ?= 1
 
-.PHONY: dev demo test lint typecheck imports pytest sync clean help
+.PHONY: dev demo test lint typecheck imports pytest sync chromium clean help
 
 help:
 	@echo "make dev    run the whole system (ARGS='--fresh --demo' to pass options)"
@@ -39,7 +39,11 @@ typecheck: sync
 imports: sync
 	$(UV) run --frozen --no-sync lint-imports
 
-pytest: sync
+# The console's browser test drives Debian's chromium: installed when missing and we can.
+chromium:
+	sh services/console/tools/ensure_chromium.sh
+
+pytest: sync chromium
 	$(UV) run --frozen --no-sync pytest -n 2 --dist loadfile --durations=15
 
 test: lint typecheck imports pytest

@@ -191,7 +191,7 @@ def sink() -> Iterator[OtlpSink]:
 
 @pytest.fixture
 def stack(tmp_path: Path, sink: OtlpSink) -> Iterator[Stack]:
-    port_base = _consecutive_free_ports(len(SERVICES))
+    port_base = _consecutive_free_ports(len(SERVICES) + 1)  # + the console (spans go to a sink)
     postgres_port = free_port()
     env = {
         k: v for k, v in os.environ.items() if k not in ("KAFKA_BOOTSTRAP_SERVERS", "DATABASE_URL")

@@ -148,7 +148,8 @@ def test_pods_are_locked_down_and_probed(overlay: str) -> None:
             ]
             service = resource["metadata"]["name"]
             settings = by_key(rendered(overlay))[("ConfigMap", f"{service}-config")]["data"]
-            assert settings[f"{service.upper()}_MIGRATE_ON_START"] == "false", where
+            if service != "console":  # the console has no database (decision 53)
+                assert settings[f"{service.upper()}_MIGRATE_ON_START"] == "false", where
         else:
             assert pod["containers"][0]["command"] == ["python", "-m", "maillage.common.migrate"]
 
@@ -165,7 +166,8 @@ def test_the_first_phase_of_a_release_has_what_the_migration_jobs_need(overlay: 
     kinds = {resource["kind"] for resource in first}
     assert kinds == {"Namespace", "ServiceAccount", "ConfigMap", "NetworkPolicy", "Job"}
     assert len([r for r in first if r["kind"] == "Job"]) == len(SERVICES)
-    assert len([r for r in first if r["kind"] == "NetworkPolicy"]) == len(SERVICES) + 2
+    # One per service, the console's, the default deny and the dependencies'.
+    assert len([r for r in first if r["kind"] == "NetworkPolicy"]) == len(SERVICES) + 3
 
 
 @OVERLAYS
@@ -223,3 +225,24 @@ def test_the_migration_job_command_migrates_a_service(database_url: str) -> None
     assert migrate.main(environment) == 0  # up to date: nothing to do, still success
     assert migrate.main({"MAILLAGE_SERVICE": "nope"}) == 1
     assert migrate.main({"MAILLAGE_SERVICE": "cordees"}) == 1  # no database URL
+
+
+@OVERLAYS
+def test_the_staff_console_runs_one_replica_without_database_and_reaches_the_services(
+    overlay: str,
+) -> None:
+    resources = by_key(rendered(overlay))
+    for kind in ("Deployment", "Service", "PodDisruptionBudget", "NetworkPolicy"):
+        assert (kind, "console") in resources, f"{overlay}: no {kind} console"
+    assert ("Job", "console-migrate") not in resources
+    assert ("HorizontalPodAutoscaler", "console") not in resources
+    deployment = resources[("Deployment", "console")]
+    assert deployment["spec"]["replicas"] == 1  # its sessions live in the process
+    names = {v["name"] for v in pod_spec(deployment)["containers"][0].get("env", [])}
+    assert not [name for name in names if "DATABASE" in name or "KAFKA" in name]
+    settings = resources[("ConfigMap", "console-config")]["data"]
+    assert settings["CONSOLE_FUNDING_URL"] == "http://funding"
+    for service in SERVICES:  # every service admits the console's calls
+        ingress = resources[("NetworkPolicy", service)]["spec"]["ingress"]
+        peers = [peer for rule in ingress for peer in rule.get("from", [])]
+        assert {"podSelector": {"matchLabels": {"app.kubernetes.io/name": "console"}}} in peers

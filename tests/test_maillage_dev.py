@@ -106,7 +106,7 @@ class Output:
 
 
 def test_dev_starts_everything_and_stops_clean_on_ctrl_c(tmp_path: Path) -> None:
-    port_base = consecutive_free_ports(len(SERVICES))
+    port_base = consecutive_free_ports(len(SERVICES) + 2)
     # Generous deadlines: the machine running the suite is shared and often loaded.
     process = start_dev(tmp_path, port_base, "--demo", "--local-webhooks", "--ready-timeout", "120")
     try:
@@ -125,6 +125,11 @@ def test_dev_starts_everything_and_stops_clean_on_ctrl_c(tmp_path: Path) -> None
         assert ours[ready + 3].startswith("maillage: demo: ")
         table = output.lines.index(ours[ready]) + 1
         assert output.lines[table] == ""
+        # The staff console first (decision 53), then the services' table.
+        console = f"http://127.0.0.1:{port_base + len(SERVICES)}"
+        assert output.lines[table + 1].split()[:3] == ["staff", "console", console]
+        assert output.lines[table + 2] == ""
+        table += 2
         assert output.lines[table + 1].split() == [
             "service",
             "API",
@@ -155,13 +160,18 @@ def test_dev_starts_everything_and_stops_clean_on_ctrl_c(tmp_path: Path) -> None
             assert httpx.get(f"{base}/openapi.json", timeout=5).json()["info"]["title"]
             assert httpx.get(f"{base}/asyncapi.json", timeout=5).json()["asyncapi"]
         print(f"maillage dev: five services ready after {ready_after:.1f} s")
+        sign_in_to_the_console_with_the_demo_operator(console)
+        # The supervisor's trace store received the demo's spans (decision 54).
+        store = f"http://127.0.0.1:{port_base + len(SERVICES) + 1}"
+        services = httpx.get(f"{store}/api/v3/services", timeout=5).json()["services"]
+        assert {f"maillage-{name}" for name in SERVICES} <= set(services), services
         receive_a_partners_webhooks_as_the_readme_shows(output, port_base)
 
         children = psutil.Process(process.pid).children(recursive=True)
         listening = {
             c.laddr.port for c in psutil.net_connections("tcp") if c.status == psutil.CONN_LISTEN
         }
-        ports = [port_base + i for i in range(len(SERVICES))]
+        ports = [port_base + i for i in range(len(SERVICES) + 2)]  # + console, trace store
         assert set(ports) <= listening
         assert len(children) >= len(SERVICES) + 2  # five services, broker, postgres (+ backends)
 
@@ -178,7 +188,7 @@ def test_dev_starts_everything_and_stops_clean_on_ctrl_c(tmp_path: Path) -> None
 
 
 def test_dev_refuses_a_port_in_use_with_a_clear_message(tmp_path: Path) -> None:
-    port_base = consecutive_free_ports(len(SERVICES))
+    port_base = consecutive_free_ports(len(SERVICES) + 2)
     with socket.socket() as squatter:
         squatter.bind(("127.0.0.1", port_base + 2))
         squatter.listen()
@@ -192,7 +202,7 @@ def test_dev_refuses_a_port_in_use_with_a_clear_message(tmp_path: Path) -> None:
 
 
 def test_dev_reports_a_service_that_crashes_at_start(tmp_path: Path) -> None:
-    port_base = consecutive_free_ports(len(SERVICES))
+    port_base = consecutive_free_ports(len(SERVICES) + 2)
     env_key = "FUNDING_DATABASE_POOL_MAX"
     os.environ[env_key] = "0"  # invalid (must be >= 1): the funding service refuses its settings
     try:
@@ -221,12 +231,26 @@ def test_dev_reports_an_unreachable_external_part(
 ) -> None:
     port = free_port()  # nothing listens there
     process = start_dev(
-        tmp_path, consecutive_free_ports(len(SERVICES)), **{variable: value.format(port=port)}
+        tmp_path, consecutive_free_ports(len(SERVICES) + 2), **{variable: value.format(port=port)}
     )
     output, _ = process.communicate(timeout=60)
     assert process.returncode == 1
     assert message.format(port=port) in output
     assert "Traceback" not in output
+
+
+def sign_in_to_the_console_with_the_demo_operator(console: str) -> None:
+    """`--demo` makes the demo staff accounts usable in the console at once."""
+    with httpx.Client(base_url=console, timeout=10) as browser:
+        page = browser.get("/connexion")
+        assert page.status_code == 200
+        csrf = page.text.split('name="csrf" value="')[1].split('"')[0]
+        signed = browser.post(
+            "/connexion",
+            data={"csrf": csrf, "username": "operator@maillage.test", "password": "demo-operator"},
+        )
+        assert signed.status_code == 303, signed.text
+        assert browser.get("/partenaires").status_code == 200
 
 
 def receive_a_partners_webhooks_as_the_readme_shows(output: Output, port_base: int) -> None:

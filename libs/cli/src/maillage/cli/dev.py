@@ -22,9 +22,10 @@ from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import httpx
+import uvicorn
 from aiokafka.admin import AIOKafkaAdminClient
 
-from maillage.cli import demo
+from maillage.cli import demo, traces
 from maillage.cli.embedded import (
     EmbeddedBroker,
     EmbeddedPostgres,
@@ -38,6 +39,8 @@ from maillage.common.db import migrate_service
 from maillage.common.settings import mask_url
 
 SERVICES = ("registry", "cordees", "stages3e", "funding", "notifications")
+# The staff console (decision 53) runs beside them on the next port; it has no database.
+CONSOLE = "console"
 _COLOURS = {
     "broker": 90,
     "postgres": 90,
@@ -46,6 +49,7 @@ _COLOURS = {
     "stages3e": 33,
     "funding": 35,
     "notifications": 34,
+    "console": 31,
     "mail": 34,
 }
 # `maillage dev --local-webhooks`: the SSRF policy's two exemptions, for receivers on this machine
@@ -73,6 +77,13 @@ class DevOptions:
 
     def service_ports(self) -> dict[str, int]:
         return {name: self.port_base + index for index, name in enumerate(SERVICES)}
+
+    def console_port(self) -> int:
+        return self.port_base + len(SERVICES)
+
+    def traces_port(self) -> int:
+        """The supervisor's OTLP receiver and trace query API (decision 54)."""
+        return self.port_base + len(SERVICES) + 1
 
 
 def database_url_for(server_url: str, database: str) -> str:
@@ -118,6 +129,7 @@ class DevStack:
     output: Output = field(default_factory=Output)
     broker: EmbeddedBroker | None = None
     mailbox: DevMailbox | None = None
+    traces: TraceServer | None = None
     postgres: EmbeddedPostgres | None = None
     services: dict[str, ManagedProcess] = field(default_factory=dict)
     database_urls: dict[str, str] = field(default_factory=dict)
@@ -160,6 +172,20 @@ class DevStack:
             if applied:
                 self.output.say(f"{name}: migrated ({', '.join(applied)})")
 
+        # Traces go to the supervisor's own store unless the environment names a collector.
+        telemetry: dict[str, str] = {}
+        if "OTEL_EXPORTER_OTLP_ENDPOINT" not in os.environ:
+            self.traces = TraceServer(database_url_for(server_url, "traces"), options.traces_port())
+            try:
+                await ensure_database(server_url, "traces")
+                await self.traces.start()
+            except Exception as error:
+                raise StackError(f"cannot start the trace store: {error}") from error
+            telemetry = {
+                "OTEL_EXPORTER_OTLP_ENDPOINT": self.traces.url,
+                "OTEL_BSP_SCHEDULE_DELAY": "1000",  # a trace shows within a second or so
+            }
+
         # Mail goes to the development mailbox unless the environment names an SMTP server.
         smtp: dict[str, str] = {}
         if "NOTIFICATIONS_SMTP_HOST" not in os.environ:
@@ -193,6 +219,7 @@ class DevStack:
                 f"{prefix}MIGRATE_ON_START": "false",
                 f"{prefix}JWT_ISSUER": issuer,
                 f"{prefix}JWKS_URL": f"{issuer}/.well-known/jwks.json",
+                **telemetry,
                 **(notifications if name == "notifications" else {}),
             }
             process = ManagedProcess(
@@ -218,8 +245,43 @@ class DevStack:
             )
             self.services[name] = process
             await process.start()
-        await self._wait_ready(ports)
+        await self._start_console(ports)
+        await self._wait_ready({CONSOLE: options.console_port(), **ports})
         self.database_urls = database_urls
+
+    async def _start_console(self, ports: dict[str, int]) -> None:
+        """The staff console, pointed at the five services and the registry's JWKS."""
+        issuer = _base_url(ports["registry"])
+        env = {
+            **os.environ,
+            **{f"CONSOLE_{name.upper()}_URL": _base_url(port) for name, port in ports.items()},
+            "CONSOLE_ENVIRONMENT": "dev",
+            "CONSOLE_LOG_FORMAT": "console",
+            "CONSOLE_JWT_ISSUER": issuer,
+            "CONSOLE_JWKS_URL": f"{issuer}/.well-known/jwks.json",
+            **({"CONSOLE_TRACES_URL": self.traces.url} if self.traces else {}),
+        }
+        process = ManagedProcess(
+            CONSOLE,
+            [
+                sys.executable,
+                "-m",
+                "uvicorn",
+                "maillage.console.app:create",
+                "--factory",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.options.console_port()),
+                "--no-access-log",
+                "--timeout-graceful-shutdown",
+                "5",
+            ],
+            env=env,
+            on_line=self.output.line,
+        )
+        self.services[CONSOLE] = process
+        await process.start()
 
     async def load_demo(self) -> None:
         ports = self.options.service_ports()
@@ -236,6 +298,9 @@ class DevStack:
 
     def _check_ports(self, ports: dict[str, int]) -> None:
         wanted = [(port, f"the {name} service") for name, port in ports.items()]
+        wanted.append((self.options.console_port(), "the staff console"))
+        if "OTEL_EXPORTER_OTLP_ENDPOINT" not in os.environ:
+            wanted.append((self.options.traces_port(), "the trace store (OTLP receiver)"))
         if self.options.kafka_bootstrap_servers is None:
             wanted.append((self.options.broker_port, "the embedded Kafka broker"))
         if self.options.database_url is None:
@@ -305,6 +370,8 @@ class DevStack:
             await self.postgres.stop()
         if self.mailbox is not None:
             self.mailbox.stop()
+        if self.traces is not None:
+            await self.traces.stop()
 
     def summary(self) -> str:
         ports = self.options.service_ports()
@@ -318,7 +385,50 @@ class DevStack:
             for row in rows
         ]
         lines.insert(1, "  ".join("-" * width for width in widths))
-        return "\n".join(lines)
+        console = _base_url(self.options.console_port())
+        return f"staff console  {console}  (sign in with a staff account)\n\n" + "\n".join(lines)
+
+
+class TraceServer:
+    """The trace store's HTTP server (``maillage.cli.traces``), inside the supervisor."""
+
+    def __init__(self, database_url: str, port: int) -> None:
+        self.database_url = database_url
+        self.port = port
+        self.url = _base_url(port)
+        self._pool: asyncpg.Pool | None = None
+        self._server: uvicorn.Server | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        self._pool = await asyncpg.create_pool(self.database_url, min_size=1, max_size=4)
+        store = traces.TraceStore(self._pool)
+        await store.setup()
+        config = uvicorn.Config(
+            traces.create_app(store),
+            host="127.0.0.1",
+            port=self.port,
+            log_config=None,
+            log_level="warning",
+            access_log=False,
+        )
+        self._server = uvicorn.Server(config)
+        self._task = asyncio.create_task(self._server.serve())
+        for _ in range(200):
+            if self._server.started:
+                return
+            if self._task.done():
+                self._task.result()
+                break
+            await asyncio.sleep(0.05)
+        raise StackError(f"the trace store did not start on port {self.port}")
+
+    async def stop(self) -> None:
+        if self._server is not None and self._task is not None:
+            self._server.should_exit = True
+            await self._task
+        if self._pool is not None:
+            await self._pool.close()
 
 
 def _base_url(port: int) -> str:

@@ -1,0 +1,223 @@
+"""Fixtures of the console tests (the world itself is described in console_world)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import asyncpg
+import httpx
+import pytest
+from console_world import AUDIENCE, PASSWORD, ROLES, YEAR, World, free_port, register, serve, siret
+from funding_world import Funding
+from test_dev_traces import _request_then_event as request_then_event
+
+from maillage.cli.dev import database_url_for
+from maillage.cli.embedded import drop_database, ensure_database
+from maillage.cli.traces import TraceStore
+from maillage.cli.traces import create_app as create_traces_app
+from maillage.common.catalog import PartnerRegistered
+from maillage.console.app import ConsoleSettings, create
+from maillage.cordees.app import CordeesSettings
+from maillage.cordees.app import create as create_cordees
+from maillage.funding.app import FundingSettings
+from maillage.funding.app import create as create_funding
+from maillage.registry import store as registry_store
+from maillage.registry import tokens
+from maillage.registry.app import RegistrySettings
+from maillage.registry.app import create as create_registry
+
+
+async def _database(server: str) -> str:
+    name = f"test_{uuid.uuid4().hex[:12]}"
+    await ensure_database(server, name)
+    return name
+
+
+@pytest.fixture(scope="module")
+async def world(
+    postgres_server_url: str, kafka_bootstrap_servers: str, kafka_idempotent_producer: bool
+) -> AsyncIterator[World]:
+    names = [await _database(postgres_server_url) for _ in range(4)]
+    registry_db, funding_db, traces_db, cordees_db = (
+        database_url_for(postgres_server_url, n) for n in names
+    )
+    registry_port, funding_port = free_port(), free_port()
+    registry_url = f"http://127.0.0.1:{registry_port}"
+    funding_url = f"http://127.0.0.1:{funding_port}"
+    common: dict[str, Any] = {
+        "environment": "test",
+        "kafka_bootstrap_servers": kafka_bootstrap_servers,
+        "kafka_idempotent_producer": kafka_idempotent_producer,
+        "jwt_issuer": registry_url,
+        "jwks_url": f"{registry_url}/.well-known/jwks.json",
+        "jwt_audience": AUDIENCE,
+        "log_level": "WARNING",
+    }
+    registry_app = create_registry(
+        RegistrySettings(database_url=registry_db, token_requests_per_minute=600, **common)
+    )
+    funding_app = create_funding(FundingSettings(database_url=funding_db, **common))
+    # Cordées without its consumers (its read model stays empty: coverage has no reference).
+    cordees_app = create_cordees(CordeesSettings(database_url=cordees_db, **common), consumers=())
+    cordees_port = free_port()
+    servers = [
+        await serve(registry_app, registry_port),
+        await serve(funding_app, funding_port),
+        await serve(cordees_app, cordees_port),
+    ]
+    # The trace store `maillage dev` runs, on its own database (tests export traces to it).
+    traces_pool = await asyncpg.create_pool(traces_db, min_size=1, max_size=4)
+    store = TraceStore(traces_pool)
+    await store.setup()
+    traces_port = free_port()
+    servers.append(await serve(create_traces_app(store), traces_port))
+    unreachable = f"http://127.0.0.1:{free_port()}"
+    console = create(
+        ConsoleSettings(
+            environment="test",
+            log_format="json",
+            registry_url=registry_url,
+            funding_url=funding_url,
+            cordees_url=f"http://127.0.0.1:{cordees_port}",
+            stages3e_url=unreachable,
+            notifications_url=unreachable,
+            traces_url=f"http://127.0.0.1:{traces_port}",
+            jwks_url=f"{registry_url}/.well-known/jwks.json",
+            jwt_issuer=registry_url,
+            jwt_audience=AUDIENCE,
+        )
+    )
+    connection = await asyncpg.connect(registry_db)
+    accounts = {}
+    try:
+        for role in ROLES:
+            accounts[role] = f"{role}@console.test"
+            await registry_store.upsert_staff(
+                connection,
+                email=accounts[role],
+                password_hash=tokens.hash_secret(PASSWORD),
+                roles=[role],
+            )
+    finally:
+        await connection.close()
+    console_port = free_port()
+    servers.append(await serve(console, console_port))  # the browser test needs a real server
+    try:
+        yield World(
+            registry_url,
+            funding_url,
+            registry_db,
+            funding_app,
+            console,
+            console,
+            accounts,
+            console_url=f"http://127.0.0.1:{console_port}",
+            traces_url=f"http://127.0.0.1:{traces_port}",
+        )
+    finally:
+        for server, task in servers:
+            server.should_exit = True
+            await task
+        await traces_pool.close()
+        for name in names:
+            await drop_database(postgres_server_url, name)
+
+
+@pytest.fixture(scope="module")
+async def funded(world: World) -> dict[str, Any]:
+    """A beneficiary verified in both services with its own API client, an envelope of 94 for
+    2027, and a signed convention whose advance the beneficiary has requested."""
+    partner_id = await register(world, "Bénéficiaire de la console", siret(700))
+    async with httpx.AsyncClient(base_url=world.registry_url, timeout=10) as registry:
+        operator = await world.bearer("operator")
+        verified = await registry.post(
+            f"/partners/{partner_id}/verify", json={"reason": "pièces vues"}, headers=operator
+        )
+        assert verified.status_code == 200, verified.text
+        client = await registry.post(
+            f"/partners/{partner_id}/clients", json={"name": "console"}, headers=operator
+        )
+        assert client.status_code == 201, client.text
+        grant = await registry.post(
+            "/oauth/token",
+            data={
+                "grant_type": "client_credentials",
+                "client_id": client.json()["client_id"],
+                "client_secret": client.json()["client_secret"],
+            },
+        )
+        assert grant.status_code == 200, grant.text
+    partner_token = grant.json()["access_token"]
+    await Funding(world.funding_app, None, None, "").apply(  # type: ignore[arg-type]
+        PartnerRegistered(
+            partner_id=uuid.UUID(partner_id),
+            kind="entreprise",
+            legal_name="Bénéficiaire de la console",
+            status="verified",
+            version=2,
+            siret=siret(700),
+            rna=None,
+            departement="94",
+        )
+    )
+    async with httpx.AsyncClient(base_url=world.funding_url, timeout=10) as funding:
+        officer, ordonnateur = await world.bearer("officer"), await world.bearer("ordonnateur")
+        envelope = await funding.post(
+            "/envelopes",
+            json={"departement": "94", "year": YEAR, "ae_cents": 10_000_000, "cp_cents": 5_000_000},
+            headers=ordonnateur,
+        )
+        assert envelope.status_code == 201, envelope.text
+        convention = await funding.post(
+            "/conventions",
+            json={
+                "beneficiary_partner_id": partner_id,
+                "departement": "94",
+                "object": "Ateliers de sciences au collège",
+                "first_year": YEAR,
+                "yearly_amounts_cents": [3_000_000],
+                "budget_cents": 3_000_000,
+                "cofinancements": [],
+            },
+            headers=officer,
+        )
+        assert convention.status_code == 201, convention.text
+        path = f"/conventions/{convention.json()['id']}"
+        for step, body, who in (
+            ("instruct", None, officer),
+            ("programme", {"committee_date": f"{YEAR}-01-12"}, ordonnateur),
+            (
+                "sign",
+                {
+                    "ej_number": "2103000147",
+                    "signed_on": f"{YEAR}-01-20",
+                    "declares_no_interest": True,
+                },
+                ordonnateur,
+            ),
+        ):
+            response = await funding.post(f"{path}/{step}", json=body, headers=who)
+            assert response.status_code == 200, response.text
+        advance = response.json()["tranches"][0]
+        requested = await funding.post(
+            f"/tranches/{advance['id']}/request",
+            headers={"Authorization": f"Bearer {partner_token}"},
+        )
+        assert requested.status_code == 200, requested.text
+    return {
+        "partner_id": partner_id,
+        "partner_token": partner_token,
+        "convention_id": convention.json()["id"],
+        "tranche": advance,
+    }
+
+
+@pytest.fixture(scope="module")
+async def traced(world: World) -> dict[str, str]:
+    """A trace in the store: a registry request publishing an event that notifications process,
+    exported by the OpenTelemetry SDK as the services do."""
+    event_id = str(uuid.uuid4())
+    trace_id = await request_then_event(world.traces_url, event_id)
+    return {"trace_id": trace_id, "event_id": event_id}

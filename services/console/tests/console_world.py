@@ -1,0 +1,119 @@
+"""Helpers of the console tests: the console in front of the real registry and funding.
+
+The registry and the funding service run as real HTTP servers on loopback (uvicorn), each on
+its own fresh database, with the shared broker; the funding service trusts the registry's JWKS.
+The console runs in process (ASGI) and calls them over HTTP, exactly as under ``maillage dev``.
+One world per test module: starting the services takes seconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import uvicorn
+from fastapi import FastAPI
+
+from maillage.cli.demo import DEMO_PARTNERS, _demo_siret
+
+AUDIENCE = "maillage"
+PASSWORD = "a long console password"
+YEAR = 2027
+ROLES = ("operator", "officer", "ordonnateur", "comptable", "admin")
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+    return port
+
+
+async def serve(app: FastAPI, port: int) -> tuple[uvicorn.Server, asyncio.Task[None]]:
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, log_level="warning")
+    )
+    task = asyncio.create_task(server.serve())
+    for _ in range(1200):
+        if server.started:
+            return server, task
+        if task.done():
+            task.result()
+        await asyncio.sleep(0.05)
+    raise RuntimeError("service did not start")
+
+
+@dataclass
+class World:
+    registry_url: str
+    funding_url: str
+    registry_database: str
+    funding_app: FastAPI
+    console: FastAPI
+    console_asgi: Any
+    accounts: dict[str, str] = field(default_factory=dict)  # role -> e-mail
+    console_url: str = ""
+    traces_url: str = ""
+
+    def browser(self) -> httpx.AsyncClient:
+        """A fresh cookie jar: one person's browser."""
+        transport = httpx.ASGITransport(app=self.console_asgi, raise_app_exceptions=True)
+        return httpx.AsyncClient(transport=transport, base_url="http://console", timeout=30)
+
+    async def token(self, role: str) -> str:
+        async with httpx.AsyncClient(timeout=10) as http:
+            response = await http.post(
+                f"{self.registry_url}/oauth/token",
+                data={
+                    "grant_type": "password",
+                    "username": self.accounts[role],
+                    "password": PASSWORD,
+                },
+            )
+        assert response.status_code == 200, response.text
+        access: str = response.json()["access_token"]
+        return access
+
+    async def bearer(self, role: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {await self.token(role)}"}
+
+
+async def csrf_of(browser: httpx.AsyncClient, path: str = "/connexion") -> str:
+    """The CSRF token of the form on ``path``."""
+    page = await browser.get(path)
+    marker = 'name="csrf" value="'
+    start = page.text.index(marker) + len(marker)
+    return page.text[start : page.text.index('"', start)]
+
+
+@asynccontextmanager
+async def signed_in(world: World, role: str) -> AsyncIterator[httpx.AsyncClient]:
+    """A browser signed in as the account of ``role``."""
+    async with world.browser() as browser:
+        csrf = await csrf_of(browser)
+        response = await browser.post(
+            "/connexion",
+            data={"csrf": csrf, "username": world.accounts[role], "password": PASSWORD},
+        )
+        assert response.status_code == 303, response.text
+        yield browser
+
+
+async def register(world: World, legal_name: str, siret: str) -> str:
+    """A partner registered in the registry (pending, as every non-school registration)."""
+    body = {**DEMO_PARTNERS[3], "legal_name": legal_name, "siret": siret}
+    async with httpx.AsyncClient(timeout=10) as http:
+        response = await http.post(f"{world.registry_url}/partners", json=body)
+    assert response.status_code == 201, response.text
+    partner_id: str = response.json()["id"]
+    return partner_id
+
+
+def siret(number: int) -> str:
+    """A well-formed fictional SIRET (the demo's numbering)."""
+    return _demo_siret(number)
