@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import httpx
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from asgi_lifespan import LifespanManager
 
 from maillage.common.catalog import PARTNERS, PartnerRegistered
@@ -159,7 +159,9 @@ async def main(
             await producer.send_and_wait(
                 PARTNERS.name, record.value, key=record.key, headers=list(record.headers)
             )
-            await producer.send_and_wait(PARTNERS.name, b"not an event", key=record.key)
+            not_an_event = await producer.send_and_wait(
+                PARTNERS.name, b"not an event", key=record.key
+            )
         finally:
             await producer.stop()
 
@@ -198,13 +200,28 @@ async def main(
             mailed = await pool.fetchval("SELECT count(*) FROM outgoing_mail WHERE attempts > 0")
             return bool(webhook and mailed)
 
-        def consumed() -> bool:
-            """Every service's groups hold partitions and have committed past the records."""
+        async def consumed() -> bool:
+            """Every service's groups hold partitions, their lag was sampled at zero, and every
+            group reading the partners has committed past the duplicate and the dead letter (a
+            lag sample taken before they were produced also reads zero)."""
             lag = readings.latest("maillage.consumer.lag")
             groups = {labels["group"] for _, labels in lag}
             services = {str(group).split(".")[0] for group in groups}
             expected = {"cordees", "notifications", "stages3e", "funding"}
-            return services == expected and all(v == 0 for v, _ in lag)
+            if services != expected or any(v != 0 for v, _ in lag):
+                return False
+            partition = TopicPartition(PARTNERS.name, not_an_event.partition)
+            readers = {labels["group"] for _, labels in lag if labels["topic"] == PARTNERS.name}
+            for group in readers:  # asked as the group's own consumers ask (OffsetFetch)
+                reader = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group)
+                await reader.start()
+                try:
+                    committed = await reader.committed(partition)
+                finally:
+                    await reader.stop()
+                if committed is None or committed <= not_an_event.offset:
+                    return False
+            return True
 
         await _wait(attempted, "the webhook attempt and the mail attempt")
         await _wait(consumed, "consumer lag sampled at zero")
