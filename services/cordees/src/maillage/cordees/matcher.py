@@ -22,7 +22,12 @@ left (capacity minus established pairings). So:
    (:func:`proposal_expiry`, hourly).
 
 How: ``rematch`` reads every request of the year still in the flow and every open offer with
-places left, solves the min-cost flow, and writes only the differences. The caller holds the
+places left, solves the min-cost flow, and writes only the differences. When a request is filed
+(the hot path), only the part of the eligibility graph it can change is re-solved
+(``domain.solve_arrivals``: the offers it may take, the requests they hold, their offers, and so
+on; the optimum decomposes there because the standing proposals are optimal for the others, see
+its docstring): the same served count per class and total distance as the whole re-solve, which
+every other change still runs, and nothing outside that part moves. The caller holds the
 year's matching lock (``store.lock_matching``), taken first by every use case that changes the
 flow: re-solves never interleave, and the lock order of ``store`` leaves no deadlock.
 
@@ -293,7 +298,11 @@ async def rematch(
             requests.append(request_of(row, school, paired=paired))
     keep = {row["id"]: row["offer_id"] for row in rows if row["status"] == "proposed"}
     started = time.perf_counter()
-    result = domain.solve_campaign(requests, offers, keep=keep)
+    if reason == "request_filed":  # the others' proposals are optimal: re-solve what it reaches
+        arrived = [row["id"] for row in rows if row["status"] == "requested"]
+        result = domain.solve_arrivals(requests, offers, keep=keep, arrived=arrived)
+    else:
+        result = domain.solve_campaign(requests, offers, keep=keep)
     solved = Solved(
         requests, by_id, offers, result, solve_ms=(time.perf_counter() - started) * 1000
     )
