@@ -278,6 +278,7 @@ def test_re_solving_the_part_the_arrivals_reach_equals_the_whole_re_solve(
     standing = solve_campaign(before, offers).assignments  # the invariant: optimal before
     whole = solve_campaign(requests, offers, keep=standing)
     part = solve_arrivals(requests, offers, keep=standing, arrived=[r.request_id for r in arrived])
+    assert part is not None
     assert_feasible(part, requests, offers)
     school_of = {r.request_id: r.school.partner_id for r in requests}
     taken = [(school_of[r], o) for r, o in part.assignments.items()]

@@ -762,7 +762,8 @@ def solve_arrivals(
     *,
     keep: Mapping[UUID, UUID],
     arrived: Collection[UUID],
-) -> CampaignResult:
+    whole: bool = True,
+) -> CampaignResult | None:
     """The optimal campaign once the ``arrived`` requests join, re-solving only the part of the
     eligibility graph they can change. Same optimum as :func:`solve_campaign` (same served count
     per class, same total distance), provided ``keep`` (request → offer, the proposals standing)
@@ -789,12 +790,13 @@ def solve_arrivals(
     Among the part's optima, the one that moves the fewest standing proposals is kept
     (:func:`solve_min_cost_flow`); nothing outside the part moves. When ``keep`` is not a
     feasible assignment of the graph (a kept pair no longer eligible, an offer beyond its
-    places, a request unknown), it cannot be optimal: the whole campaign is solved instead.
+    places, a request unknown), it cannot be optimal: the whole campaign is solved instead
+    (``whole``), or None is returned (the live flow then re-solves the whole year).
     """
     graph = campaign_graph(requests, offers)
     reached, kept = arrival_reach(graph, keep, arrived)
     if reached is None:
-        return solve_campaign(requests, offers, keep=keep)
+        return solve_campaign(requests, offers, keep=keep) if whole else None
     inside = reached[graph.request_index]  # every pair of a reached request
     requests_in = np.flatnonzero(reached)
     offers_in = np.unique(graph.offer_index[inside])
