@@ -22,7 +22,12 @@ left (capacity minus established pairings). So:
    (:func:`proposal_expiry`, hourly).
 
 How: ``rematch`` reads every request of the year still in the flow and every open offer with
-places left, solves the min-cost flow, and writes only the differences. The caller holds the
+places left, solves the min-cost flow, and writes only the differences. When a request is filed
+(the hot path), only the part of the eligibility graph it can change is re-solved
+(``domain.solve_arrivals``: the offers it may take, the requests they hold, their offers, and so
+on; the optimum decomposes there because the standing proposals are optimal for the others, see
+its docstring): the same served count per class and total distance as the whole re-solve, which
+every other change still runs, and nothing outside that part moves. The caller holds the
 year's matching lock (``store.lock_matching``), taken first by every use case that changes the
 flow: re-solves never interleave, and the lock order of ``store`` leaves no deadlock.
 
@@ -272,35 +277,29 @@ async def rematch(
     """Re-solve the year and (``apply``) write the differences: each moved request is proposed
     its new offer, or becomes unmatched, with its event; a request just filed is always
     answered. The caller holds the year's matching lock. ``reason``: a ``MATCH_REASONS`` code.
+
+    ``request_filed`` re-solves only the part of the year the new request reaches
+    (:func:`_arrival`), read in a few statements; every other reason, the whole year.
     """
     assert reason in MATCH_REASONS, reason
-    rows = await store.live_requests(connection, school_year)
     offers = await candidate_offers(connection, school_year)
-    pairs = await store.active_pairs(connection, school_year)
-    # the offers each school may not be proposed: its own (a lycée never leads its own cordée)
-    own: dict[uuid.UUID, set[uuid.UUID]] = {}
-    for offer in offers:
-        own.setdefault(offer.tete_partner_id, set()).add(offer.offer_id)
-    requests: list[domain.Request] = []
-    by_id: dict[uuid.UUID, Any] = {}
-    for school_id, offer_id in pairs:
-        own.setdefault(school_id, set()).add(offer_id)  # never proposed what it is paired with
-    for row in rows:
-        by_id[row["id"]] = row
-        school = school_of(_school_columns(row))
-        if school is not None:
-            paired = frozenset(own.get(school.partner_id, ()))
-            requests.append(request_of(row, school, paired=paired))
-    keep = {row["id"]: row["offer_id"] for row in rows if row["status"] == "proposed"}
-    started = time.perf_counter()
-    result = domain.solve_campaign(requests, offers, keep=keep)
-    solved = Solved(
-        requests, by_id, offers, result, solve_ms=(time.perf_counter() - started) * 1000
-    )
-    matchable = {request.request_id: request for request in requests}
+    own = await _not_proposable(connection, school_year, offers)
+    solved = None
+    if reason == "request_filed":
+        solved = await _arrival(connection, school_year, offers, own)
+    if solved is None:
+        rows = await store.live_requests(connection, school_year)
+        requests, by_id = _requests_of(rows, own)
+        keep = {row["id"]: row["offer_id"] for row in rows if row["status"] == "proposed"}
+        started = time.perf_counter()
+        result = domain.solve_campaign(requests, offers, keep=keep)
+        solved = Solved(
+            requests, by_id, offers, result, solve_ms=(time.perf_counter() - started) * 1000
+        )
+    matchable = {request.request_id: request for request in solved.requests}
     offers_by_id = {offer.offer_id: offer for offer in offers}
-    for row in rows:
-        target = result.assignments.get(row["id"])
+    for row in solved.rows.values():
+        target = solved.result.assignments.get(row["id"])
         current = row["offer_id"] if row["status"] == "proposed" else None
         if target == current and row["status"] != "requested":
             continue
@@ -331,6 +330,74 @@ async def rematch(
                 campaign_id=campaign_id,
             )
     return solved
+
+
+async def _not_proposable(
+    connection: asyncpg.Connection, school_year: str, offers: list[domain.Offer]
+) -> dict[uuid.UUID, set[uuid.UUID]]:
+    """Per school, the open offers it may not be proposed: its own (a lycée never leads its own
+    cordée) and those it is encordé with."""
+    own: dict[uuid.UUID, set[uuid.UUID]] = {}
+    for offer in offers:
+        own.setdefault(offer.tete_partner_id, set()).add(offer.offer_id)
+    for school_id, offer_id in await store.active_pairs(connection, school_year):
+        own.setdefault(school_id, set()).add(offer_id)
+    return own
+
+
+def _requests_of(
+    rows: list[Any], own: dict[uuid.UUID, set[uuid.UUID]]
+) -> tuple[list[domain.Request], dict[uuid.UUID, Any]]:
+    """The engine's requests of ``store.live_requests`` rows (those whose school may be
+    matched), and the rows by id."""
+    requests: list[domain.Request] = []
+    by_id: dict[uuid.UUID, Any] = {}
+    for row in rows:
+        by_id[row["id"]] = row
+        school = school_of(_school_columns(row))
+        if school is not None:
+            paired = frozenset(own.get(school.partner_id, ()))
+            requests.append(request_of(row, school, paired=paired))
+    return requests, by_id
+
+
+async def _arrival(
+    connection: asyncpg.Connection,
+    school_year: str,
+    offers: list[domain.Offer],
+    own: dict[uuid.UUID, set[uuid.UUID]],
+) -> Solved | None:
+    """The re-solve of a request filed, over the part of the year it reaches only
+    (``domain.solve_arrivals``, whose docstring says why the optimum decomposes there): the
+    requests filed and not answered yet, the offers they may take, the requests proposed to
+    those, the offers these may take, and so on; one statement per step outward. The requests
+    outside that part keep their proposals. None when the standing proposals of that part are
+    not a feasible assignment (the invariant does not hold): the caller re-solves the year."""
+    rows = await store.waiting_to_be_answered(connection, school_year)
+    requests, by_id = _requests_of(rows, own)
+    frontier = requests
+    seen: set[uuid.UUID] = set()
+    while frontier:
+        graph = domain.campaign_graph(frontier, offers)
+        reached = {graph.offers[j].offer_id for j in set(graph.offer_index.tolist())} - seen
+        seen |= reached
+        if not reached:
+            break
+        new_rows = [
+            row
+            for row in await store.proposed_to(connection, school_year, sorted(reached))
+            if row["id"] not in by_id
+        ]
+        frontier, more = _requests_of(new_rows, own)
+        requests += frontier
+        by_id |= more
+    keep = {row["id"]: row["offer_id"] for row in by_id.values() if row["status"] == "proposed"}
+    arrived = [row["id"] for row in rows]
+    started = time.perf_counter()
+    result = domain.solve_arrivals(requests, offers, keep=keep, arrived=arrived, whole=False)
+    if result is None:
+        return None
+    return Solved(requests, by_id, offers, result, solve_ms=(time.perf_counter() - started) * 1000)
 
 
 async def _previous_tete(

@@ -400,6 +400,39 @@ async def live_requests(connection: Connection, school_year: str) -> list[asyncp
     return list(rows)  # records, read by key: a thousand dicts cost more than the solve
 
 
+async def waiting_to_be_answered(connection: Connection, school_year: str) -> list[asyncpg.Record]:
+    """The requests of the year filed and not answered yet (``requested``: in this transaction
+    only), as ``live_requests`` gives them. The caller holds the year's matching lock."""
+    rows = await connection.fetch(
+        f"""
+        SELECT {_LIVE_COLUMNS}, {_SCHOOL_FACTS}
+        FROM match_requests r LEFT JOIN partners s ON s.partner_id = r.school_partner_id
+        WHERE r.school_year = $1 AND r.status = 'requested'
+        ORDER BY r.created_at, r.id
+        """,  # noqa: S608
+        school_year,
+    )
+    return list(rows)
+
+
+async def proposed_to(
+    connection: Connection, school_year: str, offer_ids: Sequence[uuid.UUID]
+) -> list[asyncpg.Record]:
+    """The requests of the year proposed to one of ``offer_ids`` now, as ``live_requests``
+    gives them. The caller holds the year's matching lock."""
+    rows = await connection.fetch(
+        f"""
+        SELECT {_LIVE_COLUMNS}, {_SCHOOL_FACTS}
+        FROM match_requests r LEFT JOIN partners s ON s.partner_id = r.school_partner_id
+        WHERE r.school_year = $1 AND r.status = 'proposed' AND r.offer_id = ANY($2::uuid[])
+        ORDER BY r.created_at, r.id
+        """,  # noqa: S608
+        school_year,
+        list(offer_ids),
+    )
+    return list(rows)
+
+
 async def active_pairs(
     connection: Connection, school_year: str
 ) -> set[tuple[uuid.UUID, uuid.UUID]]:
