@@ -26,6 +26,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse
 from faststream.kafka import KafkaBroker
 from faststream.specification import AsyncAPI, get_asyncapi_html
+from opentelemetry import trace
 from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -58,9 +59,15 @@ _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 READINESS_TIMEOUT_S = 2.0
 
 
+REQUEST_ID_ATTRIBUTE = "maillage.request_id"
+"""The server span's attribute holding the request id, so that a trace is found from the id a
+log line or an ``X-Request-ID`` answer gives (the console's "follow a request", decision 54)."""
+
+
 class RequestContextMiddleware:
     """Gives every request an id (``X-Request-ID``, kept when the caller sends a sane one),
-    binds it to the log context and logs one line per request.
+    binds it to the log context, puts it on the server span (``REQUEST_ID_ATTRIBUTE``) and logs
+    one line per request.
 
     An unexpected exception is answered here (500 problem, traceback logged) and goes no
     further: Starlette's outermost middleware would answer, then raise it again to the server,
@@ -76,6 +83,8 @@ class RequestContextMiddleware:
         incoming = dict(scope["headers"]).get(b"x-request-id", b"").decode("latin-1")
         request_id = incoming if _REQUEST_ID.match(incoming) else uuid.uuid4().hex
         scope.setdefault("state", {})["request_id"] = request_id
+        # The instrumentation's server span is the current one here (its middleware is outside).
+        trace.get_current_span().set_attribute(REQUEST_ID_ATTRIBUTE, request_id)
         status = 500
         started = time.perf_counter()
 
