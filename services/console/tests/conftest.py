@@ -9,6 +9,10 @@ from typing import Any
 import asyncpg
 import httpx
 import pytest
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from console_world import AUDIENCE, PASSWORD, ROLES, YEAR, World, free_port, register, serve, siret
 from funding_world import Funding
 from test_dev_traces import _request_then_event as request_then_event
@@ -73,6 +77,15 @@ async def world(
     await store.setup()
     traces_port = free_port()
     servers.append(await serve(create_traces_app(store), traces_port))
+    # The services of this world run in this process: their spans (the process's tracer
+    # provider, whose service.name is the first service's) are kept in memory; a test sends the
+    # traces it follows to the store (World.export_traces), as the OTLP export does under
+    # `maillage dev`.
+    provider = trace.get_tracer_provider()
+    assert isinstance(provider, TracerProvider)
+    spans = InMemorySpanExporter()
+    spans_in_memory = SimpleSpanProcessor(spans)
+    provider.add_span_processor(spans_in_memory)
     unreachable = f"http://127.0.0.1:{free_port()}"
     console = create(
         ConsoleSettings(
@@ -115,8 +128,10 @@ async def world(
             accounts,
             console_url=f"http://127.0.0.1:{console_port}",
             traces_url=f"http://127.0.0.1:{traces_port}",
+            spans=spans,
         )
     finally:
+        spans_in_memory.shutdown()
         for server, task in servers:
             server.should_exit = True
             await task

@@ -10,6 +10,7 @@ import time
 import uuid
 from typing import Any
 
+import httpx
 import pytest
 from console_world import PASSWORD, ROLES, YEAR, World, csrf_of, register, signed_in, siret
 
@@ -281,6 +282,28 @@ async def test_an_operator_follows_an_event_to_its_whole_trace_as_a_waterfall(
         assert "Aucune trace" in unknown.text
         invalid = await browser.get("/traces", params={"trace": "pas-une-trace"})
         assert "Identifiant invalide" in invalid.text
+
+
+async def test_an_operator_follows_a_request_from_its_request_id(world: World) -> None:
+    """The id of a real request to the registry (as its answer and log lines give it) finds its
+    trace, whose server span holds it."""
+    request_id = f"console-{uuid.uuid4().hex}"
+    async with httpx.AsyncClient(base_url=world.registry_url, timeout=10) as registry:
+        answer = await registry.get(
+            "/partners", headers={"X-Request-ID": request_id, **await world.bearer("operator")}
+        )
+    assert answer.status_code == 200
+    assert answer.headers["x-request-id"] == request_id
+    await world.export_traces("maillage.request_id", request_id)
+    async with signed_in(world, "operator") as browser:
+        found = await browser.get("/traces", params={"requete": request_id})
+        assert found.status_code == 200
+        [trace_id] = re.findall(r'href="/traces\?trace=([0-9a-f]{32})"', found.text)
+        page = await browser.get("/traces", params={"trace": trace_id})
+        assert "GET /partners" in page.text
+        assert f"<dt>maillage.request_id</dt><dd>{request_id}</dd>" in page.text
+        nothing = await browser.get("/traces", params={"requete": "inconnue"})
+        assert "Aucune trace" in nothing.text
 
 
 async def test_an_operator_reads_the_coverage_and_runs_a_campaign_simulation(world: World) -> None:

@@ -416,14 +416,15 @@ async def replay(request: Request, service: str) -> Response:
 _HEX = re.compile(r"^[0-9a-f]{32}$")
 # What an operator may start from, and the span attribute that holds it (decision 54).
 TRACE_SEARCHES = {
+    "requete": ("maillage.request_id", "Identifiant de requête (en-tête X-Request-ID, journaux)"),
     "evenement": ("messaging.message.id", "Identifiant d'événement"),
     "partenaire": ("messaging.kafka.message.key", "Identifiant de partenaire (clé des événements)"),
 }
 
 
 async def traces(request: Request) -> HTMLResponse:
-    """Follow a request: one trace as a waterfall from its id, or the traces holding an event id
-    or a partner id (newest first, 20 at most) to choose from."""
+    """Follow a request: one trace as a waterfall from its id, or the traces holding a request
+    id, an event id or a partner id (newest first, 20 at most) to choose from."""
     session = _session(request, Page.TRACES)
     query = request.query_params
     trace_id = query.get("trace", "").strip().lower()[:32]
@@ -443,7 +444,7 @@ async def traces(request: Request) -> HTMLResponse:
             rows = domain.waterfall(domain.spans_of(answer.get("result", {})))
         else:
             for field_name, (attribute, _label) in TRACE_SEARCHES.items():
-                value = query.get(field_name, "").strip()[:100]
+                value = query.get(field_name, "").strip()[:128]
                 if value:
                     answer = await _call(
                         request,
