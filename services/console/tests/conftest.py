@@ -9,12 +9,12 @@ from typing import Any
 import asyncpg
 import httpx
 import pytest
+from console_world import AUDIENCE, PASSWORD, ROLES, YEAR, World, free_port, register, serve, siret
+from funding_world import Funding
 from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from console_world import AUDIENCE, PASSWORD, ROLES, YEAR, World, free_port, register, serve, siret
-from funding_world import Funding
 from test_dev_traces import _request_then_event as request_then_event
 
 from maillage.cli.dev import database_url_for

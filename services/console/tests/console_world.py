@@ -16,9 +16,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
-from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 import uvicorn
 from fastapi import FastAPI
+from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
 from maillage.cli.demo import DEMO_PARTNERS, _demo_siret
 
@@ -66,9 +66,7 @@ class World:
         """Send to the trace store, over OTLP/HTTP as the services do, every span of the traces
         holding a span whose ``attribute`` is ``value``."""
         ended = self.spans.get_finished_spans()
-        wanted = {
-            s.context.trace_id for s in ended if (s.attributes or {}).get(attribute) == value
-        }
+        wanted = {s.context.trace_id for s in ended if (s.attributes or {}).get(attribute) == value}
         assert wanted, f"no span with {attribute}={value}"
         exporter = OTLPSpanExporter(endpoint=f"{self.traces_url}/v1/traces")
         chosen = [s for s in ended if s.context.trace_id in wanted]
