@@ -17,6 +17,7 @@ from console_world import PASSWORD, ROLES, YEAR, World, csrf_of, register, signe
 from maillage.console import domain
 from maillage.console.domain import Page
 from maillage.console.services import Refused
+from maillage.funding.consumers import CONSUMERS as FUNDING_CONSUMERS
 
 
 def _form_csrf(html: str) -> str:
@@ -329,6 +330,12 @@ async def test_an_operator_reads_a_services_dead_letters_and_a_replay_is_the_ser
     async with signed_in(world, "operator") as browser:
         health = await browser.get("/sante")
         assert 'href="/sante/funding/lettres-mortes"' in health.text  # funding answers /admin/dlq
+        # Funding's /admin/backlog: its outbox's backlog, and its consumer group's lag.
+        funding = health.text[health.text.index("<td>funding</td>") :]
+        funding = funding[: funding.index("</tr>")]
+        assert re.search(r'<td class="outbox">\d+ en attente', funding), funding
+        groups = [c.group for c in FUNDING_CONSUMERS]
+        assert all(re.search(rf"{re.escape(g)} : \d+", funding) for g in groups), funding
         page = await browser.get("/sante/funding/lettres-mortes")
         assert page.status_code == 200
         assert "Lettres mortes de funding" in page.text

@@ -359,7 +359,9 @@ async def change_partner_status(request: Request, partner_id: uuid.UUID, verb: s
 
 
 async def health(request: Request) -> HTMLResponse:
-    """Each service's readiness (its checks) and its count of dead letters not yet replayed."""
+    """Each service's readiness (its checks), its outbox backlog (events not yet published and
+    the oldest's age), each consumer group's lag (records not yet consumed) and its count of
+    dead letters not yet replayed."""
     session = _session(request, Page.HEALTH)
     rows = []
     for service in SERVICES:
@@ -374,6 +376,12 @@ async def health(request: Request) -> HTMLResponse:
             row["dead_letters"] = sum(1 for item in letters["items"] if not item["replayed"])
         except Refused as refused:
             row["dead_letters"] = None
+            row.setdefault("error", str(refused))
+        try:
+            backlog = await _call(request, session, service, "GET", "/admin/backlog")
+            row.update(outbox=backlog["outbox"], consumers=backlog["consumers"])
+        except Refused as refused:
+            row.update(outbox=None, consumers=[])
             row.setdefault("error", str(refused))
         rows.append(row)
     template = "health_table.html" if request.headers.get("hx-request") else "health.html"
