@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
@@ -9,6 +10,7 @@ from typing import Any
 import asyncpg
 import httpx
 import pytest
+from aiokafka import AIOKafkaProducer
 from console_world import AUDIENCE, PASSWORD, ROLES, YEAR, World, free_port, register, serve, siret
 from funding_world import Funding
 from opentelemetry import trace
@@ -21,7 +23,7 @@ from maillage.cli.dev import database_url_for
 from maillage.cli.embedded import drop_database, ensure_database
 from maillage.cli.traces import TraceStore
 from maillage.cli.traces import create_app as create_traces_app
-from maillage.common.catalog import PartnerRegistered
+from maillage.common.catalog import PARTNERS, PartnerRegistered
 from maillage.console.app import ConsoleSettings, create
 from maillage.cordees.app import CordeesSettings
 from maillage.cordees.app import create as create_cordees
@@ -236,3 +238,30 @@ async def traced(world: World) -> dict[str, str]:
     event_id = str(uuid.uuid4())
     trace_id = await request_then_event(world.traces_url, event_id)
     return {"trace_id": trace_id, "event_id": event_id}
+
+
+@pytest.fixture(scope="module")
+async def poisoned(world: World, kafka_bootstrap_servers: str) -> str:
+    """A dead letter of the funding service: a record that is not JSON, produced to the
+    partners topic its consumer group reads (as a faulty producer could), with an event id.
+    Returns that event id once funding's /admin/dlq lists it."""
+    event_id = str(uuid.uuid4())
+    producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap_servers)
+    await producer.start()
+    try:
+        await producer.send_and_wait(
+            PARTNERS.name,
+            value=b"pas du JSON",
+            key=str(uuid.uuid4()).encode(),
+            headers=[("ce_id", event_id.encode()), ("ce_type", b"maillage.partner.registered")],
+        )
+    finally:
+        await producer.stop()
+    async with httpx.AsyncClient(base_url=world.funding_url, timeout=10) as funding:
+        operator = await world.bearer("operator")
+        for _ in range(600):
+            letters = (await funding.get("/admin/dlq", headers=operator)).json()["items"]
+            if any(letter["event_id"] == event_id for letter in letters):
+                return event_id
+            await asyncio.sleep(0.1)
+    raise AssertionError("the poison record never reached funding's dead letters")
