@@ -29,10 +29,14 @@ from maillage.cordees.app import CordeesSettings
 from maillage.cordees.app import create as create_cordees
 from maillage.funding.app import FundingSettings
 from maillage.funding.app import create as create_funding
+from maillage.notifications.app import NotificationsSettings
+from maillage.notifications.app import create as create_notifications
 from maillage.registry import store as registry_store
 from maillage.registry import tokens
 from maillage.registry.app import RegistrySettings
 from maillage.registry.app import create as create_registry
+from maillage.stages3e.app import Stages3eSettings
+from maillage.stages3e.app import create as create_stages3e
 
 
 async def _database(server: str) -> str:
@@ -45,8 +49,8 @@ async def _database(server: str) -> str:
 async def world(
     postgres_server_url: str, kafka_bootstrap_servers: str, kafka_idempotent_producer: bool
 ) -> AsyncIterator[World]:
-    names = [await _database(postgres_server_url) for _ in range(4)]
-    registry_db, funding_db, traces_db, cordees_db = (
+    names = [await _database(postgres_server_url) for _ in range(6)]
+    registry_db, funding_db, traces_db, cordees_db, notifications_db, stages3e_db = (
         database_url_for(postgres_server_url, n) for n in names
     )
     registry_port, funding_port = free_port(), free_port()
@@ -68,10 +72,26 @@ async def world(
     # Cordées without its consumers (its read model stays empty: coverage has no reference).
     cordees_app = create_cordees(CordeesSettings(database_url=cordees_db, **common), consumers=())
     cordees_port = free_port()
+    notifications_app = create_notifications(
+        NotificationsSettings(
+            database_url=notifications_db,
+            webhook_allow_http=True,
+            webhook_allowed_hosts=frozenset({"127.0.0.0/8"}),
+            webhook_retry_schedule_seconds=(0, 0),
+            webhook_poll_interval_seconds=0.05,
+            **common,
+        )
+    )
+    stages3e_app = create_stages3e(
+        Stages3eSettings(database_url=stages3e_db, timed_rules_seconds=3600, **common)
+    )
+    notifications_port, stages3e_port = free_port(), free_port()
     servers = [
         await serve(registry_app, registry_port),
         await serve(funding_app, funding_port),
         await serve(cordees_app, cordees_port),
+        await serve(notifications_app, notifications_port),
+        await serve(stages3e_app, stages3e_port),
     ]
     # The trace store `maillage dev` runs, on its own database (tests export traces to it).
     traces_pool = await asyncpg.create_pool(traces_db, min_size=1, max_size=4)
@@ -88,7 +108,6 @@ async def world(
     spans = InMemorySpanExporter()
     spans_in_memory = SimpleSpanProcessor(spans)
     provider.add_span_processor(spans_in_memory)
-    unreachable = f"http://127.0.0.1:{free_port()}"
     console = create(
         ConsoleSettings(
             environment="test",
@@ -96,8 +115,8 @@ async def world(
             registry_url=registry_url,
             funding_url=funding_url,
             cordees_url=f"http://127.0.0.1:{cordees_port}",
-            stages3e_url=unreachable,
-            notifications_url=unreachable,
+            stages3e_url=f"http://127.0.0.1:{stages3e_port}",
+            notifications_url=f"http://127.0.0.1:{notifications_port}",
             traces_url=f"http://127.0.0.1:{traces_port}",
             jwks_url=f"{registry_url}/.well-known/jwks.json",
             jwt_issuer=registry_url,
@@ -131,6 +150,7 @@ async def world(
             console_url=f"http://127.0.0.1:{console_port}",
             traces_url=f"http://127.0.0.1:{traces_port}",
             spans=spans,
+            notifications_url=f"http://127.0.0.1:{notifications_port}",
         )
     finally:
         spans_in_memory.shutdown()

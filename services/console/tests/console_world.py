@@ -60,6 +60,7 @@ class World:
     accounts: dict[str, str] = field(default_factory=dict)  # role -> e-mail
     console_url: str = ""
     traces_url: str = ""
+    notifications_url: str = ""
     spans: Any = None  # InMemorySpanExporter: the spans this process's services ended
 
     async def export_traces(self, attribute: str, value: str) -> None:
