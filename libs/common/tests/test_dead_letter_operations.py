@@ -134,6 +134,8 @@ async def test_admin_dlq_is_for_operators(
             forbidden = await client.get("/admin/dlq", headers=partner)
             assert forbidden.status_code == 403
             assert forbidden.json()["code"] == "forbidden"
+            assert (await client.get("/admin/backlog")).status_code == 401
+            assert (await client.get("/admin/backlog", headers=partner)).status_code == 403
 
             listed = await client.get("/admin/dlq", headers=operator)
             assert listed.status_code == 200

@@ -52,6 +52,8 @@ async def test_every_request_log_line_carries_the_request_trace(
 
     server_span = next(s for s in spans.get_finished_spans() if s.kind == trace.SpanKind.SERVER)
     trace_id = format(server_span.context.trace_id, "032x")
+    assert server_span.attributes is not None
+    assert server_span.attributes["maillage.request_id"] == "req-42"  # a trace found by it
     stderr = capsys.readouterr().err
     lines = [json.loads(line) for line in stderr.splitlines() if line.startswith("{")]
     hello = next(line for line in lines if line["event"] == "saying hello")

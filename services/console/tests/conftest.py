@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
@@ -9,24 +10,33 @@ from typing import Any
 import asyncpg
 import httpx
 import pytest
+from aiokafka import AIOKafkaProducer
 from console_world import AUDIENCE, PASSWORD, ROLES, YEAR, World, free_port, register, serve, siret
 from funding_world import Funding
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from test_dev_traces import _request_then_event as request_then_event
 
 from maillage.cli.dev import database_url_for
 from maillage.cli.embedded import drop_database, ensure_database
 from maillage.cli.traces import TraceStore
 from maillage.cli.traces import create_app as create_traces_app
-from maillage.common.catalog import PartnerRegistered
+from maillage.common.catalog import PARTNERS, PartnerRegistered
 from maillage.console.app import ConsoleSettings, create
 from maillage.cordees.app import CordeesSettings
 from maillage.cordees.app import create as create_cordees
 from maillage.funding.app import FundingSettings
 from maillage.funding.app import create as create_funding
+from maillage.notifications.app import NotificationsSettings
+from maillage.notifications.app import create as create_notifications
 from maillage.registry import store as registry_store
 from maillage.registry import tokens
 from maillage.registry.app import RegistrySettings
 from maillage.registry.app import create as create_registry
+from maillage.stages3e.app import Stages3eSettings
+from maillage.stages3e.app import create as create_stages3e
 
 
 async def _database(server: str) -> str:
@@ -39,8 +49,8 @@ async def _database(server: str) -> str:
 async def world(
     postgres_server_url: str, kafka_bootstrap_servers: str, kafka_idempotent_producer: bool
 ) -> AsyncIterator[World]:
-    names = [await _database(postgres_server_url) for _ in range(4)]
-    registry_db, funding_db, traces_db, cordees_db = (
+    names = [await _database(postgres_server_url) for _ in range(6)]
+    registry_db, funding_db, traces_db, cordees_db, notifications_db, stages3e_db = (
         database_url_for(postgres_server_url, n) for n in names
     )
     registry_port, funding_port = free_port(), free_port()
@@ -62,10 +72,26 @@ async def world(
     # Cordées without its consumers (its read model stays empty: coverage has no reference).
     cordees_app = create_cordees(CordeesSettings(database_url=cordees_db, **common), consumers=())
     cordees_port = free_port()
+    notifications_app = create_notifications(
+        NotificationsSettings(
+            database_url=notifications_db,
+            webhook_allow_http=True,
+            webhook_allowed_hosts=frozenset({"127.0.0.0/8"}),
+            webhook_retry_schedule_seconds=(0, 0),
+            webhook_poll_interval_seconds=0.05,
+            **common,
+        )
+    )
+    stages3e_app = create_stages3e(
+        Stages3eSettings(database_url=stages3e_db, timed_rules_seconds=3600, **common)
+    )
+    notifications_port, stages3e_port = free_port(), free_port()
     servers = [
         await serve(registry_app, registry_port),
         await serve(funding_app, funding_port),
         await serve(cordees_app, cordees_port),
+        await serve(notifications_app, notifications_port),
+        await serve(stages3e_app, stages3e_port),
     ]
     # The trace store `maillage dev` runs, on its own database (tests export traces to it).
     traces_pool = await asyncpg.create_pool(traces_db, min_size=1, max_size=4)
@@ -73,7 +99,15 @@ async def world(
     await store.setup()
     traces_port = free_port()
     servers.append(await serve(create_traces_app(store), traces_port))
-    unreachable = f"http://127.0.0.1:{free_port()}"
+    # The services of this world run in this process: their spans (the process's tracer
+    # provider, whose service.name is the first service's) are kept in memory; a test sends the
+    # traces it follows to the store (World.export_traces), as the OTLP export does under
+    # `maillage dev`.
+    provider = trace.get_tracer_provider()
+    assert isinstance(provider, TracerProvider)
+    spans = InMemorySpanExporter()
+    spans_in_memory = SimpleSpanProcessor(spans)
+    provider.add_span_processor(spans_in_memory)
     console = create(
         ConsoleSettings(
             environment="test",
@@ -81,8 +115,8 @@ async def world(
             registry_url=registry_url,
             funding_url=funding_url,
             cordees_url=f"http://127.0.0.1:{cordees_port}",
-            stages3e_url=unreachable,
-            notifications_url=unreachable,
+            stages3e_url=f"http://127.0.0.1:{stages3e_port}",
+            notifications_url=f"http://127.0.0.1:{notifications_port}",
             traces_url=f"http://127.0.0.1:{traces_port}",
             jwks_url=f"{registry_url}/.well-known/jwks.json",
             jwt_issuer=registry_url,
@@ -115,8 +149,11 @@ async def world(
             accounts,
             console_url=f"http://127.0.0.1:{console_port}",
             traces_url=f"http://127.0.0.1:{traces_port}",
+            spans=spans,
+            notifications_url=f"http://127.0.0.1:{notifications_port}",
         )
     finally:
+        spans_in_memory.shutdown()
         for server, task in servers:
             server.should_exit = True
             await task
@@ -221,3 +258,30 @@ async def traced(world: World) -> dict[str, str]:
     event_id = str(uuid.uuid4())
     trace_id = await request_then_event(world.traces_url, event_id)
     return {"trace_id": trace_id, "event_id": event_id}
+
+
+@pytest.fixture(scope="module")
+async def poisoned(world: World, kafka_bootstrap_servers: str) -> str:
+    """A dead letter of the funding service: a record that is not JSON, produced to the
+    partners topic its consumer group reads (as a faulty producer could), with an event id.
+    Returns that event id once funding's /admin/dlq lists it."""
+    event_id = str(uuid.uuid4())
+    producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap_servers)
+    await producer.start()
+    try:
+        await producer.send_and_wait(
+            PARTNERS.name,
+            value=b"pas du JSON",
+            key=str(uuid.uuid4()).encode(),
+            headers=[("ce_id", event_id.encode()), ("ce_type", b"maillage.partner.registered")],
+        )
+    finally:
+        await producer.stop()
+    async with httpx.AsyncClient(base_url=world.funding_url, timeout=10) as funding:
+        operator = await world.bearer("operator")
+        for _ in range(600):
+            letters = (await funding.get("/admin/dlq", headers=operator)).json()["items"]
+            if any(letter["event_id"] == event_id for letter in letters):
+                return event_id
+            await asyncio.sleep(0.1)
+    raise AssertionError("the poison record never reached funding's dead letters")

@@ -18,6 +18,7 @@ from typing import Any
 import httpx
 import uvicorn
 from fastapi import FastAPI
+from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
 from maillage.cli.demo import DEMO_PARTNERS, _demo_siret
 
@@ -59,6 +60,19 @@ class World:
     accounts: dict[str, str] = field(default_factory=dict)  # role -> e-mail
     console_url: str = ""
     traces_url: str = ""
+    notifications_url: str = ""
+    spans: Any = None  # InMemorySpanExporter: the spans this process's services ended
+
+    async def export_traces(self, attribute: str, value: str) -> None:
+        """Send to the trace store, over OTLP/HTTP as the services do, every span of the traces
+        holding a span whose ``attribute`` is ``value``."""
+        ended = self.spans.get_finished_spans()
+        wanted = {s.context.trace_id for s in ended if (s.attributes or {}).get(attribute) == value}
+        assert wanted, f"no span with {attribute}={value}"
+        exporter = OTLPSpanExporter(endpoint=f"{self.traces_url}/v1/traces")
+        chosen = [s for s in ended if s.context.trace_id in wanted]
+        result = await asyncio.to_thread(exporter.export, chosen)  # it blocks: off the loop
+        assert result.name == "SUCCESS"
 
     def browser(self) -> httpx.AsyncClient:
         """A fresh cookie jar: one person's browser."""

@@ -1,9 +1,9 @@
 """The console in a real browser: Debian's chromium driven by playwright, one browser for the
 whole scenario (each person in their own context, so their own cookies).
 
-An operator verifies a pending partner and follows an event's trace across services as a
-waterfall; an officer instructs the requested tranche and is not
-offered its approval; an ordonnateur approves it; a comptable records the payment, and the
+An operator verifies a pending partner, replays a dead letter and follows an event's trace
+across services as a waterfall; an officer instructs the requested tranche and is not offered
+its approval; an ordonnateur approves it; a comptable records the payment, and the
 envelope's CP left goes down. Every page shown passes axe-core's automated rules with no
 serious or critical violation.
 
@@ -92,6 +92,7 @@ async def test_staff_do_their_days_work_in_a_browser(
     world: World,
     funded: dict[str, Any],
     traced: dict[str, str],
+    poisoned: str,
     tmp_path: Path,
 ) -> None:
     convention = f"/financement/conventions/{funded['convention_id']}"
@@ -110,7 +111,15 @@ async def test_staff_do_their_days_work_in_a_browser(
     await operator.get_by_text("Fait : vérifier.").wait_for()
     assert "Statuts vus" in await operator.locator("table").nth(0).inner_text()
     await accessible(operator)
+    # The operator replays a dead letter from the service's health page.
     await operator.goto("/sante")
+    await accessible(operator)
+    await operator.locator('a[href="/sante/funding/lettres-mortes"]').click()
+    await operator.wait_for_url("**/sante/funding/lettres-mortes")
+    await accessible(operator)
+    letter = operator.locator("tr", has_text=poisoned)
+    await letter.get_by_role("button", name="Rejouer").click()
+    await operator.get_by_text(f"Événement {poisoned} rejoué.").wait_for()
     await accessible(operator)
     await operator.goto("/programmes?departement=94")
     await accessible(operator)

@@ -5,17 +5,20 @@ the envelope's figures moving. No token, password or secret in any page or log l
 
 from __future__ import annotations
 
+import asyncio
 import re
 import time
 import uuid
 from typing import Any
 
+import httpx
 import pytest
 from console_world import PASSWORD, ROLES, YEAR, World, csrf_of, register, signed_in, siret
 
 from maillage.console import domain
 from maillage.console.domain import Page
 from maillage.console.services import Refused
+from maillage.funding.consumers import CONSUMERS as FUNDING_CONSUMERS
 
 
 def _form_csrf(html: str) -> str:
@@ -178,8 +181,9 @@ async def test_an_operator_verifies_a_pending_partner_with_a_reason(world: World
         assert response.status_code == 303
         page = await browser.get(f"/partenaires/{pending}")
         assert "Fait : vérifier." in page.text
-        # The notifications service is down in this world: the record shows all the same.
-        assert "Notifications indisponibles : Service injoignable" in page.text
+        # The real notifications service: this partner has no endpoint and no channel.
+        assert "Aucun point de réception." in page.text
+        assert "Aucun canal." in page.text
         assert "Kbis contrôlé" in page.text
         assert ">vérifié<" in page.text
         # A transition the registry refuses comes back as its French problem.
@@ -283,12 +287,64 @@ async def test_an_operator_follows_an_event_to_its_whole_trace_as_a_waterfall(
         assert "Identifiant invalide" in invalid.text
 
 
+async def test_an_operator_follows_a_request_from_its_request_id(world: World) -> None:
+    """The id of a real request to the registry (as its answer and log lines give it) finds its
+    trace, whose server span holds it."""
+    request_id = f"console-{uuid.uuid4().hex}"
+    async with httpx.AsyncClient(base_url=world.registry_url, timeout=10) as registry:
+        answer = await registry.get(
+            "/partners", headers={"X-Request-ID": request_id, **await world.bearer("operator")}
+        )
+    assert answer.status_code == 200
+    assert answer.headers["x-request-id"] == request_id
+    await world.export_traces("maillage.request_id", request_id)
+    async with signed_in(world, "operator") as browser:
+        found = await browser.get("/traces", params={"requete": request_id})
+        assert found.status_code == 200
+        [trace_id] = re.findall(r'href="/traces\?trace=([0-9a-f]{32})"', found.text)
+        page = await browser.get("/traces", params={"trace": trace_id})
+        assert "GET /partners" in page.text
+        assert f"<dt>maillage.request_id</dt><dd>{request_id}</dd>" in page.text
+        nothing = await browser.get("/traces", params={"requete": "inconnue"})
+        assert "Aucune trace" in nothing.text
+
+
+async def test_a_partners_page_shows_its_webhook_endpoints_and_email_channels(
+    world: World, funded: dict[str, Any]
+) -> None:
+    """The partner subscribes an endpoint and an address in the real notifications service; the
+    operator reads them on the partner's page (its deliveries: none yet)."""
+    partner = {"Authorization": f"Bearer {funded['partner_token']}"}
+    url = "http://127.0.0.1:9/crochet-console"
+    async with httpx.AsyncClient(base_url=world.notifications_url, timeout=10) as notifications:
+        for _ in range(300):  # until notifications has the registry's partner event
+            endpoint = await notifications.post(
+                "/webhook-endpoints", json={"url": url}, headers=partner
+            )
+            if endpoint.status_code != 403:
+                break
+            await asyncio.sleep(0.1)
+        assert endpoint.status_code == 201, endpoint.text
+        channel = await notifications.post(
+            "/email-channels", json={"address": "contact@beneficiaire.example"}, headers=partner
+        )
+        assert channel.status_code == 201, channel.text
+    async with signed_in(world, "operator") as browser:
+        page = await browser.get(f"/partenaires/{funded['partner_id']}")
+        assert page.status_code == 200
+        assert f"<h3>{url}</h3>" in page.text
+        assert "contact@beneficiaire.example : en attente de confirmation" in page.text
+        assert "Notifications indisponibles" not in page.text
+
+
 async def test_an_operator_reads_the_coverage_and_runs_a_campaign_simulation(world: World) -> None:
     async with signed_in(world, "operator") as browser:
         page = await browser.get("/programmes", params={"departement": "94"})
         assert page.status_code == 200
         assert "aucun collège REP+ ou REP dans les données de référence" in page.text
-        assert "Stages indisponibles : Service injoignable" in page.text  # not in this world
+        # The real stages3e service's statistics (no offer in this world yet).
+        assert "Stages indisponibles" not in page.text
+        assert re.search(r"Année scolaire \d{4}-\d{4} : 0 offres, 0 places", page.text), page.text
         form = {"csrf": _form_csrf(page.text), "departement": "94", "simulation": "oui"}
         response = await browser.post("/programmes/campagne", data=form)
         assert response.status_code == 303
@@ -306,6 +362,12 @@ async def test_an_operator_reads_a_services_dead_letters_and_a_replay_is_the_ser
     async with signed_in(world, "operator") as browser:
         health = await browser.get("/sante")
         assert 'href="/sante/funding/lettres-mortes"' in health.text  # funding answers /admin/dlq
+        # Funding's /admin/backlog: its outbox's backlog, and its consumer group's lag.
+        funding = health.text[health.text.index("<td>funding</td>") :]
+        funding = funding[: funding.index("</tr>")]
+        assert re.search(r'<td class="outbox">\d+ en attente', funding), funding
+        groups = [c.group for c in FUNDING_CONSUMERS]
+        assert all(re.search(rf"{re.escape(g)} : \d+", funding) for g in groups), funding
         page = await browser.get("/sante/funding/lettres-mortes")
         assert page.status_code == 200
         assert "Lettres mortes de funding" in page.text

@@ -26,18 +26,19 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse
 from faststream.kafka import KafkaBroker
 from faststream.specification import AsyncAPI, get_asyncapi_html
+from opentelemetry import trace
 from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from maillage.common import db, dlq, outbox
-from maillage.common.auth import JWKSCache, TokenVerifier
+from maillage.common.auth import JWKSCache, TokenVerifier, require_role
 from maillage.common.bodies import check_json_body
 from maillage.common.catalog import catalog as default_catalog
 from maillage.common.events import Catalog
 from maillage.common.inbox import DeadLetterProducer, EventConsumer
 from maillage.common.logging import configure_logging, get_logger
-from maillage.common.metrics import Gauge, ServiceMetrics
+from maillage.common.metrics import Gauge, ServiceMetrics, consumer_lag
 from maillage.common.outbox import OutboxRelay
 from maillage.common.problems import (
     Problem,
@@ -58,9 +59,15 @@ _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 READINESS_TIMEOUT_S = 2.0
 
 
+REQUEST_ID_ATTRIBUTE = "maillage.request_id"
+"""The server span's attribute holding the request id, so that a trace is found from the id a
+log line or an ``X-Request-ID`` answer gives (the console's "follow a request", decision 54)."""
+
+
 class RequestContextMiddleware:
     """Gives every request an id (``X-Request-ID``, kept when the caller sends a sane one),
-    binds it to the log context and logs one line per request.
+    binds it to the log context, puts it on the server span (``REQUEST_ID_ATTRIBUTE``) and logs
+    one line per request.
 
     An unexpected exception is answered here (500 problem, traceback logged) and goes no
     further: Starlette's outermost middleware would answer, then raise it again to the server,
@@ -76,6 +83,8 @@ class RequestContextMiddleware:
         incoming = dict(scope["headers"]).get(b"x-request-id", b"").decode("latin-1")
         request_id = incoming if _REQUEST_ID.match(incoming) else uuid.uuid4().hex
         scope.setdefault("state", {})["request_id"] = request_id
+        # The instrumentation's server span is the current one here (its middleware is outside).
+        trace.get_current_span().set_attribute(REQUEST_ID_ATTRIBUTE, request_id)
         status = 500
         started = time.perf_counter()
 
@@ -412,6 +421,7 @@ def create_app(
     app.include_router(_health_router(runtime))
     app.include_router(_asyncapi_router(runtime.broker, title, description, version))
     app.include_router(dlq.admin_router(settings.service_name))
+    app.include_router(_backlog_router(runtime, consumers))
     for router in routers:
         app.include_router(router)
     FastAPIInstrumentor.instrument_app(app, excluded_urls="livez,readyz")
@@ -485,6 +495,57 @@ async def _attention(runtime: ServiceRuntime) -> dict[str, str]:
         "outbox_dead_letters": f"events the broker refused for good, set aside: {named}{more}; "
         f"see `maillage dlq list --service {service}`"
     }
+
+
+def _backlog_router(runtime: ServiceRuntime, consumers: Sequence[EventConsumer]) -> APIRouter:
+    """``/admin/backlog``: what waits in this service, for operators (the console's health)."""
+    router = APIRouter(
+        prefix="/admin",
+        tags=["operations"],
+        dependencies=[require_role("operator")],
+        responses={403: {"description": "Operators only"}},
+    )
+
+    @router.get(
+        "/backlog",
+        summary="The outbox's backlog and each consumer group's lag",
+        description="`outbox`: `unpublished` events not yet on the broker and the age in seconds"
+        " of the oldest (`oldest_age_seconds`, null when none waits). `consumers`: per consumer"
+        " group, `lag` = records not yet consumed (end offset minus committed offset, summed over"
+        " the partitions this replica holds, as the `maillage.consumer.lag` metric), or `error`"
+        " when the broker did not answer in 2 s.",
+    )
+    async def backlog() -> dict[str, Any]:
+        pool = pool_or_fail(runtime)
+        row = await pool.fetchrow(
+            "SELECT count(*) AS unpublished,"
+            " EXTRACT(EPOCH FROM clock_timestamp() - min(created_at))::float8 AS oldest"
+            " FROM outbox WHERE published_at IS NULL"
+        )
+        groups: list[dict[str, Any]] = []
+        for consumer in consumers:
+            try:
+                lag = await asyncio.wait_for(consumer_lag(consumer), READINESS_TIMEOUT_S)
+            except Exception as error:  # the broker's errors are many: say which, go on
+                groups.append({"group": consumer.group, "lag": None, "error": _describe(error)})
+                continue
+            groups.append(
+                {
+                    "group": consumer.group,
+                    "lag": int(sum(v for v, _ in lag)),
+                    "partitions": len(lag),
+                }
+            )
+        oldest = row["oldest"] if row else None
+        return {
+            "outbox": {
+                "unpublished": row["unpublished"] if row else 0,
+                "oldest_age_seconds": round(oldest, 1) if oldest is not None else None,
+            },
+            "consumers": groups,
+        }
+
+    return router
 
 
 def _describe(error: BaseException) -> str:

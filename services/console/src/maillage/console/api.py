@@ -359,7 +359,9 @@ async def change_partner_status(request: Request, partner_id: uuid.UUID, verb: s
 
 
 async def health(request: Request) -> HTMLResponse:
-    """Each service's readiness (its checks) and its count of dead letters not yet replayed."""
+    """Each service's readiness (its checks), its outbox backlog (events not yet published and
+    the oldest's age), each consumer group's lag (records not yet consumed) and its count of
+    dead letters not yet replayed."""
     session = _session(request, Page.HEALTH)
     rows = []
     for service in SERVICES:
@@ -374,6 +376,12 @@ async def health(request: Request) -> HTMLResponse:
             row["dead_letters"] = sum(1 for item in letters["items"] if not item["replayed"])
         except Refused as refused:
             row["dead_letters"] = None
+            row.setdefault("error", str(refused))
+        try:
+            backlog = await _call(request, session, service, "GET", "/admin/backlog")
+            row.update(outbox=backlog["outbox"], consumers=backlog["consumers"])
+        except Refused as refused:
+            row.update(outbox=None, consumers=[])
             row.setdefault("error", str(refused))
         rows.append(row)
     template = "health_table.html" if request.headers.get("hx-request") else "health.html"
@@ -416,14 +424,15 @@ async def replay(request: Request, service: str) -> Response:
 _HEX = re.compile(r"^[0-9a-f]{32}$")
 # What an operator may start from, and the span attribute that holds it (decision 54).
 TRACE_SEARCHES = {
+    "requete": ("maillage.request_id", "Identifiant de requête (en-tête X-Request-ID, journaux)"),
     "evenement": ("messaging.message.id", "Identifiant d'événement"),
     "partenaire": ("messaging.kafka.message.key", "Identifiant de partenaire (clé des événements)"),
 }
 
 
 async def traces(request: Request) -> HTMLResponse:
-    """Follow a request: one trace as a waterfall from its id, or the traces holding an event id
-    or a partner id (newest first, 20 at most) to choose from."""
+    """Follow a request: one trace as a waterfall from its id, or the traces holding a request
+    id, an event id or a partner id (newest first, 20 at most) to choose from."""
     session = _session(request, Page.TRACES)
     query = request.query_params
     trace_id = query.get("trace", "").strip().lower()[:32]
@@ -443,7 +452,7 @@ async def traces(request: Request) -> HTMLResponse:
             rows = domain.waterfall(domain.spans_of(answer.get("result", {})))
         else:
             for field_name, (attribute, _label) in TRACE_SEARCHES.items():
-                value = query.get(field_name, "").strip()[:100]
+                value = query.get(field_name, "").strip()[:128]
                 if value:
                     answer = await _call(
                         request,
