@@ -317,24 +317,16 @@ def _view_of(
 async def publish_offer(
     body: NewOffer, request: Request, caller: CurrentCaller, pool: Pool
 ) -> JSONResponse:
-    claimed = await idempotency.claim(
-        pool, request, f"caller:{caller.subject}", body.model_dump(mode="json")
+    async def run(connection: asyncpg.Connection) -> tuple[dict[str, Any], str]:
+        offer, weeks = await usecases.publish_offer(
+            connection, caller, _now(request).date(), **body.model_dump()
+        )
+        out = Offer(**await _offer_response(connection, offer, weeks, caller, request))
+        return out.model_dump(mode="json"), f"/offers/{offer['id']}"
+
+    return await idempotency.respond(
+        request, pool, f"caller:{caller.subject}", body.model_dump(mode="json"), 201, run
     )
-    if isinstance(claimed, JSONResponse):
-        return claimed
-    try:
-        async with transaction(pool) as connection:
-            offer, weeks = await usecases.publish_offer(
-                connection, caller, _now(request).date(), **body.model_dump()
-            )
-            out = Offer(
-                **await _offer_response(connection, offer, weeks, caller, request)
-            ).model_dump(mode="json")
-            await idempotency.remember(connection, claimed, 201, out)
-    except BaseException:
-        await idempotency.release(pool, claimed)
-        raise
-    return JSONResponse(out, status_code=201, headers={"Location": f"/offers/{offer['id']}"})
 
 
 def _encode_distance_cursor(distance_m: float, offer_id: uuid.UUID) -> str:
@@ -661,26 +653,15 @@ async def withdraw_offer(
 async def apply(
     body: NewApplication, request: Request, caller: CurrentCaller, pool: Pool
 ) -> JSONResponse:
-    claimed = await idempotency.claim(
-        pool, request, f"caller:{caller.subject}", body.model_dump(mode="json")
-    )
-    if isinstance(claimed, JSONResponse):
-        return claimed
-    try:
-        async with transaction(pool) as connection:
-            application = await usecases.apply(
-                connection, caller, _now(request), _reserved_open_days(request),
-                **body.model_dump(),
-            )  # fmt: skip
-            out = Application(**usecases.application_out(application, caller)).model_dump(
-                mode="json"
-            )
-            await idempotency.remember(connection, claimed, 201, out)
-    except BaseException:
-        await idempotency.release(pool, claimed)
-        raise
-    return JSONResponse(
-        out, status_code=201, headers={"Location": f"/applications/{application['id']}"}
+    async def run(connection: asyncpg.Connection) -> tuple[dict[str, Any], str]:
+        application = await usecases.apply(
+            connection, caller, _now(request), _reserved_open_days(request), **body.model_dump()
+        )
+        out = Application(**usecases.application_out(application, caller))
+        return out.model_dump(mode="json"), f"/applications/{application['id']}"
+
+    return await idempotency.respond(
+        request, pool, f"caller:{caller.subject}", body.model_dump(mode="json"), 201, run
     )
 
 
