@@ -131,11 +131,12 @@ async def main(
 
         # The backbone: one event through cordees' outbox, consumed by both services.
         cordees_pool = cordees.state.runtime.pool
+        probe_partner = uuid.uuid4()
         async with transaction(cordees_pool) as connection:
             await publish(
                 connection,
                 PartnerRegistered(
-                    partner_id=uuid.uuid4(),
+                    partner_id=probe_partner,
                     kind="association",
                     legal_name="Sonde des métriques",
                     status="pending",
@@ -147,10 +148,20 @@ async def main(
         )
         await consumer.start()
         try:
+            # This event, not the topic's first record: under `make test` the broker is the
+            # session's, and earlier records on the topic are other tests' (never applied here).
             record = None
             while record is None:
                 batches = await consumer.getmany(timeout_ms=1000)
-                record = next((r for batch in batches.values() for r in batch), None)
+                record = next(
+                    (
+                        r
+                        for batch in batches.values()
+                        for r in batch
+                        if r.key == str(probe_partner).encode()
+                    ),
+                    None,
+                )
         finally:
             await consumer.stop()
         producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
