@@ -6,8 +6,8 @@ services as a waterfall, and follows a partner's request by its request id from 
 (the partner changes its record) through the registry's event and notifications' consumer to
 the webhook delivery (real spans of the real services, sent to the trace store); an officer
 instructs the requested tranche and is not offered its approval; an ordonnateur approves it; a
-comptable records the payment, and the envelope's CP left goes down. Every page shown passes axe-core's automated rules with no
-serious or critical violation.
+comptable records the payment, and the envelope's CP left goes down. Every page shown passes
+axe-core's automated rules with no serious or critical violation.
 
 `make test` installs the `chromium` package when it is missing (as root, with apt-get) and stops
 with a clear message when it cannot: this test never skips.
