@@ -1,4 +1,5 @@
-"""Operators list and replay dead letters from the CLI and from /admin/dlq (operator role)."""
+"""Operators list and replay dead letters from the CLI and from /admin/dlq, and read the backlog
+from /admin/backlog (operator role)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 
+import asyncpg
 import httpx
 import pytest
 from backbone_world import World, new_world, read_topic
@@ -17,7 +19,7 @@ from jwt_fixtures import AUDIENCE, ISSUER, JWKSServer, SigningKey, claims
 from maillage.common.auth import JWKSCache, TokenVerifier
 from maillage.common.events import Envelope
 from maillage.common.http import create_app
-from maillage.common.inbox import DeadLetterProducer, dead_letter_topic
+from maillage.common.inbox import DeadLetterProducer, EventConsumer, dead_letter_topic
 from maillage.common.settings import ServiceSettings
 from maillage.common.topics import ensure_topics
 
@@ -156,5 +158,55 @@ async def test_admin_dlq_is_for_operators(
             assert len(replayed.json()["replayed"]) == 2
             again = await client.post("/admin/dlq/replay", json={"all": True}, headers=operator)
             assert again.json()["replayed"] == []
+    finally:
+        await app.state.runtime.dead_letters.stop()
+
+
+async def test_admin_backlog_counts_what_waits_in_the_outbox_and_each_groups_lag(
+    world: World,
+    pool: asyncpg.Pool,
+    kafka_bootstrap_servers: str,
+    kafka_idempotent_producer: bool,
+    jwks: tuple[JWKSServer, SigningKey],
+) -> None:
+    """An event written 90 s ago and not published (no relay runs here) is the backlog; a
+    consumer group not started holds no partition, so its lag is 0 over 0 partitions."""
+    server, key = jwks
+    settings = ServiceSettings(
+        service_name=world.service,
+        database_url=world.database_url,
+        kafka_bootstrap_servers=kafka_bootstrap_servers,
+        kafka_idempotent_producer=kafka_idempotent_producer,
+        jwks_url=server.url,
+        jwt_issuer=ISSUER,
+        jwt_audience=AUDIENCE,
+    )
+    consumer = EventConsumer(f"{world.service}.waiting", [world.topic], catalog=world.catalog)
+    app = create_app(
+        settings, title="t", description="t", catalog=world.catalog, consumers=[consumer]
+    )
+    app.state.token_verifier = TokenVerifier(
+        JWKSCache(server.url), issuer=ISSUER, audience=AUDIENCE
+    )
+    app.state.runtime.pool = pool  # the lifespan (and its relay) is not run
+    await pool.execute(
+        "INSERT INTO outbox (event_id, topic, key, type, headers, payload, created_at)"
+        " VALUES ($1, $2, 'k1', $3, '{}', '{}', clock_timestamp() - interval '90 seconds')",
+        uuid.uuid4(),
+        world.topic.name,
+        world.event_type,
+    )
+    operator = {"Authorization": f"Bearer {key.sign(claims(roles=['operator']))}"}
+    transport = httpx.ASGITransport(app=app)
+    try:
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            answer = await client.get("/admin/backlog", headers=operator)
+        assert answer.status_code == 200, answer.text
+        backlog = answer.json()
+        assert backlog["outbox"]["unpublished"] == 1
+        assert 90 <= backlog["outbox"]["oldest_age_seconds"] < 3600
+        assert backlog["consumers"] == [
+            {"group": f"{world.service}.waiting", "lag": 0, "partitions": 0}
+        ]
     finally:
         await app.state.runtime.dead_letters.stop()

@@ -12,6 +12,7 @@ import httpx
 import pytest
 from aiokafka import AIOKafkaProducer
 from console_world import AUDIENCE, PASSWORD, ROLES, YEAR, World, free_port, register, serve, siret
+from fastapi import FastAPI, Request, Response
 from funding_world import Funding
 from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
@@ -86,12 +87,22 @@ async def world(
         Stages3eSettings(database_url=stages3e_db, timed_rules_seconds=3600, **common)
     )
     notifications_port, stages3e_port = free_port(), free_port()
+    received: list[dict[str, Any]] = []  # the partners' webhook receiver: what it was sent
+
+    async def hook(request: Request) -> Response:
+        received.append({"headers": dict(request.headers), "body": await request.json()})
+        return Response(status_code=204)
+
+    receiver_port = free_port()
+    receiver = FastAPI()
+    receiver.add_api_route("/crochet", hook, methods=["POST"])
     servers = [
         await serve(registry_app, registry_port),
         await serve(funding_app, funding_port),
         await serve(cordees_app, cordees_port),
         await serve(notifications_app, notifications_port),
         await serve(stages3e_app, stages3e_port),
+        await serve(receiver, receiver_port),
     ]
     # The trace store `maillage dev` runs, on its own database (tests export traces to it).
     traces_pool = await asyncpg.create_pool(traces_db, min_size=1, max_size=4)
@@ -151,6 +162,15 @@ async def world(
             traces_url=f"http://127.0.0.1:{traces_port}",
             spans=spans,
             notifications_url=f"http://127.0.0.1:{notifications_port}",
+            webhook_url=f"http://127.0.0.1:{receiver_port}/crochet",
+            received=received,
+            services_by_port={
+                registry_port: "registry",
+                funding_port: "funding",
+                cordees_port: "cordees",
+                notifications_port: "notifications",
+                stages3e_port: "stages3e",
+            },
         )
     finally:
         spans_in_memory.shutdown()
@@ -285,3 +305,21 @@ async def poisoned(world: World, kafka_bootstrap_servers: str) -> str:
                 return event_id
             await asyncio.sleep(0.1)
     raise AssertionError("the poison record never reached funding's dead letters")
+
+
+@pytest.fixture(scope="module")
+async def hooked(world: World, funded: dict[str, Any]) -> dict[str, Any]:
+    """The funded partner's webhook endpoint on the world's receiver, subscribed in the real
+    notifications service (once it has the registry's events of this partner)."""
+    partner = {"Authorization": f"Bearer {funded['partner_token']}"}
+    async with httpx.AsyncClient(base_url=world.notifications_url, timeout=10) as notifications:
+        for _ in range(300):
+            endpoint = await notifications.post(
+                "/webhook-endpoints", json={"url": world.webhook_url}, headers=partner
+            )
+            if endpoint.status_code != 403:
+                break
+            await asyncio.sleep(0.1)
+    assert endpoint.status_code == 201, endpoint.text
+    found: dict[str, Any] = endpoint.json()
+    return found

@@ -19,6 +19,9 @@ import httpx
 import uvicorn
 from fastapi import FastAPI
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.trace import SpanKind
 
 from maillage.cli.demo import DEMO_PARTNERS, _demo_siret
 
@@ -61,6 +64,9 @@ class World:
     console_url: str = ""
     traces_url: str = ""
     notifications_url: str = ""
+    webhook_url: str = ""  # the partners' receiver
+    received: list[dict[str, Any]] = field(default_factory=list)
+    services_by_port: dict[int, str] = field(default_factory=dict)
     spans: Any = None  # InMemorySpanExporter: the spans this process's services ended
 
     async def export_traces(self, attribute: str, value: str) -> None:
@@ -70,9 +76,47 @@ class World:
         wanted = {s.context.trace_id for s in ended if (s.attributes or {}).get(attribute) == value}
         assert wanted, f"no span with {attribute}={value}"
         exporter = OTLPSpanExporter(endpoint=f"{self.traces_url}/v1/traces")
-        chosen = [s for s in ended if s.context.trace_id in wanted]
+        chosen = self._as_their_services([s for s in ended if s.context.trace_id in wanted])
         result = await asyncio.to_thread(exporter.export, chosen)  # it blocks: off the loop
         assert result.name == "SUCCESS"
+
+    def _as_their_services(self, spans: list[ReadableSpan]) -> list[ReadableSpan]:
+        """The spans, each with the ``service.name`` of the service that made it. Every service
+        of this world shares the process's tracer provider (one resource); separate processes
+        have one each. A server span is its port's service, a consumer span its group's, any
+        other span its parent's; the test's own HTTP call (a client span at the root) stands for
+        the partner's application."""
+        by_id = {s.context.span_id: s for s in spans}
+
+        def service_of(span: ReadableSpan) -> str:
+            attributes = span.attributes or {}
+            group = attributes.get("messaging.consumer.group.name")
+            if isinstance(group, str):
+                return group.split(".")[0]
+            if span.kind == SpanKind.SERVER and attributes.get("server.port") is not None:
+                return self.services_by_port.get(int(str(attributes["server.port"])), "?")
+            parent = by_id.get(span.parent.span_id) if span.parent else None
+            if parent is not None:
+                return service_of(parent)
+            return "partenaire" if span.kind == SpanKind.CLIENT else "?"  # the test's own call
+
+        return [
+            ReadableSpan(
+                name=s.name,
+                context=s.context,
+                parent=s.parent,
+                resource=Resource.create({"service.name": f"maillage-{service_of(s)}"}),
+                attributes=s.attributes,
+                events=s.events,
+                links=s.links,
+                kind=s.kind,
+                status=s.status,
+                start_time=s.start_time,
+                end_time=s.end_time,
+                instrumentation_scope=s.instrumentation_scope,
+            )
+            for s in spans
+        ]
 
     def browser(self) -> httpx.AsyncClient:
         """A fresh cookie jar: one person's browser."""

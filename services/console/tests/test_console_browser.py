@@ -1,11 +1,13 @@
 """The console in a real browser: Debian's chromium driven by playwright, one browser for the
 whole scenario (each person in their own context, so their own cookies).
 
-An operator verifies a pending partner, replays a dead letter and follows an event's trace
-across services as a waterfall; an officer instructs the requested tranche and is not offered
-its approval; an ordonnateur approves it; a comptable records the payment, and the
-envelope's CP left goes down. Every page shown passes axe-core's automated rules with no
-serious or critical violation.
+An operator verifies a pending partner, replays a dead letter, follows an event's trace across
+services as a waterfall, and follows a partner's request by its request id from the HTTP call
+(the partner changes its record) through the registry's event and notifications' consumer to
+the webhook delivery (real spans of the real services, sent to the trace store); an officer
+instructs the requested tranche and is not offered its approval; an ordonnateur approves it; a
+comptable records the payment, and the envelope's CP left goes down. Every page shown passes
+axe-core's automated rules with no serious or critical violation.
 
 `make test` installs the `chromium` package when it is missing (as root, with apt-get) and stops
 with a clear message when it cannot: this test never skips.
@@ -13,11 +15,14 @@ with a clear message when it cannot: this test never skips.
 
 from __future__ import annotations
 
+import asyncio
 import os
+import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from console_world import PASSWORD, YEAR, World, register, siret
 from playwright.async_api import Browser, Page, async_playwright
@@ -93,6 +98,7 @@ async def test_staff_do_their_days_work_in_a_browser(
     funded: dict[str, Any],
     traced: dict[str, str],
     poisoned: str,
+    hooked: dict[str, Any],
     tmp_path: Path,
 ) -> None:
     convention = f"/financement/conventions/{funded['convention_id']}"
@@ -134,6 +140,41 @@ async def test_staff_do_their_days_work_in_a_browser(
     process = operator.locator("tr.span-row").nth(2)
     await process.get_by_text("registry.partners process").click()  # opens its attributes
     await process.get_by_text(traced["event_id"]).wait_for()
+    await accessible(operator)
+    # The operator follows a partner's request (it changes its own record) from the HTTP call,
+    # through the registry's event and notifications' consumer, to the webhook delivery.
+    request_id = f"navigateur-{uuid.uuid4().hex}"
+    async with httpx.AsyncClient(base_url=world.registry_url, timeout=10) as registry:
+        changed = await registry.patch(
+            f"/partners/{funded['partner_id']}",
+            json={"address": "12 rue des Écoles"},
+            headers={
+                "Authorization": f"Bearer {funded['partner_token']}",
+                "X-Request-ID": request_id,
+            },
+        )
+    assert changed.status_code == 200, changed.text
+    for _ in range(600):
+        if any(
+            r["body"].get("type") == "fr.maillage.registry.partner.updated.v1"
+            for r in world.received
+        ) and any(s.name == "webhook attempt" for s in world.spans.get_finished_spans()):
+            break
+        await asyncio.sleep(0.1)
+    await world.export_traces("maillage.request_id", request_id)
+    await operator.goto("/traces")
+    await operator.get_by_label("Identifiant de requête").fill(request_id)
+    await operator.get_by_role("button", name="Chercher").click()
+    await operator.locator('a[href^="/traces?trace="]').first.click()
+    await operator.locator("tr.span-row").first.wait_for()
+    rows = operator.locator("tr.span-row")
+    services = await rows.evaluate_all("rows => rows.map(r => r.dataset.service)")
+    assert services[:2] == ["partenaire", "registry"], services
+    assert "notifications" in services, services
+    attempt = rows.filter(has_text="webhook attempt")
+    assert await attempt.get_attribute("data-service") == "notifications"
+    await attempt.get_by_text("webhook attempt").click()  # opens its attributes
+    await attempt.get_by_text("fr.maillage.registry.partner.updated.v1").wait_for()
     await accessible(operator)
     # CONSOLE_SCREENSHOTS=<folder> keeps the picture (the README's, in docs/, is of a real trace).
     shots = Path(os.environ.get("CONSOLE_SCREENSHOTS") or tmp_path)
