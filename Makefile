@@ -9,7 +9,7 @@ ARGS ?=
 # (UV_SYSTEM_CERTS replaced UV_NATIVE_TLS, which uv now warns about on every call.)
 export UV_SYSTEM_CERTS ?= 1
 
-.PHONY: dev demo test lint typecheck imports pytest sync chromium clean help
+.PHONY: dev demo test lint typecheck imports pytest sync chromium screenshots clean help
 
 help:
 	@echo "make dev    run the whole system (ARGS='--fresh --demo' to pass options)"
@@ -47,6 +47,12 @@ pytest: sync chromium
 	$(UV) run --frozen --no-sync pytest -n 2 --dist loadfile --durations=15
 
 test: lint typecheck imports pytest
+
+# The README's picture of the console's waterfall, docs/console-waterfall.png, taken by the
+# browser test (any other run of it writes the picture to its temporary folder).
+BROWSER_TEST := services/console/tests/test_console_browser.py
+screenshots: sync chromium
+	MAILLAGE_SCREENSHOTS=1 $(UV) run --frozen --no-sync pytest -q -n 0 -p no:randomly $(BROWSER_TEST)
 
 clean:
 	rm -rf .venv .tools .maillage .pytest_cache .mypy_cache .ruff_cache

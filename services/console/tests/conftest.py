@@ -5,13 +5,27 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator
+from datetime import UTC, date, datetime
 from typing import Any
 
 import asyncpg
 import httpx
 import pytest
 from aiokafka import AIOKafkaProducer
-from console_world import AUDIENCE, PASSWORD, ROLES, YEAR, World, free_port, register, serve, siret
+from console_world import (
+    AUDIENCE,
+    PASSWORD,
+    ROLES,
+    YEAR,
+    World,
+    client_token,
+    free_port,
+    register,
+    serve,
+    siret,
+    uai,
+    until,
+)
 from fastapi import FastAPI, Request, Response
 from funding_world import Funding
 from opentelemetry import trace
@@ -20,12 +34,15 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from test_dev_traces import _request_then_event as request_then_event
 
+from maillage.cli.demo import DEMO_PARTNERS
 from maillage.cli.dev import database_url_for
 from maillage.cli.embedded import drop_database, ensure_database
 from maillage.cli.traces import TraceStore
 from maillage.cli.traces import create_app as create_traces_app
 from maillage.common.catalog import PARTNERS, PartnerRegistered
 from maillage.console.app import ConsoleSettings, create
+from maillage.cordees import consumers as cordees_consumers
+from maillage.cordees import matcher
 from maillage.cordees.app import CordeesSettings
 from maillage.cordees.app import create as create_cordees
 from maillage.funding.app import FundingSettings
@@ -38,6 +55,9 @@ from maillage.registry.app import RegistrySettings
 from maillage.registry.app import create as create_registry
 from maillage.stages3e.app import Stages3eSettings
 from maillage.stages3e.app import create as create_stages3e
+
+# The stages3e service's day: autumn of the school year YEAR-1 - YEAR, whose weeks are ahead.
+STAGES_TODAY = datetime(YEAR - 1, 11, 2, 9, tzinfo=UTC)
 
 
 async def _database(server: str) -> str:
@@ -70,8 +90,12 @@ async def world(
         RegistrySettings(database_url=registry_db, token_requests_per_minute=600, **common)
     )
     funding_app = create_funding(FundingSettings(database_url=funding_db, **common))
-    # Cordées without its consumers (its read model stays empty: coverage has no reference).
-    cordees_app = create_cordees(CordeesSettings(database_url=cordees_db, **common), consumers=())
+    # Cordées with its partners' consumer (schools and têtes de cordée, from the registry's
+    # events), not its reference one: the shared broker's schools topic holds other tests'
+    # imports, which coverage would count.
+    cordees_app = create_cordees(
+        CordeesSettings(database_url=cordees_db, **common), consumers=(cordees_consumers.partners,)
+    )
     cordees_port = free_port()
     notifications_app = create_notifications(
         NotificationsSettings(
@@ -86,6 +110,7 @@ async def world(
     stages3e_app = create_stages3e(
         Stages3eSettings(database_url=stages3e_db, timed_rules_seconds=3600, **common)
     )
+    stages3e_app.state.clock = lambda: STAGES_TODAY  # its statistics' school year, whatever the day
     notifications_port, stages3e_port = free_port(), free_port()
     received: list[dict[str, Any]] = []  # the partners' webhook receiver: what it was sent
 
@@ -170,7 +195,10 @@ async def world(
                 cordees_port: "cordees",
                 notifications_port: "notifications",
                 stages3e_port: "stages3e",
+                receiver_port: "partenaire",  # the partners' webhook receiver
             },
+            cordees_url=f"http://127.0.0.1:{cordees_port}",
+            stages3e_url=f"http://127.0.0.1:{stages3e_port}",
         )
     finally:
         spans_in_memory.shutdown()
@@ -323,3 +351,95 @@ async def hooked(world: World, funded: dict[str, Any]) -> dict[str, Any]:
     assert endpoint.status_code == 201, endpoint.text
     found: dict[str, Any] = endpoint.json()
     return found
+
+
+@pytest.fixture(scope="module")
+async def cordee(world: World) -> dict[str, Any]:
+    """A tête de cordée with an open offer and its webhook endpoint on the world's receiver, and
+    a collège a few kilometres away, both registered in the registry and verified by an
+    operator, each with its API token; cordées and notifications know both from the registry's
+    events. The collège has asked for nothing yet."""
+    operator = await world.bearer("operator")
+    bodies = {
+        "tete": {
+            **DEMO_PARTNERS[0],
+            "legal_name": "Université de la console (tête de cordée)",
+            "siret": siret(900),
+        },
+        "school": {
+            "kind": "college",
+            "legal_name": "Collège de la console",
+            "uai": uai(901),
+            "commune_code": "94054",
+            "commune_name": "Orly",
+            "departement": "94",
+            "latitude": 48.7433,
+            "longitude": 2.3928,
+            "programmes": ["cordees"],
+            "contacts": [{"name": "Direction", "role": "Principal", "email": "ce@console.test"}],
+        },
+    }
+    ids: dict[str, str] = {}
+    async with httpx.AsyncClient(base_url=world.registry_url, timeout=10) as registry:
+        for name, body in bodies.items():
+            registered = await registry.post("/partners", json=body)
+            assert registered.status_code == 201, registered.text
+            ids[name] = registered.json()["id"]
+            verified = await registry.post(
+                f"/partners/{ids[name]}/verify", json={"reason": "pièces vues"}, headers=operator
+            )
+            assert verified.status_code == 200, verified.text
+    tete = {"Authorization": f"Bearer {await client_token(world, ids['tete'])}"}
+    school = {"Authorization": f"Bearer {await client_token(world, ids['school'])}"}
+    school_year = matcher.school_year_of(date.today())
+    async with httpx.AsyncClient(timeout=10) as http:
+
+        async def once_known(method: str, url: str, **arguments: Any) -> httpx.Response | None:
+            """The answer, once the service has the partner verified (403 until then)."""
+            response = await http.request(method, url, **arguments)
+            return None if response.status_code == 403 else response
+
+        endpoint = await until(
+            lambda: once_known(
+                "POST",
+                f"{world.notifications_url}/webhook-endpoints",
+                json={"url": world.webhook_url},
+                headers=tete,
+            ),
+            "notifications to know the tête de cordée",
+        )
+        assert endpoint.status_code == 201, endpoint.text
+        offer = await until(
+            lambda: once_known(
+                "POST",
+                f"{world.cordees_url}/offers",
+                json={
+                    "school_year": school_year,
+                    "capacity": 2,
+                    "levels": ["4e", "3e"],
+                    "thematics": ["numerique", "sciences"],
+                    "max_distance_km": 30,
+                },
+                headers={**tete, "Idempotency-Key": "console-offer"},
+            ),
+            "cordées to know the tête de cordée",
+        )
+        assert offer.status_code == 201, offer.text
+        # Withdrawing an unknown request: 403 while cordées does not know the collège, 404 once
+        # it does (its match request is then made once, under its own request id).
+        probe = await until(
+            lambda: once_known(
+                "POST",
+                f"{world.cordees_url}/match-requests/{uuid.uuid4()}/withdraw",
+                headers=school,
+            ),
+            "cordées to know the collège",
+        )
+        assert probe.status_code == 404, probe.text
+    return {
+        "tete_id": ids["tete"],
+        "school_id": ids["school"],
+        "school_headers": school,
+        "offer_id": offer.json()["id"],
+        "school_year": school_year,
+    }

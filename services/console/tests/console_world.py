@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 import uvicorn
@@ -28,6 +28,7 @@ from maillage.cli.demo import DEMO_PARTNERS, _demo_siret
 AUDIENCE = "maillage"
 PASSWORD = "a long console password"
 YEAR = 2027
+T = TypeVar("T")
 ROLES = ("operator", "officer", "ordonnateur", "comptable", "admin")
 
 
@@ -68,15 +69,22 @@ class World:
     received: list[dict[str, Any]] = field(default_factory=list)
     services_by_port: dict[int, str] = field(default_factory=dict)
     spans: Any = None  # InMemorySpanExporter: the spans this process's services ended
+    cordees_url: str = ""
+    stages3e_url: str = ""
+
+    def trace_with(self, attribute: str, value: str) -> list[ReadableSpan]:
+        """The ended spans of the traces holding a span whose ``attribute`` is ``value``."""
+        ended = self.spans.get_finished_spans()
+        wanted = {s.context.trace_id for s in ended if (s.attributes or {}).get(attribute) == value}
+        return [s for s in ended if s.context.trace_id in wanted]
 
     async def export_traces(self, attribute: str, value: str) -> None:
         """Send to the trace store, over OTLP/HTTP as the services do, every span of the traces
         holding a span whose ``attribute`` is ``value``."""
-        ended = self.spans.get_finished_spans()
-        wanted = {s.context.trace_id for s in ended if (s.attributes or {}).get(attribute) == value}
-        assert wanted, f"no span with {attribute}={value}"
+        found = self.trace_with(attribute, value)
+        assert found, f"no span with {attribute}={value}"
         exporter = OTLPSpanExporter(endpoint=f"{self.traces_url}/v1/traces")
-        chosen = self._as_their_services([s for s in ended if s.context.trace_id in wanted])
+        chosen = self._as_their_services(found)
         result = await asyncio.to_thread(exporter.export, chosen)  # it blocks: off the loop
         assert result.name == "SUCCESS"
 
@@ -170,6 +178,46 @@ async def register(world: World, legal_name: str, siret: str) -> str:
     assert response.status_code == 201, response.text
     partner_id: str = response.json()["id"]
     return partner_id
+
+
+async def until(check: Callable[[], Awaitable[T | None]], what: str, timeout: float = 60) -> T:
+    """Await ``check()`` every 50 ms until it returns something other than None (or False)."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        found = await check()
+        if found is not None and found is not False:
+            return found
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.05)
+
+
+async def client_token(world: World, partner_id: str) -> str:
+    """A client-credentials token of a new API client of the partner, created by an operator."""
+    async with httpx.AsyncClient(base_url=world.registry_url, timeout=10) as registry:
+        client = await registry.post(
+            f"/partners/{partner_id}/clients",
+            json={"name": "console"},
+            headers=await world.bearer("operator"),
+        )
+        assert client.status_code == 201, client.text
+        grant = await registry.post(
+            "/oauth/token",
+            data={
+                "grant_type": "client_credentials",
+                "client_id": client.json()["client_id"],
+                "client_secret": client.json()["client_secret"],
+            },
+        )
+    assert grant.status_code == 200, grant.text
+    token: str = grant.json()["access_token"]
+    return token
+
+
+def uai(number: int) -> str:
+    """A well-formed UAI of a Val-de-Marne school that the Annuaire does not list here."""
+    digits = f"094{number:04d}"
+    return digits + "ABCDEFGHJKLMNPRSTUVWXYZ"[int(digits) % 23]
 
 
 def siret(number: int) -> str:

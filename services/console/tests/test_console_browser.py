@@ -2,9 +2,10 @@
 whole scenario (each person in their own context, so their own cookies).
 
 An operator verifies a pending partner, replays a dead letter, follows an event's trace across
-services as a waterfall, and follows a partner's request by its request id from the HTTP call
-(the partner changes its record) through the registry's event and notifications' consumer to
-the webhook delivery (real spans of the real services, sent to the trace store); an officer
+services as a waterfall, and follows a partner's match request by its request id from the HTTP
+call (a collège asks cordées for a cordée) through the proposal cordées publishes and
+notifications' consumer to the webhook delivered to the tête de cordée (real spans of the real
+services, sent to the trace store); an officer
 instructs the requested tranche and is not offered its approval; an ordonnateur approves it; a
 comptable records the payment, and the envelope's CP left goes down. Every page shown passes
 axe-core's automated rules with no serious or critical violation.
@@ -15,7 +16,6 @@ with a clear message when it cannot: this test never skips.
 
 from __future__ import annotations
 
-import asyncio
 import os
 import uuid
 from collections.abc import AsyncIterator
@@ -24,7 +24,7 @@ from typing import Any
 
 import httpx
 import pytest
-from console_world import PASSWORD, YEAR, World, register, siret
+from console_world import PASSWORD, YEAR, World, register, siret, until
 from playwright.async_api import Browser, Page, async_playwright
 
 from maillage.console.domain import euros
@@ -40,6 +40,8 @@ FLAGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
+DOCS = Path(__file__).parents[3] / "docs"
+PROPOSED = "fr.maillage.cordees.match-request.proposed.v1"
 AXE = (Path(__file__).parent / "vendor" / "axe.min.js").read_text()
 
 
@@ -98,7 +100,7 @@ async def test_staff_do_their_days_work_in_a_browser(
     funded: dict[str, Any],
     traced: dict[str, str],
     poisoned: str,
-    hooked: dict[str, Any],
+    cordee: dict[str, Any],
     tmp_path: Path,
 ) -> None:
     convention = f"/financement/conventions/{funded['convention_id']}"
@@ -141,26 +143,32 @@ async def test_staff_do_their_days_work_in_a_browser(
     await process.get_by_text("registry.partners process").click()  # opens its attributes
     await process.get_by_text(traced["event_id"]).wait_for()
     await accessible(operator)
-    # The operator follows a partner's request (it changes its own record) from the HTTP call,
-    # through the registry's event and notifications' consumer, to the webhook delivery.
+    # The operator follows a partner's match request from the HTTP call (the collège asks
+    # cordées for a cordée, under its own request id) through the proposal cordées publishes and
+    # notifications' consumer to the webhook delivered to the tête de cordée's receiver.
     request_id = f"navigateur-{uuid.uuid4().hex}"
-    async with httpx.AsyncClient(base_url=world.registry_url, timeout=10) as registry:
-        changed = await registry.patch(
-            f"/partners/{funded['partner_id']}",
-            json={"address": "12 rue des Écoles"},
+    async with httpx.AsyncClient(base_url=world.cordees_url, timeout=10) as cordees:
+        asked = await cordees.post(
+            "/match-requests",
+            json={"school_year": cordee["school_year"], "thematics": ["numerique"]},
             headers={
-                "Authorization": f"Bearer {funded['partner_token']}",
+                **cordee["school_headers"],
+                "Idempotency-Key": request_id,
                 "X-Request-ID": request_id,
             },
         )
-    assert changed.status_code == 200, changed.text
-    for _ in range(600):
-        if any(
-            r["body"].get("type") == "fr.maillage.registry.partner.updated.v1"
+    assert asked.status_code == 202, asked.text
+    assert asked.json()["status"] == "proposed", asked.json()
+    match_id = asked.json()["id"]
+
+    async def delivered() -> bool:
+        spans = world.trace_with("maillage.request_id", request_id)
+        return any(
+            r["body"].get("type") == PROPOSED and r["body"]["data"].get("request_id") == match_id
             for r in world.received
-        ) and any(s.name == "webhook attempt" for s in world.spans.get_finished_spans()):
-            break
-        await asyncio.sleep(0.1)
+        ) and any(s.name == "webhook attempt" for s in spans)
+
+    await until(delivered, "the proposal's webhook delivered in the request's trace")
     await world.export_traces("maillage.request_id", request_id)
     await operator.goto("/traces")
     await operator.get_by_label("Identifiant de requête").fill(request_id)
@@ -169,15 +177,23 @@ async def test_staff_do_their_days_work_in_a_browser(
     await operator.locator("tr.span-row").first.wait_for()
     rows = operator.locator("tr.span-row")
     services = await rows.evaluate_all("rows => rows.map(r => r.dataset.service)")
-    assert services[:2] == ["partenaire", "registry"], services
+    assert services[:2] == ["partenaire", "cordees"], services
     assert "notifications" in services, services
+    kinds = await rows.locator("td:nth-child(3)").all_inner_texts()
+    hops = {(service, kind) for service, kind in zip(services, kinds, strict=True)}
+    assert {
+        ("cordees", "requête reçue"),  # the HTTP call
+        ("cordees", "publication Kafka"),  # the outbox's relay to the broker
+        ("notifications", "traitement d'un événement"),  # its consumer
+        ("notifications", "appel sortant"),  # the webhook delivery
+    } <= hops, hops
     attempt = rows.filter(has_text="webhook attempt")
     assert await attempt.get_attribute("data-service") == "notifications"
     await attempt.get_by_text("webhook attempt").click()  # opens its attributes
-    await attempt.get_by_text("fr.maillage.registry.partner.updated.v1").wait_for()
+    await attempt.get_by_text(PROPOSED).wait_for()
     await accessible(operator)
-    # CONSOLE_SCREENSHOTS=<folder> keeps the picture (the README's, in docs/, is of a real trace).
-    shots = Path(os.environ.get("CONSOLE_SCREENSHOTS") or tmp_path)
+    # MAILLAGE_SCREENSHOTS=1 writes the picture to docs/ (the README's); any other run to tmp.
+    shots = DOCS if os.environ.get("MAILLAGE_SCREENSHOTS") == "1" else tmp_path
     await operator.set_viewport_size({"width": 1280, "height": 900})
     await operator.screenshot(path=str(shots / "console-waterfall.png"), full_page=True)
 

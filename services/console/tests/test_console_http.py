@@ -12,7 +12,17 @@ from typing import Any
 
 import httpx
 import pytest
-from console_world import PASSWORD, ROLES, YEAR, World, csrf_of, register, signed_in, siret
+from console_world import (
+    PASSWORD,
+    ROLES,
+    YEAR,
+    World,
+    csrf_of,
+    register,
+    signed_in,
+    siret,
+    until,
+)
 
 from maillage.console import domain
 from maillage.console.domain import Page
@@ -332,9 +342,6 @@ async def test_an_operator_reads_the_coverage_and_runs_a_campaign_simulation(wor
         page = await browser.get("/programmes", params={"departement": "94"})
         assert page.status_code == 200
         assert "aucun collège REP+ ou REP dans les données de référence" in page.text
-        # The real stages3e service's statistics (no offer in this world yet).
-        assert "Stages indisponibles" not in page.text
-        assert re.search(r"Année scolaire \d{4}-\d{4} : 0 offres, 0 places", page.text), page.text
         form = {"csrf": _form_csrf(page.text), "departement": "94", "simulation": "oui"}
         response = await browser.post("/programmes/campagne", data=form)
         assert response.status_code == 303
@@ -344,6 +351,57 @@ async def test_an_operator_reads_the_coverage_and_runs_a_campaign_simulation(wor
         assert "(simulation) : 0 demandes" in result.text
         refused = await browser.post("/programmes/campagne", data={**form, "csrf": "x"})
         assert refused.status_code == 403
+
+
+async def test_the_stage_statistics_count_the_offers_a_partner_publishes(
+    world: World, funded: dict[str, Any]
+) -> None:
+    """The funded partner (a company of the 94) publishes a stage offer in the real stages3e
+    service: the statistics the operator reads count it, its places and its weeks; those of
+    another département do not."""
+    figures = r"Année scolaire {year} : (\d+) offres, (\d+) places, (\d+) stages confirmés"
+    line = figures.format(year=f"{YEAR - 1}-{YEAR}")  # the world's stages3e clock: autumn
+
+    async def shown(departement: str) -> tuple[str, str]:
+        page = await browser.get("/programmes", params={"departement": departement})
+        assert "Stages indisponibles" not in page.text
+        found = re.search(line, page.text)
+        assert found, page.text
+        return page.text, f"{found[1]} offres, {found[2]} places, {found[3]} confirmés"
+
+    async with signed_in(world, "operator") as browser:
+        _, before = await shown("94")
+        assert before == "0 offres, 0 places, 0 confirmés"
+        offer = {
+            "title": "Découverte des métiers de l'aéroport",
+            "description": "Une semaine avec les équipes au sol.",
+            "sector": "N",
+            "latitude": 48.7262,
+            "longitude": 2.3652,
+            "weeks": [
+                {"week": f"{YEAR}-W05", "seats": 3, "reserved": 1},
+                {"week": f"{YEAR}-W06", "seats": 2},
+            ],
+        }
+        partner = {
+            "Authorization": f"Bearer {funded['partner_token']}",
+            "Idempotency-Key": f"console-{uuid.uuid4()}",
+        }
+        async with httpx.AsyncClient(base_url=world.stages3e_url, timeout=10) as stages3e:
+
+            async def published() -> httpx.Response | None:
+                response = await stages3e.post("/offers", json=offer, headers=partner)
+                return None if response.status_code == 403 else response  # not known yet
+
+            response = await until(published, "stages3e to know the verified partner")
+        assert response.status_code == 201, response.text
+        page, after = await shown("94")
+        assert after == "1 offres, 5 places, 0 confirmés"
+        weeks = re.findall(r"<tr><td>(\d{4}-W\d{2})</td><td>(\d+)</td><td>(\d+)</td>"
+                           r"<td>(\d+)</td><td>(\d+)</td></tr>", page)  # fmt: skip
+        assert weeks == [(f"{YEAR}-W05", "1", "3", "1", "0"), (f"{YEAR}-W06", "1", "2", "0", "0")]
+        _, elsewhere = await shown("75")
+        assert elsewhere == "0 offres, 0 places, 0 confirmés"
 
 
 async def test_an_operator_reads_a_services_dead_letters_and_a_replay_is_the_services_answer(
