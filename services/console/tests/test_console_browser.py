@@ -89,7 +89,7 @@ async def sign_in(browser: Browser, world: World, role: str) -> Page:
 
 
 async def cp_left(page: Page) -> str:
-    await page.goto(f"/financement/enveloppes?annee={YEAR}")
+    await page.goto(f"/financement/enveloppes?annee={YEAR}&departement=94")  # their own
     await accessible(page)
     return await page.locator('tr[data-departement="94"] td.cp-left').inner_text()
 

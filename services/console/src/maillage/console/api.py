@@ -690,16 +690,30 @@ async def act(request: Request, kind: str, object_id: uuid.UUID, action: str) ->
 
 
 async def envelopes(request: Request) -> HTMLResponse:
-    """Every envelope of a year (default: this year): AE engaged and left, CP paid and left."""
+    """The envelopes of a year (default: this year), AE engaged and left, CP paid and left: of
+    the person's département once they named it (``departement``, kept in their session until
+    they name another, or none for every one), else of every département. Staff accounts carry
+    no département (decision 61): funding shows every envelope to every funding role."""
     session = _session(request, Page.ENVELOPES)
     year = _year(request)
+    if "departement" in request.query_params:
+        named = request.query_params["departement"].strip().upper()
+        session.departement = named if _DEPARTEMENT.match(named) else ""
+    params: dict[str, Any] = {"year": year, "limit": 200}
+    if session.departement:
+        params["departement"] = session.departement
     try:
-        found = await _call(
-            request, session, "funding", "GET", "/envelopes", params={"year": year, "limit": 200}
-        )
+        found = await _call(request, session, "funding", "GET", "/envelopes", params=params)
     except Refused as refused:
         return _render(request, "error.html", session, refused.status, error=refused)
-    return _render(request, "envelopes.html", session, envelopes=found["items"], year=year)
+    return _render(
+        request,
+        "envelopes.html",
+        session,
+        envelopes=found["items"],
+        year=year,
+        departement=params.get("departement", ""),
+    )
 
 
 def _year(request: Request) -> int:

@@ -33,6 +33,7 @@ class Session:
     username: str | None = None
     roles: frozenset[str] = field(default_factory=frozenset)
     flash: list[tuple[str, str]] = field(default_factory=list)
+    departement: str = ""  # the envelopes page's: the person's own, once named ("": every one)
 
     @property
     def signed_in(self) -> bool:
