@@ -216,25 +216,13 @@ async def funded(world: World) -> dict[str, Any]:
     2027, and a signed convention whose advance the beneficiary has requested."""
     partner_id = await register(world, "Bénéficiaire de la console", siret(700))
     async with httpx.AsyncClient(base_url=world.registry_url, timeout=10) as registry:
-        operator = await world.bearer("operator")
         verified = await registry.post(
-            f"/partners/{partner_id}/verify", json={"reason": "pièces vues"}, headers=operator
+            f"/partners/{partner_id}/verify",
+            json={"reason": "pièces vues"},
+            headers=await world.bearer("operator"),
         )
         assert verified.status_code == 200, verified.text
-        client = await registry.post(
-            f"/partners/{partner_id}/clients", json={"name": "console"}, headers=operator
-        )
-        assert client.status_code == 201, client.text
-        grant = await registry.post(
-            "/oauth/token",
-            data={
-                "grant_type": "client_credentials",
-                "client_id": client.json()["client_id"],
-                "client_secret": client.json()["client_secret"],
-            },
-        )
-        assert grant.status_code == 200, grant.text
-    partner_token = grant.json()["access_token"]
+    partner_token = await client_token(world, partner_id)
     await Funding(world.funding_app, None, None, "").apply(  # type: ignore[arg-type]
         PartnerRegistered(
             partner_id=uuid.UUID(partner_id),
