@@ -1,8 +1,10 @@
-"""Helpers of the console tests: the console in front of the real registry and funding.
+"""Helpers of the console tests: the console in front of the real services.
 
-The registry and the funding service run as real HTTP servers on loopback (uvicorn), each on
-its own fresh database, with the shared broker; the funding service trusts the registry's JWKS.
-The console runs in process (ASGI) and calls them over HTTP, exactly as under ``maillage dev``.
+The registry, funding, cordées (with its partners' consumer), notifications and stages3e run as
+real HTTP servers on loopback (uvicorn), each on its own fresh database, with the shared broker
+and their consumers; they trust the registry's JWKS, and a local receiver takes the partners'
+webhooks. The console is a real server too (the browser test's) and also answers in process
+(ASGI) to the HTTP tests; it calls the services over HTTP, exactly as under ``maillage dev``.
 One world per test module: starting the services takes seconds.
 """
 
