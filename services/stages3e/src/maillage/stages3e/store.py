@@ -2,7 +2,9 @@
 
 Lock order, everywhere: an offer's row, then its weeks' rows (by offer id, then Monday), then
 applications' rows. An acceptance shares the offer's lock (its status holds still) and takes the
-week's; an offer's update or withdrawal takes the offer's lock, then its weeks'; a confirmation
+week's; an application takes the offer's lock FOR NO KEY UPDATE (applications to one offer run
+one after the other, so the count against ``max_candidates`` holds); an offer's update or
+withdrawal takes the offer's lock, then its weeks'; a confirmation
 first takes the pupil's advisory lock (:func:`lock_pupil`: two confirmations or applications of
 one pupil run one after the other), then every week it touches in that order.
 
@@ -199,9 +201,16 @@ async def get_offer(
     partner_id: uuid.UUID | None = None,
     lock: str | None = None,
 ) -> dict[str, Any] | None:
-    """One offer; ``partner_id`` scopes it to that partner's; ``lock`` is ``"update"`` or
-    ``"share"`` (the offer's row lock, first in the lock order)."""
-    suffix = {None: "", "update": " FOR UPDATE", "share": " FOR SHARE"}[lock]
+    """One offer; ``partner_id`` scopes it to that partner's; ``lock`` is ``"update"``,
+    ``"apply"`` (FOR NO KEY UPDATE: one application at a time per offer, while the foreign keys
+    of other rows to it still pass) or ``"share"`` (the offer's row lock, first in the lock
+    order)."""
+    suffix = {
+        None: "",
+        "update": " FOR UPDATE",
+        "apply": " FOR NO KEY UPDATE",
+        "share": " FOR SHARE",
+    }[lock]
     row = await connection.fetchrow(
         f"SELECT {OFFER_COLUMNS} FROM stage_offers o"  # noqa: S608
         " WHERE o.id = $1 AND ($2::uuid IS NULL OR o.partner_id = $2)" + suffix,

@@ -599,7 +599,10 @@ async def apply(
     school = await acting_school(connection, caller)
     today = now.date()
     await store.lock_pupil(connection, school.partner_id, pupil_reference)
-    offer = await store.get_offer(connection, offer_id, lock="share")
+    # Applications to one offer, one at a time: the count against max_candidates below is then
+    # the count of committed applications (decision 60). The lock does not depend on the offer
+    # having a cap: an update may set one between a read and a lock.
+    offer = await store.get_offer(connection, offer_id, lock="apply")
     if offer is None:
         raise _offer_not_found(offer_id)
     if offer["status"] != OfferStatus.PUBLISHED:
