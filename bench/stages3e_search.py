@@ -18,11 +18,14 @@ database), migrates the stages3e database and seeds it in SQL (COPY), with a fix
   of them with a reserved seat; then ANALYZE.
 
 Then it runs the stages3e app as a real process (``uvicorn maillage.stages3e.app:create
---factory``, as ``maillage dev`` does) with a local JWKS server, and times from this process:
+--factory``, as ``maillage dev`` does) with a local JWKS server, and times from this process,
+in ``--rounds`` rounds (5):
 
 (s) ``--searches`` ``GET /offers?week=…&radius_km=10`` one after the other, each by another
-    collège with its own ``school`` token (the service reads the school, searches from its
-    place, reads the weeks of the page's offers and shapes 20 offers), after 50 untimed;
+    collège with a new ``school`` token (the service checks the token, reads the school,
+    searches from its place, shapes 20 offers), after 50 untimed;
+(t) the same searches again with the same tokens (a collège paging or refining its search: the
+    token and the school's record were seen a few seconds before);
 (r) the same searches' SQL by raw asyncpg on one connection: ``store.search_offers`` (the
     service's own query text, asyncpg records to dicts, nothing else), same parameters;
 (w) ``--applications`` ``POST /applications`` from 16 clients on 100 offers of one week and 5
@@ -30,7 +33,16 @@ Then it runs the stages3e app as a real process (``uvicorn maillage.stages3e.app
     16 clients: throughput of each, and, counted in the database afterwards, accepted
     applications per week against its seats (overbooked weeks must be 0).
 
-Figures: p50 / p95 / p99 / max and the ratio service / raw at p50 and p99. It is not a test: it
+(s) and (t) go through a lean client (:class:`LeanClient`: one keep-alive connection, requests
+written by hand, answers read by their length) rather than httpx, whose own work (about a
+millisecond a request, on the same two cores) is not the service's (``--client httpx`` times
+through httpx, as before); (w) uses httpx. ``--variant LABEL=TREE`` (repeatable) runs the service
+from each tree given, exported by ``git archive`` (its chassis and stages3e code first on
+``PYTHONPATH``), every variant in each round, so that versions are compared under the same load;
+``--profile FILE`` runs the service under cProfile.
+
+Figures: p50 / p95 / p99 / max per round, then the median over the rounds of each p50 and p99,
+and the ratios service / raw. It is not a test: it
 prints figures, every wait is bounded by ``--timeout``, and it prints the load average at start
 and end (the machine may be shared: run it when nothing else runs).
 """
@@ -45,6 +57,7 @@ import os
 import platform
 import random
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -85,8 +98,47 @@ def token(key: SigningKey, partner_id: uuid.UUID, *roles: str) -> str:
             partner_id=str(partner_id),
             roles=list(roles),
             exp=int(time.time()) + 7200,
+            jti=str(uuid.uuid4()),  # as the registry's: every token a new string
         )
     )
+
+
+class LeanClient:
+    """One keep-alive HTTP/1.1 connection: each request written by hand, each answer read by its
+    ``Content-Length``. Against httpx (about 1 ms of this process's CPU per request, on the same
+    two cores as the service), it times the service and the loopback, not the client."""
+
+    def __init__(self, base: str) -> None:
+        host, port = base.removeprefix("http://").split(":")
+        self.host, self.port = host, int(port)
+        self._reader: asyncio.StreamReader | None = None
+        self._writer: asyncio.StreamWriter | None = None
+
+    async def __aenter__(self) -> LeanClient:
+        self._reader, self._writer = await asyncio.open_connection(self.host, self.port)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            with contextlib.suppress(OSError):
+                await self._writer.wait_closed()
+
+    async def get(self, target: str, authorization: str) -> tuple[int, bytes]:
+        assert self._reader is not None
+        assert self._writer is not None
+        self._writer.write(
+            f"GET {target} HTTP/1.1\r\nhost: {self.host}\r\n"
+            f"authorization: {authorization}\r\n\r\n".encode()
+        )
+        head = await self._reader.readuntil(b"\r\n\r\n")
+        lines = head.split(b"\r\n")
+        length = next(
+            int(line.split(b":", 1)[1])
+            for line in lines[1:]
+            if line.lower().startswith(b"content-length:")
+        )
+        return int(lines[0].split(b" ", 2)[1]), await self._reader.readexactly(length)
 
 
 # --- the national instance, in SQL ---------------------------------------------------------------
@@ -171,14 +223,37 @@ async def seed(url: str, rng: random.Random, offers: int, start_year: int) -> di
     return {"colleges": colleges, "hosts": hosts, "weeks": weeks, "week_rows": len(week_rows)}
 
 
+PROFILED = """
+import cProfile, signal, sys, uvicorn
+profiler = cProfile.Profile()
+def stop(*_):
+    profiler.disable()
+    profiler.dump_stats({path!r})
+    sys.exit(0)
+signal.signal(signal.SIGTERM, stop)
+profiler.enable()
+uvicorn.run("maillage.stages3e.app:create", factory=True, host="127.0.0.1", port={port},
+            access_log=False, timeout_graceful_shutdown=5)
+"""
+
 # --- the service as a process --------------------------------------------------------------------
 
 
 @contextlib.asynccontextmanager
 async def service(
-    url: str, bootstrap: str, idempotent: bool, jwks_url: str, timeout: float, log: Path
+    url: str,
+    bootstrap: str,
+    idempotent: bool,
+    jwks_url: str,
+    timeout: float,
+    log: Path,
+    profile: Path | None = None,
+    source: Path | None = None,
 ) -> AsyncIterator[str]:
-    """The stages3e app under uvicorn, ready; yields its base URL."""
+    """The stages3e app under uvicorn, ready; yields its base URL. With ``profile``, uvicorn
+    runs under cProfile, which writes its statistics there when the service stops. With
+    ``source`` (a tree exported by ``git archive``), the service runs that tree's chassis and
+    stages3e code instead of this one's."""
     port = free_port()
     env = {
         **os.environ,
@@ -193,11 +268,18 @@ async def service(
         "STAGES3E_WRITES_PER_MINUTE": "100000",
         "STAGES3E_DATABASE_POOL_MAX": "20",
     }
+    if source is not None:
+        env["PYTHONPATH"] = os.pathsep.join(
+            str(source / part) for part in ("libs/common/src", "services/stages3e/src")
+        )
     command = [
         sys.executable, "-m", "uvicorn", "maillage.stages3e.app:create", "--factory",
         "--host", "127.0.0.1", "--port", str(port), "--no-access-log",
         "--timeout-graceful-shutdown", "5",
     ]  # fmt: skip
+    if profile is not None:
+        # uvicorn raises SIGTERM again once stopped: the profile is written by that handler.
+        command = [sys.executable, "-c", PROFILED.format(path=str(profile), port=port)]
     base = f"http://127.0.0.1:{port}"
     with log.open("wb") as output:
         process = await asyncio.create_subprocess_exec(
@@ -230,19 +312,45 @@ async def service(
 # --- phases --------------------------------------------------------------------------------------
 
 
+class HttpxClient:
+    """httpx behind :class:`LeanClient`'s interface (``--client httpx``)."""
+
+    def __init__(self, base: str) -> None:
+        self._http = httpx.AsyncClient(base_url=base, timeout=60)
+
+    async def __aenter__(self) -> HttpxClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self._http.aclose()
+
+    async def get(self, target: str, authorization: str) -> tuple[int, bytes]:
+        answer = await self._http.get(target, headers={"Authorization": authorization})
+        return answer.status_code, answer.content
+
+
+def search_targets(key: SigningKey, searches: Sequence[tuple[Any, Any]]) -> list[tuple[str, str]]:
+    """Each search's request target and Authorization header: a token of its own collège."""
+    return [
+        (
+            f"/offers?week={week}&radius_km=10",
+            f"Bearer {token(key, college[0], 'partner', 'school')}",
+        )
+        for college, week in searches
+    ]
+
+
 async def search_phase(
-    http: httpx.AsyncClient, key: SigningKey, searches: Sequence[tuple[Any, Any]]
+    http: LeanClient | HttpxClient, targets: Sequence[tuple[str, str]]
 ) -> tuple[list[float], list[int]]:
     latencies, found = [], []
-    for college, week in searches:
-        headers = {"Authorization": f"Bearer {token(key, college[0], 'partner', 'school')}"}
-        params = {"week": str(week), "radius_km": 10}
+    for target, authorization in targets:
         start = time.perf_counter()
-        answer = await http.get("/offers", params=params, headers=headers)
+        status, body = await http.get(target, authorization)
         latencies.append(time.perf_counter() - start)
-        if answer.status_code != 200:
-            raise RuntimeError(f"GET /offers: {answer.status_code} {answer.text}")
-        found.append(len(answer.json()["items"]))
+        if status != 200:
+            raise RuntimeError(f"GET /offers: {status} {body[:500]!r}")
+        found.append(len(json.loads(body)["items"]))
     return latencies, found
 
 
@@ -389,24 +497,66 @@ async def main(args: argparse.Namespace) -> int:
                     ]
                     settle()
                     log = Path(tempfile.gettempdir()) / f"bench-stages3e-{os.getpid()}.log"
-                    async with (
-                        service(url, bootstrap, idem, jwks.url, args.timeout, log) as base,
-                        httpx.AsyncClient(base_url=base, timeout=args.timeout) as http,
-                    ):
-                        await search_phase(http, key, searches[:50])
-                        served, found = await search_phase(http, key, searches[50:])
-                        await write_phase(http, url, key, instance, args.applications)
-                    log.unlink()
-                    raw = await raw_phase(url, searches[50:], today)
-                    print(f"\nsearch by distance (10 km) and week, {args.searches:,} collèges:")
-                    print(f"(s) service over HTTP  {figures(served)}")
-                    print(f"(r) raw asyncpg, SQL   {figures(raw)}")
+                    variants: list[tuple[str, Path | None]] = [
+                        (label, Path(root)) for label, _, root in
+                        (variant.partition("=") for variant in args.variant)
+                    ] or [("service", None)]  # fmt: skip
+                    rounds: dict[str, list[dict[str, list[float]]]] = {
+                        label: [] for label, _ in variants
+                    }
+                    raws: list[list[float]] = []
+                    found: list[int] = []
+                    async with contextlib.AsyncExitStack() as running:
+                        clients: dict[str, LeanClient | HttpxClient] = {}
+                        for label, source in variants:
+                            base = await running.enter_async_context(
+                                service(
+                                    url, bootstrap, idem, jwks.url, args.timeout,
+                                    log.with_suffix(f".{label}.log"), args.profile, source,
+                                )
+                            )  # fmt: skip
+                            client = HttpxClient if args.client == "httpx" else LeanClient
+                            clients[label] = await running.enter_async_context(client(base))
+                            await search_phase(clients[label], search_targets(key, searches[:50]))
+                        for n in range(args.rounds):
+                            print(f"\nround {n + 1}, {load()}")
+                            for label, _ in variants:
+                                targets = search_targets(key, searches[50:])
+                                served, found = await search_phase(clients[label], targets)
+                                again, _ = await search_phase(clients[label], targets)
+                                rounds[label].append({"s": served, "t": again})
+                                print(f"{label}: (s) new tokens   {figures(served)}")
+                                print(f"{label}: (t) same tokens  {figures(again)}")
+                            raws.append(await raw_phase(url, searches[50:], today))
+                            print(f"(r) raw asyncpg, SQL      {figures(raws[-1])}")
+                        if args.applications:
+                            http = await running.enter_async_context(
+                                httpx.AsyncClient(base_url=base, timeout=args.timeout)
+                            )
+                            await write_phase(http, url, key, instance, args.applications)
+                    for label, _ in variants:
+                        with contextlib.suppress(FileNotFoundError):
+                            log.with_suffix(f".{label}.log").unlink()
                     print(
-                        f"    offers found per search: p50 {percentile(found, 0.5)}, max "
-                        f"{max(found)}; ratio (s)/(r): p50 "
-                        f"{percentile(served, 0.5) / percentile(raw, 0.5):.2f}, p99 "
-                        f"{percentile(served, 0.99) / percentile(raw, 0.99):.2f}"
+                        f"\nsearch by distance (10 km) and week, {args.searches:,} collèges, "
+                        f"medians of {args.rounds} rounds' figures (ms); offers found per "
+                        f"search: p50 {percentile(found, 0.5)}, max {max(found)}"
                     )
+
+                    def median_of(series: list[list[float]], fraction: float) -> float:
+                        return 1000 * statistics.median(percentile(one, fraction) for one in series)
+
+                    raw50, raw99 = median_of(raws, 0.5), median_of(raws, 0.99)
+                    print(f"{'(r) raw asyncpg, same SQL':40}  p50 {raw50:6.2f}   p99 {raw99:6.2f}")
+                    for label, _ in variants:
+                        for phase, name in (("s", "new tokens"), ("t", "same tokens")):
+                            series = [one[phase] for one in rounds[label]]
+                            p50, p99 = median_of(series, 0.5), median_of(series, 0.99)
+                            print(
+                                f"{f'({phase}) {label}, {name}':40}  p50 {p50:6.2f}   p99 "
+                                f"{p99:6.2f}   ratio to (r): p50 {p50 / raw50:.2f}, p99 "
+                                f"{p99 / raw99:.2f}"
+                            )
                 finally:
                     await drop_database(server_url, DATABASE)
     finally:
@@ -422,4 +572,17 @@ if __name__ == "__main__":
     parser.add_argument("--applications", type=int, default=1_000)
     parser.add_argument("--seed", type=int, default=2026)
     parser.add_argument("--timeout", type=float, default=600)
+    parser.add_argument("--rounds", type=int, default=5, help="search rounds, medians printed")
+    parser.add_argument(
+        "--profile", type=Path, help="run the service under cProfile, statistics to this file"
+    )
+    parser.add_argument("--client", choices=["lean", "httpx"], default="lean")
+    parser.add_argument(
+        "--variant",
+        action="append",
+        default=[],
+        metavar="LABEL=TREE",
+        help="run the service from this exported tree (git archive) too; repeatable; rounds "
+        "alternate between the variants",
+    )
     sys.exit(asyncio.run(main(parser.parse_args())))
