@@ -40,6 +40,7 @@ from maillage.common.auth import (
     require_role,
 )
 from maillage.common.http import create_app
+from maillage.common.problems import Problem
 from maillage.common.settings import ServiceSettings
 
 
@@ -519,3 +520,75 @@ async def test_caller_without_roles_or_partner() -> None:
     verifier = TokenVerifier(StaticKeys(ec256), issuer=ISSUER, audience=AUDIENCE)
     caller = await verifier.verify(ec256.sign(claims(roles=None, partner_id=None)))
     assert caller == Caller(subject="user-42", partner_id=None, roles=frozenset())
+
+
+# --- accepted tokens are remembered (decision 59) ------------------------------------------------
+
+
+class CountingVerifier(TokenVerifier):
+    """Counts the full checks (signature, claims) it makes."""
+
+    checks = 0
+
+    async def _verify(self, token: str) -> Caller:
+        self.checks += 1
+        return await super()._verify(token)
+
+
+async def test_a_token_is_checked_once_then_its_caller_is_remembered() -> None:
+    ed = ed25519_key()
+    verifier = CountingVerifier(StaticKeys(ed), issuer=ISSUER, audience=AUDIENCE)
+    token = ed.sign(claims(jti="a"))
+    callers = [await verifier.verify(token) for _ in range(3)]
+    assert callers == [callers[0]] * 3
+    assert verifier.checks == 1
+    await verifier.verify(ed.sign(claims(jti="b", sub="user-43")))
+    assert verifier.checks == 2
+
+
+async def test_a_remembered_token_is_refused_from_its_expiry_on() -> None:
+    ed = ed25519_key()
+    verifier = CountingVerifier(StaticKeys(ed), issuer=ISSUER, audience=AUDIENCE, leeway=0)
+    expiry = int(time.time()) + 2
+    token = ed.sign(claims(exp=expiry))
+    await verifier.verify(token)
+    await verifier.verify(token)
+    assert verifier.checks == 1
+    await asyncio.sleep(expiry - time.time() + 0.05)
+    with pytest.raises(Problem) as refused:
+        await verifier.verify(token)
+    assert refused.value.status == 401
+    assert "expiré" in (refused.value.detail or "")
+    assert verifier.checks == 2
+
+
+async def test_a_remembered_token_is_checked_again_once_its_key_is_withdrawn_or_replaced() -> None:
+    ed = ed25519_key()
+    keys = StaticKeys(ed)
+    verifier = CountingVerifier(keys, issuer=ISSUER, audience=AUDIENCE)
+    token = ed.sign(claims())
+    await verifier.verify(token)
+    keys._static = {}  # withdrawn
+    with pytest.raises(Problem) as refused:
+        await verifier.verify(token)
+    assert refused.value.status == 401
+    impostor = ed25519_key()
+    keys._static = {ed.kid: jwt.PyJWK({**impostor.jwk, "kid": ed.kid})}  # same kid, other key
+    with pytest.raises(Problem):
+        await verifier.verify(token)
+    keys._static = {ed.kid: jwt.PyJWK(ed.jwk)}  # published again (a refresh: a new object)
+    assert (await verifier.verify(token)).subject == "user-42"
+    assert verifier.checks == 4
+
+
+async def test_remembered_tokens_are_bounded_oldest_first() -> None:
+    ed = ed25519_key()
+    verifier = CountingVerifier(StaticKeys(ed), issuer=ISSUER, audience=AUDIENCE, remembered=3)
+    tokens = [ed.sign(claims(jti=str(n))) for n in range(5)]
+    for token in tokens:
+        await verifier.verify(token)
+    assert len(verifier._accepted) == 3
+    await verifier.verify(tokens[4])
+    assert verifier.checks == 5
+    await verifier.verify(tokens[0])
+    assert verifier.checks == 6

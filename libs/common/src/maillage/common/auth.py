@@ -10,12 +10,20 @@ anything: on every state-changing request (any method but GET, HEAD, OPTIONS) th
 partner is looked up in the service's own records (``app.state.partner_status``: the registry's
 table, or another service's read model of ``registry.partners``), and a suspended or rejected
 partner gets 403 ``partner_not_in_good_standing`` (:func:`check_standing`). Decision 40.
+
+A token is checked once, not on every request: :class:`TokenVerifier` keeps the caller of each
+token it accepted (a bounded LRU keyed by the whole token string) until the token's expiry, and
+only while the key that verified it is still the one the JWKS cache holds for its ``kid`` (a
+withdrawn or replaced key, or any refresh of the JWKS, sends the token through the full check
+again). Nothing else changes: an expired token is refused at the same second as before, and the
+partner's standing is still read on every write. Decision 59.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Annotated, Any
@@ -117,15 +125,38 @@ class JWKSCache:
 
 
 class TokenVerifier:
-    """Checks a bearer token: signature by a published key, expiry, issuer and audience."""
+    """Checks a bearer token: signature by a published key, expiry, issuer and audience. The
+    callers of the last ``remembered`` tokens accepted are kept (see the module docstring)."""
 
-    def __init__(self, jwks: JWKSCache, *, issuer: str, audience: str, leeway: float = 30) -> None:
+    def __init__(
+        self,
+        jwks: JWKSCache,
+        *,
+        issuer: str,
+        audience: str,
+        leeway: float = 30,
+        remembered: int = 4096,
+    ) -> None:
         self.jwks = jwks
         self.issuer = issuer
         self.audience = audience
         self.leeway = leeway
+        self.remembered = remembered
+        # token -> (caller, the time.time() from which it is expired, kid, the verifying key)
+        self._accepted: OrderedDict[str, tuple[Caller, float, str, jwt.PyJWK]] = OrderedDict()
 
     async def verify(self, token: str) -> Caller:
+        accepted = self._accepted.get(token)
+        if accepted is not None:
+            caller, expired_from, kid, key = accepted
+            if time.time() < expired_from and await self.jwks.key(kid) is key:
+                if token in self._accepted:
+                    self._accepted.move_to_end(token)
+                return caller
+            self._accepted.pop(token, None)
+        return await self._verify(token)
+
+    async def _verify(self, token: str) -> Caller:
         try:
             header = jwt.get_unverified_header(token)
         except jwt.PyJWTError as error:
@@ -156,11 +187,16 @@ class TokenVerifier:
         partner_id = claims.get("partner_id")
         if not isinstance(roles, list) or not all(isinstance(role, str) for role in roles):
             raise _unauthenticated("La revendication roles du jeton n'est pas une liste de textes.")
-        return Caller(
+        caller = Caller(
             subject=str(claims["sub"]),
             partner_id=str(partner_id) if partner_id is not None else None,
             roles=frozenset(roles) & ROLES,
         )
+        # PyJWT refuses once now >= exp + leeway: the same instant, never later.
+        self._accepted[token] = (caller, float(claims["exp"]) + self.leeway, kid, key)
+        while len(self._accepted) > self.remembered:
+            self._accepted.popitem(last=False)
+        return caller
 
 
 def _unauthenticated(detail: str, **extensions: str) -> Problem:
