@@ -4,10 +4,15 @@ text without accents."""
 
 from __future__ import annotations
 
+import asyncio
 import math
 import random
+import uuid
 
 from stages3e_world import Stages, week_ahead
+
+from maillage.common.catalog import PartnerUpdated, PartnerVerified
+from maillage.stages3e.api import RecentPartners
 
 # earthdistance's sphere: earth() is 6,378,168 m.
 EARTH_RADIUS_M = 6_378_168.0
@@ -106,3 +111,38 @@ async def test_search_by_week_text_sector_and_reserved_seats(stages: Stages) -> 
         assert far.status_code == 422
         nowhere = await http.get("/offers", headers=stages.host_token(host))
         assert nowhere.status_code == 200  # the host's own place
+
+
+async def test_a_search_reads_the_callers_record_again_once_it_is_search_partner_seconds_old(
+    stages: Stages,
+) -> None:
+    """The caller's record is reused for ``search_partner_seconds`` (here 0.5 s): a collège that
+    leaves REP stops seeing reserved seats after that; a partner not known yet is never
+    remembered as unknown, so it is seen as soon as its event arrives."""
+    stages.app.state.recent_partners = RecentPartners(0.5)
+    orly = {"latitude": 48.7465, "longitude": 2.3920}
+    host = await stages.partner()
+    college = await stages.school("REP")
+    newcomer = uuid.uuid4()
+    async with stages.client() as http:
+        reserved = await stages.offer(
+            host, http, **orly, weeks=[{"week": str(week_ahead()), "seats": 1, "reserved": 1}]
+        )
+
+        async def ids(school: uuid.UUID) -> list[str]:
+            answer = await http.get("/offers", params=orly, headers=stages.school_token(school))
+            assert answer.status_code == 200, answer.text
+            return [o["id"] for o in answer.json()["items"]]
+
+        assert await ids(college) == [reserved["id"]]
+        facts = {"kind": "college", "legal_name": "Collège", "status": "verified", **orly}
+        await stages.apply_event(
+            PartnerUpdated(partner_id=college, version=2, education_prioritaire=None, **facts)
+        )
+        await asyncio.sleep(0.6)
+        assert await ids(college) == []  # no longer eligible: the reserved seat is not its
+        assert await ids(newcomer) == []  # unknown: no eligibility
+        await stages.apply_event(
+            PartnerVerified(partner_id=newcomer, version=1, education_prioritaire="REP+", **facts)
+        )
+        assert await ids(newcomer) == [reserved["id"]]

@@ -21,7 +21,9 @@ from __future__ import annotations
 import base64
 import json
 import math
+import time
 import uuid
+from collections import OrderedDict
 from datetime import UTC, date, datetime
 from typing import Annotated, Any, Literal
 
@@ -292,6 +294,36 @@ async def _seat_view(
     return _view_of(partner, caller, request)
 
 
+class RecentPartners:
+    """The read model's partners as searches read them, each kept ``seconds`` (bounded, oldest
+    out): a collège paging or refining a search does not read its own record again each time.
+    Only searches use it; every write reads the partner again inside its transaction. A change
+    of a partner's place or REP status reaches its searches at most ``seconds`` later."""
+
+    def __init__(self, seconds: float, size: int = 10_000) -> None:
+        self.seconds = seconds
+        self.size = size
+        self._kept: OrderedDict[uuid.UUID, tuple[float, store.KnownPartner]] = OrderedDict()
+
+    async def get(
+        self, connection: asyncpg.Connection, partner_id: uuid.UUID
+    ) -> store.KnownPartner | None:
+        now = time.monotonic()
+        kept = self._kept.get(partner_id)
+        if kept is not None and kept[0] > now:
+            return kept[1]
+        partner = await store.get_partner(connection, partner_id)
+        if partner is None:  # not known yet: not remembered, its event may arrive any moment
+            self._kept.pop(partner_id, None)
+            return None
+        if self.seconds > 0:
+            self._kept[partner_id] = (now + self.seconds, partner)
+            self._kept.move_to_end(partner_id)
+            while len(self._kept) > self.size:
+                self._kept.popitem(last=False)
+        return partner
+
+
 def _view_of(
     partner: store.KnownPartner | None, caller: Caller, request: Request
 ) -> usecases.SeatView:
@@ -400,7 +432,8 @@ async def _search(
     limit: int,
 ) -> dict[str, Any]:
     partner_id = usecases.caller_partner_id(caller)
-    partner = await store.get_partner(connection, partner_id) if partner_id else None
+    recent: RecentPartners = request.app.state.recent_partners
+    partner = await recent.get(connection, partner_id) if partner_id else None
     if latitude is None or longitude is None:
         if partner is None or partner.latitude is None or partner.longitude is None:
             raise Problem(

@@ -39,6 +39,12 @@ class Stages3eSettings(ServiceSettings):
     erasure_month: int = Field(default=7, ge=1, le=12, description="Pupils' references erased")
     erasure_day: int = Field(default=31, ge=1, le=31, description="on this day after the year")
     writes_per_minute: float = Field(default=600, gt=0, description="Per caller, 429 beyond")
+    search_partner_seconds: float = Field(
+        default=30,
+        ge=0,
+        le=300,
+        description="A search reuses the caller's partner record read this long ago (0: never)",
+    )
 
 
 def create(settings: Stages3eSettings | None = None) -> FastAPI:
@@ -64,4 +70,5 @@ def create(settings: Stages3eSettings | None = None) -> FastAPI:
     )
     app.state.rate_limits = {"writes": TokenBucket(rate=settings.writes_per_minute, per=60)}
     app.state.partner_status = store.partner_status  # writes refused to suspended partners
+    app.state.recent_partners = api.RecentPartners(settings.search_partner_seconds)
     return app
