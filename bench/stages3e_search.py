@@ -26,6 +26,8 @@ in ``--rounds`` rounds (5):
     searches from its place, shapes 20 offers), after 50 untimed;
 (t) the same searches again with the same tokens (a collège paging or refining its search: the
     token and the school's record were seen a few seconds before);
+(h) as many ``GET /livez``: the HTTP server, the middlewares and the routing alone (the floor
+    of any request: no token, no database, no span);
 (r) the same searches' SQL by raw asyncpg on one connection: ``store.search_offers`` (the
     service's own query text, asyncpg records to dicts, nothing else), same parameters;
 (w) ``--applications`` ``POST /applications`` from 16 clients on 100 offers of one week and 5
@@ -354,6 +356,19 @@ async def search_phase(
     return latencies, found
 
 
+async def floor_phase(http: LeanClient | HttpxClient, count: int) -> list[float]:
+    """(h) ``GET /livez``: the HTTP server, the middlewares and the routing, nothing else (no
+    token, no database, no span: /livez is not traced)."""
+    latencies = []
+    for _ in range(count):
+        start = time.perf_counter()
+        status, body = await http.get("/livez", "")
+        latencies.append(time.perf_counter() - start)
+        if status != 200:
+            raise RuntimeError(f"GET /livez: {status} {body[:500]!r}")
+    return latencies
+
+
 async def raw_phase(url: str, searches: Sequence[tuple[Any, Any]], today: date) -> list[float]:
     connection = await asyncpg.connect(url)
     await connection.set_type_codec(  # as the service's pool decodes jsonb
@@ -524,9 +539,11 @@ async def main(args: argparse.Namespace) -> int:
                                 targets = search_targets(key, searches[50:])
                                 served, found = await search_phase(clients[label], targets)
                                 again, _ = await search_phase(clients[label], targets)
-                                rounds[label].append({"s": served, "t": again})
+                                floor = await floor_phase(clients[label], len(targets))
+                                rounds[label].append({"s": served, "t": again, "h": floor})
                                 print(f"{label}: (s) new tokens   {figures(served)}")
                                 print(f"{label}: (t) same tokens  {figures(again)}")
+                                print(f"{label}: (h) GET /livez   {figures(floor)}")
                             raws.append(await raw_phase(url, searches[50:], today))
                             print(f"(r) raw asyncpg, SQL      {figures(raws[-1])}")
                         if args.applications:
@@ -549,7 +566,11 @@ async def main(args: argparse.Namespace) -> int:
                     raw50, raw99 = median_of(raws, 0.5), median_of(raws, 0.99)
                     print(f"{'(r) raw asyncpg, same SQL':40}  p50 {raw50:6.2f}   p99 {raw99:6.2f}")
                     for label, _ in variants:
-                        for phase, name in (("s", "new tokens"), ("t", "same tokens")):
+                        for phase, name in (
+                            ("s", "new tokens"),
+                            ("t", "same tokens"),
+                            ("h", "GET /livez"),
+                        ):
                             series = [one[phase] for one in rounds[label]]
                             p50, p99 = median_of(series, 0.5), median_of(series, 0.99)
                             print(
