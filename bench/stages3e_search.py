@@ -117,7 +117,7 @@ class LeanClient:
         self._writer: asyncio.StreamWriter | None = None
 
     async def __aenter__(self) -> LeanClient:
-        self._reader, self._writer = await asyncio.open_connection(self.host, self.port)
+        await self.connect()
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -125,6 +125,12 @@ class LeanClient:
             self._writer.close()
             with contextlib.suppress(OSError):
                 await self._writer.wait_closed()
+
+    async def connect(self) -> None:
+        """A new connection: each phase starts with one (uvicorn closes a connection idle for
+        5 s, as between two variants' phases)."""
+        await self.__aexit__()
+        self._reader, self._writer = await asyncio.open_connection(self.host, self.port)
 
     async def get(self, target: str, authorization: str) -> tuple[int, bytes]:
         assert self._reader is not None
@@ -326,6 +332,9 @@ class HttpxClient:
     async def __aexit__(self, *exc: object) -> None:
         await self._http.aclose()
 
+    async def connect(self) -> None:
+        """httpx opens connections itself."""
+
     async def get(self, target: str, authorization: str) -> tuple[int, bytes]:
         answer = await self._http.get(target, headers={"Authorization": authorization})
         return answer.status_code, answer.content
@@ -346,6 +355,7 @@ async def search_phase(
     http: LeanClient | HttpxClient, targets: Sequence[tuple[str, str]]
 ) -> tuple[list[float], list[int]]:
     latencies, found = [], []
+    await http.connect()
     for target, authorization in targets:
         start = time.perf_counter()
         status, body = await http.get(target, authorization)
@@ -360,6 +370,7 @@ async def floor_phase(http: LeanClient | HttpxClient, count: int) -> list[float]
     """(h) ``GET /livez``: the HTTP server, the middlewares and the routing, nothing else (no
     token, no database, no span: /livez is not traced)."""
     latencies = []
+    await http.connect()
     for _ in range(count):
         start = time.perf_counter()
         status, body = await http.get("/livez", "")
