@@ -209,6 +209,18 @@ Pool = Annotated[asyncpg.Pool, Depends(pool_of)]
 """Route parameter type: the service's database pool."""
 
 
+async def read_connection_of(request: Request) -> AsyncIterator[asyncpg.Connection]:
+    # A dependency with yield exits after the response is sent: the pool's reset of the
+    # connection on release (a round trip) is then off the answer's path.
+    async with pool_or_fail(runtime_of(request)).acquire() as connection:
+        yield connection
+
+
+ReadConnection = Annotated[asyncpg.Connection, Depends(read_connection_of)]
+"""Route parameter type: a pooled connection for reads (no transaction), released to the pool
+after the response is sent."""
+
+
 def create_broker(settings: ServiceSettings) -> KafkaBroker:
     """The service's FastStream Kafka broker.
 

@@ -35,7 +35,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_vali
 from maillage.common import idempotency, pagination
 from maillage.common.auth import Caller, CurrentCaller, require_role
 from maillage.common.db import transaction
-from maillage.common.http import Pool
+from maillage.common.http import Pool, ReadConnection
 from maillage.common.problems import Problem
 from maillage.common.ratelimit import RATE_LIMITED_RESPONSE, TokenBucket
 from maillage.stages3e import domain, store, usecases
@@ -396,7 +396,7 @@ def _decode_distance_cursor(cursor: str | None) -> tuple[float, uuid.UUID] | Non
 async def search_offers(
     request: Request,
     caller: CurrentCaller,
-    pool: Pool,
+    connection: ReadConnection,
     latitude: Annotated[float | None, Query(ge=-90, le=90)] = None,
     longitude: Annotated[float | None, Query(ge=-180, le=180)] = None,
     radius_km: Annotated[float, Query(gt=0, le=MAX_RADIUS_KM)] = DEFAULT_RADIUS_KM,
@@ -411,11 +411,10 @@ async def search_offers(
     cursor: Annotated[str | None, Query(max_length=200)] = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
 ) -> dict[str, Any]:
-    async with pool.acquire() as connection:
-        return await _search(
-            connection, request, caller, latitude, longitude, radius_km, week, sector, q,
-            cursor, limit,
-        )  # fmt: skip
+    return await _search(
+        connection, request, caller, latitude, longitude, radius_km, week, sector, q, cursor,
+        limit,
+    )  # fmt: skip
 
 
 async def _search(
