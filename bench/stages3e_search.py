@@ -72,7 +72,7 @@ from typing import Any
 
 import asyncpg
 import httpx
-from backbone import load
+from backbone import CpuMeter, load
 from cordees_requests import figures, percentile, run_clients, settle, stack
 
 from maillage.cli.dev import database_url_for
@@ -257,9 +257,9 @@ async def service(
     log: Path,
     profile: Path | None = None,
     source: Path | None = None,
-) -> AsyncIterator[str]:
-    """The stages3e app under uvicorn, ready; yields its base URL. With ``profile``, uvicorn
-    runs under cProfile, which writes its statistics there when the service stops. With
+) -> AsyncIterator[tuple[str, int]]:
+    """The stages3e app under uvicorn, ready; yields its base URL and process id. With
+    ``profile``, uvicorn runs under cProfile, which writes its statistics there when it stops. With
     ``source`` (a tree exported by ``git archive``), the service runs that tree's chassis and
     stages3e code instead of this one's."""
     port = free_port()
@@ -306,7 +306,7 @@ async def service(
                         if (await http.get("/readyz")).status_code == 200:
                             break
                 await asyncio.sleep(0.2)
-        yield base
+        yield base, process.pid
     finally:
         if process.returncode is None:
             process.send_signal(signal.SIGTERM)
@@ -364,6 +364,12 @@ async def search_phase(
             raise RuntimeError(f"GET /offers: {status} {body[:500]!r}")
         found.append(len(json.loads(body)["items"]))
     return latencies, found
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU seconds (user and system) of one process so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 async def floor_phase(http: LeanClient | HttpxClient, count: int) -> list[float]:
@@ -503,7 +509,7 @@ async def main(args: argparse.Namespace) -> int:
     jwks.publish(key)
     try:
         with tempfile.TemporaryDirectory(prefix="maillage-bench-") as workdir:
-            async with stack(Path(workdir), args.timeout) as (bootstrap, server_url, idem, _):
+            async with stack(Path(workdir), args.timeout) as (bootstrap, server_url, idem, pids):
                 await ensure_database(server_url, DATABASE)
                 try:
                     url = database_url_for(server_url, DATABASE)
@@ -531,11 +537,29 @@ async def main(args: argparse.Namespace) -> int:
                         label: [] for label, _ in variants
                     }
                     raws: list[list[float]] = []
+                    # CPU per request: the service's process, PostgreSQL's processes, and this
+                    # process for the raw phase. Less sensitive to a shared machine's load than
+                    # latencies are.
+                    cpus: dict[str, list[float]] = {}
+                    meter = CpuMeter({"postgres": pids.get("postgres")})
+                    service_pids: dict[str, int] = {}
+
+                    def cpu_now(label: str | None) -> tuple[float, float]:
+                        sample = meter.sample()
+                        own = sample["bench"] if label is None else cpu_seconds(service_pids[label])
+                        return own, sample.get("postgres", float("nan"))
+
+                    def cpu_since(key: str, start: tuple[float, float], label: str | None) -> None:
+                        end = cpu_now(label)
+                        for n, part in enumerate(("own", "pg")):
+                            per_search = (end[n] - start[n]) / args.searches
+                            cpus.setdefault(f"{key} {part}", []).append(per_search)
+
                     found: list[int] = []
                     async with contextlib.AsyncExitStack() as running:
                         clients: dict[str, LeanClient | HttpxClient] = {}
                         for label, source in variants:
-                            base = await running.enter_async_context(
+                            base, service_pids[label] = await running.enter_async_context(
                                 service(
                                     url, bootstrap, idem, jwks.url, args.timeout,
                                     log.with_suffix(f".{label}.log"), args.profile, source,
@@ -548,14 +572,20 @@ async def main(args: argparse.Namespace) -> int:
                             print(f"\nround {n + 1}, {load()}")
                             for label, _ in variants:
                                 targets = search_targets(key, searches[50:])
+                                start = cpu_now(label)
                                 served, found = await search_phase(clients[label], targets)
+                                cpu_since(f"(s) {label}", start, label)
+                                start = cpu_now(label)
                                 again, _ = await search_phase(clients[label], targets)
+                                cpu_since(f"(t) {label}", start, label)
                                 floor = await floor_phase(clients[label], len(targets))
                                 rounds[label].append({"s": served, "t": again, "h": floor})
                                 print(f"{label}: (s) new tokens   {figures(served)}")
                                 print(f"{label}: (t) same tokens  {figures(again)}")
                                 print(f"{label}: (h) GET /livez   {figures(floor)}")
+                            start = cpu_now(None)
                             raws.append(await raw_phase(url, searches[50:], today))
+                            cpu_since("(r)", start, None)
                             print(f"(r) raw asyncpg, SQL      {figures(raws[-1])}")
                         if args.applications:
                             http = await running.enter_async_context(
@@ -589,6 +619,11 @@ async def main(args: argparse.Namespace) -> int:
                                 f"{p99:6.2f}   ratio to (r): p50 {p50 / raw50:.2f}, p99 "
                                 f"{p99 / raw99:.2f}"
                             )
+                    print("CPU per search (ms, medians): own process, PostgreSQL")
+                    for name in sorted({key.rsplit(" ", 1)[0] for key in cpus}):
+                        own = 1000 * statistics.median(cpus[f"{name} own"])
+                        database = 1000 * statistics.median(cpus[f"{name} pg"])
+                        print(f"    {name:30}  {own:6.2f}  {database:6.2f}")
                 finally:
                     await drop_database(server_url, DATABASE)
     finally:
