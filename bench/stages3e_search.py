@@ -544,14 +544,16 @@ async def main(args: argparse.Namespace) -> int:
                     meter = CpuMeter({"postgres": pids.get("postgres")})
                     service_pids: dict[str, int] = {}
 
-                    def cpu_now(label: str | None) -> tuple[float, float]:
+                    def cpu_now(label: str | None) -> tuple[float, float, float]:
                         sample = meter.sample()
                         own = sample["bench"] if label is None else cpu_seconds(service_pids[label])
-                        return own, sample.get("postgres", float("nan"))
+                        return own, sample.get("postgres", float("nan")), sample["bench"]
 
-                    def cpu_since(key: str, start: tuple[float, float], label: str | None) -> None:
+                    def cpu_since(
+                        key: str, start: tuple[float, float, float], label: str | None
+                    ) -> None:
                         end = cpu_now(label)
-                        for n, part in enumerate(("own", "pg")):
+                        for n, part in enumerate(("own", "pg", "client")):
                             per_search = (end[n] - start[n]) / args.searches
                             cpus.setdefault(f"{key} {part}", []).append(per_search)
 
@@ -619,11 +621,17 @@ async def main(args: argparse.Namespace) -> int:
                                 f"{p99:6.2f}   ratio to (r): p50 {p50 / raw50:.2f}, p99 "
                                 f"{p99 / raw99:.2f}"
                             )
-                    print("CPU per search (ms, medians): own process, PostgreSQL")
+                    print(
+                        "CPU per search (ms, medians): service (or raw client), PostgreSQL, "
+                        "this process as the HTTP client"
+                    )
                     for name in sorted({key.rsplit(" ", 1)[0] for key in cpus}):
-                        own = 1000 * statistics.median(cpus[f"{name} own"])
-                        database = 1000 * statistics.median(cpus[f"{name} pg"])
-                        print(f"    {name:30}  {own:6.2f}  {database:6.2f}")
+                        own, database, client = (
+                            1000 * statistics.median(cpus[f"{name} {part}"])
+                            for part in ("own", "pg", "client")
+                        )
+                        client_text = f"{client:6.2f}" if name != "(r)" else "     -"
+                        print(f"    {name:30}  {own:6.2f}  {database:6.2f}  {client_text}")
                 finally:
                     await drop_database(server_url, DATABASE)
     finally:
