@@ -39,14 +39,17 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from maillage.common import sealing
 from maillage.common.catalog import (
     MatchProposed,
     MatchUnmatched,
     PairingEstablished,
     PartnerSuspended,
     PartnerVerified,
+    SchoolClaimCodeSealed,
     StageOfferPublished,
     catalog,
+    school_claim_seal_context,
 )
 from maillage.common.db import create_pool, migrate_service, transaction
 from maillage.common.events import Envelope, Event, encode_headers
@@ -59,6 +62,7 @@ PROPOSED = "fr.maillage.cordees.match-request.proposed.v1"
 ORLY = (48.7433, 2.3936)
 CRETEIL = (48.7904, 2.4556)  # about 7 km from Orly
 LYON = (45.7640, 4.8357)
+CLAIM_SEAL_PRIVATE_KEY = sealing.generate_private_pem()  # this service's, as the tests play it
 
 
 # --- real receivers: webhooks and SMTP ----------------------------------------------------------
@@ -283,6 +287,7 @@ async def world(
         smtp_host="127.0.0.1",
         smtp_port=smtp_port,
         mail_poll_interval_seconds=0.05,
+        claim_seal_private_key=CLAIM_SEAL_PRIVATE_KEY,
     )
     app = create(settings)
     producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap_servers, acks="all")
@@ -552,11 +557,12 @@ async def test_the_partner_read_model_keeps_only_newer_versions(database_url: st
         await connection.close()
 
 
-async def test_a_school_claim_code_goes_to_the_institutional_mailbox_only(
+async def test_a_clear_school_claim_code_written_before_the_upgrade_is_still_mailed(
     world: World, capfd: pytest.CaptureFixture[str]
 ) -> None:
-    """Decision 41: the registry's one-time code for a school is mailed to the Annuaire's
-    mailbox, once even if the event comes twice, and no webhook or log line carries it."""
+    """Decision 41, v1 (no longer produced, decision 63): a code in clear is mailed to the
+    Annuaire's mailbox, once even if the event comes twice, and no webhook or log line
+    carries it."""
     from maillage.common.catalog import SchoolClaimCodeIssued
 
     partner_id = await world.partner("Collège Robert Desnos")  # even a partner with an endpoint
@@ -586,3 +592,97 @@ async def test_a_school_claim_code_goes_to_the_institutional_mailbox_only(
     assert not any("04719263" in json.dumps(item, default=str) for item in world.receiver.received)
     captured = capfd.readouterr()
     assert "04719263" not in captured.out + captured.err
+
+
+def sealed_claim(
+    partner_id: uuid.UUID, code: str, *, private_pem: str = CLAIM_SEAL_PRIVATE_KEY
+) -> SchoolClaimCodeSealed:
+    """The registry's v2 event: the code sealed for the holder of ``private_pem``."""
+    claim_id, mailbox = uuid.uuid4(), "ce.0941147L@ac-creteil.fr"
+    sealing_key = sealing.SealingKey.from_pem(sealing.public_pem(private_pem))
+    return SchoolClaimCodeSealed(
+        claim_id=claim_id,
+        partner_id=partner_id,
+        uai="0941147L",
+        school_name="Collège Fernande Flagon",
+        mailbox=mailbox,
+        legal_name="Collège Fernande Flagon",
+        sealed_code=sealing_key.seal(
+            code, school_claim_seal_context(claim_id, partner_id, mailbox)
+        ),
+        expires_at=datetime.now(UTC),
+    )
+
+
+async def test_a_sealed_school_claim_code_is_opened_and_mailed_to_the_mailbox_only(
+    world: World, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """Decision 63: the code comes sealed for this service; it opens it, mails it once (even
+    if the event comes twice) and nothing else carries it: no webhook, no log line."""
+    partner_id = await world.partner("Collège Fernande Flagon")  # even one with an endpoint
+    await world.endpoint(partner_id, "flagon")
+    event = sealed_claim(partner_id, "58203716")
+    assert "58203716" not in event.model_dump_json()
+    event_id = await world.produce(event)
+    await world.produce(event, event_id=event_id)  # redelivered: mailed once
+
+    async def mailed() -> bool:
+        return any(m["To"] == event.mailbox for m in world.inbox.messages)
+
+    assert await wait_until(mailed)
+    await asyncio.sleep(0.5)  # room for a second mail, which must not come
+    [message] = [m for m in world.inbox.messages if m["To"] == event.mailbox]
+    body = message.get_body(preferencelist=("plain",))
+    assert body is not None
+    assert "58203716" in body.get_content()
+    assert "58203716" not in message["Subject"]
+    assert not any("58203716" in json.dumps(item, default=str) for item in world.receiver.received)
+    captured = capfd.readouterr()
+    assert "58203716" not in captured.out + captured.err
+
+
+async def dead_letters_of(world: World, event_id: uuid.UUID) -> list[dict[str, bytes]]:
+    records = await read_topic(
+        world.bootstrap, "dlq.notifications.school-claims", at_least=1, timeout=60
+    )
+    return [
+        {**dict(record.headers), "value": record.value or b""}
+        for record in records
+        if dict(record.headers).get("ce_id") == str(event_id).encode()
+    ]
+
+
+async def test_a_code_sealed_for_another_key_or_moved_to_another_mailbox_is_dead_lettered(
+    world: World, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """A code this service cannot open is no mail and no 5xx: its record goes to the dead
+    letters with the reason (key ids, never a code), and no log line carries the code."""
+    partner_id = uuid.uuid4()
+    stranger = sealing.generate_private_pem()
+    foreign = sealed_claim(partner_id, "31415926", private_pem=stranger)
+    # A bus writer who copies a genuine sealed code into an event for its own mailbox.
+    genuine = sealed_claim(partner_id, "27182818")
+    redirected = genuine.model_copy(update={"mailbox": "attacker@example.org"})
+    foreign_id = await world.produce(foreign)
+    redirected_id = await world.produce(redirected)
+
+    [dead_foreign] = await dead_letters_of(world, foreign_id)
+    [dead_redirected] = await dead_letters_of(world, redirected_id)
+    stranger_id = sealing.key_id(sealing.load_private(stranger).public_key())
+    assert dead_foreign["dlq-error-class"] == b"maillage.common.sealing.Unopenable"
+    assert stranger_id.encode() in dead_foreign["dlq-error-message"]
+    assert b"does not hold" in dead_foreign["dlq-error-message"]
+    assert dead_redirected["dlq-error-class"] == b"maillage.common.sealing.Unopenable"
+    assert b"does not open" in dead_redirected["dlq-error-message"]
+    assert not any(
+        m["To"] in {foreign.mailbox, "attacker@example.org"} for m in world.inbox.messages
+    )
+    mails = await world.pool.fetchval(
+        "SELECT count(*) FROM outgoing_mail WHERE dedupe_key = ANY($1::text[])",
+        [str(foreign_id), str(redirected_id)],
+    )
+    assert mails == 0
+    captured = capfd.readouterr()
+    for code in ("31415926", "27182818"):
+        assert code not in captured.out + captured.err
+        assert code.encode() not in dead_foreign["value"] + dead_redirected["value"]

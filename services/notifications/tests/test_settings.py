@@ -10,15 +10,23 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from maillage.cli.dev import LOCAL_WEBHOOKS
+from maillage.common import sealing
 from maillage.notifications.app import NotificationsSettings
 
 REQUIRED = {"database_url": "postgresql://n@127.0.0.1:5432/notifications"}
 STRONG_KEY = "0" * 64
+CLAIM_SEAL_KEY = sealing.generate_private_pem()
 
 
 def production(**values: Any) -> NotificationsSettings:
     return NotificationsSettings(
-        environment="production", secret_encryption_key=STRONG_KEY, **REQUIRED, **values
+        **{
+            "environment": "production",
+            "secret_encryption_key": STRONG_KEY,
+            "claim_seal_private_key": CLAIM_SEAL_KEY,
+            **REQUIRED,
+            **values,
+        }
     )
 
 
@@ -42,7 +50,9 @@ def test_production_refuses_http_and_exempted_hosts(
 
 def test_production_refuses_the_public_development_key() -> None:
     with pytest.raises(ValidationError, match="NOTIFICATIONS_SECRET_ENCRYPTION_KEY"):
-        NotificationsSettings(environment="production", **REQUIRED)
+        NotificationsSettings(
+            environment="production", claim_seal_private_key=CLAIM_SEAL_KEY, **REQUIRED
+        )
 
 
 def test_maillage_dev_local_webhooks_configure_a_development_service(
@@ -60,5 +70,30 @@ def test_maillage_dev_local_webhooks_configure_a_development_service(
     assert {"127.0.0.0/8", "::1", "localhost"} == dev.webhook_allowed_hosts
     monkeypatch.setenv("NOTIFICATIONS_ENVIRONMENT", "production")
     monkeypatch.setenv("NOTIFICATIONS_SECRET_ENCRYPTION_KEY", STRONG_KEY)
+    monkeypatch.setenv("NOTIFICATIONS_CLAIM_SEAL_PRIVATE_KEY", CLAIM_SEAL_KEY)
     with pytest.raises(ValidationError, match="development and tests"):
         NotificationsSettings()  # type: ignore[call-arg]
+
+
+def test_production_refuses_to_start_without_its_own_claim_seal_key() -> None:
+    """Decision 63: without a private key no school could be sent its code; the development
+    key is public; a value that is not an X25519 PEM is named."""
+    with pytest.raises(ValidationError, match="set NOTIFICATIONS_CLAIM_SEAL_PRIVATE_KEY"):
+        production(claim_seal_private_key=None)
+    with pytest.raises(ValidationError, match="the development key is public"):
+        production(claim_seal_private_key=sealing.DEV_PRIVATE_KEY_PEM)
+    with pytest.raises(ValidationError, match="the development key is public"):
+        production(claim_seal_retired_keys=[sealing.DEV_PRIVATE_KEY_PEM])
+    with pytest.raises(ValidationError, match="not a PEM private key"):
+        production(claim_seal_private_key="0" * 64)
+    retired = sealing.generate_private_pem()
+    rotating = production(claim_seal_retired_keys=[retired])
+    assert len(rotating.claim_opening.key_ids) == 2
+
+
+def test_outside_production_the_development_claim_seal_key_is_used_when_unset() -> None:
+    dev = NotificationsSettings(environment="dev", **REQUIRED)
+    assert (
+        dev.claim_opening.key_ids
+        == sealing.OpeningKeys.from_pems([sealing.DEV_PRIVATE_KEY_PEM]).key_ids
+    )

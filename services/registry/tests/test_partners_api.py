@@ -15,12 +15,15 @@ from asgi_lifespan import LifespanManager
 from fastapi import FastAPI
 from jwt_fixtures import AUDIENCE, ISSUER, JWKSServer, SigningKey, claims
 
+from maillage.common import sealing
 from maillage.common.auth import JWKSCache, TokenVerifier
-from maillage.common.catalog import PartnerFacts
+from maillage.common.catalog import PartnerFacts, school_claim_seal_context
 from maillage.registry import reference
 from maillage.registry.app import RegistrySettings, create
 
 DEMO_ANNUAIRE = Path(reference.__file__).parent / "data" / "annuaire-education-demo-94.csv"
+# Notifications' claim-seal key, as the tests play it: the registry gets its public half only.
+CLAIM_SEAL_PRIVATE_KEY = sealing.generate_private_pem()
 
 
 @pytest.fixture
@@ -40,6 +43,7 @@ async def app(
         jwt_issuer=ISSUER,
         jwt_audience=AUDIENCE,
         registrations_per_minute=5,
+        claim_seal_public_key=sealing.public_pem(CLAIM_SEAL_PRIVATE_KEY),
     )
     app = create(settings)
     async with LifespanManager(app, startup_timeout=60) as manager:
@@ -398,7 +402,7 @@ async def test_search_filters_and_pages_with_a_cursor(
     assert bad_cursor.status_code == 400
 
 
-CODE_ISSUED = "fr.maillage.registry.school-claim.code-issued.v1"
+CODE_ISSUED = "fr.maillage.registry.school-claim.code-issued.v2"
 
 
 async def import_demo_reference(database_url: str) -> None:
@@ -417,7 +421,8 @@ async def import_demo_reference(database_url: str) -> None:
 
 
 async def codes_sent(database_url: str) -> list[dict[str, Any]]:
-    """The one-time codes the registry published for notifications to mail, oldest first."""
+    """The one-time codes the registry published for notifications to mail, oldest first,
+    each opened with notifications' key as ``code`` (the outbox holds only ``sealed_code``)."""
     connection = await asyncpg.connect(database_url)
     try:
         rows = await connection.fetch(
@@ -425,7 +430,16 @@ async def codes_sent(database_url: str) -> list[dict[str, Any]]:
         )
     finally:
         await connection.close()
-    return [json.loads(row["payload"]) for row in rows]
+    opening = sealing.OpeningKeys.from_pems([CLAIM_SEAL_PRIVATE_KEY])
+    sent = []
+    for row in rows:
+        event = json.loads(row["payload"])
+        assert "code" not in event
+        context = school_claim_seal_context(
+            uuid.UUID(event["claim_id"]), uuid.UUID(event["partner_id"]), event["mailbox"]
+        )
+        sent.append({**event, "code": opening.open(event["sealed_code"], context)})
+    return sent
 
 
 def as_registrant(registered: dict[str, Any]) -> dict[str, str]:
@@ -490,6 +504,7 @@ async def test_a_school_is_verified_when_the_code_sent_to_its_annuaire_mailbox_c
     assert len(sent["code"]) == 8
     assert sent["code"].isdigit()
     assert sent["code"] not in registered.text
+    assert sent["code"] not in sent["sealed_code"]
     assert declared_rep.status_code == 422  # REP status is never declared
     assert unknown_school.status_code == 201
     assert unknown_school.json()["status"] == "pending"

@@ -142,7 +142,11 @@ class SchoolReferenced(Event):
     "fr.maillage.registry.school-claim.code-issued.v1", topic=SCHOOL_CLAIMS, key="claim_id"
 )
 class SchoolClaimCodeIssued(Event):
-    """A collège or lycée registered: a one-time code goes to the school's institutional mailbox
+    """Superseded by ``school-claim.code-issued.v2``, which carries the code sealed: no longer
+    published (decision 63). Notifications still mails the records written before the upgrade
+    (a code lives a day).
+
+    A collège or lycée registered: a one-time code goes to the school's institutional mailbox
     (the Annuaire's ``Mail`` column, never an address the registrant typed); whoever reads that
     mailbox sends it back to the registry, which then verifies the school (decision 41).
 
@@ -158,6 +162,41 @@ class SchoolClaimCodeIssued(Event):
     legal_name: Annotated[str, Level.PUBLIC]  # what the registrant called the school
     code: Annotated[str, Level.PARTNERS]
     expires_at: Annotated[datetime, Level.PUBLIC]
+
+
+@catalog.event(
+    "fr.maillage.registry.school-claim.code-issued.v2", topic=SCHOOL_CLAIMS, key="claim_id"
+)
+class SchoolClaimCodeSealed(Event):
+    """A collège or lycée registered: a one-time code goes to the school's institutional mailbox
+    (the Annuaire's ``Mail`` column, never an address the registrant typed); whoever reads that
+    mailbox sends it back to the registry, which then verifies the school (decisions 41, 63).
+
+    The code travels sealed for the notifications service alone (``maillage.common.sealing``:
+    HPKE to notifications' X25519 public key, bound to :func:`school_claim_seal_context`): a
+    reader of this topic, of its backups or of the registry's outbox learns nothing usable as
+    proof. The registry keeps only the code's hash; notifications opens it, mails it and logs
+    nothing of it; a code it cannot open is dead-lettered. No webhook or partner hears of it."""
+
+    claim_id: Annotated[UUID, Level.PUBLIC]
+    partner_id: Annotated[UUID, Level.PUBLIC]
+    uai: Annotated[str, Level.PUBLIC]
+    school_name: Annotated[str, Level.PUBLIC]
+    mailbox: Annotated[str, Level.PUBLIC]  # institutional and published: not a person's
+    legal_name: Annotated[str, Level.PUBLIC]  # what the registrant called the school
+    sealed_code: Annotated[str, Level.PUBLIC]  # "<key id>.<base64url>": opens only with the key
+    expires_at: Annotated[datetime, Level.PUBLIC]
+
+
+def school_claim_seal_context(claim_id: UUID, partner_id: UUID, mailbox: str) -> bytes:
+    """What a sealed claim code is bound to: copied into another claim, or with its mailbox
+    changed to another address, it does not open."""
+    return (
+        b"fr.maillage.registry.school-claim.code-issued.v2\x00"
+        + claim_id.bytes
+        + partner_id.bytes
+        + mailbox.encode("utf-8", "surrogatepass")
+    )
 
 
 # --- cordees events -----------------------------------------------------------------------------

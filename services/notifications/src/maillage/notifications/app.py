@@ -15,6 +15,7 @@ from pydantic import Field, SecretStr, model_validator
 
 from maillage.common.http import create_app
 from maillage.common.ratelimit import TokenBucket
+from maillage.common.sealing import DEV_PRIVATE_KEY_PEM, OpeningKeys, SealingKeyError
 from maillage.common.settings import ServiceSettings, service_config
 from maillage.notifications import api, consumers, domain, gauges, mail, ssrf, store
 from maillage.notifications.delivery import DeliveryWorker
@@ -56,6 +57,50 @@ class NotificationsSettings(ServiceSettings):
     # Encrypts the webhook signing secrets at rest; production sets its own
     # (NOTIFICATIONS_SECRET_ENCRYPTION_KEY, e.g. `openssl rand -hex 32`).
     secret_encryption_key: SecretStr = SecretStr(DEV_SECRET_ENCRYPTION_KEY)
+
+    # Opens the school claim codes the registry seals for this service (decision 63).
+    claim_seal_private_key: SecretStr | None = Field(
+        default=None,
+        description="PEM of this service's X25519 private key (openssl genpkey -algorithm "
+        "X25519); the registry seals school claim codes for its public half. Required in "
+        "production; elsewhere the public development key is used when unset",
+    )
+    claim_seal_retired_keys: tuple[SecretStr, ...] = Field(
+        default=(),
+        description="Previous private keys (PEM, a JSON list), kept during a rotation until the "
+        "codes sealed for them have expired (a day)",
+    )
+
+    @property
+    def claim_opening(self) -> OpeningKeys:
+        """The keys school claim codes are opened with: the configured one (else, in dev and
+        test, the public development key) and the retired ones."""
+        current = (
+            self.claim_seal_private_key.get_secret_value()
+            if self.claim_seal_private_key is not None
+            else DEV_PRIVATE_KEY_PEM
+        )
+        retired = [key.get_secret_value() for key in self.claim_seal_retired_keys]
+        return OpeningKeys.from_pems([current, *retired])
+
+    @model_validator(mode="after")
+    def _claim_codes_can_be_opened(self) -> NotificationsSettings:
+        if self.environment == "production" and self.claim_seal_private_key is None:
+            raise ValueError(
+                "set NOTIFICATIONS_CLAIM_SEAL_PRIVATE_KEY (PEM: openssl genpkey -algorithm "
+                "X25519) and give its public half to the registry: without it no school can be "
+                "sent its claim code"
+            )
+        try:
+            opening = self.claim_opening
+        except SealingKeyError as error:
+            raise ValueError(f"NOTIFICATIONS_CLAIM_SEAL_PRIVATE_KEY: {error}") from None
+        dev = OpeningKeys.from_pems([DEV_PRIVATE_KEY_PEM])
+        if self.environment == "production" and opening.key_ids & dev.key_ids:
+            raise ValueError(
+                "set NOTIFICATIONS_CLAIM_SEAL_PRIVATE_KEY: the development key is public"
+            )
+        return self
 
     # The subscriptions API.
     webhook_max_endpoints_per_partner: int = Field(default=20, ge=1)
@@ -186,6 +231,7 @@ def create(settings: NotificationsSettings | None = None) -> FastAPI:
         gauges=gauges.GAUGES,
     )
     mail.configure(public_base_url=settings.public_base_url)
+    consumers.configure(claim_opening=settings.claim_opening)
     app.state.settings = settings
     app.state.partner_status = store.partner_status  # writes refused to suspended partners
     app.state.secret_box = SecretBox(settings.secret_encryption_key.get_secret_value())

@@ -1,7 +1,12 @@
 """Event consumers of the notifications service: one EventConsumer per consumer group.
 
 ``notifications.school-claims`` mails the one-time code of a school registration to the school's
-institutional mailbox (``registry.school-claims``: no partner hears of it).
+institutional mailbox (``registry.school-claims``: no partner hears of it). The code comes sealed
+for this service (``school-claim.code-issued.v2``, decision 63): it is opened with the service's
+private key, bound to the claim, partner and mailbox, inside the inbox transaction; one that does
+not open (sealed for another key, altered, its mailbox changed) is dead-lettered with the reason,
+and nothing of it is logged. The clear ``v1`` is no longer produced; the records written before
+the upgrade are still mailed.
 
 ``notifications.fanout`` reads every domain topic. For each event, inside the inbox transaction
 (so a redelivered event changes nothing): the partner read model is kept (registry events), the
@@ -32,10 +37,13 @@ from maillage.common.catalog import (
     TRANCHES,
     PartnerFacts,
     SchoolClaimCodeIssued,
+    SchoolClaimCodeSealed,
     catalog,
+    school_claim_seal_context,
 )
 from maillage.common.events import Envelope, Event
 from maillage.common.inbox import Delivery, EventConsumer
+from maillage.common.sealing import OpeningKeys
 from maillage.notifications import domain, mail, signing, store
 
 fanout = EventConsumer(
@@ -156,17 +164,48 @@ school_claims = EventConsumer(
 )
 
 
+class _ClaimKeys:
+    """The keys that open sealed claim codes, from the settings (:func:`configure`)."""
+
+    opening: OpeningKeys | None = None
+
+
+def configure(*, claim_opening: OpeningKeys) -> None:
+    """The private keys school claim codes are opened with, from the settings."""
+    _ClaimKeys.opening = claim_opening
+
+
+@school_claims.handler(SchoolClaimCodeSealed)
+async def mail_sealed_school_claim_code(event: SchoolClaimCodeSealed, delivery: Delivery) -> None:
+    """Open the sealed code and mail it to the school's institutional mailbox, once per event.
+    A code that does not open raises ``sealing.Unopenable`` (the event is dead-lettered with
+    its reason, which names key ids only)."""
+    assert _ClaimKeys.opening is not None, "consumers.configure was not called"
+    context = school_claim_seal_context(event.claim_id, event.partner_id, event.mailbox)
+    code = _ClaimKeys.opening.open(event.sealed_code, context)
+    await _mail_code(event, code, delivery)
+
+
 @school_claims.handler(SchoolClaimCodeIssued)
 async def mail_school_claim_code(event: SchoolClaimCodeIssued, delivery: Delivery) -> None:
-    """Mail the code to the school's institutional mailbox, once per event. Nothing of the
-    event is logged here; the mail is the only copy outside the bus (the registry keeps a
+    """A clear code written before the registry sealed them (v1): mailed as before, so a
+    school that registered during the upgrade still gets it. Remove once no v1 record is
+    younger than a day on any cluster."""
+    await _mail_code(event, event.code, delivery)
+
+
+async def _mail_code(
+    event: SchoolClaimCodeIssued | SchoolClaimCodeSealed, code: str, delivery: Delivery
+) -> None:
+    """Queue the code's mail to the school's institutional mailbox, deduplicated by event id.
+    Nothing of the event is logged here; the mail is the only clear copy (the registry keeps a
     hash)."""
     await mail.queue(
         delivery.connection,
         to=event.mailbox,
         template=SCHOOL_CLAIM_TEMPLATE,
         context={
-            "code": event.code,
+            "code": code,
             "school_name": event.school_name,
             "uai": event.uai,
             "legal_name": event.legal_name,

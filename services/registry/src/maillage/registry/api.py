@@ -48,6 +48,7 @@ from maillage.common.ratelimit import (
     client_address,
     rate_limited,
 )
+from maillage.common.sealing import SealingKey
 from maillage.registry import domain, identifiers, reference, store, tokens, usecases
 from maillage.registry.domain import PartnerKind, PartnerStatus, Programme
 
@@ -334,7 +335,13 @@ async def register(registration: Registration, request: Request, pool: Pool) -> 
     if isinstance(claimed, JSONResponse):
         return await _replayed(claimed, request, pool)
     try:
-        body = await _register(registration, pool, claimed, lifetime=_token_lifetime(request))
+        body = await _register(
+            registration,
+            pool,
+            claimed,
+            lifetime=_token_lifetime(request),
+            claim_sealing=request.app.state.claim_sealing,
+        )
     except BaseException:
         await idempotency.release(pool, claimed)
         raise
@@ -368,6 +375,7 @@ async def _register(
     claimed: idempotency.IdempotencyKey | None,
     *,
     lifetime: timedelta,
+    claim_sealing: SealingKey,
 ) -> dict[str, Any]:
     errors: list[domain.FieldError] = []
     normalised: dict[str, str | None] = {}
@@ -442,7 +450,7 @@ async def _register(
             school_claim = None
             if school is not None:
                 school_claim = await usecases.open_school_claim(
-                    connection, partner, school, now=now
+                    connection, partner, school, now=now, sealing=claim_sealing
                 )
             contacts = await store.contacts_of(connection, [partner["id"]])
             body = Partner(**partner, contacts=contacts[partner["id"]]).model_dump(

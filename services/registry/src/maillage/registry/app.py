@@ -13,6 +13,7 @@ from pydantic import Field, SecretStr, model_validator
 
 from maillage.common.http import create_app
 from maillage.common.ratelimit import FailureThrottle, TokenBucket
+from maillage.common.sealing import DEV_PRIVATE_KEY_PEM, SealingKey, SealingKeyError, public_pem
 from maillage.common.settings import ServiceSettings, service_config
 from maillage.registry import api, consumers, store, tokens
 
@@ -64,6 +65,38 @@ class RegistrySettings(ServiceSettings):
     )
     # Encrypts the signing keys at rest; production sets its own (REGISTRY_KEY_ENCRYPTION_SECRET).
     key_encryption_secret: SecretStr = SecretStr(DEV_KEY_SECRET)
+    # Notifications' public key: school claim codes are sealed for it (decision 63).
+    claim_seal_public_key: str | None = Field(
+        default=None,
+        description="PEM of the notifications service's X25519 public key (openssl pkey "
+        "-pubout); school claim codes travel sealed for it. Required in production; elsewhere "
+        "the public development key is used when unset",
+    )
+
+    @property
+    def claim_sealing(self) -> SealingKey:
+        """What school claim codes are sealed with: the configured key, else (dev, test) the
+        public development key."""
+        return SealingKey.from_pem(self.claim_seal_public_key or public_pem(DEV_PRIVATE_KEY_PEM))
+
+    @model_validator(mode="after")
+    def _claim_codes_can_be_sealed(self) -> RegistrySettings:
+        if self.environment == "production" and self.claim_seal_public_key is None:
+            raise ValueError(
+                "set REGISTRY_CLAIM_SEAL_PUBLIC_KEY to the notifications service's claim-seal "
+                "public key (PEM: openssl pkey -in claim-seal.pem -pubout): without it no school "
+                "can be sent its code"
+            )
+        try:
+            sealing = self.claim_sealing
+        except SealingKeyError as error:
+            raise ValueError(f"REGISTRY_CLAIM_SEAL_PUBLIC_KEY: {error}") from None
+        dev = SealingKey.from_pem(public_pem(DEV_PRIVATE_KEY_PEM))
+        if self.environment == "production" and sealing.key_id == dev.key_id:
+            raise ValueError(
+                "set REGISTRY_CLAIM_SEAL_PUBLIC_KEY: the development key's private half is public"
+            )
+        return self
 
     @model_validator(mode="after")
     def _production_has_its_own_secret(self) -> RegistrySettings:
@@ -85,6 +118,7 @@ def create(settings: RegistrySettings | None = None) -> FastAPI:
         migrations=MIGRATIONS,
     )
     app.state.registration_token_lifetime = timedelta(days=settings.registration_token_days)
+    app.state.claim_sealing = settings.claim_sealing
     app.state.partner_status = store.partner_status  # writes refused to suspended partners
     app.state.rate_limits = {
         "registration": TokenBucket(rate=settings.registrations_per_minute, per=60),

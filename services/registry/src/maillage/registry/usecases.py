@@ -18,7 +18,9 @@ School claim (proof of control of a collège's or lycée's institutional mailbox
 
 1. A school registers with a UAI of the Annuaire that has a ``Mail``: it stays ``pending``, and
    a one-time code of eight digits goes to that mailbox (:func:`open_school_claim`: the
-   ``SchoolClaimCodeIssued`` event, mailed by notifications); only its argon2 hash is kept.
+   ``SchoolClaimCodeSealed`` event, mailed by notifications); only its argon2 hash is kept, and
+   the event carries it sealed for notifications alone (decision 63): the registry cannot open
+   it, nor can any other reader of the bus or of the outbox.
 2. The registrant sends the code back within a day, five tries at most
    (:func:`prove_school_claim`): the school is verified, and every other pending registration of
    the same UAI (a squatter's) is rejected, each with its history and event.
@@ -43,10 +45,12 @@ from maillage.common.catalog import (
     PartnerFacts,
     PartnerRejected,
     PartnerVerified,
-    SchoolClaimCodeIssued,
+    SchoolClaimCodeSealed,
+    school_claim_seal_context,
 )
 from maillage.common.outbox import publish
 from maillage.common.problems import Problem
+from maillage.common.sealing import SealingKey
 from maillage.registry import reference, store, tokens
 from maillage.registry.domain import PartnerStatus
 
@@ -209,10 +213,12 @@ async def open_school_claim(
     school: reference.ReferenceSchool,
     *,
     now: datetime,
+    sealing: SealingKey,
 ) -> dict[str, Any] | None:
     """Send a one-time code to the school's institutional mailbox; what the registrant is told
     (``mailbox``, ``expires_at``), or None when the Annuaire gives the school no mailbox (the
-    registration then waits for an operator). Publishes SchoolClaimCodeIssued."""
+    registration then waits for an operator). Publishes SchoolClaimCodeSealed, the code sealed
+    with ``sealing`` (notifications' public key) and bound to the claim, partner and mailbox."""
     if school.mail is None:
         return None
     claim_id = uuid.uuid4()
@@ -228,16 +234,19 @@ async def open_school_claim(
         created_at=now,
         expires_at=expires_at,
     )
+    partner_id = uuid.UUID(partner["id"])
     await publish(
         connection,
-        SchoolClaimCodeIssued(
+        SchoolClaimCodeSealed(
             claim_id=claim_id,
-            partner_id=uuid.UUID(partner["id"]),
+            partner_id=partner_id,
             uai=school.uai,
             school_name=school.name,
             mailbox=school.mail,
             legal_name=partner["legal_name"],
-            code=code,
+            sealed_code=sealing.seal(
+                code, school_claim_seal_context(claim_id, partner_id, school.mail)
+            ),
             expires_at=expires_at,
         ),
     )
