@@ -22,6 +22,8 @@ import pytest
 import yaml
 from jsonschema import Draft7Validator  # type: ignore[import-untyped, unused-ignore]
 
+from maillage.common import sealing
+
 ROOT = Path(__file__).resolve().parents[1]
 COMPOSE_FILE = ROOT / "compose.yaml"
 DOCKERFILE = ROOT / "Dockerfile"
@@ -494,11 +496,23 @@ def test_dockerfile_rule_catches_a_broken_copy(mutate: Callable[[str], str]) -> 
 _VARIABLE = re.compile(r"\$\{(?P<name>[A-Z0-9_]+)(?::(?P<op>[-?])(?P<word>[^}]*))?\}")
 
 
+# The claim-seal pair must be a real X25519 key in PEM, as the README makes it with openssl.
+_CLAIM_SEAL_KEY = sealing.generate_private_pem()
+CHOSEN = {
+    "NOTIFICATIONS_CLAIM_SEAL_PRIVATE_KEY": _CLAIM_SEAL_KEY,
+    "REGISTRY_CLAIM_SEAL_PUBLIC_KEY": sealing.public_pem(_CLAIM_SEAL_KEY),
+}
+
+
 def interpolated(value: object) -> str:
     """Compose's ${VAR:-default} and ${VAR:?message}, as an operator who sets nothing but the
     required variables would get them (required ones stand for a value they chose)."""
     return _VARIABLE.sub(
-        lambda match: match["word"] if match["op"] == "-" else f"chosen-{match['name'].lower()}",
+        lambda match: (
+            match["word"]
+            if match["op"] == "-"
+            else CHOSEN.get(match["name"], f"chosen-{match['name'].lower()}")
+        ),
         str(value),
     )
 

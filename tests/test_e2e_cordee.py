@@ -16,6 +16,7 @@ the tête, and every service refuses its still-valid token within seconds.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import os
 import random
@@ -35,6 +36,7 @@ from typing import Any
 import httpx
 import pytest
 import uvicorn
+from backbone_world import read_topic
 from opentelemetry import trace
 from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
 from otlp_sink import ExportedSpan, OtlpSink
@@ -160,6 +162,7 @@ class Stack:
     registry_database_url: str
     output: list[str]
     mail_dir: Path  # maillage dev's mailbox: one .eml per mail sent
+    bootstrap: str  # maillage dev's broker
 
 
 def mailed_code(mail_dir: Path, mailbox: str) -> str | None:
@@ -193,6 +196,7 @@ def sink() -> Iterator[OtlpSink]:
 def stack(tmp_path: Path, sink: OtlpSink) -> Iterator[Stack]:
     port_base = _consecutive_free_ports(len(SERVICES) + 1)  # + the console (spans go to a sink)
     postgres_port = free_port()
+    broker_port = free_port()
     env = {
         k: v for k, v in os.environ.items() if k not in ("KAFKA_BOOTSTRAP_SERVERS", "DATABASE_URL")
     }
@@ -216,7 +220,7 @@ def stack(tmp_path: Path, sink: OtlpSink) -> Iterator[Stack]:
             "--port-base",
             str(port_base),
             "--broker-port",
-            str(free_port()),
+            str(broker_port),
             "--postgres-port",
             str(postgres_port),
             "--smtp-port",
@@ -249,6 +253,7 @@ def stack(tmp_path: Path, sink: OtlpSink) -> Iterator[Stack]:
             registry_database_url=f"postgresql://postgres@127.0.0.1:{postgres_port}/registry",
             output=lines,
             mail_dir=tmp_path / "data" / "mail",
+            bootstrap=f"127.0.0.1:{broker_port}",
         )
     finally:
         process.terminate()
@@ -389,6 +394,14 @@ def test_a_cordee_from_registration_to_pairing(stack: Stack, sink: OtlpSink) -> 
         )
         assert proven.status_code == 200, proven.text
         assert proven.json()["status"] == "verified"
+        # The code crossed the bus sealed for notifications alone (decision 63): no record of
+        # the claims topic, key, value or header, holds it.
+        claims = asyncio.run(read_topic(stack.bootstrap, "registry.school-claims", at_least=1))
+        assert claims
+        for record in claims:
+            assert code.encode() not in b"".join(
+                [record.key or b"", record.value or b"", *(v for _, v in record.headers)]
+            )
 
         # The tête gets its first API client with its registration access token; the collège
         # through the operator.

@@ -148,6 +148,8 @@ def test_dev_starts_everything_and_stops_clean_on_ctrl_c(tmp_path: Path) -> None
         # The demo's e-mail channels: their confirmation mails reach the development mailbox.
         output.wait_for("Confirmez votre adresse", timeout=30)
         assert len(list((tmp_path / "data" / "mail").glob("*.eml"))) >= 2
+        # The stack's claim-seal pair, generated at first start, readable by its owner only.
+        assert (tmp_path / "data" / "claim-seal.pem").stat().st_mode & 0o777 == 0o600
         for index, name in enumerate(SERVICES):
             base = f"http://127.0.0.1:{port_base + index}"
             assert f"{base}/docs" in text
@@ -339,3 +341,26 @@ def test_the_webhook_receiver_refuses_what_is_not_a_secret(secret: str) -> None:
     refused = CliRunner().invoke(app, ["webhooks", "receive", "--port", "0", "--secret", secret])
     assert refused.exit_code == 2, refused.output
     assert "not the endpoint's whsec_ secret" in refused.output
+
+
+def test_dev_generates_the_claim_seal_pair_once_and_keeps_a_configured_one(tmp_path: Path) -> None:
+    """Decision 63: notifications gets the private key, the registry its public half; the pair is
+    kept in the data directory (codes sealed before a restart still open)."""
+    from maillage.cli.dev import claim_seal_keys
+    from maillage.cli.embedded import StackError
+    from maillage.common import sealing
+
+    first = claim_seal_keys(tmp_path, {})
+    again = claim_seal_keys(tmp_path, {})
+    assert first == again
+    private = first["notifications"]["NOTIFICATIONS_CLAIM_SEAL_PRIVATE_KEY"]
+    public = first["registry"]["REGISTRY_CLAIM_SEAL_PUBLIC_KEY"]
+    assert public == sealing.public_pem(private)
+    assert private != sealing.DEV_PRIVATE_KEY_PEM
+    chosen = sealing.generate_private_pem()
+    configured = claim_seal_keys(tmp_path, {"NOTIFICATIONS_CLAIM_SEAL_PRIVATE_KEY": chosen})
+    assert configured["registry"]["REGISTRY_CLAIM_SEAL_PUBLIC_KEY"] == sealing.public_pem(chosen)
+    kept = claim_seal_keys(tmp_path, {"REGISTRY_CLAIM_SEAL_PUBLIC_KEY": "theirs"})
+    assert kept["registry"] == {}
+    with pytest.raises(StackError, match="claim-seal private key"):
+        claim_seal_keys(tmp_path, {"NOTIFICATIONS_CLAIM_SEAL_PRIVATE_KEY": "not a key"})

@@ -16,6 +16,7 @@ import shutil
 import signal
 import sys
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
@@ -35,6 +36,7 @@ from maillage.cli.embedded import (
 )
 from maillage.cli.mailbox import DevMailbox
 from maillage.cli.processes import ManagedProcess
+from maillage.common import sealing
 from maillage.common.db import migrate_service
 from maillage.common.settings import mask_url
 
@@ -202,7 +204,12 @@ class DevStack:
                 "NOTIFICATIONS_PUBLIC_BASE_URL": _base_url(ports["notifications"]),
             }
 
-        notifications = {**smtp, **(LOCAL_WEBHOOKS if options.local_webhooks else {})}
+        claim_seal = claim_seal_keys(options.data_dir, os.environ)
+        notifications = {
+            **smtp,
+            **(LOCAL_WEBHOOKS if options.local_webhooks else {}),
+            **claim_seal["notifications"],
+        }
         issuer = f"http://127.0.0.1:{ports['registry']}"
         for name in SERVICES:
             prefix = f"{name.upper()}_"
@@ -221,6 +228,7 @@ class DevStack:
                 f"{prefix}JWKS_URL": f"{issuer}/.well-known/jwks.json",
                 **telemetry,
                 **(notifications if name == "notifications" else {}),
+                **(claim_seal["registry"] if name == "registry" else {}),
             }
             process = ManagedProcess(
                 name,
@@ -429,6 +437,36 @@ class TraceServer:
             await self._task
         if self._pool is not None:
             await self._pool.close()
+
+
+CLAIM_SEAL_FILE = "claim-seal.pem"
+
+
+def claim_seal_keys(data_dir: Path, environ: Mapping[str, str]) -> dict[str, dict[str, str]]:
+    """The claim-seal key pair of the stack (decision 63), as each service's variables: the
+    private key for notifications, its public half for the registry. Taken from
+    ``NOTIFICATIONS_CLAIM_SEAL_PRIVATE_KEY`` when set, else from ``<data dir>/claim-seal.pem``,
+    generated there (mode 0600) on first start: codes sealed before a restart still open, and
+    ``--fresh`` makes a new pair. A ``REGISTRY_CLAIM_SEAL_PUBLIC_KEY`` set is left as it is."""
+    private = environ.get("NOTIFICATIONS_CLAIM_SEAL_PRIVATE_KEY")
+    if private is None:
+        path = data_dir / CLAIM_SEAL_FILE
+        if not path.exists():
+            path.touch(mode=0o600)
+            path.write_text(sealing.generate_private_pem())
+        private = path.read_text()
+    try:
+        public = sealing.public_pem(private)
+    except sealing.SealingKeyError as error:
+        raise StackError(f"the claim-seal private key: {error}") from None
+    return {
+        "notifications": {"NOTIFICATIONS_CLAIM_SEAL_PRIVATE_KEY": private},
+        "registry": (
+            {}
+            if "REGISTRY_CLAIM_SEAL_PUBLIC_KEY" in environ
+            else {"REGISTRY_CLAIM_SEAL_PUBLIC_KEY": public}
+        ),
+    }
 
 
 def _base_url(port: int) -> str:
