@@ -177,7 +177,12 @@ async def seed(pool: asyncpg.Pool, conventions: int) -> None:
 
 def ordonnateurs(count: int) -> list[Caller]:
     return [
-        Caller(subject=f"ordonnateur-{i}", partner_id=None, roles=frozenset({"ordonnateur"}))
+        Caller(
+            subject=f"ordonnateur-{i}",
+            partner_id=None,
+            roles=frozenset({"ordonnateur"}),
+            departements=frozenset(DEPARTEMENTS),  # they act for the bench's départements
+        )
         for i in range(count)
     ]
 

@@ -154,7 +154,12 @@ async def run(server: str, bootstrap: str, seconds: float, guessers: int) -> Non
     pool = await create_pool(url, min_size=1, max_size=1)
     try:
         await store.upsert_staff(
-            pool, email=EMAIL, password_hash=tokens.hash_secret("the right one"), roles=["admin"]
+            pool,
+            email=EMAIL,
+            password_hash=tokens.hash_secret("the right one"),
+            roles=["admin"],
+            departements=[],
+            national=True,
         )
     finally:
         await pool.close()

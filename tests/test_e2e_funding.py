@@ -105,6 +105,8 @@ def test_a_convention_from_recording_to_the_paid_advance(stack: Stack, sink: Otl
             f"{role}@e2e.test",
             "--role",
             role,
+            # Funding staff act for Val-de-Marne, the convention's département (decision 64).
+            *(() if role == "operator" else ("--departement", "94")),
             "--database-url",
             stack.registry_database_url,
             MAILLAGE_STAFF_PASSWORD=PASSWORD,

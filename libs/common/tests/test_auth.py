@@ -592,3 +592,44 @@ async def test_remembered_tokens_are_bounded_oldest_first() -> None:
     assert verifier.checks == 5
     await verifier.verify(tokens[0])
     assert verifier.checks == 6
+
+
+# --- where a staff member acts (decision 64) --------------------------------------------------
+
+
+async def test_the_territory_claims_give_the_callers_departements(
+    app: FastAPI, keys: tuple[SigningKey, SigningKey]
+) -> None:
+    ed, _ = keys
+    verifier: TokenVerifier = app.state.token_verifier
+    officer = await verifier.verify(
+        ed.sign(claims(partner_id=None, roles=["officer"], departements=["93", "2A", "971"]))
+    )
+    assert (officer.departements, officer.national) == (frozenset({"93", "2A", "971"}), False)
+    assert officer.covers("2A")
+    assert not officer.covers("94")
+    central = await verifier.verify(
+        ed.sign(claims(partner_id=None, roles=["officer"], national=True))
+    )
+    assert central.national
+    assert central.covers("94")
+    nowhere = await verifier.verify(ed.sign(claims(partner_id=None, roles=["officer"])))
+    assert not nowhere.covers("94")
+
+
+@pytest.mark.parametrize(
+    "territory",
+    [
+        {"departements": "94"},
+        {"departements": ["94", 94]},
+        {"departements": ["99"]},
+        {"departements": ["01"] * 21},
+        {"national": "yes"},
+    ],
+)
+async def test_a_malformed_territory_is_401(
+    client: httpx.AsyncClient, keys: tuple[SigningKey, SigningKey], territory: dict[str, Any]
+) -> None:
+    ed, _ = keys
+    token = ed.sign(claims(roles=["officer"], **territory))
+    assert_problem(await client.get("/me", headers=bearer(token)), 401, "unauthenticated")

@@ -13,9 +13,9 @@ import httpx
 import pytest
 from aiokafka import AIOKafkaProducer
 from console_world import (
+    ACCOUNTS,
     AUDIENCE,
     PASSWORD,
-    ROLES,
     YEAR,
     World,
     client_token,
@@ -49,6 +49,7 @@ from maillage.funding.app import FundingSettings
 from maillage.funding.app import create as create_funding
 from maillage.notifications.app import NotificationsSettings
 from maillage.notifications.app import create as create_notifications
+from maillage.registry import domain as registry_domain
 from maillage.registry import store as registry_store
 from maillage.registry import tokens
 from maillage.registry.app import RegistrySettings
@@ -162,13 +163,16 @@ async def world(
     connection = await asyncpg.connect(registry_db)
     accounts = {}
     try:
-        for role in ROLES:
-            accounts[role] = f"{role}@console.test"
+        for name, (roles, codes) in ACCOUNTS.items():
+            accounts[name] = f"{name}@console.test"
+            departements, national = registry_domain.staff_territory(roles, codes, national=False)
             await registry_store.upsert_staff(
                 connection,
-                email=accounts[role],
+                email=accounts[name],
                 password_hash=tokens.hash_secret(PASSWORD),
-                roles=[role],
+                roles=roles,
+                departements=departements,
+                national=national,
             )
     finally:
         await connection.close()

@@ -32,6 +32,15 @@ PASSWORD = "a long console password"
 YEAR = 2027
 T = TypeVar("T")
 ROLES = ("operator", "officer", "ordonnateur", "comptable", "admin")
+# The staff accounts of the world by name: (roles, départements). The funding staff named by
+# their role act for Val-de-Marne (94), the département of the world's envelope and convention;
+# operators and admins are national (decision 64).
+ACCOUNTS: dict[str, tuple[list[str], list[str]]] = {
+    **{role: ([role], ["94"]) for role in ("officer", "ordonnateur", "comptable")},
+    **{role: ([role], []) for role in ("operator", "admin")},
+    "ordonnateur-93": (["ordonnateur"], ["93"]),
+    "officer-93-94": (["officer"], ["93", "94"]),
+}
 
 
 def free_port() -> int:

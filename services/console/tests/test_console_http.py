@@ -276,40 +276,54 @@ async def test_each_funding_duty_by_its_own_role_and_the_envelope_moves(
         assert "Ateliers de sciences au collège" in export.text
 
 
-async def test_a_funding_staff_member_sees_their_departements_envelope_once_named(
+async def test_a_funding_staff_member_sees_the_envelopes_of_their_departements(
     world: World, funded: dict[str, Any]
 ) -> None:
-    """Funding shows every envelope to every funding role (staff accounts carry no
-    département): the console shows all of a year's until the person names their département,
-    then only that one's, in their own session, until they name another or none."""
+    """Funding answers only the départements of the person's token (decision 64): the world's
+    officer (94) sees 94's envelope and not the one an ordonnateur of 93 opened, a 93-94 officer
+    sees both and may narrow the page to one of them, in their own session, until they name
+    another or none; a département outside their territory is ignored."""
     async with httpx.AsyncClient(base_url=world.funding_url, timeout=10) as funding:
         other = await funding.post(
             "/envelopes",
             json={"departement": "93", "year": YEAR, "ae_cents": 2_000_000, "cp_cents": 1_000_000},
-            headers=await world.bearer("ordonnateur"),
+            headers=await world.bearer("ordonnateur-93"),
         )
-    assert other.status_code == 201, other.text
+        assert other.status_code == 201, other.text
+        outside = await funding.post(
+            "/envelopes",
+            json={"departement": "92", "year": YEAR, "ae_cents": 1, "cp_cents": 1},
+            headers=await world.bearer("ordonnateur-93"),
+        )
+        assert (outside.status_code, outside.json()["code"]) == (403, "departement_not_in_scope")
 
     def shown(page: httpx.Response) -> list[str]:
         assert page.status_code == 200, page.text
         return sorted(re.findall(r'<tr data-departement="([0-9AB]+)">', page.text))
 
     path = "/financement/enveloppes"
-    async with signed_in(world, "officer") as officer, signed_in(world, "officer") as colleague:
-        assert shown(await officer.get(path, params={"annee": YEAR})) == ["93", "94"]
-        mine = await officer.get(path, params={"annee": YEAR, "departement": "94"})
+    async with (
+        signed_in(world, "officer") as officer,
+        signed_in(world, "officer-93-94") as both,
+        signed_in(world, "officer-93-94") as colleague,
+    ):
+        mine = await officer.get(path, params={"annee": YEAR})
         assert shown(mine) == ["94"]
         assert "Enveloppes 2027 — département 94" in mine.text
-        assert 'id="departement" name="departement" maxlength="3" value="94"' in mine.text
-        assert shown(await officer.get(path, params={"annee": YEAR})) == ["94"]  # remembered
+        assert "Votre périmètre : 94." in mine.text
+        assert shown(await officer.get(path, params={"annee": YEAR, "departement": "93"})) == ["94"]
+        assert shown(await both.get(path, params={"annee": YEAR})) == ["93", "94"]
+        narrowed = await both.get(path, params={"annee": YEAR, "departement": "94"})
+        assert shown(narrowed) == ["94"]
+        assert 'id="departement" name="departement" maxlength="3" value="94"' in narrowed.text
+        assert shown(await both.get(path, params={"annee": YEAR})) == ["94"]  # remembered
         assert shown(await colleague.get(path, params={"annee": YEAR})) == ["93", "94"]
-        another = await officer.get(path, params={"annee": YEAR, "departement": "93"})
-        assert shown(another) == ["93"]
+        assert shown(await both.get(path, params={"annee": YEAR, "departement": "93"})) == ["93"]
         assert (
             "Aucune enveloppe pour ce département"
-            in (await officer.get(path, params={"annee": YEAR - 1})).text
+            in (await both.get(path, params={"annee": YEAR - 1})).text
         )
-        assert shown(await officer.get(path, params={"annee": YEAR, "departement": ""})) == [
+        assert shown(await both.get(path, params={"annee": YEAR, "departement": ""})) == [
             "93",
             "94",
         ]

@@ -1,6 +1,8 @@
 """The funding service under test: the running app on a fresh database, partners in its read
 model (applied through the consumer's own handler, in an inbox transaction), and callers with
-real tokens: officers, ordonnateurs, comptables are distinct people unless a test says not."""
+real tokens: officers, ordonnateurs, comptables are distinct people unless a test says not.
+Staff act for Val-de-Marne (94), the département of the world's envelopes and conventions, unless
+a test names others; operators and admins are national, as the registry makes them."""
 
 from __future__ import annotations
 
@@ -21,6 +23,8 @@ from maillage.common.inbox import Delivery
 from maillage.funding import consumers
 
 YEAR = 2027
+DEPARTEMENT = "94"
+NATIONAL_ROLES = frozenset({"operator", "admin"})
 
 
 @dataclass
@@ -41,7 +45,12 @@ class Funding:
         return httpx.AsyncClient(transport=transport, base_url="http://funding", timeout=60)
 
     def token(
-        self, subject: str, *roles: str, partner_id: uuid.UUID | None = None
+        self,
+        subject: str,
+        *roles: str,
+        partner_id: uuid.UUID | None = None,
+        departements: tuple[str, ...] = (),
+        national: bool = False,
     ) -> dict[str, str]:
         signed = self.key.sign(
             claims(
@@ -49,15 +58,26 @@ class Funding:
                 partner_id=str(partner_id) if partner_id else None,
                 roles=list(roles),
                 exp=int(time.time()) + 3600,
+                departements=list(departements) or None,
+                national=national or None,
             )
         )
         return {"Authorization": f"Bearer {signed}"}
 
-    def staff(self, name: str, *roles: str) -> dict[str, str]:
+    def staff(
+        self,
+        name: str,
+        *roles: str,
+        departements: tuple[str, ...] = (DEPARTEMENT,),
+        national: bool = False,
+    ) -> dict[str, str]:
         """A staff member by a test name (``"officer"``, ``"ordonnateur-2"``…): the subject is a
-        fresh UUID, as the registry's staff ids are, and stays the same for that name."""
+        fresh UUID, as the registry's staff ids are, and stays the same for that name. They act
+        for ``departements`` (94), or everywhere when ``national`` or an operator or admin."""
         subject = self.subjects.setdefault(name, str(uuid.uuid4()))
-        return self.token(subject, *roles)
+        if national or NATIONAL_ROLES & set(roles):
+            return self.token(subject, *roles, national=True)
+        return self.token(subject, *roles, departements=departements)
 
     def officer(self, name: str = "officer") -> dict[str, str]:
         return self.staff(name, "officer")

@@ -344,7 +344,7 @@ async def test_who_may_do_what(funding: Funding) -> None:
                 assert (status == 200) == (name in allowed), (route, name, status)
         writes = {
             "/envelopes": (
-                {"departement": "93", "year": YEAR, "ae_cents": 1, "cp_cents": 1},
+                {"departement": "94", "year": YEAR + 1, "ae_cents": 1, "cp_cents": 1},
                 {"ordonnateur"},
             ),
             "/conventions": ({}, {"officer"}),  # 422 for the officer: past the role check

@@ -139,10 +139,17 @@ async def staff_token(registry: Registry, http: httpx.AsyncClient, roles: list[s
     email = f"{uuid.uuid4().hex[:6]}@maillage.test"
     connection = await asyncpg.connect(registry.database_url)
     try:
-        from maillage.registry import store
+        from maillage.registry import domain, store
 
+        codes = [] if domain.NATIONAL_ROLES & set(roles) else ["94"]
+        departements, national = domain.staff_territory(roles, codes, national=False)
         await store.upsert_staff(
-            connection, email=email, password_hash=tokens.hash_secret("correct horse"), roles=roles
+            connection,
+            email=email,
+            password_hash=tokens.hash_secret("correct horse"),
+            roles=roles,
+            departements=departements,
+            national=national,
         )
     finally:
         await connection.close()
@@ -341,7 +348,10 @@ async def test_staff_accounts_come_from_the_cli_and_log_in_with_a_password(
 
     maillage = str(Path(sys.executable).parent / "maillage")
     env = {**os.environ, "MAILLAGE_STAFF_PASSWORD": "a long officer password"}
-    command = [maillage, "registry", "create-staff", "Officer@Prefecture.test", "--role", "officer"]
+    command = [
+        *(maillage, "registry", "create-staff", "Officer@Prefecture.test", "--role", "officer"),
+        *("--departement", "94", "--departement", "2a"),
+    ]
     created = await asyncio.to_thread(
         subprocess.run,
         [*command, "--database-url", registry.database_url],
@@ -352,7 +362,7 @@ async def test_staff_accounts_come_from_the_cli_and_log_in_with_a_password(
         check=False,
     )
     assert created.returncode == 0, created.stderr
-    assert "staff account officer@prefecture.test (officer)" in created.stdout
+    assert "staff account officer@prefecture.test (officer; 2A, 94)" in created.stdout
     short = await asyncio.to_thread(
         subprocess.run,
         [*command, "--database-url", registry.database_url],
@@ -376,6 +386,8 @@ async def test_staff_accounts_come_from_the_cli_and_log_in_with_a_password(
     claims = jwt.decode(response.json()["access_token"], options={"verify_signature": False})
     assert claims["roles"] == ["officer"]
     assert "partner_id" not in claims
+    assert claims["departements"] == ["2A", "94"]  # where they act (decision 64)
+    assert "national" not in claims
 
 
 @pytest.mark.parametrize(

@@ -27,12 +27,15 @@ class DemoContext:
 
 DemoStep = Callable[[DemoContext], Awaitable[list[str]]]
 
-STAFF = {  # development accounts, printed by `maillage dev --demo`
-    "operator@maillage.test": (["operator"], "demo-operator"),
-    "officer@maillage.test": (["officer"], "demo-officer"),
-    "ordonnateur@maillage.test": (["ordonnateur"], "demo-ordonnateur"),
-    "comptable@maillage.test": (["comptable"], "demo-comptable"),
-    "admin@maillage.test": (["admin"], "demo-admin"),
+# Development accounts, printed by `maillage dev --demo`: (roles, password, départements). The
+# funding staff act for Val-de-Marne, the département of the demo's envelope and conventions;
+# operators and admins are national (decision 64).
+STAFF = {
+    "operator@maillage.test": (["operator"], "demo-operator", []),
+    "officer@maillage.test": (["officer"], "demo-officer", ["94"]),
+    "ordonnateur@maillage.test": (["ordonnateur"], "demo-ordonnateur", ["94"]),
+    "comptable@maillage.test": (["comptable"], "demo-comptable", ["94"]),
+    "admin@maillage.test": (["admin"], "demo-admin", []),
 }
 
 
@@ -136,7 +139,7 @@ DEMO_PARTNERS: list[dict[str, Any]] = [
 
 
 async def registry_step(context: DemoContext) -> list[str]:
-    from maillage.registry import reference, store, tokens
+    from maillage.registry import domain, reference, store, tokens
 
     data = Path(reference.__file__).parent / "data"
     pool = await create_pool(context.database_urls["registry"])
@@ -145,9 +148,15 @@ async def registry_step(context: DemoContext) -> list[str]:
         await reference.import_education_prioritaire(
             pool, data / "education-prioritaire-demo-94.csv"
         )
-        for email, (roles, password) in STAFF.items():
+        for email, (roles, password, codes) in STAFF.items():
+            departements, national = domain.staff_territory(roles, codes, national=False)
             await store.upsert_staff(
-                pool, email=email, password_hash=tokens.hash_secret(password), roles=roles
+                pool,
+                email=email,
+                password_hash=tokens.hash_secret(password),
+                roles=roles,
+                departements=departements,
+                national=national,
             )
     finally:
         await pool.close()
@@ -170,8 +179,9 @@ async def registry_step(context: DemoContext) -> list[str]:
                 )
                 verified.raise_for_status()
             lines.append(f"registry: {partner['legal_name']} ({partner['id']})")
-    for email, (roles, password) in STAFF.items():
-        lines.append(f"staff {email} / {password} ({', '.join(roles)})")
+    for email, (roles, password, codes) in STAFF.items():
+        where = ", ".join(codes) or "national"
+        lines.append(f"staff {email} / {password} ({', '.join(roles)}; {where})")
     token = operator["Authorization"].removeprefix("Bearer ")
     lines.append(f"operator token (15 min): {token}")
     return lines

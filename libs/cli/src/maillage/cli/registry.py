@@ -207,19 +207,40 @@ def create_staff(
             "--role", help="officer, ordonnateur, comptable, operator or admin (repeatable)"
         ),
     ],
+    departement: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--departement",
+            help="A département the account acts for: 94, 2A, 971 (repeatable, at most 20)",
+        ),
+    ] = None,
+    national: Annotated[
+        bool,
+        typer.Option(
+            "--national", help="The account acts in every département (a central administration)"
+        ),
+    ] = False,
     database_url: Annotated[
         str | None, typer.Option(help="The registry's database", show_default=False)
     ] = None,
 ) -> None:
     """Create (or reset) a staff account; the password is read from the terminal or from
-    $MAILLAGE_STAFF_PASSWORD, never from the command line."""
-    from maillage.registry import store, tokens
+    $MAILLAGE_STAFF_PASSWORD, never from the command line. A funding account (officer,
+    ordonnateur, comptable) acts for its --departement codes, or everywhere with --national;
+    operators and admins are always national (decision 64)."""
+    from maillage.registry import domain, store, tokens
 
     allowed = {"officer", "ordonnateur", "comptable", "operator", "admin"}
     if not role or not set(role) <= allowed:
         raise typer.BadParameter(
             f"roles are among {', '.join(sorted(allowed))}", param_hint="--role"
         )
+    try:
+        departements, is_national = domain.staff_territory(
+            role, [code.strip().upper() for code in departement or []], national=national
+        )
+    except domain.InvalidTerritory as error:
+        raise typer.BadParameter(str(error), param_hint="--departement") from error
     if "@" not in email:
         raise typer.BadParameter("an e-mail address", param_hint="EMAIL")
     password = os.environ.get("MAILLAGE_STAFF_PASSWORD") or typer.prompt(
@@ -233,11 +254,17 @@ def create_staff(
         connection = await asyncpg.connect(dsn)
         try:
             staff_id = await store.upsert_staff(
-                connection, email=email, password_hash=tokens.hash_secret(password), roles=role
+                connection,
+                email=email,
+                password_hash=tokens.hash_secret(password),
+                roles=role,
+                departements=departements,
+                national=is_national,
             )
         finally:
             await connection.close()
         return str(staff_id)
 
     staff_id = asyncio.run(run())
-    typer.echo(f"staff account {email.lower()} ({', '.join(sorted(role))}): {staff_id}")
+    where = "national" if is_national else ", ".join(departements)
+    typer.echo(f"staff account {email.lower()} ({', '.join(sorted(role))}; {where}): {staff_id}")

@@ -17,6 +17,11 @@ only while the key that verified it is still the one the JWKS cache holds for it
 withdrawn or replaced key, or any refresh of the JWKS, sends the token through the full check
 again). Nothing else changes: an expired token is refused at the same second as before, and the
 partner's standing is still read on every write. Decision 59.
+
+A staff token also says where its holder acts (decision 64): ``departements``, the list of the
+département codes of a territorial account (at most ``MAX_DEPARTEMENTS``), or ``national: true``
+for an account that acts everywhere. A token with neither acts nowhere; a partner's token carries
+neither (partners are scoped by ``partner_id``). :meth:`Caller.covers` answers for a département.
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ import jwt
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from maillage.common.geography import MAX_DEPARTEMENTS, is_departement_code
 from maillage.common.logging import get_logger
 from maillage.common.problems import Problem
 
@@ -51,14 +57,22 @@ None for a partner they do not know (yet)."""
 
 @dataclass(frozen=True)
 class Caller:
-    """Who is calling: the token's subject, the partner it acts for (if any) and its roles."""
+    """Who is calling: the token's subject, the partner it acts for (if any), its roles, and
+    where a staff member acts: the ``departements`` of a territorial account, or ``national``."""
 
     subject: str
     partner_id: str | None
     roles: frozenset[str]
+    departements: frozenset[str] = frozenset()
+    national: bool = False
 
     def has_role(self, *roles: str) -> bool:
         return not self.roles.isdisjoint(roles)
+
+    def covers(self, departement: str) -> bool:
+        """Whether the caller acts for ``departement``: a national account everywhere, a
+        territorial one in its départements only, a token with no territory nowhere."""
+        return self.national or departement in self.departements
 
 
 class JWKSCache:
@@ -187,16 +201,37 @@ class TokenVerifier:
         partner_id = claims.get("partner_id")
         if not isinstance(roles, list) or not all(isinstance(role, str) for role in roles):
             raise _unauthenticated("La revendication roles du jeton n'est pas une liste de textes.")
+        departements, national = _territory(claims)
         caller = Caller(
             subject=str(claims["sub"]),
             partner_id=str(partner_id) if partner_id is not None else None,
             roles=frozenset(roles) & ROLES,
+            departements=departements,
+            national=national,
         )
         # PyJWT refuses once now >= exp + leeway: the same instant, never later.
         self._accepted[token] = (caller, float(claims["exp"]) + self.leeway, kid, key)
         while len(self._accepted) > self.remembered:
             self._accepted.popitem(last=False)
         return caller
+
+
+def _territory(claims: dict[str, Any]) -> tuple[frozenset[str], bool]:
+    """The ``departements`` and ``national`` claims; 401 when they are not what the registry
+    signs (a list of at most ``MAX_DEPARTEMENTS`` codes, a boolean)."""
+    departements = claims.get("departements", [])
+    national = claims.get("national", False)
+    if (
+        not isinstance(departements, list)
+        or len(departements) > MAX_DEPARTEMENTS
+        or not all(isinstance(code, str) and is_departement_code(code) for code in departements)
+    ):
+        raise _unauthenticated(
+            "La revendication departements du jeton n'est pas une liste de codes de département."
+        )
+    if not isinstance(national, bool):
+        raise _unauthenticated("La revendication national du jeton n'est pas un booléen.")
+    return frozenset(departements), national
 
 
 def _unauthenticated(detail: str, **extensions: str) -> Problem:

@@ -6,6 +6,22 @@ Pure data and a function (no I/O). The codes are the Annuaire de l'éducation's
 
 from __future__ import annotations
 
+import re
+
+# A département code in INSEE form, as every API takes it: two digits, 2A or 2B (Corsica), or
+# 971 to 976 (the overseas départements). The same format as the services' query parameters.
+DEPARTEMENT_PATTERN = r"^(0[1-9]|[1-8][0-9]|9[0-5]|2A|2B|97[1-6])$"
+_DEPARTEMENT = re.compile(DEPARTEMENT_PATTERN)
+MAX_DEPARTEMENTS = 20
+"""The most départements a staff account (and its token) names (decision 64): a region has at
+most 13, and an account acting for more is national instead. Keeps tokens small."""
+
+
+def is_departement_code(code: str) -> bool:
+    """Whether ``code`` has the format of a département code (``DEPARTEMENT_PATTERN``)."""
+    return _DEPARTEMENT.fullmatch(code) is not None
+
+
 # Codes académie as the Annuaire de l'éducation publishes them (``code_academie``): "24" is
 # Créteil. Caen and Rouen merged into the académie de Normandie (70) in 2020.
 _ACADEMIES: dict[str, tuple[str, ...]] = {

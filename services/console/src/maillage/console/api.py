@@ -244,6 +244,8 @@ async def open_session(
         roles=roles,
         token_expires_at=now + float(grant.get("expires_in", 0)),
         now=now,
+        departements=caller.departements,
+        national=caller.national,
     )
 
 
@@ -690,18 +692,22 @@ async def act(request: Request, kind: str, object_id: uuid.UUID, action: str) ->
 
 
 async def envelopes(request: Request) -> HTMLResponse:
-    """The envelopes of a year (default: this year), AE engaged and left, CP paid and left: of
-    the person's département once they named it (``departement``, kept in their session until
-    they name another, or none for every one), else of every département. Staff accounts carry
-    no département (decision 61): funding shows every envelope to every funding role."""
+    """The envelopes of a year (default: this year), AE engaged and left, CP paid and left, of
+    the départements the person acts for: funding answers only those (their token's territory,
+    decisions 61 and 64). A person acting for several may narrow the page to one of them
+    (``departement``, kept in their session until they name another, or none for all of
+    theirs); a département outside their territory is not offered and is ignored."""
     session = _session(request, Page.ENVELOPES)
     year = _year(request)
     if "departement" in request.query_params:
         named = request.query_params["departement"].strip().upper()
-        session.departement = named if _DEPARTEMENT.match(named) else ""
+        ours = session.national or named in session.departements
+        session.departement = named if _DEPARTEMENT.match(named) and ours else ""
     params: dict[str, Any] = {"year": year, "limit": 200}
     if session.departement:
         params["departement"] = session.departement
+    elif not session.national and len(session.departements) == 1:
+        [params["departement"]] = session.departements
     try:
         found = await _call(request, session, "funding", "GET", "/envelopes", params=params)
     except Refused as refused:
@@ -713,6 +719,7 @@ async def envelopes(request: Request) -> HTMLResponse:
         envelopes=found["items"],
         year=year,
         departement=params.get("departement", ""),
+        territory="national" if session.national else ", ".join(sorted(session.departements)),
     )
 
 

@@ -5,8 +5,9 @@ The browser holds only a random session id (256 bits) in an HttpOnly, SameSite=S
 
 1. ``GET /connexion`` opens an anonymous session: no token, a CSRF token for the sign-in form.
 2. A sign-in replaces it with a new session id (no fixation) that holds the bearer token, the
-   staff member's roles and subject, and expires when the token does (the registry's password
-   grant gives no refresh token: 15 minutes by default), or after ``idle_seconds`` unused.
+   staff member's roles, subject and territory (their départements, or national), and expires
+   when the token does (the registry's password grant gives no refresh token: 15 minutes by
+   default), or after ``idle_seconds`` unused.
 3. Every form carries the session's CSRF token; a POST without the right one is refused (403).
 4. Sign-out, or expiry, forgets the session: the next request goes back to the sign-in page.
 
@@ -33,7 +34,10 @@ class Session:
     username: str | None = None
     roles: frozenset[str] = field(default_factory=frozenset)
     flash: list[tuple[str, str]] = field(default_factory=list)
-    departement: str = ""  # the envelopes page's: the person's own, once named ("": every one)
+    # Where the person acts, from their token (decision 64): their départements, or national.
+    departements: frozenset[str] = field(default_factory=frozenset)
+    national: bool = False
+    departement: str = ""  # the envelopes page's narrowing, once named ("": all of theirs)
 
     @property
     def signed_in(self) -> bool:
@@ -85,6 +89,8 @@ class Sessions:
         roles: frozenset[str],
         token_expires_at: float,
         now: float,
+        departements: frozenset[str] = frozenset(),
+        national: bool = False,
     ) -> Session:
         """A new signed-in session (new id and CSRF token); the previous one is forgotten."""
         if previous is not None:
@@ -99,6 +105,8 @@ class Sessions:
                 subject=subject,
                 username=username,
                 roles=roles,
+                departements=departements,
+                national=national,
             )
         )
 

@@ -9,6 +9,10 @@ Who may do what (static roles at the route, ownership in the query, duties in `u
   person never takes two separated decisions on one object (403 `separation_of_duties`);
 - every staff role (and operators, admins) reads envelopes, conventions and tranches; the audit
   log is for ordonnateurs, operators and admins;
+- a staff member acts in the départements of their token, or everywhere with a national account
+  (decision 64): lists and exports hold only those départements, another département's envelope,
+  convention, tranche or reversement answers 404 as a missing one, and creating an envelope or a
+  convention in another département 403 ``departement_not_in_scope``;
 - a partner reads the conventions where it is the beneficiary or a co-financer (another
   partner's answer 404); only the beneficiary requests its tranches and files its comptes-rendus;
 - the SCDL export is open data: any authenticated caller.
@@ -27,6 +31,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validat
 from maillage.common import idempotency, pagination
 from maillage.common.auth import Caller, require_role
 from maillage.common.db import transaction
+from maillage.common.geography import DEPARTEMENT_PATTERN
 from maillage.common.http import Pool
 from maillage.funding import domain, exports, store, usecases
 from maillage.funding.domain import MAX_AMOUNT_CENTS, Role
@@ -45,7 +50,7 @@ Comptable = Annotated[Caller, require_role(Role.COMPTABLE)]
 AuditReader = Annotated[Caller, require_role(Role.ORDONNATEUR, Role.OPERATOR, Role.ADMIN)]
 Anyone = Annotated[Caller, require_role("partner", "school", *domain.STAFF_ROLES)]
 
-_DEPARTEMENT = r"^(0[1-9]|[1-8][0-9]|9[0-5]|2A|2B|97[1-6])$"
+_DEPARTEMENT = DEPARTEMENT_PATTERN
 Cents = Annotated[int, Field(ge=0, le=MAX_AMOUNT_CENTS, description="Euro cents")]
 PositiveCents = Annotated[int, Field(ge=1, le=MAX_AMOUNT_CENTS, description="Euro cents")]
 Year = Annotated[int, Field(ge=2000, le=2100)]
@@ -347,7 +352,7 @@ async def list_envelopes(
     cursor: Annotated[str | None, Query(max_length=200)] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
 ) -> Any:
-    """Envelopes with what is engaged and paid, and what is left."""
+    """Envelopes with what is engaged and paid, and what is left, in the caller's départements."""
     async with pool.acquire() as connection:
         rows = await store.list_envelopes(
             connection,
@@ -355,6 +360,7 @@ async def list_envelopes(
             departement=departement,
             after=pagination.decode_cursor(cursor),
             limit=limit + 1,
+            departements=usecases.visible_departements(caller),
         )
     found = pagination.page(rows, limit)
     return {**found, "items": [_envelope_out(row) for row in found["items"]]}
@@ -362,8 +368,11 @@ async def list_envelopes(
 
 @router.get("/envelopes/{envelope_id}", response_model=Envelope, responses={**_NOT_FOUND})
 async def get_envelope(envelope_id: uuid.UUID, caller: Staff, pool: Pool) -> Any:
+    """The envelope; 404 for one of a département outside the caller's."""
     async with pool.acquire() as connection:
-        envelope = await store.get_envelope(connection, envelope_id)
+        envelope = await store.get_envelope(
+            connection, envelope_id, departements=usecases.visible_departements(caller)
+        )
     if envelope is None:
         raise usecases.envelope_not_found()
     return _envelope_out(envelope)
@@ -408,7 +417,8 @@ async def list_conventions(
     cursor: Annotated[str | None, Query(max_length=200)] = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
 ) -> Any:
-    """Staff see every convention; a partner those where it is beneficiary or co-financer."""
+    """Staff see the conventions of their départements (national staff: all); a partner those
+    where it is beneficiary or co-financer."""
     scope = usecases.visible_partner(caller)
     async with pool.acquire() as connection:
         rows = await store.list_conventions(
@@ -417,6 +427,7 @@ async def list_conventions(
             status=status,
             after=pagination.decode_cursor(cursor),
             limit=limit + 1,
+            departements=usecases.visible_departements(caller),
         )
         found = pagination.page(rows, limit)
         items = [await _convention_out(connection, row) for row in found["items"]]
@@ -426,10 +437,13 @@ async def list_conventions(
 @router.get("/conventions/{convention_id}", response_model=Convention, responses={**_NOT_FOUND})
 async def get_convention(convention_id: uuid.UUID, caller: Anyone, pool: Pool) -> Any:
     """The convention with its tranches, comptes-rendus and reversements; 404 for a partner
-    that is neither its beneficiary nor a co-financer."""
+    that is neither its beneficiary nor a co-financer, and for staff of another département."""
     async with pool.acquire() as connection:
         convention = await store.get_convention(
-            connection, convention_id, partner_id=usecases.visible_partner(caller)
+            connection,
+            convention_id,
+            partner_id=usecases.visible_partner(caller),
+            departements=usecases.visible_departements(caller),
         )
         if convention is None:
             raise usecases.convention_not_found()
@@ -654,10 +668,15 @@ async def read_audit(
     after: Annotated[int, Query(ge=0, le=2**62)] = 0,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
 ) -> Any:
-    """The audit log in chain order (each row's hash covers the previous one)."""
+    """The audit log in chain order (each row's hash covers the previous one); a territorial
+    reader sees the rows about the objects of their départements only."""
     async with pool.acquire() as connection:
         rows = await store.audit_page(
-            connection, object_id=object_id, after_seq=after, limit=limit + 1
+            connection,
+            object_id=object_id,
+            after_seq=after,
+            limit=limit + 1,
+            departements=usecases.visible_departements(caller),
         )
     items = rows[:limit]
     return {"items": items, "next_cursor": str(items[-1]["seq"]) if len(rows) > limit else None}
@@ -698,7 +717,10 @@ async def scdl_export(
 async def tranches_export(
     caller: Staff, pool: Pool, year: Annotated[int, Query(ge=2000, le=2100)]
 ) -> Response:
-    """Every tranche of `year`: its convention, EJ, amount, status and payment, for officers."""
+    """Every tranche of `year` in the caller's départements: its convention, EJ, amount, status
+    and payment, for officers."""
     async with pool.acquire() as connection:
-        rows = await store.tranches_of_year(connection, year)
+        rows = await store.tranches_of_year(
+            connection, year, departements=usecases.visible_departements(caller)
+        )
     return Response(exports.tranches_csv(rows), media_type="text/csv; charset=utf-8")

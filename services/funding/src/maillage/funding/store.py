@@ -8,6 +8,11 @@ Lock order, always the same so that concurrent use cases never deadlock:
 4. the audit head (``lock_audit_head``), last, just before the audit row is written.
 
 The caller passes ``now``: there is one clock, and tests can move it. Amounts are integer cents.
+
+Territory goes into the query (decision 64): a reader's ``departements`` (``None`` for every
+département, else a list, possibly empty) keeps out the envelopes and conventions of other
+départements, and with them their tranches, reports, reversements and audit rows: another
+département's object is not found, as a missing one.
 """
 
 from __future__ import annotations
@@ -115,9 +120,17 @@ async def insert_envelope(
 
 
 async def get_envelope(
-    connection: asyncpg.Connection, envelope_id: uuid.UUID
+    connection: asyncpg.Connection,
+    envelope_id: uuid.UUID,
+    *,
+    departements: Sequence[str] | None = None,
 ) -> dict[str, Any] | None:
-    row = await connection.fetchrow("SELECT * FROM envelopes WHERE id = $1", envelope_id)
+    """The envelope; None when unknown or outside ``departements``."""
+    row = await connection.fetchrow(
+        "SELECT * FROM envelopes WHERE id = $1 AND ($2::text[] IS NULL OR departement = ANY($2))",
+        envelope_id,
+        departements,
+    )
     return dict(row) if row else None
 
 
@@ -141,12 +154,14 @@ async def list_envelopes(
     departement: str | None,
     after: tuple[datetime, uuid.UUID] | None,
     limit: int,
+    departements: Sequence[str] | None = None,
 ) -> list[dict[str, Any]]:
     rows = await connection.fetch(
         """
         SELECT * FROM envelopes
         WHERE ($1::int IS NULL OR year = $1) AND ($2::text IS NULL OR departement = $2)
           AND ($3::timestamptz IS NULL OR (created_at, id) > ($3, $4))
+          AND ($6::text[] IS NULL OR departement = ANY($6))
         ORDER BY created_at, id LIMIT $5
         """,
         year,
@@ -154,6 +169,7 @@ async def list_envelopes(
         after[0] if after else None,
         after[1] if after else None,
         limit,
+        departements,
     )
     return [dict(row) for row in rows]
 
@@ -234,16 +250,20 @@ async def get_convention(
     convention_id: uuid.UUID,
     *,
     partner_id: uuid.UUID | None = None,
+    departements: Sequence[str] | None = None,
     for_update: bool = False,
 ) -> dict[str, Any] | None:
     """The convention; with ``partner_id``, only when that partner is its beneficiary or one of
-    its co-financers (another partner's is not found)."""
+    its co-financers (another partner's is not found); with ``departements``, only in one of
+    them."""
     lock = " FOR UPDATE" if for_update else ""
     row = await connection.fetchrow(
         "SELECT * FROM conventions WHERE id = $1 AND ($2::uuid IS NULL"  # noqa: S608
-        " OR beneficiary_partner_id = $2 OR $2 = ANY(cofinancer_partner_ids))" + lock,
+        " OR beneficiary_partner_id = $2 OR $2 = ANY(cofinancer_partner_ids))"
+        " AND ($3::text[] IS NULL OR departement = ANY($3))" + lock,
         convention_id,
         partner_id,
+        departements,
     )
     return _convention(row) if row else None
 
@@ -255,6 +275,7 @@ async def list_conventions(
     status: str | None,
     after: tuple[datetime, uuid.UUID] | None,
     limit: int,
+    departements: Sequence[str] | None = None,
 ) -> list[dict[str, Any]]:
     rows = await connection.fetch(
         """
@@ -262,6 +283,7 @@ async def list_conventions(
         WHERE ($1::uuid IS NULL OR beneficiary_partner_id = $1 OR $1 = ANY(cofinancer_partner_ids))
           AND ($2::text IS NULL OR status = $2)
           AND ($3::timestamptz IS NULL OR (created_at, id) > ($3, $4))
+          AND ($6::text[] IS NULL OR departement = ANY($6))
         ORDER BY created_at, id LIMIT $5
         """,
         partner_id,
@@ -269,6 +291,7 @@ async def list_conventions(
         after[0] if after else None,
         after[1] if after else None,
         limit,
+        departements,
     )
     return [_convention(row) for row in rows]
 
@@ -593,12 +616,24 @@ async def insert_reversement(
 
 
 async def receive_reversement(
-    connection: asyncpg.Connection, reversement_id: uuid.UUID, received_by: str, now: datetime
+    connection: asyncpg.Connection,
+    reversement_id: uuid.UUID,
+    received_by: str,
+    now: datetime,
+    *,
+    departements: Sequence[str] | None = None,
 ) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
     """The reversement before and after it is marked received (locked); (None, None) when
-    unknown; after is None when it was not ``ordered``."""
+    unknown or its convention is outside ``departements``; after is None when it was not
+    ``ordered``."""
     before = await connection.fetchrow(
-        "SELECT * FROM reversements WHERE id = $1 FOR UPDATE", reversement_id
+        """
+        SELECT r.* FROM reversements r JOIN conventions c ON c.id = r.convention_id
+        WHERE r.id = $1 AND ($2::text[] IS NULL OR c.departement = ANY($2))
+        FOR UPDATE OF r
+        """,
+        reversement_id,
+        departements,
     )
     if before is None:
         return None, None
@@ -674,15 +709,31 @@ async def audit_page(
     object_id: uuid.UUID | None,
     after_seq: int,
     limit: int,
+    departements: Sequence[str] | None = None,
 ) -> list[dict[str, Any]]:
+    """Audit rows after ``after_seq``; with ``departements``, only the rows about an envelope,
+    convention, tranche, report or reversement of one of them (a declared interest names a
+    partner, no département: national readers only)."""
     rows = await connection.fetch(
         """
-        SELECT * FROM audit_log WHERE seq > $1 AND ($2::uuid IS NULL OR object_id = $2)
+        SELECT * FROM audit_log a
+        WHERE seq > $1 AND ($2::uuid IS NULL OR object_id = $2)
+          AND ($4::text[] IS NULL OR COALESCE(
+                (SELECT departement FROM envelopes WHERE id = a.object_id),
+                (SELECT departement FROM conventions WHERE id = a.object_id),
+                (SELECT c.departement FROM tranches t JOIN conventions c ON c.id = t.convention_id
+                 WHERE t.id = a.object_id),
+                (SELECT c.departement FROM reports r JOIN conventions c ON c.id = r.convention_id
+                 WHERE r.id = a.object_id),
+                (SELECT c.departement FROM reversements v
+                 JOIN conventions c ON c.id = v.convention_id WHERE v.id = a.object_id)
+              ) = ANY($4))
         ORDER BY seq LIMIT $3
         """,
         after_seq,
         object_id,
         limit,
+        departements,
     )
     return [_audit(row) for row in rows]
 
@@ -728,13 +779,18 @@ async def conventions_signed_in(connection: asyncpg.Connection, year: int) -> li
     return [_convention(row) for row in rows]
 
 
-async def tranches_of_year(connection: asyncpg.Connection, year: int) -> list[dict[str, Any]]:
+async def tranches_of_year(
+    connection: asyncpg.Connection, year: int, *, departements: Sequence[str] | None = None
+) -> list[dict[str, Any]]:
+    """The tranches of ``year`` with their convention's identifiers, in ``departements``."""
     rows = await connection.fetch(
         """
         SELECT t.*, c.beneficiary_partner_id, c.departement, c.ej_number
         FROM tranches t JOIN conventions c ON c.id = t.convention_id
-        WHERE t.year = $1 ORDER BY c.created_at, c.id, t.number
+        WHERE t.year = $1 AND ($2::text[] IS NULL OR c.departement = ANY($2))
+        ORDER BY c.created_at, c.id, t.number
         """,
         year,
+        departements,
     )
     return [dict(row) for row in rows]

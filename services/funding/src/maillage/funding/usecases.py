@@ -7,7 +7,11 @@ the decision to the audit log (``audit.record``), publish, return. Arguments are
 Who acts: a staff member holding the role the action needs (``domain.ACTION_ROLES``), never the
 one who took an excluded earlier action on the same object (``domain.NEVER_THE_SAME``: 403
 ``separation_of_duties``); or, for requests and comptes-rendus, the beneficiary itself, verified
-in the read model of partners. Money never goes beyond an envelope or a convention: the rows are
+in the read model of partners. Where they act (decision 64): a staff member acts for the
+départements their token names, or everywhere with a national account; another département's
+envelope, convention, tranche or reversement is not found (404, as a missing one: the caller
+cannot see it), and creating one in a département outside the caller's scope is refused (403
+``departement_not_in_scope``). Money never goes beyond an envelope or a convention: the rows are
 locked and the database CHECKs hold even if a check here were wrong.
 """
 
@@ -62,6 +66,17 @@ def envelope_not_found() -> Problem:
 
 def report_not_found() -> Problem:
     return _not_found("report_not_found", "Ce compte-rendu financier")
+
+
+def departement_not_in_scope(departement: str) -> Problem:
+    return Problem(
+        403,
+        "departement_not_in_scope",
+        "Département hors de votre périmètre",
+        detail=f"Votre compte n'agit pas pour le département {departement} : un agent de ce "
+        "département ou un compte national le peut.",
+        departement=departement,
+    )
 
 
 def role_required(error: domain.WrongRole) -> Problem:
@@ -306,6 +321,21 @@ def visible_partner(caller: Caller) -> uuid.UUID | None:
         ) from None
 
 
+def visible_departements(caller: Caller) -> list[str] | None:
+    """The territorial scope of a reader (decision 64): None (every département) for a national
+    staff member, and for a partner, which ``visible_partner`` scopes instead; otherwise the
+    staff member's départements, sorted (none: they see nothing)."""
+    if caller.national or not caller.roles & domain.STAFF_ROLES:
+        return None
+    return sorted(caller.departements)
+
+
+def check_departement(caller: Caller, departement: str) -> None:
+    """403 ``departement_not_in_scope`` unless the caller acts for ``departement``."""
+    if not caller.covers(departement):
+        raise departement_not_in_scope(departement)
+
+
 # --- facts: what is published and audited -------------------------------------------------------
 
 
@@ -373,8 +403,10 @@ async def open_envelope(
     cp_cents: int,
 ) -> dict[str, Any]:
     """Record the credits delegated to a département for a year (the ordonnateur). 409
-    ``envelope_exists`` for a second envelope of the same département and year."""
+    ``envelope_exists`` for a second envelope of the same département and year; 403
+    ``departement_not_in_scope`` outside the caller's départements."""
     role = acting_staff(caller, "open_envelope", {})
+    check_departement(caller, departement)
     now = _now()
     envelope = await store.insert_envelope(
         connection,
@@ -427,8 +459,10 @@ async def record_convention(
     """Record a draft convention (the officer). 422 ``beneficiary_not_verified``,
     ``beneficiary_unidentified`` (neither SIRET nor RNA), ``cofinancer_not_found``,
     ``plan_unbalanced`` (with ``difference_cents``). The legal act
-    follows the 23,000 EUR rule (``domain.legal_act``)."""
+    follows the 23,000 EUR rule (``domain.legal_act``). 403 ``departement_not_in_scope``
+    outside the caller's départements."""
     acting_staff(caller, "record", {})
+    check_departement(caller, departement)
     beneficiary = await store.get_partner(connection, beneficiary_partner_id)
     if beneficiary is None or beneficiary["status"] != "verified":
         raise partner_not_verified()
@@ -486,7 +520,9 @@ async def _transition_convention(
     action: str,
     **changes: Any,
 ) -> tuple[dict[str, Any], dict[str, Any], Role]:
-    convention = await store.get_convention(connection, convention_id, for_update=True)
+    convention = await store.get_convention(
+        connection, convention_id, departements=visible_departements(caller), for_update=True
+    )
     if convention is None:
         raise convention_not_found()
     role = acting_staff(caller, action, _convention_done_by(convention))
@@ -577,7 +613,9 @@ async def sign_convention(
     ``conflict_of_interest``; 409 ``no_envelope``, ``envelope_exhausted`` (with
     ``remaining_cents``), ``convention_status``. Publishes ConventionSigned."""
     now = _now()
-    peek = await store.get_convention(connection, convention_id)
+    peek = await store.get_convention(
+        connection, convention_id, departements=visible_departements(caller)
+    )
     if peek is None:
         raise convention_not_found()
     envelope = await store.envelope_for(
@@ -656,17 +694,28 @@ async def end_convention(
 
 
 async def _tranche_and_convention(
-    connection: asyncpg.Connection, tranche_id: uuid.UUID, *, envelope_year: int | None = None
+    connection: asyncpg.Connection,
+    caller: Caller,
+    tranche_id: uuid.UUID,
+    *,
+    envelope_year: int | None = None,
 ) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any] | None]:
     """Lock in order: the envelope of ``envelope_year`` (when money moves), the convention, the
-    tranche. 404 ``tranche_not_found``."""
+    tranche. 404 ``tranche_not_found``, also when the caller does not see its convention (a
+    partner neither beneficiary nor co-financer, a staff member of another département)."""
     peek = await store.get_tranche(connection, tranche_id)
     if peek is None:
         raise tranche_not_found()
+    convention_peek = await store.get_convention(
+        connection,
+        peek["convention_id"],
+        partner_id=visible_partner(caller),
+        departements=visible_departements(caller),
+    )
+    if convention_peek is None:
+        raise tranche_not_found()
     envelope = None
     if envelope_year is not None:
-        convention_peek = await store.get_convention(connection, peek["convention_id"])
-        assert convention_peek is not None
         envelope = await store.envelope_for(
             connection, convention_peek["departement"], envelope_year, for_update=True
         )
@@ -717,13 +766,7 @@ async def request_tranche(
     not see, 403 ``not_the_beneficiary`` for a co-financer, 409 ``convention_status``,
     ``tranche_status``, ``report_not_accepted``. Publishes TrancheRequested."""
     now = _now()
-    convention, tranche, _ = await _tranche_and_convention(connection, tranche_id)
-    scope = visible_partner(caller)
-    if scope is not None and scope not in (
-        convention["beneficiary_partner_id"],
-        *convention["cofinancer_partner_ids"],
-    ):
-        raise tranche_not_found()
+    convention, tranche, _ = await _tranche_and_convention(connection, caller, tranche_id)
     await acting_beneficiary(connection, caller, convention)
     if convention["status"] != domain.ConventionStatus.SIGNED:
         raise not_allowed("convention", domain.NotAllowed(convention["status"], "request"))
@@ -751,7 +794,7 @@ async def instruct_tranche(
 ) -> dict[str, Any]:
     """The officer checks the request. 403 ``role_required``, 409 ``tranche_status``."""
     now = _now()
-    convention, tranche, _ = await _tranche_and_convention(connection, tranche_id)
+    convention, tranche, _ = await _tranche_and_convention(connection, caller, tranche_id)
     role = acting_staff(caller, "instruct", _tranche_done_by(convention, tranche))
     status = _next_tranche_status(tranche, "instruct")
     return await _finish_tranche(
@@ -778,7 +821,7 @@ async def approve_tranche(
     ``separation_of_duties``), never someone linked to the beneficiary (403
     ``conflict_of_interest``). Publishes TrancheApproved."""
     now = _now()
-    convention, tranche, _ = await _tranche_and_convention(connection, tranche_id)
+    convention, tranche, _ = await _tranche_and_convention(connection, caller, tranche_id)
     role = acting_staff(caller, "approve", _tranche_done_by(convention, tranche))
     status = _next_tranche_status(tranche, "approve")
     await check_no_conflict(connection, caller, convention, declares_no_interest)
@@ -803,7 +846,7 @@ async def reject_tranche(
     """The ordonnateur rejects a requested or instructed tranche, with its reason (kept here,
     not on the bus). Publishes TrancheRejected."""
     now = _now()
-    convention, tranche, _ = await _tranche_and_convention(connection, tranche_id)
+    convention, tranche, _ = await _tranche_and_convention(connection, caller, tranche_id)
     role = acting_staff(caller, "reject", _tranche_done_by(convention, tranche))
     status = _next_tranche_status(tranche, "reject")
     after = await _finish_tranche(
@@ -837,7 +880,7 @@ async def pay_tranche(
     convention, ``no_envelope``, ``envelope_exhausted``. Publishes TranchePaid."""
     now = _now()
     convention, tranche, envelope = await _tranche_and_convention(
-        connection, tranche_id, envelope_year=paid_on.year
+        connection, caller, tranche_id, envelope_year=paid_on.year
     )
     role = acting_staff(caller, "pay", _tranche_done_by(convention, tranche))
     status = _next_tranche_status(tranche, "pay")
@@ -901,7 +944,11 @@ async def file_report(
     ``year_outside_convention``; 409 ``report_status`` once accepted. Publishes ReportFiled."""
     now = _now()
     convention = await store.get_convention(
-        connection, convention_id, partner_id=visible_partner(caller), for_update=True
+        connection,
+        convention_id,
+        partner_id=visible_partner(caller),
+        departements=visible_departements(caller),
+        for_update=True,
     )
     if convention is None:
         raise convention_not_found()
@@ -951,7 +998,9 @@ async def decide_report(
     year paid beyond the State's part of the spending (``domain.unspent_due_back``) becomes a
     reversement order. Publishes ReportAccepted (and ReversementOrdered)."""
     now = _now()
-    convention = await store.get_convention(connection, convention_id, for_update=True)
+    convention = await store.get_convention(
+        connection, convention_id, departements=visible_departements(caller), for_update=True
+    )
     if convention is None:
         raise convention_not_found()
     action = "accept_report" if accept else "return_report"
@@ -1036,7 +1085,13 @@ async def receive_reversement(
     409 ``reversement_received``."""
     now = _now()
     role = acting_staff(caller, "receive_reversement", {})
-    before, after = await store.receive_reversement(connection, reversement_id, caller.subject, now)
+    before, after = await store.receive_reversement(
+        connection,
+        reversement_id,
+        caller.subject,
+        now,
+        departements=visible_departements(caller),
+    )
     if before is None:
         raise reversement_not_found()
     if after is None:

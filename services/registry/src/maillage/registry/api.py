@@ -1069,7 +1069,12 @@ async def token(request: Request, pool: Pool) -> JSONResponse:
             return _oauth_error(400, "invalid_grant", "Wrong username or password.")
         _succeeded(request, account)
         access, ttl = await issuer.issue(
-            pool, subject=f"staff:{staff['id']}", partner_id=None, roles=list(staff["roles"])
+            pool,
+            subject=f"staff:{staff['id']}",
+            partner_id=None,
+            roles=list(staff["roles"]),
+            departements=list(staff["departements"]),
+            national=staff["national"],
         )
     elif grant is None:
         return _oauth_error(400, "invalid_request", "grant_type is required.")

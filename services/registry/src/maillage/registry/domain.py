@@ -19,6 +19,7 @@ from enum import StrEnum
 from typing import Any
 
 from maillage.common.events import Level
+from maillage.common.geography import MAX_DEPARTEMENTS, is_departement_code
 
 
 class PartnerKind(StrEnum):
@@ -186,6 +187,8 @@ STORED_FIELD_LEVELS: dict[str, dict[str, Level]] = {
         "email": _N,
         "password_hash": _N,
         "roles": _S,
+        "departements": _S,
+        "national": _S,
         "created_at": _S,
         "disabled_at": _S,
     },
@@ -259,6 +262,37 @@ STORED_FIELD_LEVELS: dict[str, dict[str, Level]] = {
 # Staff accounts: officer, ordonnateur and comptable are the three separated duties of programme
 # 147 funding (décret 2012-1246, art. 9; docs/architecture.md, decision 45).
 STAFF_ROLES = frozenset({"officer", "ordonnateur", "comptable", "operator", "admin"})
+# Roles that run the platform everywhere: their accounts are always national (decision 64).
+NATIONAL_ROLES = frozenset({"operator", "admin"})
+
+
+class InvalidTerritory(ValueError):
+    """A staff account's territory that cannot be kept; the message says why (English: CLI)."""
+
+
+def staff_territory(
+    roles: Iterable[str], departements: Iterable[str], *, national: bool
+) -> tuple[list[str], bool]:
+    """Where a staff account acts: (its département codes, sorted and unique; national).
+
+    1. an operator or admin account is national, and names no département;
+    2. a national account (``national``: a central administration) names no département;
+    3. any other account names 1 to ``MAX_DEPARTEMENTS`` codes in INSEE form (94, 2A, 971).
+
+    Raises :class:`InvalidTerritory` otherwise."""
+    codes = sorted(set(departements))
+    bad = [code for code in codes if not is_departement_code(code)]
+    if bad:
+        raise InvalidTerritory(f"not département codes (94, 2A, 971): {', '.join(bad)}")
+    if national or not NATIONAL_ROLES.isdisjoint(roles):
+        if codes:
+            raise InvalidTerritory("a national account (operators and admins are) names none")
+        return [], True
+    if not codes:
+        raise InvalidTerritory("a staff account acts for at least one département, or national")
+    if len(codes) > MAX_DEPARTEMENTS:
+        raise InvalidTerritory(f"at most {MAX_DEPARTEMENTS} départements; beyond, national")
+    return codes, False
 
 
 def clearance(

@@ -328,7 +328,7 @@ async def staff_by_email(
     connection: asyncpg.Connection | asyncpg.Pool, email: str
 ) -> asyncpg.Record | None:
     return await connection.fetchrow(
-        "SELECT id, password_hash, roles FROM staff_accounts"
+        "SELECT id, password_hash, roles, departements, national FROM staff_accounts"
         " WHERE email = lower($1) AND disabled_at IS NULL",
         email,
     )
@@ -340,18 +340,27 @@ async def upsert_staff(
     email: str,
     password_hash: str,
     roles: list[str],
+    departements: list[str],
+    national: bool,
 ) -> uuid.UUID:
+    """Create the account, or reset its password, roles and territory (``domain.staff_territory``
+    says what a territory may be; the table's CHECK holds the format)."""
     staff_id: uuid.UUID = await connection.fetchval(
         """
-        INSERT INTO staff_accounts (id, email, password_hash, roles) VALUES ($1, lower($2), $3, $4)
+        INSERT INTO staff_accounts (id, email, password_hash, roles, departements, national)
+        VALUES ($1, lower($2), $3, $4, $5, $6)
         ON CONFLICT (email) DO UPDATE SET password_hash = EXCLUDED.password_hash,
-                                          roles = EXCLUDED.roles, disabled_at = NULL
+                                          roles = EXCLUDED.roles,
+                                          departements = EXCLUDED.departements,
+                                          national = EXCLUDED.national, disabled_at = NULL
         RETURNING id
         """,
         uuid.uuid4(),
         email,
         password_hash,
         roles,
+        departements,
+        national,
     )
     return staff_id
 

@@ -194,9 +194,17 @@ class Issuer:
         return {"keys": [json.loads(row["jwk"]) for row in rows]}
 
     async def issue(
-        self, pool: asyncpg.Pool, *, subject: str, partner_id: str | None, roles: list[str]
+        self,
+        pool: asyncpg.Pool,
+        *,
+        subject: str,
+        partner_id: str | None,
+        roles: list[str],
+        departements: list[str] | None = None,
+        national: bool = False,
     ) -> tuple[str, int]:
-        """A signed token and its lifetime in seconds."""
+        """A signed token and its lifetime in seconds. A staff token carries where its holder
+        acts: ``departements`` (omitted when empty) or ``national: true`` (omitted when not)."""
         key = await self.active_key(pool)
         now = int(time.time())
         claims: dict[str, Any] = {
@@ -211,5 +219,9 @@ class Issuer:
         }
         if partner_id is not None:
             claims["partner_id"] = partner_id
+        if departements:
+            claims["departements"] = sorted(departements)
+        if national:
+            claims["national"] = True
         token = jwt.encode(claims, key.private, algorithm=ALGORITHM, headers={"kid": key.kid})
         return token, int(self.token_ttl.total_seconds())
