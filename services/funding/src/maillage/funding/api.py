@@ -37,7 +37,7 @@ from maillage.funding import domain, exports, store, usecases
 from maillage.funding.domain import MAX_AMOUNT_CENTS, Role
 
 # Every route checks a role: 403 is always possible. The others are declared route by route.
-router = APIRouter(responses={403: {"description": "Not this caller's role, or duty"}})
+router = APIRouter(responses={403: {"description": "Not this caller's role, duty or département"}})
 _NOT_FOUND = {404: {"description": "No such object, or not visible to the caller"}}
 _CONFLICT = {409: {"description": "Not possible in the object's current state"}}
 _BAD_CURSOR = {400: {"description": "A cursor that is not a next_cursor"}}
