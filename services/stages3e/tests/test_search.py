@@ -9,13 +9,22 @@ import math
 import random
 import uuid
 
+import httpx
 from stages3e_world import Stages, week_ahead
 
 from maillage.common.catalog import PartnerUpdated, PartnerVerified
-from maillage.stages3e.api import RecentPartners
+from maillage.stages3e.api import OfferPage, RecentPartners
 
 # earthdistance's sphere: earth() is 6,378,168 m.
 EARTH_RADIUS_M = 6_378_168.0
+
+
+def assert_written_as_the_model(answer: httpx.Response) -> None:
+    """The page is written from dicts (``api._OFFER_PAGE_JSON``), not from an ``OfferPage``:
+    the same bytes as the model writes, its fields in its order, nothing else."""
+    assert answer.headers["content-type"] == "application/json"
+    page = OfferPage.model_validate_json(answer.content)
+    assert answer.content == page.model_dump_json().encode()
 
 
 def haversine_m(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
@@ -54,6 +63,7 @@ async def test_search_by_distance_returns_exactly_the_offers_within_the_radius_n
                 params["cursor"] = cursor
             page = await http.get("/offers", params=params, headers=stages.school_token(school))
             assert page.status_code == 200, page.text
+            assert_written_as_the_model(page)
             found += page.json()["items"]
             cursor = page.json()["next_cursor"]
             if cursor is None:
@@ -87,6 +97,7 @@ async def test_search_by_week_text_sector_and_reserved_seats(stages: Stages) -> 
         async def ids(headers: dict[str, str], **params: object) -> list[str]:
             answer = await http.get("/offers", params=params, headers=headers)
             assert answer.status_code == 200, answer.text
+            assert_written_as_the_model(answer)
             return [o["id"] for o in answer.json()["items"]]
 
         school, eligible = stages.school_token(ordinary), stages.school_token(rep)
@@ -132,6 +143,7 @@ async def test_a_search_reads_the_callers_record_again_once_it_is_search_partner
         async def ids(school: uuid.UUID) -> list[str]:
             answer = await http.get("/offers", params=orly, headers=stages.school_token(school))
             assert answer.status_code == 200, answer.text
+            assert_written_as_the_model(answer)
             return [o["id"] for o in answer.json()["items"]]
 
         assert await ids(college) == [reserved["id"]]

@@ -25,12 +25,20 @@ import time
 import uuid
 from collections import OrderedDict
 from datetime import UTC, date, datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, cast
 
 import asyncpg
+import typing_extensions
 from fastapi import APIRouter, Depends, Path, Query, Request
-from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from fastapi.responses import JSONResponse, Response
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    TypeAdapter,
+    model_validator,
+)
 
 from maillage.common import idempotency, pagination
 from maillage.common.auth import Caller, CurrentCaller, require_role
@@ -178,6 +186,26 @@ class Offer(BaseModel):
 class OfferPage(BaseModel):
     items: list[Offer]
     next_cursor: str | None = Field(description="Pass as `cursor` for the next page")
+
+
+def _fields_of(model: type[BaseModel], **replaced: Any) -> Any:
+    """A TypedDict of the model's fields (those of ``replaced`` with another type): pydantic
+    serializes a dict through it as it serializes the model, extra keys left out, without
+    building the model first."""
+    fields = {name: replaced.get(name, f.annotation) for name, f in model.model_fields.items()}
+    # typing_extensions': pydantic needs its TypedDict before Python 3.12
+    return cast(Any, typing_extensions.TypedDict)(f"{model.__name__}Fields", fields)
+
+
+_OFFER_PAGE_JSON: TypeAdapter[Any] = TypeAdapter(
+    _fields_of(
+        OfferPage,
+        items=list[_fields_of(Offer, weeks=list[_fields_of(OfferWeek)])],  # type: ignore[misc]
+    )
+)
+"""`GET /offers`'s page written as JSON once, from the dicts the search shapes: the same bytes
+as `OfferPage`'s (tests/test_search.py compares them) without FastAPI validating the 20 offers
+into models first (docs/performance.md, "second pass")."""
 
 
 class NewApplication(BaseModel):
@@ -414,11 +442,12 @@ async def search_offers(
     caller: CurrentCaller,
     connection: ReadConnection,
     query: Annotated[SearchQuery, Query()],
-) -> dict[str, Any]:
-    return await _search(
+) -> Response:
+    page = await _search(
         connection, request, caller, query.latitude, query.longitude, query.radius_km,
         query.week, query.sector, query.q, query.cursor, query.limit,
     )  # fmt: skip
+    return Response(_OFFER_PAGE_JSON.dump_json(page), media_type="application/json")
 
 
 async def _search(
