@@ -43,6 +43,7 @@ import contextlib
 import math
 import time
 import uuid
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
@@ -286,16 +287,20 @@ async def rematch(
     own = await _not_proposable(connection, school_year, offers)
     solved = None
     if reason == "request_filed":
-        solved = await _arrival(connection, school_year, offers, own)
+        solved = await _augment(connection, school_year, offers, own)
     if solved is None:
         rows = await store.live_requests(connection, school_year)
         requests, by_id = _requests_of(rows, own)
         keep = {row["id"]: row["offer_id"] for row in rows if row["status"] == "proposed"}
         started = time.perf_counter()
-        result = domain.solve_campaign(requests, offers, keep=keep)
+        graph = domain.campaign_graph(requests, offers)
+        result = domain.solve_graph(graph, keep=keep)
         solved = Solved(
             requests, by_id, offers, result, solve_ms=(time.perf_counter() - started) * 1000
         )
+        if apply:  # the prices that prove it optimal, for the next request filed
+            prices = domain.offer_prices(graph, result.assignments)
+            await store.replace_offer_prices(connection, school_year, prices or {})
     matchable = {request.request_id: request for request in solved.requests}
     offers_by_id = {offer.offer_id: offer for offer in offers}
     for row in solved.rows.values():
@@ -361,43 +366,93 @@ def _requests_of(
     return requests, by_id
 
 
-async def _arrival(
+async def _augment(
     connection: asyncpg.Connection,
     school_year: str,
     offers: list[domain.Offer],
     own: dict[uuid.UUID, set[uuid.UUID]],
 ) -> Solved | None:
-    """The re-solve of a request filed, over the part of the year it reaches only
-    (``domain.solve_arrivals``, whose docstring says why the optimum decomposes there): the
-    requests filed and not answered yet, the offers they may take, the requests proposed to
-    those, the offers these may take, and so on; one statement per step outward. The requests
-    outside that part keep their proposals. None when the standing proposals of that part are
-    not a feasible assignment (the invariant does not hold): the caller re-solves the year."""
+    """The answer to a request filed, by one shortest augmenting path from it
+    (``domain.augmenting_path``, whose docstring says why that is the new optimum): the prices
+    kept for the year's offers (``store.offer_prices``) guide the search, which reads the
+    requests proposed to the offers it reaches, a few offers per statement, and stops at the
+    first free place or request let go that nothing cheaper can beat. The prices of the offers
+    it settled are then raised, in the same transaction.
+
+    ``Solved`` holds the requests that move only, and ``result`` their new offers. None when the
+    path cannot answer: not exactly one request waiting, an offer without a price (the year was
+    never re-solved since it opened), prices that do not prove the proposals optimal, or moves
+    that would give a school two places of one offer (which the prices do not model). The
+    caller then re-solves the whole year, which prices its optimum anew."""
     rows = await store.waiting_to_be_answered(connection, school_year)
-    requests, by_id = _requests_of(rows, own)
-    frontier = requests
-    seen: set[uuid.UUID] = set()
-    while frontier:
-        graph = domain.campaign_graph(frontier, offers)
-        reached = {graph.offers[j].offer_id for j in set(graph.offer_index.tolist())} - seen
-        seen |= reached
-        if not reached:
-            break
-        new_rows = [
-            row
-            for row in await store.proposed_to(connection, school_year, sorted(reached))
-            if row["id"] not in by_id
-        ]
-        frontier, more = _requests_of(new_rows, own)
-        requests += frontier
-        by_id |= more
-    keep = {row["id"]: row["offer_id"] for row in by_id.values() if row["status"] == "proposed"}
-    arrived = [row["id"] for row in rows]
-    started = time.perf_counter()
-    result = domain.solve_arrivals(requests, offers, keep=keep, arrived=arrived, whole=False)
-    if result is None:
+    if len(rows) != 1:
         return None
-    return Solved(requests, by_id, offers, result, solve_ms=(time.perf_counter() - started) * 1000)
+    requests, by_id = _requests_of(rows, own)
+    if len(requests) != 1:
+        return None
+    arrival = requests[0]
+    started = time.perf_counter()
+    table = domain.OfferTable.of(offers)
+    kept = await store.offer_prices(connection, school_year)
+    if any(offer.offer_id not in kept for offer in table.offers):
+        return None
+    taken = await store.proposals_per_offer(connection, school_year)
+    search = domain.augmenting_path(
+        arrival,
+        table,
+        [kept[offer.offer_id] for offer in table.offers],
+        [taken.get(offer.offer_id, 0) for offer in table.offers],
+    )
+    holders = {arrival.request_id: arrival}  # and the requests the search read, by id
+    try:
+        wanted = next(search)
+        while True:
+            held = await store.proposed_to(
+                connection, school_year, [table.offers[j].offer_id for j in wanted]
+            )
+            found, more = _requests_of(held, own)
+            if len(found) != len(held):
+                return None  # a request proposed whose school may no longer be matched
+            by_id |= more
+            holders |= {request.request_id: request for request in found}
+            by_offer: dict[int, list[domain.Request]] = {j: [] for j in wanted}
+            for request in found:
+                by_offer[table.index[more[request.request_id]["offer_id"]]].append(request)
+            wanted = search.send(by_offer)
+    except StopIteration as done:
+        path = done.value
+    if path is None or not await _one_place_per_school(connection, school_year, path, holders):
+        return None
+    await store.set_offer_prices(connection, school_year, path.prices)
+    moved = [arrival, *(holders[r] for r in path.moves if r != arrival.request_id)]
+    assignments = {r: o for r, o in path.moves.items() if o is not None}
+    result = domain.CampaignResult(
+        assignments=assignments, distances_m={}, coverage={}, request_count=len(moved), objective=0
+    )
+    rows_moved = {request.request_id: by_id[request.request_id] for request in moved}
+    return Solved(
+        moved, rows_moved, offers, result, solve_ms=(time.perf_counter() - started) * 1000
+    )
+
+
+async def _one_place_per_school(
+    connection: asyncpg.Connection,
+    school_year: str,
+    path: domain.Augmentation,
+    holders: dict[uuid.UUID, domain.Request],
+) -> bool:
+    """Whether the path's moves leave every school with one place of an offer at most
+    (``holders``: every request the path moves, by id)."""
+    arriving = [(r, o) for r, o in path.moves.items() if o is not None]
+    staying = await store.proposed_to(connection, school_year, sorted({o for _, o in arriving}))
+    taken = Counter(
+        (row["school_partner_id"], row["offer_id"])
+        for row in staying
+        if row["id"] not in path.moves
+    )
+    for request_id, offer_id in arriving:
+        taken[(holders[request_id].school.partner_id, offer_id)] += 1
+    return all(count <= 1 for count in taken.values())
 
 
 async def _previous_tete(

@@ -464,6 +464,56 @@ async def other_request_proposed_to(
     )
 
 
+async def proposals_per_offer(connection: Connection, school_year: str) -> dict[uuid.UUID, int]:
+    """How many requests of the year each offer is proposed now (offers with none left out).
+    The caller holds the year's matching lock."""
+    rows = await connection.fetch(
+        "SELECT offer_id, count(*)::int AS taken FROM match_requests"
+        " WHERE school_year = $1 AND status = 'proposed' GROUP BY offer_id",
+        school_year,
+    )
+    return {row["offer_id"]: row["taken"] for row in rows}
+
+
+# --- prices of the live flow's optimum (decision 55) ---------------------------------------------
+
+
+async def offer_prices(connection: Connection, school_year: str) -> dict[uuid.UUID, int]:
+    """The price kept for each offer of the year. The caller holds the year's matching lock."""
+    rows = await connection.fetch(
+        "SELECT offer_id, price FROM offer_prices WHERE school_year = $1", school_year
+    )
+    return {row["offer_id"]: row["price"] for row in rows}
+
+
+async def replace_offer_prices(
+    connection: Connection, school_year: str, prices: dict[uuid.UUID, int]
+) -> None:
+    """Forget the year's prices and keep ``prices`` instead (none: the next request filed
+    re-solves the year). The caller holds the year's matching lock."""
+    await connection.execute("DELETE FROM offer_prices WHERE school_year = $1", school_year)
+    await set_offer_prices(connection, school_year, prices)
+
+
+async def set_offer_prices(
+    connection: Connection, school_year: str, prices: dict[uuid.UUID, int]
+) -> None:
+    """Keep these offers' prices for the year. The caller holds the year's matching lock."""
+    if not prices:
+        return
+    await connection.execute(
+        """
+        INSERT INTO offer_prices (offer_id, school_year, price)
+        SELECT offer_id, $1, price FROM unnest($2::uuid[], $3::bigint[]) AS p(offer_id, price)
+        ON CONFLICT (offer_id) DO UPDATE
+            SET school_year = EXCLUDED.school_year, price = EXCLUDED.price
+        """,
+        school_year,
+        list(prices),
+        list(prices.values()),
+    )
+
+
 async def years_with_expired_proposals(connection: Connection, before: datetime) -> list[str]:
     """The school years that have a proposal made before ``before`` still unanswered."""
     rows = await connection.fetch(
