@@ -23,12 +23,18 @@ Then the cordees app runs as a real process (uvicorn, as ``maillage dev`` does) 
 It prints the served count per class of the live flow and of the optimum (they must be equal),
 and p50 / p95 / p99 / max of (r) and (a). Not a test: every wait is bounded; the load average is
 printed at start and end (the machine may be shared).
+
+``--national`` replays the whole synthetic national instance instead: its 10,700 collèges and
+lycées of every class, each with the request of ``cordees_matching.py`` (its distance limit and
+thematics), and its 1,500 têtes with their places (``--requests N``: N of those schools only,
+drawn at random, against the same offers).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import os
 import platform
 import random
@@ -102,20 +108,33 @@ def instance(
     return schools, offers
 
 
+def national_instance(
+    seed: int, year: str, count: int | None
+) -> tuple[list[domain.School], list[domain.Request], list[domain.Offer]]:
+    """The whole national instance of ``cordees_matching.py`` for ``year`` (``count`` of its
+    schools only, drawn at random): schools, their requests, offers."""
+    national = build_instance(seed)
+    requests = [dataclasses.replace(r, school_year=year) for r in national.requests]
+    if count is not None and count < len(requests):
+        requests = random.Random(seed + 5).sample(requests, count)  # noqa: S311
+    offers = [dataclasses.replace(o, school_year=year) for o in national.offers]
+    return [r.school for r in requests], requests, offers
+
+
 async def seed(url: str, schools: list[domain.School], offers: list[domain.Offer]) -> None:
     partners = [
         (
             s.partner_id,
-            "college",
-            f"Collège {s.uai}",
+            s.kind,
+            f"Établissement {s.uai}",
             "verified",
             s.uai,
             s.departement,
             s.academie,
             s.latitude,
             s.longitude,
-            EDUCATION_PRIORITAIRE[s.priority],
-            False,
+            EDUCATION_PRIORITAIRE.get(s.priority),
+            s.priority is PriorityClass.QPV_OR_RURAL,
             1,
         )
         for s in schools
@@ -192,27 +211,33 @@ async def replay(
     base: str,
     url: str,
     key: SigningKey,
-    schools: list[domain.School],
+    requests_of: dict[uuid.UUID, domain.Request],
     offers: list[domain.Offer],
     year: str,
     seed_value: int,
 ) -> tuple[list[float], list[float], Counter[PriorityClass]]:
     rng = random.Random(seed_value + 11)  # noqa: S311
-    order = list(schools)
+    order = [r.school for r in requests_of.values()]
     rng.shuffle(order)
     tete_of = {o.offer_id: o.tete_partner_id for o in offers}
     requests: list[float] = []
     acceptances: list[float] = []
     async with httpx.AsyncClient(base_url=base, timeout=60) as http:
-        for school in order:
+        for number, school in enumerate(order, start=1):
             headers = token(key, school.partner_id, "partner", "school")
+            wished = requests_of[school.partner_id]
+            body = {
+                "school_year": year,
+                "thematics": sorted(API_THEMATICS[t] for t in wished.thematics),
+                "max_distance_km": wished.max_distance_km,
+            }
             started = time.perf_counter()
-            answer = await http.post(
-                "/match-requests", json={"school_year": year, "thematics": []}, headers=headers
-            )
+            answer = await http.post("/match-requests", json=body, headers=headers)
             requests.append(time.perf_counter() - started)
             if answer.status_code != 202:
                 raise RuntimeError(f"POST /match-requests: {answer.status_code} {answer.text}")
+            if number % 1000 == 0:
+                print(f"  {number:,} requests, last 1,000: {figures(requests[-1000:])}", flush=True)
         connection = await asyncpg.connect(url)
         refused: Counter[int] = Counter()
         try:
@@ -248,23 +273,26 @@ async def main(args: argparse.Namespace) -> int:
     print(f"machine: {os.cpu_count()} CPUs, Python {platform.python_version()}, {load()}")
     overall = time.monotonic()
     year = matcher.school_year_of(date.today())
-    schools, offers = instance(args.seed, args.tetes, args.places, year)
+    if args.national:
+        schools, requests, offers = national_instance(args.seed, year, args.requests)
+    else:
+        schools, offers = instance(args.seed, args.tetes, args.places, year)
+        requests = [
+            domain.Request(
+                request_id=uuid.uuid4(),
+                school=s,
+                thematics=(),
+                max_distance_km=None,
+                school_year=year,
+            )
+            for s in schools
+        ]
     counts = Counter(s.priority for s in schools)
     print(
-        f"instance: {len(schools):,} collèges ({counts[PriorityClass.REP_PLUS]} REP+, "
-        f"{counts[PriorityClass.REP]} REP), {len(offers)} têtes, "
-        f"{sum(o.remaining_capacity for o in offers)} places ({year})"
+        f"instance: {len(schools):,} schools ("
+        + ", ".join(f"{counts[p]} {p.label}" for p in PriorityClass if counts[p])
+        + f"), {len(offers)} têtes, {sum(o.remaining_capacity for o in offers)} places ({year})"
     )
-    requests = [
-        domain.Request(
-            request_id=uuid.uuid4(),
-            school=s,
-            thematics=(),
-            max_distance_km=None,
-            school_year=year,
-        )
-        for s in schools
-    ]
     started = time.perf_counter()
     optimum = domain.solve_campaign(requests, offers)
     print(f"(o) offline optimum solved in {(time.perf_counter() - started) * 1000:.0f} ms")
@@ -286,7 +314,13 @@ async def main(args: argparse.Namespace) -> int:
                         _pid,
                     ):
                         timed_requests, timed_acceptances, served = await replay(
-                            base, url, key, schools, offers, year, args.seed
+                            base,
+                            url,
+                            key,
+                            {r.school.partner_id: r for r in requests},
+                            offers,
+                            year,
+                            args.seed,
                         )
                 finally:
                     await drop_database(server_url, DATABASE)
@@ -296,7 +330,7 @@ async def main(args: argparse.Namespace) -> int:
     print(f"(a) {len(timed_acceptances):,} acceptances, ms: {figures(timed_acceptances)}")
     print("\nserved / requested     live flow   offline optimum")
     equal = True
-    for priority in (PriorityClass.REP_PLUS, PriorityClass.REP):
+    for priority in (p for p in PriorityClass if counts[p]):
         offline = optimum.coverage[priority].served
         equal &= served[priority] == offline
         print(
@@ -313,6 +347,10 @@ def parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--tetes", type=int, default=60, help="têtes de cordée (one offer each)")
     parser.add_argument("--places", type=int, default=967, help="places of all offers together")
     parser.add_argument("--timeout", type=float, default=180, help="seconds, for each wait")
+    parser.add_argument(
+        "--national", action="store_true", help="the whole national instance (10,700 schools)"
+    )
+    parser.add_argument("--requests", type=int, help="with --national: this many schools only")
     return parser.parse_args(argv)
 
 

@@ -588,7 +588,13 @@ def campaign_graph(requests: Sequence[Request], offers: Sequence[Offer]) -> Camp
 _KIND_BITS = {"college": 1, "lycee": 2}
 
 
-def _levels_bits(levels: Iterable[str]) -> int:
+@functools.cache
+def _academie_set(academies: tuple[str, ...]) -> frozenset[str]:
+    return frozenset(a for a in academies if a)
+
+
+@functools.cache
+def _levels_bits(levels: tuple[str, ...]) -> int:
     """Which kinds of school an offer's levels suit, as bits of ``_KIND_BITS``."""
     return sum(
         bit for kind, bit in _KIND_BITS.items() if not LEVELS_BY_KIND[kind].isdisjoint(levels)
@@ -902,27 +908,33 @@ class OfferTable:
     @classmethod
     def of(cls, offers: Sequence[Offer]) -> OfferTable:
         kept = tuple(offer for offer in offers if offer.remaining_capacity > 0)
+        m = len(kept)
+        latitude_radians = np.fromiter((math.radians(o.latitude) for o in kept), np.float64, m)
         return cls(
             offers=kept,
             index={offer.offer_id: j for j, offer in enumerate(kept)},
-            latitude_radians=np.array([math.radians(o.latitude) for o in kept], np.float64),
-            cos_latitude=np.array([math.cos(math.radians(o.latitude)) for o in kept], np.float64),
-            longitude=np.array([o.longitude for o in kept], np.float64),
-            radius=np.array(
-                [-1.0 if o.max_distance_km is None else o.max_distance_km for o in kept],
+            latitude_radians=latitude_radians,
+            cos_latitude=np.fromiter(map(math.cos, latitude_radians.tolist()), np.float64, m),
+            longitude=np.fromiter((o.longitude for o in kept), np.float64, m),
+            radius=np.fromiter(
+                (-1.0 if o.max_distance_km is None else o.max_distance_km for o in kept),
                 np.float64,
+                m,
             ),
-            unrestricted=np.array(
-                [o.max_distance_km is None and not o.academies for o in kept], bool
+            unrestricted=np.fromiter(
+                (o.max_distance_km is None and not o.academies for o in kept), bool, m
             ),
-            kinds=np.array([_levels_bits(o.levels) for o in kept], np.int64),
+            kinds=np.fromiter((_levels_bits(o.levels) for o in kept), np.int64, m),
             years=np.array([o.school_year for o in kept], dtype=object),
-            academies=tuple(frozenset(a for a in o.academies if a) for o in kept),
+            academies=tuple(_academie_set(o.academies) for o in kept),
         )
 
-    def pairs(self, request: Request) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+    def pairs(
+        self, request: Request, *, slack_km: float = 0.0
+    ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
         """The offers eligible for the request (indices into ``offers``) and their distances
-        in whole metres."""
+        in whole metres. ``slack_km``: distance limits that much wider (a superset, for
+        :func:`rank_candidates`, which checks each offer with its own formula)."""
         if not self.offers:
             return np.zeros(0, np.int64), np.zeros(0, np.int64)
         school = request.school
@@ -942,9 +954,9 @@ class OfferTable:
         )
         km = 2 * EARTH_RADIUS_KM * np.arcsin(np.sqrt(np.minimum(h, 1.0)))
         limit = math.inf if request.max_distance_km is None else request.max_distance_km
-        territory = (km <= limit) & (
+        territory = (km - slack_km <= limit) & (
             self.unrestricted[index]
-            | (km <= self.radius[index])
+            | (km - slack_km <= self.radius[index])
             | np.fromiter(
                 (school.academie in self.academies[j] for j in index.tolist()), bool, len(index)
             )

@@ -201,7 +201,45 @@ def explained(
 
 
 async def candidate_offers(connection: asyncpg.Connection, school_year: str) -> list[domain.Offer]:
-    return [offer_of(row) for row in await store.open_offers(connection, school_year)]
+    return list((await year_offers(connection, school_year)).offers)
+
+
+@dataclass(frozen=True)
+class YearOffers:
+    """The open offers of a year with places left, as the engine sees them: the rows read, the
+    offers, their table (``domain.OfferTable``) and each tête's offers."""
+
+    rows: tuple[Any, ...]
+    offers: tuple[domain.Offer, ...]
+    table: domain.OfferTable
+    by_tete: dict[uuid.UUID, frozenset[uuid.UUID]]
+
+
+# The last YearOffers built per year, in this process: reused when the rows read again in the
+# caller's transaction are equal (comparing 1,500 records costs far less than building 1,500
+# offers and their table anew for every request filed).
+_built: dict[str, YearOffers] = {}
+
+
+async def year_offers(connection: asyncpg.Connection, school_year: str) -> YearOffers:
+    """The open offers of the year with places left, read now (built again only when a row
+    differs from the last read)."""
+    rows = tuple(await store.open_offers(connection, school_year))
+    known = _built.get(school_year)
+    if known is not None and known.rows == rows:
+        return known
+    offers = tuple(offer_of(row) for row in rows)
+    by_tete: dict[uuid.UUID, set[uuid.UUID]] = {}
+    for offer in offers:
+        by_tete.setdefault(offer.tete_partner_id, set()).add(offer.offer_id)
+    built = YearOffers(
+        rows,
+        offers,
+        domain.OfferTable.of(offers),
+        {tete: frozenset(ids) for tete, ids in by_tete.items()},
+    )
+    _built[school_year] = built
+    return built
 
 
 KM_PER_DEGREE_OF_LATITUDE = domain.EARTH_RADIUS_KM * math.pi / 180
@@ -283,11 +321,12 @@ async def rematch(
     (:func:`_arrival`), read in a few statements; every other reason, the whole year.
     """
     assert reason in MATCH_REASONS, reason
-    offers = await candidate_offers(connection, school_year)
-    own = await _not_proposable(connection, school_year, offers)
+    known = await year_offers(connection, school_year)
+    offers, table = list(known.offers), known.table
+    own = await _not_proposable(connection, school_year, known)
     solved = None
     if reason == "request_filed":
-        solved = await _augment(connection, school_year, offers, own)
+        solved = await _augment(connection, school_year, offers, table, own)
     if solved is None:
         rows = await store.live_requests(connection, school_year)
         requests, by_id = _requests_of(rows, own)
@@ -328,7 +367,7 @@ async def rematch(
                 row,
                 matchable[row["id"]],
                 offers_by_id[target],
-                offers,
+                table,
                 reason=reason,
                 now=now,
                 previous=previous,
@@ -337,21 +376,29 @@ async def rematch(
     return solved
 
 
+@dataclass(frozen=True)
+class NotProposable:
+    """Per school, the open offers it may not be proposed: its own (a lycée never leads its
+    own cordée) and those it is encordé with."""
+
+    by_tete: dict[uuid.UUID, frozenset[uuid.UUID]]
+    paired: dict[uuid.UUID, set[uuid.UUID]]
+
+    def get(self, school_id: uuid.UUID) -> frozenset[uuid.UUID]:
+        return self.by_tete.get(school_id, frozenset()) | self.paired.get(school_id, set())
+
+
 async def _not_proposable(
-    connection: asyncpg.Connection, school_year: str, offers: list[domain.Offer]
-) -> dict[uuid.UUID, set[uuid.UUID]]:
-    """Per school, the open offers it may not be proposed: its own (a lycée never leads its own
-    cordée) and those it is encordé with."""
-    own: dict[uuid.UUID, set[uuid.UUID]] = {}
-    for offer in offers:
-        own.setdefault(offer.tete_partner_id, set()).add(offer.offer_id)
+    connection: asyncpg.Connection, school_year: str, known: YearOffers
+) -> NotProposable:
+    paired: dict[uuid.UUID, set[uuid.UUID]] = {}
     for school_id, offer_id in await store.active_pairs(connection, school_year):
-        own.setdefault(school_id, set()).add(offer_id)
-    return own
+        paired.setdefault(school_id, set()).add(offer_id)
+    return NotProposable(known.by_tete, paired)
 
 
 def _requests_of(
-    rows: list[Any], own: dict[uuid.UUID, set[uuid.UUID]]
+    rows: list[Any], own: NotProposable
 ) -> tuple[list[domain.Request], dict[uuid.UUID, Any]]:
     """The engine's requests of ``store.live_requests`` rows (those whose school may be
     matched), and the rows by id."""
@@ -361,7 +408,7 @@ def _requests_of(
         by_id[row["id"]] = row
         school = school_of(_school_columns(row))
         if school is not None:
-            paired = frozenset(own.get(school.partner_id, ()))
+            paired = own.get(school.partner_id)
             requests.append(request_of(row, school, paired=paired))
     return requests, by_id
 
@@ -370,7 +417,8 @@ async def _augment(
     connection: asyncpg.Connection,
     school_year: str,
     offers: list[domain.Offer],
-    own: dict[uuid.UUID, set[uuid.UUID]],
+    table: domain.OfferTable,
+    own: NotProposable,
 ) -> Solved | None:
     """The answer to a request filed, by one shortest augmenting path from it
     (``domain.augmenting_path``, whose docstring says why that is the new optimum): the prices
@@ -392,7 +440,6 @@ async def _augment(
         return None
     arrival = requests[0]
     started = time.perf_counter()
-    table = domain.OfferTable.of(offers)
     kept = await store.offer_prices(connection, school_year)
     if any(offer.offer_id not in kept for offer in table.offers):
         return None
@@ -471,7 +518,7 @@ async def _propose(
     row: dict[str, Any],
     request: domain.Request,
     offer: domain.Offer,
-    offers: list[domain.Offer],
+    table: domain.OfferTable,
     *,
     reason: str,
     now: datetime,
@@ -479,9 +526,12 @@ async def _propose(
     campaign_id: uuid.UUID | None,
 ) -> dict[str, Any]:
     explanation = domain.score(request, offer)
+    near, _ = table.pairs(request, slack_km=0.01)  # a superset of the eligible offers
     alternatives = [
         explained(c.explanation, c.offer, request)
-        for c in domain.rank_candidates(request, offers, limit=1 + ALTERNATIVES)
+        for c in domain.rank_candidates(
+            request, [table.offers[j] for j in near.tolist()], limit=1 + ALTERNATIVES
+        )
         if c.offer.offer_id != offer.offer_id
     ][:ALTERNATIVES]
     proposal = {

@@ -209,7 +209,7 @@ async def list_offers(
 
 async def open_offers(
     connection: Connection, school_year: str, *, offer_id: uuid.UUID | None = None
-) -> list[dict[str, Any]]:
+) -> list[asyncpg.Record]:
     """Open offers of verified têtes de cordée for the year (or just ``offer_id``), with their
     remaining capacity and the tête's coordinates and académie; full offers are left out."""
     rows = await connection.fetch(
@@ -226,7 +226,7 @@ async def open_offers(
         school_year,
         offer_id,
     )
-    return [dict(row) for row in rows if row["remaining"] > 0]
+    return [row for row in rows if row["remaining"] > 0]  # records: 1,500 dicts cost more
 
 
 async def reachable_offers(
