@@ -15,10 +15,12 @@ Then the cordees app runs as a real process (uvicorn, as ``maillage dev`` does) 
 
 (r) every collège files ``POST /match-requests`` once, one after the other, in a random order
     (each with its own ``school`` token): latency of each;
+(d) ``--declines N``: then N random proposals are declined by their tête, one after the other
+    (each re-solves the whole year): latency of each;
 (a) then, round after round, each tête accepts every request proposed to it, in a random order
     (``POST /match-requests/{id}/accept``): latency of each, until nothing is proposed;
 (o) the offline optimum, in this process: ``domain.solve_campaign`` over the same requests and
-    the offers' full capacities.
+    the offers' full capacities (and the declines as exclusions).
 
 It prints the served count per class of the live flow and of the optimum (they must be equal),
 and p50 / p95 / p99 / max of (r) and (a). Not a test: every wait is bounded; the load average is
@@ -215,7 +217,10 @@ async def replay(
     offers: list[domain.Offer],
     year: str,
     seed_value: int,
-) -> tuple[list[float], list[float], Counter[PriorityClass]]:
+    declines: int,
+) -> tuple[
+    list[float], list[float], list[float], dict[uuid.UUID, set[uuid.UUID]], Counter[PriorityClass]
+]:
     rng = random.Random(seed_value + 11)  # noqa: S311
     order = [r.school for r in requests_of.values()]
     rng.shuffle(order)
@@ -240,7 +245,23 @@ async def replay(
                 print(f"  {number:,} requests, last 1,000: {figures(requests[-1000:])}", flush=True)
         connection = await asyncpg.connect(url)
         refused: Counter[int] = Counter()
+        declined: dict[uuid.UUID, set[uuid.UUID]] = {}
+        timed_declines: list[float] = []
         try:
+            for _ in range(declines):  # (d) each re-solves the whole year
+                row = rng.choice(
+                    await connection.fetch(
+                        "SELECT id, offer_id, school_partner_id FROM match_requests"
+                        " WHERE status = 'proposed'"
+                    )
+                )
+                headers = token(key, tete_of[row["offer_id"]], "partner")
+                started = time.perf_counter()
+                answer = await http.post(f"/match-requests/{row['id']}/decline", headers=headers)
+                timed_declines.append(time.perf_counter() - started)
+                if answer.status_code != 200:
+                    raise RuntimeError(f"decline: {answer.status_code} {answer.text}")
+                declined.setdefault(row["school_partner_id"], set()).add(row["offer_id"])
             rounds = 0
             while proposed := await connection.fetch(
                 "SELECT id, offer_id FROM match_requests WHERE status = 'proposed'"
@@ -265,7 +286,7 @@ async def replay(
             print(f"acceptance rounds: {rounds}; refused: {dict(refused) or 'none'}")
         finally:
             await connection.close()
-    return requests, acceptances, served
+    return requests, acceptances, timed_declines, declined, served
 
 
 async def main(args: argparse.Namespace) -> int:
@@ -313,7 +334,7 @@ async def main(args: argparse.Namespace) -> int:
                         base,
                         _pid,
                     ):
-                        timed_requests, timed_acceptances, served = await replay(
+                        replayed = await replay(
                             base,
                             url,
                             key,
@@ -321,6 +342,10 @@ async def main(args: argparse.Namespace) -> int:
                             offers,
                             year,
                             args.seed,
+                            args.declines,
+                        )
+                        timed_requests, timed_acceptances, timed_declines, declined, served = (
+                            replayed
                         )
                 finally:
                     await drop_database(server_url, DATABASE)
@@ -328,6 +353,15 @@ async def main(args: argparse.Namespace) -> int:
         jwks.stop()
     print(f"\n(r) {len(timed_requests):,} match requests, ms: {figures(timed_requests)}")
     print(f"(a) {len(timed_acceptances):,} acceptances, ms: {figures(timed_acceptances)}")
+    if timed_declines:
+        print(f"(d) {len(timed_declines):,} declines, ms: {figures(timed_declines)}")
+        requests = [
+            dataclasses.replace(
+                r, excluded_offer_ids=frozenset(declined.get(r.school.partner_id, ()))
+            )
+            for r in requests
+        ]
+        optimum = domain.solve_campaign(requests, offers)  # with the declines as exclusions
     print("\nserved / requested     live flow   offline optimum")
     equal = True
     for priority in (p for p in PriorityClass if counts[p]):
@@ -351,6 +385,9 @@ def parse(argv: list[str]) -> argparse.Namespace:
         "--national", action="store_true", help="the whole national instance (10,700 schools)"
     )
     parser.add_argument("--requests", type=int, help="with --national: this many schools only")
+    parser.add_argument(
+        "--declines", type=int, default=0, help="declines between requests and acceptances"
+    )
     return parser.parse_args(argv)
 
 

@@ -311,12 +311,7 @@ def augment_in_memory(
     for request in requests:
         if request.request_id in standing:
             held[table.index[standing[request.request_id]]].append(request)
-    search = augmenting_path(
-        arrival,
-        table,
-        [prices[o.offer_id] for o in table.offers],
-        [len(held[j]) for j in range(len(table.offers))],
-    )
+    search = augmenting_path(arrival, table, [prices[o.offer_id] for o in table.offers])
     try:
         wanted = next(search)
         while True:

@@ -18,7 +18,9 @@ The interface the service uses
   pairs as numpy arrays) and :func:`solve_min_cost_flow` are the two steps, exposed for the
   benchmark (``bench/cordees_matching.py``). :func:`solve_arrivals` is the same optimum when
   requests join a campaign already optimal, re-solving only the part of the graph they reach
-  (the live flow's request filed, decision 48).
+  (decision 48). :func:`augmenting_path` is the live flow's request filed since decision 55: one
+  shortest augmenting path from the new request, guided by the prices of :func:`offer_prices`
+  (over an :class:`OfferTable`, one request's eligible offers at once).
 
 Schools and offers need coordinates: the service leaves a school without them out of matching.
 
@@ -1049,12 +1051,12 @@ _PREFETCH = 16  # offers whose holders one question asks for: the one needed, an
 
 
 def augmenting_path(
-    arrival: Request, table: OfferTable, prices: Sequence[int], taken: Sequence[int]
+    arrival: Request, table: OfferTable, prices: Sequence[int]
 ) -> Generator[list[int], Holders, Augmentation | None]:
     """The optimum once ``arrival`` joins, from the optimum before it, as one shortest path.
 
     ``prices`` (per offer of the table) must prove the standing proposals optimal
-    (:func:`offer_prices`), ``taken`` is how many requests each offer holds. Then the new
+    (:func:`offer_prices`). Then the new
     optimum is the old one changed along the cheapest of these paths, or nothing when none
     costs less than nothing (the arrival waits): the arrival takes a place of ``o1``, a holder
     of ``o1`` moves to ``o2``, …, ending at a free place, or with the last offer's holder let go
@@ -1070,7 +1072,8 @@ def augmenting_path(
     capped at 0) so that they prove the new optimum too.
 
     A generator: it yields the indices of offers whose holders it needs and is sent them
-    (``Holders``), so the caller may read them from a database. None when the prices turn out
+    (``Holders``, every offer asked for), so the caller may read them from a database; whether
+    an offer has a free place is known from them. None when the prices turn out
     not to prove the proposals optimal (a holder whose offer is no longer eligible for it, a
     negative reduced cost): the caller then re-solves the whole campaign. A school taking two
     places of one offer is not checked here (the caller checks the moves)."""
@@ -1092,19 +1095,19 @@ def augmenting_path(
         if key >= best:
             break
         labels[j], came[j] = key, (before, moved)
-        if taken[j] < places[j]:  # a free place: this path ends here (p = 0)
-            best, end = key, (j, None)
-            continue
         if j not in holders:
-            wanted = [j]  # and the next full offers, in the order they wait (roughly)
+            wanted = [j]  # and the next offers, in the order they wait (roughly)
             for entry in heap:
                 k = entry[2]
                 if len(wanted) >= _PREFETCH:
                     break
-                if taken[k] >= places[k] and k not in holders and k not in labels:
+                if k not in holders and k not in labels and k not in wanted:
                     wanted.append(k)
             holders.update((yield wanted))
-        for holder in holders.get(j, ()):
+        if len(holders[j]) < places[j]:  # a free place: this path ends here (p = 0)
+            best, end = key, (j, None)
+            continue
+        for holder in holders[j]:
             indices, metres = table.pairs(holder)
             at = np.flatnonzero(indices == j)
             if not len(at):

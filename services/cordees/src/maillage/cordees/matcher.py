@@ -22,12 +22,13 @@ left (capacity minus established pairings). So:
    (:func:`proposal_expiry`, hourly).
 
 How: ``rematch`` reads every request of the year still in the flow and every open offer with
-places left, solves the min-cost flow, and writes only the differences. When a request is filed
-(the hot path), only the part of the eligibility graph it can change is re-solved
-(``domain.solve_arrivals``: the offers it may take, the requests they hold, their offers, and so
-on; the optimum decomposes there because the standing proposals are optimal for the others, see
-its docstring): the same served count per class and total distance as the whole re-solve, which
-every other change still runs, and nothing outside that part moves. The caller holds the
+places left, solves the min-cost flow, writes only the differences, and keeps the prices of a
+place of each offer that prove that optimum (``domain.offer_prices``, table ``offer_prices``).
+When a request is filed (the hot path), nothing is re-solved: one shortest augmenting path from
+the new request, guided by those prices, is the new optimum (:func:`_augment`,
+``domain.augmenting_path``, decision 55): the same served count per class and total distance as
+the whole re-solve, which every other change still runs, and which a request filed falls back to
+when no prices prove the standing proposals optimal. The caller holds the
 year's matching lock (``store.lock_matching``), taken first by every use case that changes the
 flow: re-solves never interleave, and the lock order of ``store`` leaves no deadlock.
 
@@ -317,8 +318,9 @@ async def rematch(
     its new offer, or becomes unmatched, with its event; a request just filed is always
     answered. The caller holds the year's matching lock. ``reason``: a ``MATCH_REASONS`` code.
 
-    ``request_filed`` re-solves only the part of the year the new request reaches
-    (:func:`_arrival`), read in a few statements; every other reason, the whole year.
+    ``request_filed`` is answered by one augmenting path (:func:`_augment`) when the year's
+    prices allow; every other reason, and a path that cannot answer, re-solve the whole year
+    and (``apply``) replace the year's prices with those of its optimum.
     """
     assert reason in MATCH_REASONS, reason
     known = await year_offers(connection, school_year)
@@ -443,12 +445,8 @@ async def _augment(
     kept = await store.offer_prices(connection, school_year)
     if any(offer.offer_id not in kept for offer in table.offers):
         return None
-    taken = await store.proposals_per_offer(connection, school_year)
     search = domain.augmenting_path(
-        arrival,
-        table,
-        [kept[offer.offer_id] for offer in table.offers],
-        [taken.get(offer.offer_id, 0) for offer in table.offers],
+        arrival, table, [kept[offer.offer_id] for offer in table.offers]
     )
     holders = {arrival.request_id: arrival}  # and the requests the search read, by id
     try:

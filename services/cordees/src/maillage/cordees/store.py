@@ -12,7 +12,8 @@ Lock order, everywhere (decision 48):
 3. a request's row (``get_request(for_update=True)``), then a pairing's.
 
 Nothing takes a lock of an earlier step while holding one of a later step, so two use cases
-never wait on each other in a cycle.
+never wait on each other in a cycle. The prices of a year's offers (``offer_prices``, decision 55)
+are read and written only under the year's matching lock: they need no lock of their own.
 """
 
 from __future__ import annotations
@@ -462,17 +463,6 @@ async def other_request_proposed_to(
             request_id,
         )
     )
-
-
-async def proposals_per_offer(connection: Connection, school_year: str) -> dict[uuid.UUID, int]:
-    """How many requests of the year each offer is proposed now (offers with none left out).
-    The caller holds the year's matching lock."""
-    rows = await connection.fetch(
-        "SELECT offer_id, count(*)::int AS taken FROM match_requests"
-        " WHERE school_year = $1 AND status = 'proposed' GROUP BY offer_id",
-        school_year,
-    )
-    return {row["offer_id"]: row["taken"] for row in rows}
 
 
 # --- prices of the live flow's optimum (decision 55) ---------------------------------------------
