@@ -906,6 +906,11 @@ class OfferTable:
     kinds: npt.NDArray[np.int64]  # _KIND_BITS the offer's levels suit
     years: npt.NDArray[Any]
     academies: tuple[frozenset[str], ...]
+    # the pairs of the requests seen, while this table lives (the live flow keeps a year's
+    # table as long as its offers do not change)
+    memo: dict[Request, tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]] = field(
+        default_factory=dict, compare=False, repr=False
+    )
 
     @classmethod
     def of(cls, offers: Sequence[Offer]) -> OfferTable:
@@ -937,6 +942,16 @@ class OfferTable:
         """The offers eligible for the request (indices into ``offers``) and their distances
         in whole metres. ``slack_km``: distance limits that much wider (a superset, for
         :func:`rank_candidates`, which checks each offer with its own formula)."""
+        if not slack_km:
+            known = self.memo.get(request)
+            if known is None:
+                known = self.memo[request] = self._pairs(request, 0.0)
+            return known
+        return self._pairs(request, slack_km)
+
+    def _pairs(
+        self, request: Request, slack_km: float
+    ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
         if not self.offers:
             return np.zeros(0, np.int64), np.zeros(0, np.int64)
         school = request.school
@@ -1047,7 +1062,7 @@ class Augmentation:
 
 # Holders of offers, as the search asks for them: offer index → the requests proposed to it.
 Holders = Mapping[int, Sequence[Request]]
-_PREFETCH = 16  # offers whose holders one question asks for: the one needed, and the next
+_PREFETCH = 32  # offers whose holders one question asks for: the one needed, and the next
 
 
 def augmenting_path(
@@ -1078,16 +1093,27 @@ def augmenting_path(
     negative reduced cost): the caller then re-solves the whole campaign. A school taking two
     places of one offer is not checked here (the caller checks the moves)."""
     places = [offer.remaining_capacity for offer in table.offers]
+    price = np.asarray(prices, np.int64)
+    settled = np.zeros(len(places), bool)
     heap: list[tuple[int, int, int, int, Request]] = []
     counter = itertools.count()  # ties: first pushed first
-    indices, metres = table.pairs(arrival)
-    for j, d in zip(indices.tolist(), metres.tolist(), strict=True):
-        key = prices[j] - pair_value(arrival.school.priority, d)
-        heapq.heappush(heap, (key, next(counter), j, -1, arrival))
     labels: dict[int, int] = {}
     came: dict[int, tuple[int, Request]] = {}  # offer → (offer before it, request moved in)
     holders: dict[int, Sequence[Request]] = {}
     best, end = 0, None  # staying unserved costs nothing
+
+    def push(
+        keys: npt.NDArray[np.int64], offers: npt.NDArray[np.int64], j: int, r: Request
+    ) -> None:
+        """Push the offers a path may reach at these costs, those that can still beat the best
+        path found only (no other is ever settled)."""
+        keep = (keys < best) & ~settled[offers]
+        for key, k in zip(keys[keep].tolist(), offers[keep].tolist(), strict=True):
+            heapq.heappush(heap, (key, next(counter), k, j, r))
+
+    indices, metres = table.pairs(arrival)
+    multiplier = _CLASS_MULTIPLIER[arrival.school.priority] * PRICE_UNIT
+    push(price[indices] - (multiplier - metres), indices, -1, arrival)
     while heap:
         key, _, j, before, moved = heapq.heappop(heap)
         if j in labels:
@@ -1095,6 +1121,7 @@ def augmenting_path(
         if key >= best:
             break
         labels[j], came[j] = key, (before, moved)
+        settled[j] = True
         if j not in holders:
             wanted = [j]  # and the next offers, in the order they wait (roughly)
             for entry in heap:
@@ -1112,18 +1139,16 @@ def augmenting_path(
             at = np.flatnonzero(indices == j)
             if not len(at):
                 return None  # its offer is no longer eligible for it
-            spare = pair_value(holder.school.priority, int(metres[at[0]])) - prices[j]  # u(r)
+            values = _CLASS_MULTIPLIER[holder.school.priority] * PRICE_UNIT - metres
+            spare = int(values[at[0]]) - prices[j]  # u(r)
             if spare < 0:
                 return None
             if key + spare < best:  # let this holder go
                 best, end = key + spare, (j, holder)
-            for k, d in zip(indices.tolist(), metres.tolist(), strict=True):
-                if k == j or k in labels:
-                    continue
-                reduced = spare + prices[k] - pair_value(holder.school.priority, d)
-                if reduced < 0:
-                    return None
-                heapq.heappush(heap, (key + reduced, next(counter), k, j, holder))
+            reduced = spare + price[indices] - values  # zero for its own offer
+            if (reduced < 0).any():
+                return None
+            push(key + reduced, indices, j, holder)
     moves: dict[UUID, UUID | None] = {}
     if end is not None:
         j, let_go = end
