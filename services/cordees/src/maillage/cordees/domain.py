@@ -911,6 +911,9 @@ class OfferTable:
     memo: dict[Request, tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]] = field(
         default_factory=dict, compare=False, repr=False
     )
+    serving: dict[str | None, npt.NDArray[np.bool_]] = field(
+        default_factory=dict, compare=False, repr=False
+    )
 
     @classmethod
     def of(cls, offers: Sequence[Offer]) -> OfferTable:
@@ -949,6 +952,17 @@ class OfferTable:
             return known
         return self._pairs(request, slack_km)
 
+    def _serving(self, academie: str | None) -> npt.NDArray[np.bool_]:
+        """Per offer, whether it serves the académie (kept in ``serving``)."""
+        known = self.serving.get(academie)
+        if known is None:
+            known = self.serving[academie] = np.fromiter(
+                (academie is not None and academie in a for a in self.academies),
+                bool,
+                len(self.academies),
+            )
+        return known
+
     def _pairs(
         self, request: Request, slack_km: float
     ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
@@ -974,9 +988,7 @@ class OfferTable:
         territory = (km - slack_km <= limit) & (
             self.unrestricted[index]
             | (km - slack_km <= self.radius[index])
-            | np.fromiter(
-                (school.academie in self.academies[j] for j in index.tolist()), bool, len(index)
-            )
+            | self._serving(school.academie)[index]
         )
         return index[territory], np.rint(km[territory] * 1000).astype(np.int64)
 
@@ -1095,19 +1107,22 @@ def augmenting_path(
     places = [offer.remaining_capacity for offer in table.offers]
     price = np.asarray(prices, np.int64)
     settled = np.zeros(len(places), bool)
+    tentative = np.full(len(places), np.iinfo(np.int64).max, np.int64)  # best key pushed
     heap: list[tuple[int, int, int, int, Request]] = []
     counter = itertools.count()  # ties: first pushed first
     labels: dict[int, int] = {}
     came: dict[int, tuple[int, Request]] = {}  # offer → (offer before it, request moved in)
     holders: dict[int, Sequence[Request]] = {}
-    best, end = 0, None  # staying unserved costs nothing
+    best = 0  # staying unserved costs nothing
+    end: tuple[int, Request | None] | None = None
 
     def push(
         keys: npt.NDArray[np.int64], offers: npt.NDArray[np.int64], j: int, r: Request
     ) -> None:
         """Push the offers a path may reach at these costs, those that can still beat the best
-        path found only (no other is ever settled)."""
-        keep = (keys < best) & ~settled[offers]
+        path found (no other is ever settled) and their best key pushed so far only."""
+        keep = (keys < best) & (keys < tentative[offers]) & ~settled[offers]
+        tentative[offers[keep]] = keys[keep]
         for key, k in zip(keys[keep].tolist(), offers[keep].tolist(), strict=True):
             heapq.heappush(heap, (key, next(counter), k, j, r))
 
