@@ -15,20 +15,28 @@ Then the cordees app runs as a real process (uvicorn, as ``maillage dev`` does) 
 
 (r) every collège files ``POST /match-requests`` once, one after the other, in a random order
     (each with its own ``school`` token): latency of each;
+(d) ``--declines N``: then N random proposals are declined by their tête, one after the other
+    (each re-solves the whole year): latency of each;
 (a) then, round after round, each tête accepts every request proposed to it, in a random order
     (``POST /match-requests/{id}/accept``): latency of each, until nothing is proposed;
 (o) the offline optimum, in this process: ``domain.solve_campaign`` over the same requests and
-    the offers' full capacities.
+    the offers' full capacities (and the declines as exclusions).
 
 It prints the served count per class of the live flow and of the optimum (they must be equal),
 and p50 / p95 / p99 / max of (r) and (a). Not a test: every wait is bounded; the load average is
 printed at start and end (the machine may be shared).
+
+``--national`` replays the whole synthetic national instance instead: its 10,700 collèges and
+lycées of every class, each with the request of ``cordees_matching.py`` (its distance limit and
+thematics), and its 1,500 têtes with their places (``--requests N``: N of those schools only,
+drawn at random, against the same offers).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import os
 import platform
 import random
@@ -102,20 +110,33 @@ def instance(
     return schools, offers
 
 
+def national_instance(
+    seed: int, year: str, count: int | None
+) -> tuple[list[domain.School], list[domain.Request], list[domain.Offer]]:
+    """The whole national instance of ``cordees_matching.py`` for ``year`` (``count`` of its
+    schools only, drawn at random): schools, their requests, offers."""
+    national = build_instance(seed)
+    requests = [dataclasses.replace(r, school_year=year) for r in national.requests]
+    if count is not None and count < len(requests):
+        requests = random.Random(seed + 5).sample(requests, count)  # noqa: S311
+    offers = [dataclasses.replace(o, school_year=year) for o in national.offers]
+    return [r.school for r in requests], requests, offers
+
+
 async def seed(url: str, schools: list[domain.School], offers: list[domain.Offer]) -> None:
     partners = [
         (
             s.partner_id,
-            "college",
-            f"Collège {s.uai}",
+            s.kind,
+            f"Établissement {s.uai}",
             "verified",
             s.uai,
             s.departement,
             s.academie,
             s.latitude,
             s.longitude,
-            EDUCATION_PRIORITAIRE[s.priority],
-            False,
+            EDUCATION_PRIORITAIRE.get(s.priority),
+            s.priority is PriorityClass.QPV_OR_RURAL,
             1,
         )
         for s in schools
@@ -192,30 +213,55 @@ async def replay(
     base: str,
     url: str,
     key: SigningKey,
-    schools: list[domain.School],
+    requests_of: dict[uuid.UUID, domain.Request],
     offers: list[domain.Offer],
     year: str,
     seed_value: int,
-) -> tuple[list[float], list[float], Counter[PriorityClass]]:
+    declines: int,
+) -> tuple[
+    list[float], list[float], list[float], dict[uuid.UUID, set[uuid.UUID]], Counter[PriorityClass]
+]:
     rng = random.Random(seed_value + 11)  # noqa: S311
-    order = list(schools)
+    order = [r.school for r in requests_of.values()]
     rng.shuffle(order)
     tete_of = {o.offer_id: o.tete_partner_id for o in offers}
     requests: list[float] = []
     acceptances: list[float] = []
     async with httpx.AsyncClient(base_url=base, timeout=60) as http:
-        for school in order:
+        for number, school in enumerate(order, start=1):
             headers = token(key, school.partner_id, "partner", "school")
+            wished = requests_of[school.partner_id]
+            body = {
+                "school_year": year,
+                "thematics": sorted(API_THEMATICS[t] for t in wished.thematics),
+                "max_distance_km": wished.max_distance_km,
+            }
             started = time.perf_counter()
-            answer = await http.post(
-                "/match-requests", json={"school_year": year, "thematics": []}, headers=headers
-            )
+            answer = await http.post("/match-requests", json=body, headers=headers)
             requests.append(time.perf_counter() - started)
             if answer.status_code != 202:
                 raise RuntimeError(f"POST /match-requests: {answer.status_code} {answer.text}")
+            if number % 1000 == 0:
+                print(f"  {number:,} requests, last 1,000: {figures(requests[-1000:])}", flush=True)
         connection = await asyncpg.connect(url)
         refused: Counter[int] = Counter()
+        declined: dict[uuid.UUID, set[uuid.UUID]] = {}
+        timed_declines: list[float] = []
         try:
+            for _ in range(declines):  # (d) each re-solves the whole year
+                row = rng.choice(
+                    await connection.fetch(
+                        "SELECT id, offer_id, school_partner_id FROM match_requests"
+                        " WHERE status = 'proposed'"
+                    )
+                )
+                headers = token(key, tete_of[row["offer_id"]], "partner")
+                started = time.perf_counter()
+                answer = await http.post(f"/match-requests/{row['id']}/decline", headers=headers)
+                timed_declines.append(time.perf_counter() - started)
+                if answer.status_code != 200:
+                    raise RuntimeError(f"decline: {answer.status_code} {answer.text}")
+                declined.setdefault(row["school_partner_id"], set()).add(row["offer_id"])
             rounds = 0
             while proposed := await connection.fetch(
                 "SELECT id, offer_id FROM match_requests WHERE status = 'proposed'"
@@ -240,7 +286,7 @@ async def replay(
             print(f"acceptance rounds: {rounds}; refused: {dict(refused) or 'none'}")
         finally:
             await connection.close()
-    return requests, acceptances, served
+    return requests, acceptances, timed_declines, declined, served
 
 
 async def main(args: argparse.Namespace) -> int:
@@ -248,23 +294,26 @@ async def main(args: argparse.Namespace) -> int:
     print(f"machine: {os.cpu_count()} CPUs, Python {platform.python_version()}, {load()}")
     overall = time.monotonic()
     year = matcher.school_year_of(date.today())
-    schools, offers = instance(args.seed, args.tetes, args.places, year)
+    if args.national:
+        schools, requests, offers = national_instance(args.seed, year, args.requests)
+    else:
+        schools, offers = instance(args.seed, args.tetes, args.places, year)
+        requests = [
+            domain.Request(
+                request_id=uuid.uuid4(),
+                school=s,
+                thematics=(),
+                max_distance_km=None,
+                school_year=year,
+            )
+            for s in schools
+        ]
     counts = Counter(s.priority for s in schools)
     print(
-        f"instance: {len(schools):,} collèges ({counts[PriorityClass.REP_PLUS]} REP+, "
-        f"{counts[PriorityClass.REP]} REP), {len(offers)} têtes, "
-        f"{sum(o.remaining_capacity for o in offers)} places ({year})"
+        f"instance: {len(schools):,} schools ("
+        + ", ".join(f"{counts[p]} {p.label}" for p in PriorityClass if counts[p])
+        + f"), {len(offers)} têtes, {sum(o.remaining_capacity for o in offers)} places ({year})"
     )
-    requests = [
-        domain.Request(
-            request_id=uuid.uuid4(),
-            school=s,
-            thematics=(),
-            max_distance_km=None,
-            school_year=year,
-        )
-        for s in schools
-    ]
     started = time.perf_counter()
     optimum = domain.solve_campaign(requests, offers)
     print(f"(o) offline optimum solved in {(time.perf_counter() - started) * 1000:.0f} ms")
@@ -285,8 +334,18 @@ async def main(args: argparse.Namespace) -> int:
                         base,
                         _pid,
                     ):
-                        timed_requests, timed_acceptances, served = await replay(
-                            base, url, key, schools, offers, year, args.seed
+                        replayed = await replay(
+                            base,
+                            url,
+                            key,
+                            {r.school.partner_id: r for r in requests},
+                            offers,
+                            year,
+                            args.seed,
+                            args.declines,
+                        )
+                        timed_requests, timed_acceptances, timed_declines, declined, served = (
+                            replayed
                         )
                 finally:
                     await drop_database(server_url, DATABASE)
@@ -294,9 +353,18 @@ async def main(args: argparse.Namespace) -> int:
         jwks.stop()
     print(f"\n(r) {len(timed_requests):,} match requests, ms: {figures(timed_requests)}")
     print(f"(a) {len(timed_acceptances):,} acceptances, ms: {figures(timed_acceptances)}")
+    if timed_declines:
+        print(f"(d) {len(timed_declines):,} declines, ms: {figures(timed_declines)}")
+        requests = [
+            dataclasses.replace(
+                r, excluded_offer_ids=frozenset(declined.get(r.school.partner_id, ()))
+            )
+            for r in requests
+        ]
+        optimum = domain.solve_campaign(requests, offers)  # with the declines as exclusions
     print("\nserved / requested     live flow   offline optimum")
     equal = True
-    for priority in (PriorityClass.REP_PLUS, PriorityClass.REP):
+    for priority in (p for p in PriorityClass if counts[p]):
         offline = optimum.coverage[priority].served
         equal &= served[priority] == offline
         print(
@@ -313,6 +381,13 @@ def parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--tetes", type=int, default=60, help="têtes de cordée (one offer each)")
     parser.add_argument("--places", type=int, default=967, help="places of all offers together")
     parser.add_argument("--timeout", type=float, default=180, help="seconds, for each wait")
+    parser.add_argument(
+        "--national", action="store_true", help="the whole national instance (10,700 schools)"
+    )
+    parser.add_argument("--requests", type=int, help="with --national: this many schools only")
+    parser.add_argument(
+        "--declines", type=int, default=0, help="declines between requests and acceptances"
+    )
     return parser.parse_args(argv)
 
 

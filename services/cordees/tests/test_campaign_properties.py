@@ -28,18 +28,22 @@ from hypothesis import strategies as st
 
 from maillage.cordees.domain import (
     LEVELS,
+    Augmentation,
     CampaignResult,
     Offer,
+    OfferTable,
     PriorityClass,
     Request,
     School,
     arrival_reach,
+    augmenting_path,
     campaign_graph,
     campaign_objective,
     coverage_weight,
     eligible,
     greedy_campaign,
     haversine_km,
+    offer_prices,
     rank_candidates,
     score,
     solve_arrivals,
@@ -292,3 +296,99 @@ def test_re_solving_the_part_the_arrivals_reach_equals_the_whole_re_solve(
     for i, request in enumerate(requests):
         if not reached[i]:  # outside the part reached, nothing moves
             assert part.assignments.get(request.request_id) == standing.get(request.request_id)
+
+
+def augment_in_memory(
+    arrival: Request,
+    requests: list[Request],
+    offers: list[Offer],
+    standing: dict[UUID, UUID],
+    prices: dict[UUID, int],
+) -> Augmentation | None:
+    """``augmenting_path`` driven as the live flow drives it, its holders from memory."""
+    table = OfferTable.of(offers)
+    held: dict[int, list[Request]] = {j: [] for j in range(len(table.offers))}
+    for request in requests:
+        if request.request_id in standing:
+            held[table.index[standing[request.request_id]]].append(request)
+    search = augmenting_path(arrival, table, [prices[o.offer_id] for o in table.offers])
+    try:
+        wanted = next(search)
+        while True:
+            wanted = search.send({j: held[j] for j in wanted})
+    except StopIteration as done:
+        return done.value
+
+
+def result_of(requests: list[Request], offers: list[Offer], standing: dict[UUID, UUID]) -> tuple:
+    """(served per class, total distance) of an assignment."""
+    by_offer = {o.offer_id: o for o in offers}
+    served = Counter(r.school.priority for r in requests if r.request_id in standing)
+    total = sum(
+        distance_m(r, by_offer[standing[r.request_id]])
+        for r in requests
+        if r.request_id in standing
+    )
+    return (*(served[p] for p in sorted(PriorityClass)), -total)
+
+
+@FAST
+@given(instances(max_requests=14, max_offers=6), st.data())
+def test_one_augmenting_path_per_arrival_equals_the_whole_re_solve(
+    instance: tuple[list[Request], list[Offer]], data: st.DataObject
+) -> None:
+    """Requests arrive one by one; each is answered by one shortest augmenting path from the
+    prices kept (``augmenting_path``), as the live flow does: after every arrival, the same
+    served count per class and total distance as the whole re-solve, the proposals never beyond
+    an offer's places, and prices that still prove the result optimal. With a school filing
+    several requests the path may be refused (a school takes one place of an offer, which the
+    prices do not model): the whole re-solve then answers, and its prices are taken anew."""
+    requests, offers = instance
+    siblings = data.draw(st.booleans())
+    if siblings:
+        requests = [
+            replace(r, school=requests[0].school) if k % 3 == 1 else r
+            for k, r in enumerate(requests)
+        ]
+    standing: dict[UUID, UUID] = {}
+    prices = offer_prices(campaign_graph([], offers), {})
+    assert prices is not None
+    for count, arrival in enumerate(requests, start=1):
+        arrived = requests[:count]
+        whole = solve_campaign(arrived, offers, keep=standing)
+        path = augment_in_memory(arrival, arrived, offers, standing, prices)
+        moved = dict(standing)
+        if path is not None:
+            for request_id, offer_id in path.moves.items():
+                if offer_id is None:
+                    moved.pop(request_id, None)
+                else:
+                    moved[request_id] = offer_id
+        school_of = {r.request_id: r.school.partner_id for r in arrived}
+        taken = [(school_of[r], o) for r, o in moved.items()]
+        if path is None or len(taken) != len(set(taken)):
+            assert siblings, "the path is refused only when a school has several requests"
+            standing = dict(whole.assignments)
+            prices = offer_prices(campaign_graph(arrived, offers), standing) or {}
+            if len(prices) < len(OfferTable.of(offers).offers):
+                assert siblings
+                return  # no prices prove it: the live flow re-solves the whole year from here
+            continue
+        standing = moved
+        prices |= path.prices
+        assert result_of(arrived, offers, standing) == lexicographic(whole)
+        assert_feasible_assignment(arrived, offers, standing)
+        graph = campaign_graph(arrived, offers)
+        if not siblings:
+            assert offer_prices(graph, standing) is not None
+
+
+def assert_feasible_assignment(
+    requests: list[Request], offers: list[Offer], standing: dict[UUID, UUID]
+) -> None:
+    by_request = {r.request_id: r for r in requests}
+    by_offer = {o.offer_id: o for o in offers}
+    for request_id, offer_id in standing.items():
+        assert eligible(by_request[request_id], by_offer[offer_id])
+    for offer_id, taken in Counter(standing.values()).items():
+        assert taken <= by_offer[offer_id].remaining_capacity

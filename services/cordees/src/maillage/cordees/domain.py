@@ -18,7 +18,9 @@ The interface the service uses
   pairs as numpy arrays) and :func:`solve_min_cost_flow` are the two steps, exposed for the
   benchmark (``bench/cordees_matching.py``). :func:`solve_arrivals` is the same optimum when
   requests join a campaign already optimal, re-solving only the part of the graph they reach
-  (the live flow's request filed, decision 48).
+  (decision 48). :func:`augmenting_path` is the live flow's request filed since decision 55: one
+  shortest augmenting path from the new request, guided by the prices of :func:`offer_prices`
+  (over an :class:`OfferTable`, one request's eligible offers at once).
 
 Schools and offers need coordinates: the service leaves a school without them out of matching.
 
@@ -82,7 +84,7 @@ import functools
 import heapq
 import itertools
 import math
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Collection, Generator, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Any
@@ -588,7 +590,13 @@ def campaign_graph(requests: Sequence[Request], offers: Sequence[Offer]) -> Camp
 _KIND_BITS = {"college": 1, "lycee": 2}
 
 
-def _levels_bits(levels: Iterable[str]) -> int:
+@functools.cache
+def _academie_set(academies: tuple[str, ...]) -> frozenset[str]:
+    return frozenset(a for a in academies if a)
+
+
+@functools.cache
+def _levels_bits(levels: tuple[str, ...]) -> int:
     """Which kinds of school an offer's levels suit, as bits of ``_KIND_BITS``."""
     return sum(
         bit for kind, bit in _KIND_BITS.items() if not LEVELS_BY_KIND[kind].isdisjoint(levels)
@@ -746,7 +754,12 @@ def solve_campaign(
 
     ``keep`` (request → offer, the proposals standing now): among optimal assignments, the one
     that moves the fewest of them (the live flow's tie-break, see ``solve_min_cost_flow``)."""
-    graph = campaign_graph(requests, offers)
+    return solve_graph(campaign_graph(requests, offers), keep=keep)
+
+
+def solve_graph(graph: CampaignGraph, *, keep: Mapping[UUID, UUID] | None = None) -> CampaignResult:
+    """:func:`solve_campaign` over pairs already found (the live flow keeps the graph to price
+    the result, :func:`offer_prices`)."""
     kept = None
     if keep:
         request_ids = np.array([keep.get(r.request_id) for r in graph.requests], dtype=object)
@@ -861,6 +874,311 @@ def arrival_reach(
                     reached[holder] = True
                     frontier.append(holder)
     return reached, kept
+
+
+# --- one arrival, one augmenting path (the live flow's request filed, decision 55) ---------------
+
+# The prices' own K: any K above every total distance gives the same optimum (module docstring),
+# and prices kept between solves must not change with the number of requests. A million
+# requests at the farthest distance stay below it; 4 K stays far within 64 bits.
+PRICE_UNIT = coverage_unit(1_000_000)
+
+
+def pair_value(priority: PriorityClass, distance_m: int) -> int:
+    """``w(class) − d`` with the prices' unit: what serving a request at that distance is
+    worth."""
+    return _CLASS_MULTIPLIER[priority] * PRICE_UNIT - int(distance_m)
+
+
+@dataclass(frozen=True)
+class OfferTable:
+    """The offers with a place left, as arrays, to find one request's eligible offers at once
+    (:meth:`pairs`): the same pairs and distances as :func:`campaign_graph`, whose formula it
+    repeats operation by operation so that the metres are the same."""
+
+    offers: tuple[Offer, ...]
+    index: dict[UUID, int]
+    latitude_radians: npt.NDArray[np.float64]
+    cos_latitude: npt.NDArray[np.float64]
+    longitude: npt.NDArray[np.float64]
+    radius: npt.NDArray[np.float64]  # the offer's maximum distance, −1 when none
+    unrestricted: npt.NDArray[np.bool_]  # no distance and no académie rule
+    kinds: npt.NDArray[np.int64]  # _KIND_BITS the offer's levels suit
+    years: npt.NDArray[Any]
+    academies: tuple[frozenset[str], ...]
+    # the pairs of the requests seen, while this table lives (the live flow keeps a year's
+    # table as long as its offers do not change)
+    memo: dict[Request, tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]] = field(
+        default_factory=dict, compare=False, repr=False
+    )
+    serving: dict[str | None, npt.NDArray[np.bool_]] = field(
+        default_factory=dict, compare=False, repr=False
+    )
+
+    @classmethod
+    def of(cls, offers: Sequence[Offer]) -> OfferTable:
+        kept = tuple(offer for offer in offers if offer.remaining_capacity > 0)
+        m = len(kept)
+        latitude_radians = np.fromiter((math.radians(o.latitude) for o in kept), np.float64, m)
+        return cls(
+            offers=kept,
+            index={offer.offer_id: j for j, offer in enumerate(kept)},
+            latitude_radians=latitude_radians,
+            cos_latitude=np.fromiter(map(math.cos, latitude_radians.tolist()), np.float64, m),
+            longitude=np.fromiter((o.longitude for o in kept), np.float64, m),
+            radius=np.fromiter(
+                (-1.0 if o.max_distance_km is None else o.max_distance_km for o in kept),
+                np.float64,
+                m,
+            ),
+            unrestricted=np.fromiter(
+                (o.max_distance_km is None and not o.academies for o in kept), bool, m
+            ),
+            kinds=np.fromiter((_levels_bits(o.levels) for o in kept), np.int64, m),
+            years=np.array([o.school_year for o in kept], dtype=object),
+            academies=tuple(_academie_set(o.academies) for o in kept),
+        )
+
+    def pairs(
+        self, request: Request, *, slack_km: float = 0.0
+    ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+        """The offers eligible for the request (indices into ``offers``) and their distances
+        in whole metres. ``slack_km``: distance limits that much wider (a superset, for
+        :func:`rank_candidates`, which checks each offer with its own formula)."""
+        if not slack_km:
+            known = self.memo.get(request)
+            if known is None:
+                known = self.memo[request] = self._pairs(request, 0.0)
+            return known
+        return self._pairs(request, slack_km)
+
+    def _serving(self, academie: str | None) -> npt.NDArray[np.bool_]:
+        """Per offer, whether it serves the académie (kept in ``serving``)."""
+        known = self.serving.get(academie)
+        if known is None:
+            known = self.serving[academie] = np.fromiter(
+                (academie is not None and academie in a for a in self.academies),
+                bool,
+                len(self.academies),
+            )
+        return known
+
+    def _pairs(
+        self, request: Request, slack_km: float
+    ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+        if not self.offers:
+            return np.zeros(0, np.int64), np.zeros(0, np.int64)
+        school = request.school
+        static = (self.years == request.school_year) & (self.kinds & _KIND_BITS[school.kind] != 0)
+        for offer_id in request.excluded_offer_ids:
+            j = self.index.get(offer_id)
+            if j is not None:
+                static[j] = False
+        index = np.flatnonzero(static)
+        phi = np.radians(np.array([school.latitude], np.float64))
+        cos_phi = np.cos(phi)[0]
+        h = (
+            np.sin((phi[0] - self.latitude_radians[index]) / 2) ** 2
+            + self.cos_latitude[index]
+            * cos_phi
+            * np.sin(np.radians(self.longitude[index] - school.longitude) / 2) ** 2
+        )
+        km = 2 * EARTH_RADIUS_KM * np.arcsin(np.sqrt(np.minimum(h, 1.0)))
+        limit = math.inf if request.max_distance_km is None else request.max_distance_km
+        territory = (km - slack_km <= limit) & (
+            self.unrestricted[index]
+            | (km - slack_km <= self.radius[index])
+            | self._serving(school.academie)[index]
+        )
+        return index[territory], np.rint(km[territory] * 1000).astype(np.int64)
+
+
+def offer_prices(graph: CampaignGraph, assignments: Mapping[UUID, UUID]) -> dict[UUID, int] | None:
+    """The price of a place of each offer of the graph that proves the assignment optimal,
+    or None when none does (it is not optimal, or not feasible).
+
+    The prices ``p(o)`` and values ``u(r)`` are the dual of the assignment, with
+    ``v(r, o) = pair_value``: ``p ≥ 0``, ``p(o) = 0`` when ``o`` has a place nobody holds,
+    ``u(r) = v(r, o) − p(o) ≥ 0`` for ``r`` held at ``o``, ``u(r) = 0`` for ``r`` unserved, and
+    ``u(r) + p(o') ≥ v(r, o')`` for every eligible pair. They are the shortest distances from
+    each offer to "a place freed" in the residual graph: leave a free place (0), let go of a
+    holder ``r`` (``v(r, o)``), or move a holder to another offer it may take
+    (``v(r, o) − v(r, o')``) and go on from there; Bellman-Ford over the offers, whose rounds
+    are numpy operations over the pairs. Every condition is then checked. A school holding
+    two places is not modelled here (a relaxation): when that rule is what made the assignment
+    optimal, the checks fail and None is returned."""
+    n, m = len(graph.requests), len(graph.offers)
+    if not m:
+        return {}
+    index = {r.request_id: i for i, r in enumerate(graph.requests)}
+    offer_number = {o.offer_id: j for j, o in enumerate(graph.offers)}
+    held = np.full(n, -1, np.int64)
+    for request_id, offer_id in assignments.items():
+        if request_id not in index or offer_id not in offer_number:
+            return None
+        held[index[request_id]] = offer_number[offer_id]
+    multiplier = np.array([_CLASS_MULTIPLIER[r.school.priority] for r in graph.requests], np.int64)
+    value = multiplier[graph.request_index] * PRICE_UNIT - graph.distance_m
+    holder_of_pair = held[graph.request_index]
+    here = holder_of_pair == graph.offer_index
+    if int(here.sum()) != int((held >= 0).sum()):
+        return None  # an assignment that is no eligible pair
+    taken = np.bincount(held[held >= 0], minlength=m)
+    places = np.array([o.remaining_capacity for o in graph.offers], np.int64)
+    if (taken > places).any():
+        return None
+    full = taken >= places
+    value_here = np.zeros(n, np.int64)
+    value_here[graph.request_index[here]] = value[here]
+    terminal = np.where(full, np.iinfo(np.int64).max // 4, 0).astype(np.int64)
+    np.minimum.at(terminal, graph.offer_index[here], value[here])
+    terminal[~full] = 0
+    moving = (holder_of_pair >= 0) & ~here
+    tail = holder_of_pair[moving]
+    order = np.argsort(tail, kind="stable")
+    tail, head = tail[order], graph.offer_index[moving][order]
+    cost = (value_here[graph.request_index[moving]] - value[moving])[order]
+    price = terminal.copy()
+    if len(tail):
+        starts = np.flatnonzero(np.r_[True, tail[1:] != tail[:-1]])
+        tails = tail[starts]
+        for _ in range(m + 1):
+            best = np.minimum.reduceat(cost + price[head], starts)
+            lower = best < price[tails]
+            if not lower.any():
+                break
+            price[tails[lower]] = best[lower]
+        else:
+            return None  # a cycle that costs less than nothing: not optimal
+    u = value_here - np.where(held >= 0, price[np.maximum(held, 0)], 0)
+    if (
+        (price < 0).any()
+        or (price[~full] != 0).any()
+        or (u[held >= 0] < 0).any()
+        or (u[graph.request_index] + price[graph.offer_index] < value).any()
+    ):
+        return None
+    return {offer.offer_id: int(price[j]) for j, offer in enumerate(graph.offers)}
+
+
+@dataclass(frozen=True)
+class Augmentation:
+    """What one arrival changes: the requests that move (request → the offer now proposed,
+    None when it loses its place), the new prices of the offers the search settled, and how
+    many it settled."""
+
+    moves: dict[UUID, UUID | None]
+    prices: dict[UUID, int]
+    settled: int
+
+
+# Holders of offers, as the search asks for them: offer index → the requests proposed to it.
+Holders = Mapping[int, Sequence[Request]]
+_PREFETCH = 32  # offers whose holders one question asks for: the one needed, and the next
+
+
+def augmenting_path(
+    arrival: Request, table: OfferTable, prices: Sequence[int]
+) -> Generator[list[int], Holders, Augmentation | None]:
+    """The optimum once ``arrival`` joins, from the optimum before it, as one shortest path.
+
+    ``prices`` (per offer of the table) must prove the standing proposals optimal
+    (:func:`offer_prices`). Then the new
+    optimum is the old one changed along the cheapest of these paths, or nothing when none
+    costs less than nothing (the arrival waits): the arrival takes a place of ``o1``, a holder
+    of ``o1`` moves to ``o2``, …, ending at a free place, or with the last offer's holder let go
+    (the costs are ``−v``, ``v(r, oi) − v(r, oi+1)`` and ``+v`` of the one let go). Why one path
+    is enough: the difference between the new optimum and the old is a sum of paths and cycles
+    of the residual graph; only one can use the arrival's unit, and every other one was there
+    before, where the old optimum left none that costs less than nothing.
+
+    The search is Dijkstra's over the offers with the costs reduced by the prices, which
+    makes them all non-negative: it stops as soon as the cheapest offer left costs more than
+    the best path found, so it settles the offers near the arrival only. The prices of the
+    settled offers are then raised (``p + β − min(L, β)``, with ``β`` the best path's cost
+    capped at 0) so that they prove the new optimum too.
+
+    A generator: it yields the indices of offers whose holders it needs and is sent them
+    (``Holders``, every offer asked for), so the caller may read them from a database; whether
+    an offer has a free place is known from them. None when the prices turn out
+    not to prove the proposals optimal (a holder whose offer is no longer eligible for it, a
+    negative reduced cost): the caller then re-solves the whole campaign. A school taking two
+    places of one offer is not checked here (the caller checks the moves)."""
+    places = [offer.remaining_capacity for offer in table.offers]
+    price = np.asarray(prices, np.int64)
+    settled = np.zeros(len(places), bool)
+    tentative = np.full(len(places), np.iinfo(np.int64).max, np.int64)  # best key pushed
+    heap: list[tuple[int, int, int, int, Request]] = []
+    counter = itertools.count()  # ties: first pushed first
+    labels: dict[int, int] = {}
+    came: dict[int, tuple[int, Request]] = {}  # offer → (offer before it, request moved in)
+    holders: dict[int, Sequence[Request]] = {}
+    best = 0  # staying unserved costs nothing
+    end: tuple[int, Request | None] | None = None
+
+    def push(
+        keys: npt.NDArray[np.int64], offers: npt.NDArray[np.int64], j: int, r: Request
+    ) -> None:
+        """Push the offers a path may reach at these costs, those that can still beat the best
+        path found (no other is ever settled) and their best key pushed so far only."""
+        keep = (keys < best) & (keys < tentative[offers]) & ~settled[offers]
+        tentative[offers[keep]] = keys[keep]
+        for key, k in zip(keys[keep].tolist(), offers[keep].tolist(), strict=True):
+            heapq.heappush(heap, (key, next(counter), k, j, r))
+
+    indices, metres = table.pairs(arrival)
+    multiplier = _CLASS_MULTIPLIER[arrival.school.priority] * PRICE_UNIT
+    push(price[indices] - (multiplier - metres), indices, -1, arrival)
+    while heap:
+        key, _, j, before, moved = heapq.heappop(heap)
+        if j in labels:
+            continue
+        if key >= best:
+            break
+        labels[j], came[j] = key, (before, moved)
+        settled[j] = True
+        if j not in holders:
+            wanted = [j]  # and the next offers, in the order they wait (roughly)
+            for entry in heap:
+                k = entry[2]
+                if len(wanted) >= _PREFETCH:
+                    break
+                if k not in holders and k not in labels and k not in wanted:
+                    wanted.append(k)
+            holders.update((yield wanted))
+        if len(holders[j]) < places[j]:  # a free place: this path ends here (p = 0)
+            best, end = key, (j, None)
+            continue
+        for holder in holders[j]:
+            indices, metres = table.pairs(holder)
+            at = np.flatnonzero(indices == j)
+            if not len(at):
+                return None  # its offer is no longer eligible for it
+            values = _CLASS_MULTIPLIER[holder.school.priority] * PRICE_UNIT - metres
+            spare = int(values[at[0]]) - prices[j]  # u(r)
+            if spare < 0:
+                return None
+            if key + spare < best:  # let this holder go
+                best, end = key + spare, (j, holder)
+            reduced = spare + price[indices] - values  # zero for its own offer
+            if (reduced < 0).any():
+                return None
+            push(key + reduced, indices, j, holder)
+    moves: dict[UUID, UUID | None] = {}
+    if end is not None:
+        j, let_go = end
+        if let_go is not None:
+            moves[let_go.request_id] = None
+        while j >= 0:
+            before, moved = came[j]
+            moves[moved.request_id] = table.offers[j].offer_id
+            j = before
+    new_prices = {
+        table.offers[j].offer_id: prices[j] + best - min(label, best)
+        for j, label in labels.items()
+        if label < best
+    }
+    return Augmentation(moves=moves, prices=new_prices, settled=len(labels))
 
 
 def _ranks(keys: Sequence[Any]) -> npt.NDArray[np.int64]:

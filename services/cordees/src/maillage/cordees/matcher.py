@@ -22,12 +22,13 @@ left (capacity minus established pairings). So:
    (:func:`proposal_expiry`, hourly).
 
 How: ``rematch`` reads every request of the year still in the flow and every open offer with
-places left, solves the min-cost flow, and writes only the differences. When a request is filed
-(the hot path), only the part of the eligibility graph it can change is re-solved
-(``domain.solve_arrivals``: the offers it may take, the requests they hold, their offers, and so
-on; the optimum decomposes there because the standing proposals are optimal for the others, see
-its docstring): the same served count per class and total distance as the whole re-solve, which
-every other change still runs, and nothing outside that part moves. The caller holds the
+places left, solves the min-cost flow, writes only the differences, and keeps the prices of a
+place of each offer that prove that optimum (``domain.offer_prices``, table ``offer_prices``).
+When a request is filed (the hot path), nothing is re-solved: one shortest augmenting path from
+the new request, guided by those prices, is the new optimum (:func:`_augment`,
+``domain.augmenting_path``, decision 55): the same served count per class and total distance as
+the whole re-solve, which every other change still runs, and which a request filed falls back to
+when no prices prove the standing proposals optimal. The caller holds the
 year's matching lock (``store.lock_matching``), taken first by every use case that changes the
 flow: re-solves never interleave, and the lock order of ``store`` leaves no deadlock.
 
@@ -43,6 +44,7 @@ import contextlib
 import math
 import time
 import uuid
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
@@ -200,7 +202,45 @@ def explained(
 
 
 async def candidate_offers(connection: asyncpg.Connection, school_year: str) -> list[domain.Offer]:
-    return [offer_of(row) for row in await store.open_offers(connection, school_year)]
+    return list((await year_offers(connection, school_year)).offers)
+
+
+@dataclass(frozen=True)
+class YearOffers:
+    """The open offers of a year with places left, as the engine sees them: the rows read, the
+    offers, their table (``domain.OfferTable``) and each tête's offers."""
+
+    rows: tuple[Any, ...]
+    offers: tuple[domain.Offer, ...]
+    table: domain.OfferTable
+    by_tete: dict[uuid.UUID, frozenset[uuid.UUID]]
+
+
+# The last YearOffers built per year, in this process: reused when the rows read again in the
+# caller's transaction are equal (comparing 1,500 records costs far less than building 1,500
+# offers and their table anew for every request filed).
+_built: dict[str, YearOffers] = {}
+
+
+async def year_offers(connection: asyncpg.Connection, school_year: str) -> YearOffers:
+    """The open offers of the year with places left, read now (built again only when a row
+    differs from the last read)."""
+    rows = tuple(await store.open_offers(connection, school_year))
+    known = _built.get(school_year)
+    if known is not None and known.rows == rows:
+        return known
+    offers = tuple(offer_of(row) for row in rows)
+    by_tete: dict[uuid.UUID, set[uuid.UUID]] = {}
+    for offer in offers:
+        by_tete.setdefault(offer.tete_partner_id, set()).add(offer.offer_id)
+    built = YearOffers(
+        rows,
+        offers,
+        domain.OfferTable.of(offers),
+        {tete: frozenset(ids) for tete, ids in by_tete.items()},
+    )
+    _built[school_year] = built
+    return built
 
 
 KM_PER_DEGREE_OF_LATITUDE = domain.EARTH_RADIUS_KM * math.pi / 180
@@ -278,24 +318,30 @@ async def rematch(
     its new offer, or becomes unmatched, with its event; a request just filed is always
     answered. The caller holds the year's matching lock. ``reason``: a ``MATCH_REASONS`` code.
 
-    ``request_filed`` re-solves only the part of the year the new request reaches
-    (:func:`_arrival`), read in a few statements; every other reason, the whole year.
+    ``request_filed`` is answered by one augmenting path (:func:`_augment`) when the year's
+    prices allow; every other reason, and a path that cannot answer, re-solve the whole year
+    and (``apply``) replace the year's prices with those of its optimum.
     """
     assert reason in MATCH_REASONS, reason
-    offers = await candidate_offers(connection, school_year)
-    own = await _not_proposable(connection, school_year, offers)
+    known = await year_offers(connection, school_year)
+    offers, table = list(known.offers), known.table
+    own = await _not_proposable(connection, school_year, known)
     solved = None
     if reason == "request_filed":
-        solved = await _arrival(connection, school_year, offers, own)
+        solved = await _augment(connection, school_year, offers, table, own)
     if solved is None:
         rows = await store.live_requests(connection, school_year)
         requests, by_id = _requests_of(rows, own)
         keep = {row["id"]: row["offer_id"] for row in rows if row["status"] == "proposed"}
         started = time.perf_counter()
-        result = domain.solve_campaign(requests, offers, keep=keep)
+        graph = domain.campaign_graph(requests, offers)
+        result = domain.solve_graph(graph, keep=keep)
         solved = Solved(
             requests, by_id, offers, result, solve_ms=(time.perf_counter() - started) * 1000
         )
+        if apply:  # the prices that prove it optimal, for the next request filed
+            prices = domain.offer_prices(graph, result.assignments)
+            await store.replace_offer_prices(connection, school_year, prices or {})
     matchable = {request.request_id: request for request in solved.requests}
     offers_by_id = {offer.offer_id: offer for offer in offers}
     for row in solved.rows.values():
@@ -323,7 +369,7 @@ async def rematch(
                 row,
                 matchable[row["id"]],
                 offers_by_id[target],
-                offers,
+                table,
                 reason=reason,
                 now=now,
                 previous=previous,
@@ -332,21 +378,29 @@ async def rematch(
     return solved
 
 
+@dataclass(frozen=True)
+class NotProposable:
+    """Per school, the open offers it may not be proposed: its own (a lycée never leads its
+    own cordée) and those it is encordé with."""
+
+    by_tete: dict[uuid.UUID, frozenset[uuid.UUID]]
+    paired: dict[uuid.UUID, set[uuid.UUID]]
+
+    def get(self, school_id: uuid.UUID) -> frozenset[uuid.UUID]:
+        return self.by_tete.get(school_id, frozenset()) | self.paired.get(school_id, set())
+
+
 async def _not_proposable(
-    connection: asyncpg.Connection, school_year: str, offers: list[domain.Offer]
-) -> dict[uuid.UUID, set[uuid.UUID]]:
-    """Per school, the open offers it may not be proposed: its own (a lycée never leads its own
-    cordée) and those it is encordé with."""
-    own: dict[uuid.UUID, set[uuid.UUID]] = {}
-    for offer in offers:
-        own.setdefault(offer.tete_partner_id, set()).add(offer.offer_id)
+    connection: asyncpg.Connection, school_year: str, known: YearOffers
+) -> NotProposable:
+    paired: dict[uuid.UUID, set[uuid.UUID]] = {}
     for school_id, offer_id in await store.active_pairs(connection, school_year):
-        own.setdefault(school_id, set()).add(offer_id)
-    return own
+        paired.setdefault(school_id, set()).add(offer_id)
+    return NotProposable(known.by_tete, paired)
 
 
 def _requests_of(
-    rows: list[Any], own: dict[uuid.UUID, set[uuid.UUID]]
+    rows: list[Any], own: NotProposable
 ) -> tuple[list[domain.Request], dict[uuid.UUID, Any]]:
     """The engine's requests of ``store.live_requests`` rows (those whose school may be
     matched), and the rows by id."""
@@ -356,48 +410,94 @@ def _requests_of(
         by_id[row["id"]] = row
         school = school_of(_school_columns(row))
         if school is not None:
-            paired = frozenset(own.get(school.partner_id, ()))
+            paired = own.get(school.partner_id)
             requests.append(request_of(row, school, paired=paired))
     return requests, by_id
 
 
-async def _arrival(
+async def _augment(
     connection: asyncpg.Connection,
     school_year: str,
     offers: list[domain.Offer],
-    own: dict[uuid.UUID, set[uuid.UUID]],
+    table: domain.OfferTable,
+    own: NotProposable,
 ) -> Solved | None:
-    """The re-solve of a request filed, over the part of the year it reaches only
-    (``domain.solve_arrivals``, whose docstring says why the optimum decomposes there): the
-    requests filed and not answered yet, the offers they may take, the requests proposed to
-    those, the offers these may take, and so on; one statement per step outward. The requests
-    outside that part keep their proposals. None when the standing proposals of that part are
-    not a feasible assignment (the invariant does not hold): the caller re-solves the year."""
+    """The answer to a request filed, by one shortest augmenting path from it
+    (``domain.augmenting_path``, whose docstring says why that is the new optimum): the prices
+    kept for the year's offers (``store.offer_prices``) guide the search, which reads the
+    requests proposed to the offers it reaches, a few offers per statement, and stops at the
+    first free place or request let go that nothing cheaper can beat. The prices of the offers
+    it settled are then raised, in the same transaction.
+
+    ``Solved`` holds the requests that move only, and ``result`` their new offers. None when the
+    path cannot answer: not exactly one request waiting, an offer without a price (the year was
+    never re-solved since it opened), prices that do not prove the proposals optimal, or moves
+    that would give a school two places of one offer (which the prices do not model). The
+    caller then re-solves the whole year, which prices its optimum anew."""
     rows = await store.waiting_to_be_answered(connection, school_year)
-    requests, by_id = _requests_of(rows, own)
-    frontier = requests
-    seen: set[uuid.UUID] = set()
-    while frontier:
-        graph = domain.campaign_graph(frontier, offers)
-        reached = {graph.offers[j].offer_id for j in set(graph.offer_index.tolist())} - seen
-        seen |= reached
-        if not reached:
-            break
-        new_rows = [
-            row
-            for row in await store.proposed_to(connection, school_year, sorted(reached))
-            if row["id"] not in by_id
-        ]
-        frontier, more = _requests_of(new_rows, own)
-        requests += frontier
-        by_id |= more
-    keep = {row["id"]: row["offer_id"] for row in by_id.values() if row["status"] == "proposed"}
-    arrived = [row["id"] for row in rows]
-    started = time.perf_counter()
-    result = domain.solve_arrivals(requests, offers, keep=keep, arrived=arrived, whole=False)
-    if result is None:
+    if len(rows) != 1:
         return None
-    return Solved(requests, by_id, offers, result, solve_ms=(time.perf_counter() - started) * 1000)
+    requests, by_id = _requests_of(rows, own)
+    if len(requests) != 1:
+        return None
+    arrival = requests[0]
+    started = time.perf_counter()
+    kept = await store.offer_prices(connection, school_year)
+    if any(offer.offer_id not in kept for offer in table.offers):
+        return None
+    search = domain.augmenting_path(
+        arrival, table, [kept[offer.offer_id] for offer in table.offers]
+    )
+    holders = {arrival.request_id: arrival}  # and the requests the search read, by id
+    try:
+        wanted = next(search)
+        while True:
+            held = await store.proposed_to(
+                connection, school_year, [table.offers[j].offer_id for j in wanted]
+            )
+            found, more = _requests_of(held, own)
+            if len(found) != len(held):
+                return None  # a request proposed whose school may no longer be matched
+            by_id |= more
+            holders |= {request.request_id: request for request in found}
+            by_offer: dict[int, list[domain.Request]] = {j: [] for j in wanted}
+            for request in found:
+                by_offer[table.index[more[request.request_id]["offer_id"]]].append(request)
+            wanted = search.send(by_offer)
+    except StopIteration as done:
+        path = done.value
+    if path is None or not await _one_place_per_school(connection, school_year, path, holders):
+        return None
+    await store.set_offer_prices(connection, school_year, path.prices)
+    moved = [arrival, *(holders[r] for r in path.moves if r != arrival.request_id)]
+    assignments = {r: o for r, o in path.moves.items() if o is not None}
+    result = domain.CampaignResult(
+        assignments=assignments, distances_m={}, coverage={}, request_count=len(moved), objective=0
+    )
+    rows_moved = {request.request_id: by_id[request.request_id] for request in moved}
+    return Solved(
+        moved, rows_moved, offers, result, solve_ms=(time.perf_counter() - started) * 1000
+    )
+
+
+async def _one_place_per_school(
+    connection: asyncpg.Connection,
+    school_year: str,
+    path: domain.Augmentation,
+    holders: dict[uuid.UUID, domain.Request],
+) -> bool:
+    """Whether the path's moves leave every school with one place of an offer at most
+    (``holders``: every request the path moves, by id)."""
+    arriving = [(r, o) for r, o in path.moves.items() if o is not None]
+    staying = await store.proposed_to(connection, school_year, sorted({o for _, o in arriving}))
+    taken = Counter(
+        (row["school_partner_id"], row["offer_id"])
+        for row in staying
+        if row["id"] not in path.moves
+    )
+    for request_id, offer_id in arriving:
+        taken[(holders[request_id].school.partner_id, offer_id)] += 1
+    return all(count <= 1 for count in taken.values())
 
 
 async def _previous_tete(
@@ -416,7 +516,7 @@ async def _propose(
     row: dict[str, Any],
     request: domain.Request,
     offer: domain.Offer,
-    offers: list[domain.Offer],
+    table: domain.OfferTable,
     *,
     reason: str,
     now: datetime,
@@ -424,9 +524,12 @@ async def _propose(
     campaign_id: uuid.UUID | None,
 ) -> dict[str, Any]:
     explanation = domain.score(request, offer)
+    near, _ = table.pairs(request, slack_km=0.01)  # a superset of the eligible offers
     alternatives = [
         explained(c.explanation, c.offer, request)
-        for c in domain.rank_candidates(request, offers, limit=1 + ALTERNATIVES)
+        for c in domain.rank_candidates(
+            request, [table.offers[j] for j in near.tolist()], limit=1 + ALTERNATIVES
+        )
         if c.offer.offer_id != offer.offer_id
     ][:ALTERNATIVES]
     proposal = {

@@ -12,7 +12,8 @@ Lock order, everywhere (decision 48):
 3. a request's row (``get_request(for_update=True)``), then a pairing's.
 
 Nothing takes a lock of an earlier step while holding one of a later step, so two use cases
-never wait on each other in a cycle.
+never wait on each other in a cycle. The prices of a year's offers (``offer_prices``, decision 55)
+are read and written only under the year's matching lock: they need no lock of their own.
 """
 
 from __future__ import annotations
@@ -209,7 +210,7 @@ async def list_offers(
 
 async def open_offers(
     connection: Connection, school_year: str, *, offer_id: uuid.UUID | None = None
-) -> list[dict[str, Any]]:
+) -> list[asyncpg.Record]:
     """Open offers of verified têtes de cordée for the year (or just ``offer_id``), with their
     remaining capacity and the tête's coordinates and académie; full offers are left out."""
     rows = await connection.fetch(
@@ -226,7 +227,7 @@ async def open_offers(
         school_year,
         offer_id,
     )
-    return [dict(row) for row in rows if row["remaining"] > 0]
+    return [row for row in rows if row["remaining"] > 0]  # records: 1,500 dicts cost more
 
 
 async def reachable_offers(
@@ -461,6 +462,45 @@ async def other_request_proposed_to(
             offer_id,
             request_id,
         )
+    )
+
+
+# --- prices of the live flow's optimum (decision 55) ---------------------------------------------
+
+
+async def offer_prices(connection: Connection, school_year: str) -> dict[uuid.UUID, int]:
+    """The price kept for each offer of the year. The caller holds the year's matching lock."""
+    rows = await connection.fetch(
+        "SELECT offer_id, price FROM offer_prices WHERE school_year = $1", school_year
+    )
+    return {row["offer_id"]: row["price"] for row in rows}
+
+
+async def replace_offer_prices(
+    connection: Connection, school_year: str, prices: dict[uuid.UUID, int]
+) -> None:
+    """Forget the year's prices and keep ``prices`` instead (none: the next request filed
+    re-solves the year). The caller holds the year's matching lock."""
+    await connection.execute("DELETE FROM offer_prices WHERE school_year = $1", school_year)
+    await set_offer_prices(connection, school_year, prices)
+
+
+async def set_offer_prices(
+    connection: Connection, school_year: str, prices: dict[uuid.UUID, int]
+) -> None:
+    """Keep these offers' prices for the year. The caller holds the year's matching lock."""
+    if not prices:
+        return
+    await connection.execute(
+        """
+        INSERT INTO offer_prices (offer_id, school_year, price)
+        SELECT offer_id, $1, price FROM unnest($2::uuid[], $3::bigint[]) AS p(offer_id, price)
+        ON CONFLICT (offer_id) DO UPDATE
+            SET school_year = EXCLUDED.school_year, price = EXCLUDED.price
+        """,
+        school_year,
+        list(prices),
+        list(prices.values()),
     )
 
 
