@@ -13,9 +13,6 @@ coverage, then minimises total distance. What is checked here, on every instance
 - never worse than greedy (objective and coverage compared lexicographically);
 - on tiny instances, the same objective as brute force over every assignment;
 - the vectorised pair search and the single-request ranking agree with ``eligible``/``score``;
-- when requests arrive in a campaign already optimal, re-solving only the part of the graph they
-  reach (``solve_arrivals``, the live flow's request filed) gives the whole re-solve's optimum,
-  and nothing outside that part moves.
 """
 
 import itertools
@@ -35,7 +32,6 @@ from maillage.cordees.domain import (
     PriorityClass,
     Request,
     School,
-    arrival_reach,
     augmenting_path,
     campaign_graph,
     campaign_objective,
@@ -46,7 +42,6 @@ from maillage.cordees.domain import (
     offer_prices,
     rank_candidates,
     score,
-    solve_arrivals,
     solve_campaign,
 )
 
@@ -264,38 +259,6 @@ def test_ranking_is_the_sorted_eligible_offers(
         for c in ranked:
             assert c.explanation == score(request, c.offer)
             assert c.explanation.score == sum(p.points for p in c.explanation.parts)
-
-
-@FAST
-@given(instances(max_requests=14, max_offers=6), st.data())
-def test_re_solving_the_part_the_arrivals_reach_equals_the_whole_re_solve(
-    instance: tuple[list[Request], list[Offer]], data: st.DataObject
-) -> None:
-    requests, offers = instance
-    # now and then, a school with several requests (a school takes one place of an offer)
-    requests = [
-        replace(r, school=requests[0].school) if data.draw(st.booleans()) and k % 3 == 1 else r
-        for k, r in enumerate(requests)
-    ]
-    arrivals = data.draw(st.integers(0, min(3, len(requests))))
-    before, arrived = requests[: len(requests) - arrivals], requests[len(requests) - arrivals :]
-    standing = solve_campaign(before, offers).assignments  # the invariant: optimal before
-    whole = solve_campaign(requests, offers, keep=standing)
-    part = solve_arrivals(requests, offers, keep=standing, arrived=[r.request_id for r in arrived])
-    assert part is not None
-    assert_feasible(part, requests, offers)
-    school_of = {r.request_id: r.school.partner_id for r in requests}
-    taken = [(school_of[r], o) for r, o in part.assignments.items()]
-    assert len(taken) == len(set(taken))  # one place of an offer per school
-    assert lexicographic(part) == lexicographic(whole)
-    assert part.objective == whole.objective
-    reached, _ = arrival_reach(
-        campaign_graph(requests, offers), standing, [r.request_id for r in arrived]
-    )
-    assert reached is not None
-    for i, request in enumerate(requests):
-        if not reached[i]:  # outside the part reached, nothing moves
-            assert part.assignments.get(request.request_id) == standing.get(request.request_id)
 
 
 def augment_in_memory(

@@ -21,7 +21,6 @@ from maillage.cordees.domain import (
     priority_class,
     rank_candidates,
     score,
-    solve_arrivals,
     solve_campaign,
 )
 
@@ -398,22 +397,3 @@ def test_a_school_takes_one_place_of_an_offer_whatever_its_requests() -> None:
         keep={first.request_id: near.offer_id, second.request_id: near.offer_id},
     )
     assert sorted(kept.assignments.values()) == sorted([near.offer_id, far.offer_id])
-
-
-def test_an_arrival_re_solves_the_whole_campaign_when_the_standing_proposals_are_not_feasible() -> (
-    None
-):
-    """``solve_arrivals`` trusts the standing proposals to be optimal; when they are not even
-    feasible (here a pair the offer no longer serves), it solves the whole campaign, or says
-    so (None) for the live flow to re-solve the year."""
-    rep, rep_plus = request(1, PriorityClass.REP), request(2)
-    near, lyon = offer(1, capacity=1), offer(2, at=LYON)
-    keep = {rep.request_id: lyon.offer_id}  # Lyon's 50 km do not reach Orly
-    arrived = [rep_plus.request_id]
-    whole = solve_campaign([rep, rep_plus], [near, lyon], keep=keep)
-    assert solve_arrivals([rep, rep_plus], [near, lyon], keep=keep, arrived=arrived) == whole
-    assert whole.assignments == {rep_plus.request_id: near.offer_id}
-    assert (
-        solve_arrivals([rep, rep_plus], [near, lyon], keep=keep, arrived=arrived, whole=False)
-        is None
-    )

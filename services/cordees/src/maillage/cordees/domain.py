@@ -16,9 +16,8 @@ The interface the service uses
   :class:`Coverage`, the objective, the unserved requests); :func:`greedy_campaign` is the naive
   baseline; :func:`campaign_objective` compares two results. :func:`campaign_graph` (the eligible
   pairs as numpy arrays) and :func:`solve_min_cost_flow` are the two steps, exposed for the
-  benchmark (``bench/cordees_matching.py``). :func:`solve_arrivals` is the same optimum when
-  requests join a campaign already optimal, re-solving only the part of the graph they reach
-  (decision 48). :func:`augmenting_path` is the live flow's request filed since decision 55: one
+  benchmark (``bench/cordees_matching.py``). :func:`augmenting_path` is the live flow's request
+  filed since decision 55 (it replaced re-solving the part of the graph a request reaches): one
   shortest augmenting path from the new request, guided by the prices of :func:`offer_prices`
   (over an :class:`OfferTable`, one request's eligible offers at once).
 
@@ -84,7 +83,7 @@ import functools
 import heapq
 import itertools
 import math
-from collections.abc import Collection, Generator, Iterable, Mapping, Sequence
+from collections.abc import Generator, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Any
@@ -767,113 +766,6 @@ def solve_graph(graph: CampaignGraph, *, keep: Mapping[UUID, UUID] | None = None
         kept = request_ids[graph.request_index] == offer_ids[graph.offer_index]
     chosen, _ = solve_min_cost_flow(graph, kept)
     return _result(graph, chosen.tolist())
-
-
-def solve_arrivals(
-    requests: Sequence[Request],
-    offers: Sequence[Offer],
-    *,
-    keep: Mapping[UUID, UUID],
-    arrived: Collection[UUID],
-    whole: bool = True,
-) -> CampaignResult | None:
-    """The optimal campaign once the ``arrived`` requests join, re-solving only the part of the
-    eligibility graph they can change. Same optimum as :func:`solve_campaign` (same served count
-    per class, same total distance), provided ``keep`` (request → offer, the proposals standing)
-    is an optimal assignment of the other requests: the live flow's invariant (decision 48).
-
-    The part re-solved (``arrival_reach``): from the arrived requests, every offer they may take;
-    from an offer, the requests it holds in ``keep``; from those, every offer they may take; and
-    so on. It is the part of the graph reachable from the arrivals in the min-cost flow's
-    residual graph of ``keep``, a subset of their connected components (at the real scale three
-    offers that serve the whole country join every request into one component, while this part
-    holds about a tenth of them).
-
-    Why the optimum decomposes so: the difference between the new optimum and ``keep`` is a sum
-    of paths and cycles of the residual graph. Those that do not pass through an arrival are
-    cycles of the graph before the arrivals, where ``keep`` is optimal: none costs less than
-    nothing, so leaving them out loses nothing. Those that pass through an arrival only use
-    arcs from a request to an offer it may take, or from an offer back to a request it holds:
-    they stay in the part reached. Outside it, no request holds a place of an offer of the part
-    and no request of the part may take an offer outside it: the optimum of the part together
-    with ``keep`` outside it is feasible (a school still takes one place of an offer) and optimal.
-    The weights ``K`` of the part are those of its own size: any ``K`` above every total
-    distance gives the same optimum (coverage by class first, then distance).
-
-    Among the part's optima, the one that moves the fewest standing proposals is kept
-    (:func:`solve_min_cost_flow`); nothing outside the part moves. When ``keep`` is not a
-    feasible assignment of the graph (a kept pair no longer eligible, an offer beyond its
-    places, a request unknown), it cannot be optimal: the whole campaign is solved instead
-    (``whole``), or None is returned (the live flow then re-solves the whole year).
-    """
-    graph = campaign_graph(requests, offers)
-    reached, kept = arrival_reach(graph, keep, arrived)
-    if reached is None:
-        return solve_campaign(requests, offers, keep=keep) if whole else None
-    inside = reached[graph.request_index]  # every pair of a reached request
-    requests_in = np.flatnonzero(reached)
-    offers_in = np.unique(graph.offer_index[inside])
-    new_request = np.full(len(graph.requests), -1, np.int64)
-    new_request[requests_in] = np.arange(len(requests_in))
-    new_offer = np.full(len(graph.offers), -1, np.int64)
-    new_offer[offers_in] = np.arange(len(offers_in))
-    part = CampaignGraph(
-        requests=tuple(graph.requests[i] for i in requests_in.tolist()),
-        offers=tuple(graph.offers[j] for j in offers_in.tolist()),
-        request_index=new_request[graph.request_index[inside]],
-        offer_index=new_offer[graph.offer_index[inside]],
-        distance_m=graph.distance_m[inside],
-    )
-    chosen, _ = solve_min_cost_flow(part, kept[inside])
-    outside = np.flatnonzero(kept & ~inside)
-    return _result(graph, [*np.flatnonzero(inside)[chosen].tolist(), *outside.tolist()])
-
-
-def arrival_reach(
-    graph: CampaignGraph, keep: Mapping[UUID, UUID], arrived: Collection[UUID]
-) -> tuple[npt.NDArray[np.bool_] | None, npt.NDArray[np.bool_]]:
-    """Per request of the graph, whether the arrivals reach it (see :func:`solve_arrivals`),
-    and per pair whether ``keep`` holds it; ``None`` for the first when ``keep`` is not a
-    feasible assignment of the graph, or holds an arrival."""
-    n, m = len(graph.requests), len(graph.offers)
-    arrived = set(arrived)
-    index = {r.request_id: i for i, r in enumerate(graph.requests)}
-    offer_number = {o.offer_id: j for j, o in enumerate(graph.offers)}
-    kept_offer = np.full(n, -1, np.int64)
-    for request_id, offer_id in keep.items():
-        if request_id not in index or offer_id not in offer_number or request_id in arrived:
-            return None, np.zeros(len(graph.request_index), bool)
-        kept_offer[index[request_id]] = offer_number[offer_id]
-    kept = kept_offer[graph.request_index] == graph.offer_index
-    holders: list[list[int]] = [[] for _ in range(m)]
-    for pair in np.flatnonzero(kept).tolist():
-        holders[int(graph.offer_index[pair])].append(int(graph.request_index[pair]))
-    places = [o.remaining_capacity for o in graph.offers]
-    schools = {(graph.requests[i].school.partner_id, j) for j in range(m) for i in holders[j]}
-    if (
-        int(kept.sum()) != len(keep)  # a kept pair is not eligible
-        or any(len(held) > place for held, place in zip(holders, places, strict=True))
-        or len(schools) != len(keep)  # a school holds two places of one offer
-    ):
-        return None, kept
-    order = np.argsort(graph.request_index, kind="stable")
-    starts = np.searchsorted(graph.request_index[order], np.arange(n + 1)).tolist()
-    offers_of = graph.offer_index[order].tolist()
-    reached = np.zeros(n, bool)
-    seen = [False] * m
-    frontier = [index[request_id] for request_id in arrived if request_id in index]
-    reached[frontier] = True
-    while frontier:
-        i = frontier.pop()
-        for j in offers_of[starts[i] : starts[i + 1]]:
-            if seen[j]:
-                continue
-            seen[j] = True
-            for holder in holders[j]:
-                if not reached[holder]:
-                    reached[holder] = True
-                    frontier.append(holder)
-    return reached, kept
 
 
 # --- one arrival, one augmenting path (the live flow's request filed, decision 55) ---------------
