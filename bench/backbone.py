@@ -55,6 +55,7 @@ import json
 import math
 import os
 import platform
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -158,6 +159,7 @@ class Settings:
     uvloop: bool
     timeout: float
     max_records: int | None = None  # EventConsumer(max_records=...): None its default, 0 no limit
+    apply_batch: int | None = None  # EventConsumer(apply_batch=...): None its default
     # Telemetry (with --telemetry): None = what a production service uses.
     sample_ratio: float | None = None
     span_queue_size: int | None = None
@@ -588,6 +590,8 @@ async def backbone(settings: Settings, stack: Stack) -> AsyncIterator[Backbone]:
     options: dict[str, Any] = {}
     if settings.max_records is not None:  # what-if; 0 means no limit
         options["max_records"] = settings.max_records or None
+    if settings.apply_batch is not None:  # what-if; 1: one transaction per record, as before
+        options["apply_batch"] = settings.apply_batch
     consumer = EventConsumer(f"{service}.effects", [topic], catalog=catalog, **options)
 
     @consumer.handler(ThingChanged)
@@ -942,8 +946,10 @@ async def run(settings: Settings, tel: Telemetry | None, sink_pid: int | None) -
             f"{'every statement' if settings.all_statements else 'statements filtered'}, "
             f"OTLP/HTTP to {tel.sink_url}; (a) and (b) uninstrumented"
         )
-    if settings.max_records is not None or settings.subscriber:
+    if settings.max_records is not None or settings.apply_batch is not None or settings.subscriber:
         what_if = {} if settings.max_records is None else {"max_records": settings.max_records}
+        if settings.apply_batch is not None:
+            what_if["apply_batch"] = settings.apply_batch
         print(f"what-if consumer options: {what_if | settings.subscriber}")
 
     def instrumented(on: bool) -> None:
@@ -1001,6 +1007,11 @@ async def run(settings: Settings, tel: Telemetry | None, sink_pid: int | None) -
         print(f"    {spans[ours.index(best_c)].text(settings.events)}")
     print(f"c / a (raw aiokafka{', uninstrumented' if tel else ''}) = {to_a:.2f}")
     print(f"c / b (raw asyncpg{', uninstrumented' if tel else ''}) = {to_b:.2f}")
+    per_round = [c.events_per_s / b.events_per_s for b, c in zip(postgres, ours, strict=True)]
+    print(
+        f"c / b round by round = {', '.join(f'{r:.2f}' for r in per_round)}; "
+        f"median {statistics.median(per_round):.2f}"
+    )
     print(
         f"c / min(a, b) = {ratio:.2f}   "
         f"(target >= {target}{' with telemetry' if tel else ''}: "
@@ -1060,6 +1071,11 @@ def parse(argv: list[str]) -> Settings:
         "--max-records", type=int, help="EventConsumer max_records (default: no limit; 0: no limit)"
     )
     what_if.add_argument(
+        "--apply-batch",
+        type=int,
+        help="EventConsumer apply_batch: records per transaction (default 100; 1: each alone)",
+    )
+    what_if.add_argument(
         "--fetch-max-wait-ms", type=int, help="aiokafka fetch_max_wait_ms (backbone: 100)"
     )
     what_if.add_argument(
@@ -1087,6 +1103,7 @@ def parse(argv: list[str]) -> Settings:
         uvloop=not args.no_uvloop,
         timeout=args.timeout,
         max_records=args.max_records,
+        apply_batch=args.apply_batch,
         subscriber=subscriber,
         sample_ratio=args.sample_ratio,
         span_queue_size=args.span_queue_size,
