@@ -63,7 +63,7 @@ import threading
 import time
 import urllib.request
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
@@ -545,6 +545,30 @@ async def raw_postgres(settings: Settings, stack: Stack) -> AsyncIterator[RawPos
 # --- (c) the backbone -------------------------------------------------------------------------
 
 
+@dataclass
+class Batches:
+    """What the consumer got from each fetch: records, and partitions they came from."""
+
+    batches: int = 0
+    records: int = 0
+    partitions: int = 0
+
+    def reset(self) -> None:
+        self.batches = self.records = self.partitions = 0
+
+    def add(self, records: Sequence[Any]) -> None:
+        self.batches += 1
+        self.records += len(records)
+        self.partitions += len({(record.topic, record.partition) for record in records})
+
+    def text(self) -> str:
+        batches = max(self.batches, 1)
+        return (
+            f"consumer batches: {self.batches}, {self.records / batches:.1f} records and "
+            f"{self.partitions / batches:.1f} partitions per batch"
+        )
+
+
 class Backbone(Pipeline):
     """One producing service (outbox + relay) and one consuming service (inbox + handler)."""
 
@@ -555,9 +579,11 @@ class Backbone(Pipeline):
         source: asyncpg.Pool,
         sink: asyncpg.Pool,
         catalog: Catalog,
+        batches: Batches,
     ) -> None:
         super().__init__(settings, stack, source, sink)
         self.catalog = catalog
+        self.batches = batches
 
     async def write(self, seq: int) -> None:
         if not self.settings.telemetry:
@@ -616,13 +642,21 @@ async def backbone(settings: Settings, stack: Stack) -> AsyncIterator[Backbone]:
             return register(*topics, **{**options, **settings.subscriber})
 
         broker.subscriber = subscriber  # type: ignore[method-assign, assignment]
+    batches = Batches()
+    process = consumer.process
+
+    async def counted(records: Sequence[Any]) -> None:
+        batches.add(records)
+        await process(records)
+
+    consumer.process = counted  # type: ignore[method-assign]
     dead_letters = DeadLetterProducer(stack.bootstrap, client_id="bench", idempotent=False)
     consumer.attach(broker, lambda: sink, dead_letters)
     relay = OutboxRelay(source_url, stack.bootstrap, service=service, idempotent=False)
     relaying = asyncio.create_task(relay.run())
     try:
         await broker.start()
-        world = Backbone(settings, stack, source, sink, catalog)
+        world = Backbone(settings, stack, source, sink, catalog, batches)
         await world.warm_up()
         yield world
     finally:
@@ -977,6 +1011,7 @@ async def run(settings: Settings, tel: Telemetry | None, sink_pid: int | None) -
                 postgres.append(await b.measure(first))
                 instrumented(True)
                 before = await tel.counted() if tel else (0, 0)
+                c.batches.reset()
                 ours.append(await c.measure(first))
                 after = await tel.counted() if tel else (0, 0)
                 spans.append(Spans(after[0] - before[0], after[1] - before[1]))
@@ -984,6 +1019,7 @@ async def run(settings: Settings, tel: Telemetry | None, sink_pid: int | None) -
                 print(f"  (a) {kafka[-1][0]:6.0f} events/s ({cpu_text(kafka[-1][1])})")
                 print(f"  (b) {postgres[-1]}")
                 print(f"  (c) {ours[-1]}")
+                print(f"      {c.batches.text()}")
                 if tel is not None:
                     print(f"      {spans[-1].text(settings.events)}")
             before = await tel.counted() if tel else (0, 0)
