@@ -55,6 +55,7 @@ import json
 import math
 import os
 import platform
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -62,7 +63,7 @@ import threading
 import time
 import urllib.request
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
@@ -158,6 +159,7 @@ class Settings:
     uvloop: bool
     timeout: float
     max_records: int | None = None  # EventConsumer(max_records=...): None its default, 0 no limit
+    apply_batch: int | None = None  # EventConsumer(apply_batch=...): None its default
     # Telemetry (with --telemetry): None = what a production service uses.
     sample_ratio: float | None = None
     span_queue_size: int | None = None
@@ -543,6 +545,30 @@ async def raw_postgres(settings: Settings, stack: Stack) -> AsyncIterator[RawPos
 # --- (c) the backbone -------------------------------------------------------------------------
 
 
+@dataclass
+class Batches:
+    """What the consumer got from each fetch: records, and partitions they came from."""
+
+    batches: int = 0
+    records: int = 0
+    partitions: int = 0
+
+    def reset(self) -> None:
+        self.batches = self.records = self.partitions = 0
+
+    def add(self, records: Sequence[Any]) -> None:
+        self.batches += 1
+        self.records += len(records)
+        self.partitions += len({(record.topic, record.partition) for record in records})
+
+    def text(self) -> str:
+        batches = max(self.batches, 1)
+        return (
+            f"consumer batches: {self.batches}, {self.records / batches:.1f} records and "
+            f"{self.partitions / batches:.1f} partitions per batch"
+        )
+
+
 class Backbone(Pipeline):
     """One producing service (outbox + relay) and one consuming service (inbox + handler)."""
 
@@ -553,9 +579,11 @@ class Backbone(Pipeline):
         source: asyncpg.Pool,
         sink: asyncpg.Pool,
         catalog: Catalog,
+        batches: Batches,
     ) -> None:
         super().__init__(settings, stack, source, sink)
         self.catalog = catalog
+        self.batches = batches
 
     async def write(self, seq: int) -> None:
         if not self.settings.telemetry:
@@ -588,6 +616,8 @@ async def backbone(settings: Settings, stack: Stack) -> AsyncIterator[Backbone]:
     options: dict[str, Any] = {}
     if settings.max_records is not None:  # what-if; 0 means no limit
         options["max_records"] = settings.max_records or None
+    if settings.apply_batch is not None:  # what-if; 1: one transaction per record, as before
+        options["apply_batch"] = settings.apply_batch
     consumer = EventConsumer(f"{service}.effects", [topic], catalog=catalog, **options)
 
     @consumer.handler(ThingChanged)
@@ -612,13 +642,21 @@ async def backbone(settings: Settings, stack: Stack) -> AsyncIterator[Backbone]:
             return register(*topics, **{**options, **settings.subscriber})
 
         broker.subscriber = subscriber  # type: ignore[method-assign, assignment]
+    batches = Batches()
+    process = consumer.process
+
+    async def counted(records: Sequence[Any]) -> None:
+        batches.add(records)
+        await process(records)
+
+    consumer.process = counted  # type: ignore[method-assign]
     dead_letters = DeadLetterProducer(stack.bootstrap, client_id="bench", idempotent=False)
     consumer.attach(broker, lambda: sink, dead_letters)
     relay = OutboxRelay(source_url, stack.bootstrap, service=service, idempotent=False)
     relaying = asyncio.create_task(relay.run())
     try:
         await broker.start()
-        world = Backbone(settings, stack, source, sink, catalog)
+        world = Backbone(settings, stack, source, sink, catalog, batches)
         await world.warm_up()
         yield world
     finally:
@@ -942,8 +980,10 @@ async def run(settings: Settings, tel: Telemetry | None, sink_pid: int | None) -
             f"{'every statement' if settings.all_statements else 'statements filtered'}, "
             f"OTLP/HTTP to {tel.sink_url}; (a) and (b) uninstrumented"
         )
-    if settings.max_records is not None or settings.subscriber:
+    if settings.max_records is not None or settings.apply_batch is not None or settings.subscriber:
         what_if = {} if settings.max_records is None else {"max_records": settings.max_records}
+        if settings.apply_batch is not None:
+            what_if["apply_batch"] = settings.apply_batch
         print(f"what-if consumer options: {what_if | settings.subscriber}")
 
     def instrumented(on: bool) -> None:
@@ -971,6 +1011,7 @@ async def run(settings: Settings, tel: Telemetry | None, sink_pid: int | None) -
                 postgres.append(await b.measure(first))
                 instrumented(True)
                 before = await tel.counted() if tel else (0, 0)
+                c.batches.reset()
                 ours.append(await c.measure(first))
                 after = await tel.counted() if tel else (0, 0)
                 spans.append(Spans(after[0] - before[0], after[1] - before[1]))
@@ -978,6 +1019,7 @@ async def run(settings: Settings, tel: Telemetry | None, sink_pid: int | None) -
                 print(f"  (a) {kafka[-1][0]:6.0f} events/s ({cpu_text(kafka[-1][1])})")
                 print(f"  (b) {postgres[-1]}")
                 print(f"  (c) {ours[-1]}")
+                print(f"      {c.batches.text()}")
                 if tel is not None:
                     print(f"      {spans[-1].text(settings.events)}")
             before = await tel.counted() if tel else (0, 0)
@@ -1001,6 +1043,11 @@ async def run(settings: Settings, tel: Telemetry | None, sink_pid: int | None) -
         print(f"    {spans[ours.index(best_c)].text(settings.events)}")
     print(f"c / a (raw aiokafka{', uninstrumented' if tel else ''}) = {to_a:.2f}")
     print(f"c / b (raw asyncpg{', uninstrumented' if tel else ''}) = {to_b:.2f}")
+    per_round = [c.events_per_s / b.events_per_s for b, c in zip(postgres, ours, strict=True)]
+    print(
+        f"c / b round by round = {', '.join(f'{r:.2f}' for r in per_round)}; "
+        f"median {statistics.median(per_round):.2f}"
+    )
     print(
         f"c / min(a, b) = {ratio:.2f}   "
         f"(target >= {target}{' with telemetry' if tel else ''}: "
@@ -1060,6 +1107,11 @@ def parse(argv: list[str]) -> Settings:
         "--max-records", type=int, help="EventConsumer max_records (default: no limit; 0: no limit)"
     )
     what_if.add_argument(
+        "--apply-batch",
+        type=int,
+        help="EventConsumer apply_batch: records per transaction (default 100; 1: each alone)",
+    )
+    what_if.add_argument(
         "--fetch-max-wait-ms", type=int, help="aiokafka fetch_max_wait_ms (backbone: 100)"
     )
     what_if.add_argument(
@@ -1087,6 +1139,7 @@ def parse(argv: list[str]) -> Settings:
         uvloop=not args.no_uvloop,
         timeout=args.timeout,
         max_records=args.max_records,
+        apply_batch=args.apply_batch,
         subscriber=subscriber,
         sample_ratio=args.sample_ratio,
         span_queue_size=args.span_queue_size,

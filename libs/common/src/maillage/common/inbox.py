@@ -9,14 +9,20 @@ event type it cares about::
     async def partner_verified(event: PartnerVerified, delivery: Delivery) -> None:
         await store.mark_verified(delivery.connection, event.partner_id)
 
-For each record, in partition order: the CloudEvents headers are read from the raw record
-(``kafka_envelope``: never FastStream's parsing, which raises on a header that is not UTF-8) and
-the data validated against the catalog; then, in one transaction, ``(group, event id)`` is
-inserted into ``inbox`` and the handler runs on the same connection. A duplicate (the id is
-already there) is skipped. Kafka offsets are committed only after the whole batch is done, so a
-crash replays at most the batch, and the inbox makes the replay harmless.
+A batch is what one fetch brings; its partitions are applied in parallel, each in order. For
+each record: the CloudEvents headers are read from the raw record (``kafka_envelope``: never
+FastStream's parsing, which raises on a header that is not UTF-8) and the data validated against
+the catalog. Then up to ``apply_batch`` (100) readable records of a partition are applied in one
+transaction (decision 57): one INSERT puts their ``(group, event id)`` rows into ``inbox``, and
+the handler of each fresh one runs, in order, on the same connection. A duplicate (the id is
+already there, or earlier in the batch) is skipped. If a handler fails, the transaction rolls
+back; the records before it are applied again together, the failing one alone (in its own
+transaction, with the failures below), and those after it the same way. A handler may therefore
+run more than once for an event applied once: it must have no effect outside its connection.
+Kafka offsets are committed only after the whole batch is done, so a crash replays at most the
+batch, and the inbox makes the replay harmless.
 
-Failures:
+Failures of a record applied alone:
 
 - the database unreachable: retried with backoff for up to a minute, then the batch is
   handed back to Kafka (redelivered); nothing goes to the dead letters for an outage;
@@ -68,6 +74,9 @@ _GROUP = re.compile(r"^[a-z0-9]+\.[a-z][a-z0-9-]*$")
 DEAD_LETTER_PREFIX = "dlq."
 DEAD_LETTER_HEADER = "dlq-"  # headers a dead letter adds; a replay removes them
 UNAVAILABLE_RETRY_S = 60.0
+APPLY_BATCH = 100
+"""Records of one partition applied in one transaction at most (decision 57); 1: each alone."""
+_NOT_A_HANDLER = -1  # a batch failed in the inbox INSERT, the commit or the connection
 
 _handler_duration = meter.create_histogram(
     "maillage.consumer.handler.duration", unit="s", description="Inbox transaction and handler"
@@ -123,6 +132,17 @@ EventT = TypeVar("EventT", bound=Event)
 Handler = Callable[[Any, Delivery], Awaitable[None]]
 
 
+@dataclass(frozen=True)
+class _Pending:
+    """A record read and valid, waiting to be applied, with its open CONSUMER span."""
+
+    record: ConsumerRecord[bytes, bytes]
+    envelope: Envelope
+    event: Event
+    handler: Handler
+    span: trace.Span
+
+
 class _DeadLetter(Exception):
     def __init__(self, error: BaseException, attempts: int) -> None:
         super().__init__(str(error))
@@ -145,6 +165,7 @@ class EventConsumer:
         catalog: Catalog = default_catalog,
         description: str = "",
         max_records: int | None = None,
+        apply_batch: int = APPLY_BATCH,
     ) -> None:
         if not _GROUP.match(group):
             raise ValueError(f"consumer group {group!r}: groups are named <service>.<purpose>")
@@ -153,6 +174,9 @@ class EventConsumer:
         self.catalog = catalog
         self.description = description
         self.max_records = max_records
+        if apply_batch < 1:
+            raise ValueError("apply_batch: at least 1 record per transaction")
+        self.apply_batch = apply_batch
         self.handlers: dict[str, tuple[EventSpec, Handler]] = {}
         self.max_attempts = 5
         self._pool: Callable[[], asyncpg.Pool] | None = None
@@ -223,9 +247,12 @@ class EventConsumer:
         ) -> Any:
             # FastStream's own parser decodes every header as UTF-8 and raises on one that is
             # not, before any decoder: the batch was then neither applied nor handed back, and
-            # the next commit moved past it. Give it records stripped to the headers it can
-            # read (for its telemetry), then hand the untouched records to the runner.
-            message = await faststream_parser(tuple(_readable_copy(r) for r in records))
+            # the next commit moved past it. Give it the first and last records (its message id
+            # is made of their offsets; nothing reads the others' headers since its telemetry
+            # middleware went, decision 50), stripped to the headers it can read, then hand the
+            # untouched records to the runner.
+            ends = (records[0], records[-1]) if len(records) > 1 else records
+            message = await faststream_parser(tuple(_readable_copy(r) for r in ends))
             message.raw_message = records
             return message
 
@@ -268,20 +295,33 @@ class EventConsumer:
                 raise result
 
     async def _process_partition(self, records: list[ConsumerRecord[bytes, bytes]]) -> None:
+        """Apply one partition's records in order. Each is read in its span (an unreadable one
+        is dead-lettered there); the readable ones are applied ``apply_batch`` at a time in one
+        transaction, and a batch that fails is applied again one record at a time, so that only
+        a bad record is retried or dead-lettered."""
+        pending: list[_Pending] = []
         for record in records:
             try:
-                await self._process_record(record)
+                read = self._read_in_span(record)
             except _DeadLetter as dead:
-                # In the producer's trace, so the dead letter's log line joins it.
-                token = otel_context.attach(propagate.extract(text_headers(record.headers)))
-                try:
-                    await self._send_to_dead_letters(record, dead.error, dead.attempts)
-                finally:
-                    otel_context.detach(token)
+                await self._dead_letter(record, dead)
+                continue
+            if read is not None:
+                pending.append(read)
+        try:
+            for start in range(0, len(pending), self.apply_batch):
+                await self._apply_in_order(pending[start : start + self.apply_batch])
+        finally:  # the batch handed back to Kafka: the spans of the records not reached
+            for item in pending:
+                if item.span.is_recording():
+                    item.span.end()
 
-    async def _process_record(self, record: ConsumerRecord[bytes, bytes]) -> None:
+    def _read_in_span(self, record: ConsumerRecord[bytes, bytes]) -> _Pending | None:
+        """The record read, with its CONSUMER span (a child of the producer's) left open for the
+        apply; None for a type this group skips. Raises :class:`_DeadLetter` for an unreadable
+        record. The span is ended unless the record is returned."""
         text = text_headers(record.headers)
-        with tracer.start_as_current_span(
+        span = tracer.start_span(
             f"{record.topic} process",
             context=propagate.extract(text),
             kind=SpanKind.CONSUMER,
@@ -295,12 +335,114 @@ class EventConsumer:
                 "messaging.message.id": text.get("ce_id", ""),
                 "cloudevents.event_type": text.get("ce_type", ""),
             },
-        ) as span:
-            read = self._read(record)
-            if read is None:
+        )
+        try:
+            with trace.use_span(span):
+                read = self._read(record)
+        except BaseException:
+            span.end()
+            raise
+        if read is None:
+            span.end()
+            return None
+        envelope, event, handler = read
+        return _Pending(record, envelope, event, handler, span)
+
+    async def _apply_in_order(self, batch: list[_Pending]) -> None:
+        """Apply ``batch`` in one transaction. When a handler fails, the transaction rolls back
+        and: the records before it go again together, the failing one alone (retried or
+        dead-lettered as always), and the rest the same way; when the failure is no handler's
+        (the inbox INSERT, the commit, the connection), every record goes alone."""
+        while len(batch) > 1:
+            failed_at = await self._apply_together(batch)
+            if failed_at is None:
                 return
-            envelope, event, handler = read
-            await self._apply(record, envelope, event, handler, span)
+            if failed_at == _NOT_A_HANDLER:
+                for item in batch:
+                    await self._apply_alone(item)
+                return
+            await self._apply_in_order(batch[:failed_at])
+            await self._apply_alone(batch[failed_at])
+            batch = batch[failed_at + 1 :]
+        for item in batch:
+            await self._apply_alone(item)
+
+    async def _apply_alone(self, item: _Pending) -> None:
+        """One record in its own transaction, retried; dead-lettered when it cannot be applied."""
+        try:
+            with trace.use_span(item.span, end_on_exit=True):
+                await self._apply(item.record, item.envelope, item.event, item.handler, item.span)
+        except _DeadLetter as dead:
+            await self._dead_letter(item.record, dead)
+
+    async def _apply_together(self, batch: list[_Pending]) -> int | None:
+        """Apply ``batch`` (records of one partition, in order) in one transaction: one INSERT
+        of their inbox rows, then each fresh event's handler, in its span, on that connection.
+        None when committed (the spans are then ended). When anything failed, the transaction
+        rolled back, nothing of the batch is applied and the spans stay open: returns the index
+        of the record whose handler failed, or ``_NOT_A_HANDLER``."""
+        assert self._pool is not None, "bind() or attach() the consumer before processing"
+        started = time.perf_counter()
+        handled: list[tuple[_Pending, str, float]] = []  # (record, outcome, handler seconds)
+        failed_at = _NOT_A_HANDLER
+        try:
+            async with self._pool().acquire() as connection, connection.transaction():
+                rows = await connection.fetch(
+                    """
+                    INSERT INTO inbox (consumer_group, event_id, event_type)
+                    SELECT $1, event_id, event_type
+                    FROM unnest($2::uuid[], $3::text[]) AS batch (event_id, event_type)
+                    ON CONFLICT DO NOTHING RETURNING event_id
+                    """,
+                    self.group,
+                    [item.envelope.id for item in batch],
+                    [item.envelope.type for item in batch],
+                )
+                fresh = {row["event_id"] for row in rows}
+                for item in batch:
+                    if item.envelope.id not in fresh:  # applied before, or earlier in the batch
+                        handled.append((item, "duplicate", 0.0))
+                        continue
+                    fresh.discard(item.envelope.id)
+                    record = item.record
+                    delivery = Delivery(
+                        connection, item.envelope, record.topic, record.partition, record.offset
+                    )
+                    handler_started = time.perf_counter()
+                    failed_at = len(handled)
+                    with trace.use_span(
+                        item.span, record_exception=False, set_status_on_exception=False
+                    ):
+                        await item.handler(item.event, delivery)
+                    handled.append((item, "applied", time.perf_counter() - handler_started))
+                    failed_at = _NOT_A_HANDLER
+        except Exception as error:  # the records again, the failing one alone
+            log.info(
+                "batch of events rolled back",
+                group=self.group,
+                events=len(batch),
+                failed_offset=None if failed_at < 0 else batch[failed_at].record.offset,
+                error=f"{type(error).__name__}: {error}"[:300],
+            )
+            return failed_at
+        # The inbox INSERT and the commit, shared out between the records.
+        shared = (time.perf_counter() - started - sum(s for _, _, s in handled)) / len(batch)
+        for item, outcome, seconds in handled:
+            if outcome == "duplicate":
+                _duplicates.add(1, {"group": self.group, "type": item.envelope.type})
+                item.span.set_attribute("maillage.duplicate", True)
+            item.span.set_attribute("maillage.batch.events", len(batch))
+            with trace.use_span(item.span, end_on_exit=True):
+                self._handled(item.record, item.envelope, 1, outcome, seconds + shared)
+        return None
+
+    async def _dead_letter(self, record: ConsumerRecord[bytes, bytes], dead: _DeadLetter) -> None:
+        # In the producer's trace, so the dead letter's log line joins it.
+        token = otel_context.attach(propagate.extract(text_headers(record.headers)))
+        try:
+            await self._send_to_dead_letters(record, dead.error, dead.attempts)
+        finally:
+            otel_context.detach(token)
 
     def _read(self, record: ConsumerRecord[bytes, bytes]) -> tuple[Envelope, Event, Handler] | None:
         """The record's envelope, event and handler; None for a type this group skips.
@@ -382,23 +524,33 @@ class EventConsumer:
                 span.set_status(Status(StatusCode.ERROR, str(error)))
                 raise _DeadLetter(error, attempts) from error
             finally:
-                duration = time.perf_counter() - started
-                _handler_duration.record(
-                    duration, {"group": self.group, "type": envelope.type, "outcome": outcome}
-                )
-                # In the record's span: the line carries its trace_id and span_id (FastStream's
-                # own "Received"/"Processed" lines are per batch, of many traces: at DEBUG).
-                log.info(
-                    "event handled",
-                    group=self.group,
-                    event_type=envelope.type,
-                    event_id=str(envelope.id),
-                    partition=record.partition,
-                    offset=record.offset,
-                    attempt=attempts,
-                    outcome=outcome,
-                    duration_ms=round(duration * 1000, 2),
-                )
+                self._handled(record, envelope, attempts, outcome, time.perf_counter() - started)
+
+    def _handled(
+        self,
+        record: ConsumerRecord[bytes, bytes],
+        envelope: Envelope,
+        attempts: int,
+        outcome: str,
+        duration: float,
+    ) -> None:
+        """The handler duration metric and the "event handled" line, in the record's span: the
+        line carries its trace_id and span_id (FastStream's own "Received"/"Processed" lines are
+        per batch, of many traces: at DEBUG)."""
+        _handler_duration.record(
+            duration, {"group": self.group, "type": envelope.type, "outcome": outcome}
+        )
+        log.info(
+            "event handled",
+            group=self.group,
+            event_type=envelope.type,
+            event_id=str(envelope.id),
+            partition=record.partition,
+            offset=record.offset,
+            attempt=attempts,
+            outcome=outcome,
+            duration_ms=round(duration * 1000, 2),
+        )
 
     async def _send_to_dead_letters(
         self, record: ConsumerRecord[bytes, bytes], error: BaseException, attempts: int
