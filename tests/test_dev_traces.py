@@ -167,3 +167,74 @@ async def test_only_the_newest_traces_are_kept(store_url: tuple[str, TraceStore]
     assert kept == [404, 404, 200, 200, 200]
     async with store.pool.acquire() as connection:
         assert await connection.fetchval("SELECT count(DISTINCT trace_id) FROM dev_spans") == 3
+
+
+async def test_spans_with_any_strings_are_stored_and_the_batch_is_kept_whole(
+    store_url: tuple[str, TraceStore],
+) -> None:
+    """A request to ``/partners/a%00b`` puts a NUL in a span's attributes, which PostgreSQL's text
+    and jsonb cannot hold; OTLP JSON can also spell lone surrogates, and an attribute may be huge.
+    Every span of the batch is stored (its strings made storable, bounded), never a 500."""
+    url, _ = store_url
+    provider, memory = _provider("maillage-registry")
+    tracer = provider.get_tracer("t")
+    with tracer.start_as_current_span(
+        "GET /partners/{id}", attributes={"url.path": "/partners/a\x00b", "huge": "x" * 100_000}
+    ) as nul:
+        pass
+    with tracer.start_as_current_span("other request", attributes={"http.route": "/ok"}) as other:
+        pass
+    await _export(url, memory.get_finished_spans())  # protobuf, through the SDK's exporter
+    surrogate_trace = "0" * 31 + "5"
+    document = {
+        "resourceSpans": [
+            {
+                "resource": {
+                    "attributes": [{"key": "service.name", "value": {"stringValue": "s\x00"}}]
+                },
+                "scopeSpans": [
+                    {
+                        "spans": [
+                            {
+                                "traceId": "AAAAAAAAAAAAAAAAAAAABQ==",
+                                "spanId": "AAAAAAAAAAU=",
+                                "name": "lone \ud800 surrogate",
+                                "attributes": [
+                                    {"key": "k\x00", "value": {"stringValue": "a\x00\udc00b"}}
+                                ],
+                            }
+                        ]
+                    }
+                ],
+            }
+        ]
+    }
+    async with httpx.AsyncClient(base_url=url, timeout=10) as http:
+        posted = await http.post(
+            "/v1/traces",
+            content=json.dumps(document).encode(),
+            headers={"content-type": "application/json"},
+        )
+        assert posted.status_code == 200, posted.text
+        for span, name in ((nul, "GET /partners/{id}"), (other, "other request")):
+            answer = await http.get(f"/api/v3/traces/{span.get_span_context().trace_id:032x}")
+            assert answer.status_code == 200
+            assert name in _spans(answer.json()["result"])
+        stored = _spans(
+            (await http.get(f"/api/v3/traces/{nul.get_span_context().trace_id:032x}")).json()[
+                "result"
+            ]
+        )["GET /partners/{id}"][1]
+        values = {a["key"]: a["value"]["stringValue"] for a in stored["attributes"]}
+        assert values["url.path"] == "/partners/a\\u0000b"
+        assert 0 < len(values["huge"]) <= 4_096
+        lone = await http.get(f"/api/v3/traces/{surrogate_trace}")
+        assert lone.status_code == 200
+        [(service, span)] = _spans(lone.json()["result"]).values()
+        assert service == "s\\u0000"
+        assert span["name"] == "lone \ufffd surrogate"
+        found = await http.get(
+            "/api/v3/traces", params={"query.attributes": json.dumps({"k\x00": "a\x00\ufffdb"})}
+        )
+        assert found.status_code == 200
+        assert (await http.get("/api/v3/traces/a%00b")).status_code == 404

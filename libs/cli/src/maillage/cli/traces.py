@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import re
 from datetime import datetime
 from typing import Any
 
@@ -36,6 +37,11 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 DEFAULT_KEEP_TRACES = 2_000
 MAX_EXPORT_BYTES = 16 * 1024 * 1024
 MAX_SEARCH_DEPTH = 100
+# A stored string's maximum length: a span attribute may hold a whole request body.
+MAX_STORED_CHARS = 4_096
+# What PostgreSQL's text and jsonb cannot hold: NUL, and UTF-16 surrogates (lone ones reach here
+# from OTLP JSON).
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS dev_traces (
@@ -55,6 +61,19 @@ CREATE TABLE IF NOT EXISTS dev_spans (
 CREATE INDEX IF NOT EXISTS dev_spans_attributes_idx ON dev_spans USING gin (attributes);
 CREATE INDEX IF NOT EXISTS dev_spans_service_idx ON dev_spans (service, start_ns);
 """
+
+
+def _storable(value: Any) -> Any:
+    """``value`` with every string made storable: NUL shown as ``\\u0000``, lone surrogates as
+    U+FFFD, beyond ``MAX_STORED_CHARS`` cut with an ellipsis; dict keys alike."""
+    if isinstance(value, str):
+        value = _UNSTORABLE.sub(lambda m: "\\u0000" if m[0] == "\x00" else "\ufffd", value)
+        return value if len(value) <= MAX_STORED_CHARS else value[: MAX_STORED_CHARS - 1] + "…"
+    if isinstance(value, dict):
+        return {_storable(k): _storable(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_storable(item) for item in value]
+    return value
 
 
 def _text(value: AnyValue) -> str:
@@ -95,10 +114,10 @@ def rows_of(request: ExportTraceServiceRequest) -> list[tuple[str, str, str, int
                     (
                         span.trace_id.hex(),
                         span.span_id.hex(),
-                        service,
+                        _storable(service),
                         span.start_time_unix_nano,
-                        json.dumps(attributes),
-                        json.dumps(document),
+                        json.dumps(_storable(attributes)),
+                        json.dumps(_storable(document)),
                     )
                 )
     return rows
@@ -227,10 +246,11 @@ def create_app(store: TraceStore) -> FastAPI:
             if request.headers.get("content-encoding") == "gzip":
                 body = gzip.decompress(body)
             if request.headers.get("content-type", "").startswith("application/json"):
-                json_format.Parse(body, export)
+                # Lone surrogates, which JSON can spell but protobuf refuses, become U+FFFD.
+                json_format.ParseDict(_storable(json.loads(body)), export)
             else:
                 export.ParseFromString(body)
-        except (DecodeError, json_format.ParseError, OSError, EOFError):
+        except (DecodeError, json_format.ParseError, ValueError, OSError, EOFError):
             return Response(status_code=400)
         await store.keep(export)
         return Response(b"", media_type="application/x-protobuf")
@@ -241,7 +261,7 @@ def create_app(store: TraceStore) -> FastAPI:
 
     @app.get("/api/v3/traces/{trace_id}")
     async def get_trace(trace_id: str) -> JSONResponse:
-        rows = await store.trace(trace_id.lower())
+        rows = await store.trace(_storable(trace_id.lower()))
         if not rows:
             return _jaeger_error(404, "trace not found")
         return JSONResponse({"result": traces_data(rows)})
@@ -259,8 +279,8 @@ def create_app(store: TraceStore) -> FastAPI:
         except ValueError as error:
             return _jaeger_error(400, str(error))
         rows = await store.find(
-            service=query.get("query.service_name") or None,
-            attributes={str(k): str(v) for k, v in attributes.items()},
+            service=_storable(query.get("query.service_name")) or None,
+            attributes=_storable({str(k): str(v) for k, v in attributes.items()}),
             start_min_ns=start_min,
             start_max_ns=start_max,
             depth=max(1, min(depth, MAX_SEARCH_DEPTH)),
