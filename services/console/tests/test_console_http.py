@@ -481,3 +481,72 @@ async def test_an_operator_reads_a_services_dead_letters_and_a_replay_is_the_ser
         after = await browser.get("/sante/funding/lettres-mortes")
         assert "Lettre morte introuvable" in after.text
         assert (await browser.get("/sante/inconnu/lettres-mortes")).status_code == 404
+
+
+async def test_a_bad_path_parameter_is_a_console_page_on_every_route(world: World) -> None:
+    """Every route with a path parameter, each given a value that names nothing: without a
+    session the sign-in page (as every page), with one the console's French page, never
+    FastAPI's JSON."""
+    from fastapi.routing import APIRoute
+
+    routes = [
+        route
+        for route in world.console.routes
+        if isinstance(route, APIRoute) and route.param_convertors
+    ]
+    assert routes
+    async with world.browser() as anonymous, signed_in(world, "operator") as operator:
+        for route in routes:
+            path = route.path_format
+            for name in route.param_convertors:
+                path = path.replace(f"{{{name}}}", "zz")
+            for method in sorted(route.methods):
+                alone = await anonymous.request(method, path)
+                assert (alone.status_code, alone.headers.get("location")) == (
+                    303,
+                    "/connexion",
+                ), (method, path, alone.text[:300])
+                page = await operator.request(method, path)
+                assert page.status_code in (403, 404), (method, path, page.text[:300])
+                assert page.headers["content-type"].startswith("text/html"), (method, path)
+                if method != "HEAD":
+                    assert "<h1>" in page.text, (method, path)
+
+
+async def test_head_is_answered_where_get_is(world: World) -> None:
+    async with world.browser() as anonymous, signed_in(world, "operator") as operator:
+        assert (await anonymous.head("/connexion")).status_code == 200
+        assert (await anonymous.head("/")).status_code == 303
+        head = await operator.head("/partenaires")
+        assert head.status_code == 200
+        assert head.content == b""
+
+
+async def test_an_unknown_departement_is_refused_never_read_as_national(world: World) -> None:
+    async with signed_in(world, "operator") as browser:
+        page = await browser.get("/programmes", params={"departement": "99"})
+        assert (page.status_code, page.headers["location"]) == (303, "/programmes")
+        shown = await browser.get("/programmes")
+        assert "Département « 99 » inconnu" in shown.text
+        csrf = _form_csrf(shown.text)
+        campaigns = await browser.post(
+            "/programmes/campagne", data={"csrf": csrf, "departement": "9Z"}
+        )
+        assert (campaigns.status_code, campaigns.headers["location"]) == (303, "/programmes")
+        after = await browser.get("/programmes")
+        assert "Département « 9Z » inconnu" in after.text
+        assert "Aucune campagne lancée" in after.text
+        assert "Campagne lancée" not in after.text
+        nul = await browser.post(
+            "/programmes/campagne", data={"csrf": csrf, "departement": "9\x00"}
+        )
+        assert nul.status_code == 403
+        assert "caractère nul" in nul.text
+        assert "trop long" not in nul.text
+    async with signed_in(world, "officer-93-94") as both:
+        path = "/financement/enveloppes"
+        narrowed = await both.get(path, params={"annee": YEAR, "departement": "94"})
+        assert 'name="departement" maxlength="3" value="94"' in narrowed.text
+        unknown = await both.get(path, params={"annee": YEAR, "departement": "XX"})
+        assert "Département « XX » inconnu" in unknown.text
+        assert 'name="departement" maxlength="3" value="94"' in unknown.text  # not widened

@@ -20,11 +20,13 @@ from typing import Any
 from urllib.parse import parse_qs, quote
 
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from maillage.common.logging import get_logger
+from maillage.common.messages import status_title
 from maillage.common.problems import Problem
 from maillage.console import domain
 from maillage.console.domain import Page
@@ -111,8 +113,10 @@ async def _form(request: Request, session: Session | None) -> dict[str, str]:
     if session is None or not session.csrf_ok(fields.get("csrf")):
         raise Forbidden("Le formulaire a expiré ou ne vient pas de la console ; rechargez la page.")
     for name, value in fields.items():
-        if len(value) > FIELD_LIMITS.get(name, 100) or "\x00" in value:
+        if len(value) > FIELD_LIMITS.get(name, 100):
             raise Forbidden(f"Le champ {name} est trop long.")
+        if "\x00" in value:
+            raise Forbidden(f"Le champ {name} contient un caractère nul (U+0000), non permis.")
     return fields
 
 
@@ -510,13 +514,24 @@ def _trace_list(spans: list[dict[str, Any]]) -> list[dict[str, Any]]:
 _DEPARTEMENT = re.compile(r"^(0[1-9]|[1-8][0-9]|9[0-5]|2A|2B|97[1-6])$")
 
 
+def _unknown_departement(code: str) -> str:
+    return (
+        f"Département « {code[:3]} » inconnu : indiquez un code comme 94, 2A ou 971 "
+        "(vide : national)."
+    )
+
+
 async def programmes(request: Request) -> HTMLResponse:
     """Cordées coverage of REP+/REP collèges (with the uncovered REP+ ones), stage statistics
     per week, and a campaign's result when one was just run; by département or national. A
     service that does not answer leaves its part empty with a warning."""
     session = _session(request, Page.PROGRAMMES)
-    departement = request.query_params.get("departement", "").upper()
-    scope = {"departement": departement} if _DEPARTEMENT.match(departement) else {}
+    departement = request.query_params.get("departement", "").strip().upper()
+    if departement and not _DEPARTEMENT.match(departement):
+        # Never read as national: say so, on the national page the operator then sees named.
+        session.flash.append(("error", _unknown_departement(departement)))
+        return _redirect("/programmes")
+    scope = {"departement": departement} if departement else {}
     parts: dict[str, Any] = {}
     for name, service, path in (
         ("coverage", "cordees", "/coverage"),
@@ -544,11 +559,14 @@ async def run_campaign(request: Request) -> Response:
     the cordées service computes the optimum (operators only, its own check)."""
     session = _session(request, Page.PROGRAMMES)
     fields = await _form(request, session)
-    departement = fields.get("departement", "").upper()
-    body = {
-        "departement": departement if _DEPARTEMENT.match(departement) else None,
-        "dry_run": fields.get("simulation") == "oui",
-    }
+    departement = fields.get("departement", "").strip().upper()
+    if departement and not _DEPARTEMENT.match(departement):
+        # An unknown code must not become a national campaign: nothing is run.
+        session.flash.append(
+            ("error", _unknown_departement(departement) + " Aucune campagne lancée.")
+        )
+        return _redirect("/programmes")
+    body = {"departement": departement or None, "dry_run": fields.get("simulation") == "oui"}
     try:
         campaign = await _call(
             request,
@@ -702,7 +720,11 @@ async def envelopes(request: Request) -> HTMLResponse:
     if "departement" in request.query_params:
         named = request.query_params["departement"].strip().upper()
         ours = session.national or named in session.departements
-        session.departement = named if _DEPARTEMENT.match(named) and ours else ""
+        if not named or (_DEPARTEMENT.match(named) and ours):
+            session.departement = named
+        elif not _DEPARTEMENT.match(named):
+            # Unknown: the page keeps its scope (never widened to all of theirs) and says so.
+            session.flash.append(("error", _unknown_departement(named)))
     params: dict[str, Any] = {"year": year, "limit": 200}
     if session.departement:
         params["departement"] = session.departement
@@ -768,7 +790,7 @@ async def livez() -> dict[str, str]:
 
 def install(app: FastAPI) -> None:
     """Routes, error pages and security headers."""
-    get, post = ["GET"], ["POST"]
+    get, post = ["GET", "HEAD"], ["POST"]
     routes: list[tuple[str, Any, list[str]]] = [
         ("/livez", livez, get),
         ("/readyz", livez, get),
@@ -822,6 +844,27 @@ def install(app: FastAPI) -> None:
         title = "Page introuvable" if error.status_code == 404 else "Requête refusée"
         refused = Refused(error.status_code, title, "", "not_found")
         return _render(request, "error.html", session, error.status_code, error=refused)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, error: RequestValidationError) -> Response:
+        """A path parameter that names nothing (``/partenaires/pas-un-uuid``): the page of a
+        missing thing, and only for a signed-in session (as every page)."""
+        session = _sessions(request).find(request.cookies.get(COOKIE), time.time())
+        if session is None or not session.signed_in:
+            return await not_signed_in(request, NotSignedIn(expired=False))
+        in_path = all(e.get("loc", ("",))[0] == "path" for e in error.errors())
+        status = 404 if in_path else 422
+        detail = "Cette adresse ne désigne rien." if in_path else "Un paramètre est mal formé."
+        refused = Refused(status, status_title(status), detail, "invalid")
+        return _render(request, "error.html", session, status, error=refused)
+
+    @app.exception_handler(Exception)
+    async def crashed(request: Request, error: Exception) -> Response:
+        """Whatever failed, a page in French (the error is logged, never shown)."""
+        log.exception("console page failed", path=request.url.path)
+        session = _sessions(request).find(request.cookies.get(COOKIE), time.time())
+        refused = Refused(500, status_title(500), "Réessayez dans un instant.", "internal")
+        return _render(request, "error.html", session, 500, error=refused)
 
     @app.exception_handler(Refused)
     async def refused(request: Request, error: Refused) -> Response:

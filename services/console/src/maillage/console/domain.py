@@ -162,7 +162,8 @@ def euros(cents: int | None) -> str:
     return f"{sign}{grouped},{rest:02d}\u00a0€"
 
 
-_EUROS = re.compile(r"^\s*(\d{1,13})(?:[,.](\d{1,2}))?\s*(?:€)?\s*$")
+# ASCII digits only (``\d`` would read full-width and other scripts' digits too).
+_EUROS = re.compile(r"^\s*([0-9]{1,13})(?:[,.]([0-9]{1,2}))?\s*(?:€)?\s*$", re.ASCII)
 
 
 def cents_of(text: str) -> int | None:
