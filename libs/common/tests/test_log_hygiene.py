@@ -115,3 +115,32 @@ def test_scrub_keeps_what_operators_need() -> None:
     assert scrub(f"to {EMAIL}, {PHONE}, +33 6 12 34 56 78, Basic bWNs, whsec_MfKQ9r8=") == (
         "to ***, ***, ***, Basic ***, ***"
     )
+
+
+@pytest.mark.parametrize("log_format", ["console", "json"])
+async def test_control_characters_of_a_url_never_reach_the_logs_raw(
+    capsys: pytest.CaptureFixture[str], log_format: Any
+) -> None:
+    """A request to ``/partners/y%1b[31mRED%00…`` logs its path: terminal escapes, NUL, DEL and
+    C1 controls are written escaped in the readable format, as JSON escapes in the JSON one."""
+    settings = ServiceSettings(
+        service_name="hygiene",
+        database_url="postgresql://maillage:s3cret@127.0.0.1/hygiene",
+        log_format=log_format,
+        log_level="DEBUG",
+    )
+    app = create_app(settings, title="t", description="t", routers=[router])
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+        answer = await client.get("/partners/y%1b[31mRED%00%7f%c2%85%0Aforged%09x")
+        assert answer.status_code in (404, 405)
+    output = capsys.readouterr().err
+    raw = "".join(c for c in output if (ord(c) < 0x20 and c != "\n") or 0x7F <= ord(c) <= 0x9F)
+    assert raw == "", f"raw controls in the {log_format} logs: {raw!r}"
+    path = "/partners/y\x1b[31mRED\x00\x7f\x85\nforged\tx"
+    if log_format == "json":
+        lines = [json.loads(line) for line in output.splitlines()]
+        assert path in [line.get("path") for line in lines]
+    else:
+        assert "/partners/y\\x1b[31mRED\\x00\\x7f\\x85\\nforged\\tx" in output
+        assert not any(line.startswith("forged") for line in output.splitlines())

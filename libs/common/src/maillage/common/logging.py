@@ -82,6 +82,40 @@ def _scrub_values(
     return event
 
 
+# C0 controls, DEL and C1 controls: a URL's ``%1b[31m`` or ``%00`` must not reach a terminal raw.
+_CONTROLS = re.compile("[\x00-\x1f\x7f-\x9f]")
+_NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def escape_controls(text: str, *, keep_newlines: bool = False) -> str:
+    """``text`` with every control character written as Python does (``\\x1b``, ``\\n``); a
+    traceback keeps its line breaks (``keep_newlines``)."""
+
+    def escaped(match: re.Match[str]) -> str:
+        char = match[0]
+        if keep_newlines and char == "\n":
+            return char
+        return _NAMED.get(char) or f"\\x{ord(char):02x}"
+
+    return _CONTROLS.sub(escaped, text)
+
+
+def _escape_values(
+    _logger: Any, _method: str, event: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    # The readable renderer writes strings as they are (other values by repr, which escapes).
+    for key, value in event.items():
+        if isinstance(value, str):
+            event[key] = escape_controls(value, keep_newlines=key == "exception")
+    return event
+
+
+def _json_line(value: Any, **kwargs: Any) -> str:
+    # json.dumps escapes C0 and (ensure_ascii) C1 controls, but writes DEL raw; inside a JSON
+    # text DEL occurs only in strings, where \u007f is the same character.
+    return json.dumps(value, **kwargs).replace("\x7f", "\\u007f")
+
+
 def configure_logging(
     service: str, *, fmt: Literal["json", "console"] = "json", level: str = "INFO"
 ) -> None:
@@ -102,7 +136,7 @@ def configure_logging(
         _redact_secrets,
     ]
     renderer: Any = (
-        structlog.processors.JSONRenderer()
+        structlog.processors.JSONRenderer(serializer=_json_line)
         if fmt == "json"
         else structlog.dev.ConsoleRenderer(
             colors=sys.stderr.isatty(), exception_formatter=structlog.dev.plain_traceback
@@ -110,7 +144,7 @@ def configure_logging(
     )
     # JSON lines always carry trace_id/span_id (null outside a span); a console line shows them
     # only when there is a trace to follow.
-    console_only = [] if fmt == "json" else [_drop_empty_trace_ids]
+    console_only = [] if fmt == "json" else [_drop_empty_trace_ids, _escape_values]
     structlog.configure(
         processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
         logger_factory=structlog.stdlib.LoggerFactory(),
