@@ -180,6 +180,11 @@ def test_dev_starts_everything_and_stops_clean_on_ctrl_c(tmp_path: Path) -> None
         process.send_signal(signal.SIGINT)
         assert process.wait(timeout=30) == 0
         assert output.finish().endswith("maillage: stopped")
+        # Services first, then the trace store, then PostgreSQL: no export retried against a
+        # stopped store, no pool trying to reconnect to a stopping database.
+        stopping = output.lines[output.lines.index("maillage: stopping") :]
+        noise = ("while exporting", "Failed to export", "connection floor", "Traceback")
+        assert [line for line in stopping if any(n in line for n in noise)] == []
         survivors = [c for c in children if c.is_running() and c.status() != psutil.STATUS_ZOMBIE]
         assert survivors == []
         # Nothing listens on the services' ports any more. (A bind probe is not the check: the
@@ -266,7 +271,14 @@ def receive_a_partners_webhooks_as_the_readme_shows(output: Output, port_base: i
     changes its record, and the receiver verifies the delivery; one run with another secret
     refuses it (401), which the delivery log shows."""
     registry, notifications = f"http://127.0.0.1:{port_base}", f"http://127.0.0.1:{port_base + 4}"
-    operator = {"Authorization": f"Bearer {output.after('operator token (15 min):')}"}
+    # The token is printed shortened; whole in a file only its owner reads.
+    shown = output.after("operator token (15 min):")
+    path = Path(shown.split("whole in ", 1)[1].rstrip(")"))
+    assert path.stat().st_mode & 0o777 == 0o600
+    token = path.read_text().strip()
+    assert shown.startswith(token[:28] + "…")
+    assert token not in output.text
+    operator = {"Authorization": f"Bearer {token}"}
     efrei = output.after("demo: registry: EFREI Paris (démo)").strip("()")
     client = httpx.post(
         f"{registry}/partners/{efrei}/clients", json={"name": "tour"}, headers=operator

@@ -16,7 +16,7 @@ import shutil
 import signal
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
@@ -296,6 +296,7 @@ class DevStack:
         context = demo.DemoContext(
             base_urls={name: _base_url(port) for name, port in ports.items()},
             database_urls=self.database_urls,
+            data_dir=self.options.data_dir,
         )
         try:
             lines = await demo.load(context)
@@ -371,15 +372,18 @@ class DevStack:
         return died[0] if died else None
 
     async def stop(self) -> None:
+        """The services first (they export their last spans, publish, use the database), then
+        the trace store (its pool closed while PostgreSQL still answers), then the broker,
+        PostgreSQL and the mailbox."""
         await asyncio.gather(*(process.stop() for process in self.services.values()))
+        if self.traces is not None:
+            await self.traces.stop()
         if self.broker is not None:
             await self.broker.stop()
         if self.postgres is not None:
             await self.postgres.stop()
         if self.mailbox is not None:
             self.mailbox.stop()
-        if self.traces is not None:
-            await self.traces.stop()
 
     def summary(self) -> str:
         ports = self.options.service_ports()
@@ -395,6 +399,15 @@ class DevStack:
         lines.insert(1, "  ".join("-" * width for width in widths))
         console = _base_url(self.options.console_port())
         return f"staff console  {console}  (sign in with a staff account)\n\n" + "\n".join(lines)
+
+
+class _InProcessServer(uvicorn.Server):
+    """uvicorn inside the supervisor: Ctrl-C is the supervisor's, which stops this server in its
+    turn (uvicorn's own handlers would stop it first, before the services exporting to it)."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
 
 
 class TraceServer:
@@ -420,7 +433,7 @@ class TraceServer:
             log_level="warning",
             access_log=False,
         )
-        self._server = uvicorn.Server(config)
+        self._server = _InProcessServer(config)
         self._task = asyncio.create_task(self._server.serve())
         for _ in range(200):
             if self._server.started:
