@@ -9,6 +9,7 @@ registered answer 409 and are kept.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +24,12 @@ from maillage.common.db import create_pool
 class DemoContext:
     base_urls: dict[str, str]
     database_urls: dict[str, str]
+    # Where the operator token is written whole (readable by its owner only); it is printed
+    # shortened: the log may be shared, the token opens the registry for 15 minutes.
+    data_dir: Path = Path(".maillage")
 
+
+OPERATOR_TOKEN_FILE = "operator-token"  # noqa: S105 - a file name
 
 DemoStep = Callable[[DemoContext], Awaitable[list[str]]]
 
@@ -183,7 +189,12 @@ async def registry_step(context: DemoContext) -> list[str]:
         where = ", ".join(codes) or "national"
         lines.append(f"staff {email} / {password} ({', '.join(roles)}; {where})")
     token = operator["Authorization"].removeprefix("Bearer ")
-    lines.append(f"operator token (15 min): {token}")
+    path = context.data_dir / OPERATOR_TOKEN_FILE
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(descriptor, 0o600)  # an older file keeps its mode otherwise
+    with os.fdopen(descriptor, "w") as file:
+        file.write(token + "\n")
+    lines.append(f"operator token (15 min): {token[:28]}… (whole in {path})")
     return lines
 
 
