@@ -355,6 +355,31 @@ def test_the_webhook_receiver_refuses_what_is_not_a_secret(secret: str) -> None:
     assert "not the endpoint's whsec_ secret" in refused.output
 
 
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM])
+def test_the_webhook_receiver_stops_on_a_signal_even_started_with_sigint_ignored(
+    stop: signal.Signals,
+) -> None:
+    """A background job of a non-interactive shell (CI) starts with SIGINT ignored; Ctrl-C and
+    SIGTERM must still stop the receiver (it hung there, and a CI run failed on it)."""
+    process = subprocess.Popen(
+        [MAILLAGE, "webhooks", "receive", "--port", "0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "WEBHOOK_SECRET": "whsec_" + "QUJD" * 8},
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
+    )
+    try:
+        assert process.stdout is not None
+        assert "receiving webhooks on http://127.0.0.1:" in process.stdout.readline()
+        process.send_signal(stop)
+        assert process.wait(timeout=30) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
 def test_dev_generates_the_claim_seal_pair_once_and_keeps_a_configured_one(tmp_path: Path) -> None:
     """Decision 63: notifications gets the private key, the registry its public half; the pair is
     kept in the data directory (codes sealed before a restart still open)."""

@@ -11,6 +11,7 @@ a receiver (http, loopback); nothing here is meant for production.
 from __future__ import annotations
 
 import json
+import signal
 import sys
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Annotated, Any
@@ -50,13 +51,21 @@ def receive(
             f"not the endpoint's whsec_ secret: {error}", param_hint="--secret"
         ) from None
     server = ThreadingHTTPServer(("127.0.0.1", port), _handler(verifier))
-    typer.echo(f"receiving webhooks on http://127.0.0.1:{server.server_port}/ (Ctrl-C stops)")
+    # Ctrl-C and SIGTERM stop it even when started with SIGINT ignored (a background job of a
+    # non-interactive shell inherits SIG_IGN, and Python then installs no KeyboardInterrupt).
+    for stop_signal in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(stop_signal, _interrupt)
     try:
+        typer.echo(f"receiving webhooks on http://127.0.0.1:{server.server_port}/ (Ctrl-C stops)")
         server.serve_forever()
     except KeyboardInterrupt:
         pass
     finally:
         server.server_close()
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 def _handler(verifier: Webhook) -> type[BaseHTTPRequestHandler]:
