@@ -166,6 +166,8 @@ class Settings:
     span_export_batch_size: int | None = None
     all_statements: bool = False  # what-if: asyncpg's instrumentation as it was, every statement
     faststream_telemetry: bool = False  # what-if: FastStream's telemetry middleware, as it was
+    # (c) on a fresh topic (and databases) each round: tansu's fetch cost grows with the topic.
+    fresh_topics: bool = True
     # What-if options for the backbone's FastStream subscriber, which attach() does not expose.
     subscriber: dict[str, int] = field(default_factory=dict)
     prefix: str = field(default_factory=lambda: "b" + uuid.uuid4().hex[:9])
@@ -597,8 +599,8 @@ class Backbone(Pipeline):
 
 
 @contextlib.asynccontextmanager
-async def backbone(settings: Settings, stack: Stack) -> AsyncIterator[Backbone]:
-    service = settings.prefix
+async def backbone(settings: Settings, stack: Stack, service: str) -> AsyncIterator[Backbone]:
+    """The backbone named ``service``: its own topic and databases."""
     catalog = Catalog()
     topic = catalog.topic(f"{service}.things", partitions=settings.partitions)
     catalog.register(
@@ -1000,8 +1002,9 @@ async def run(settings: Settings, tel: Telemetry | None, sink_pid: int | None) -
             the_stack(Path(workdir), sink_pid) as stack,
             raw_kafka(settings, stack) as a,
             raw_postgres(settings, stack) as b,
-            backbone(settings, stack) as c,
+            contextlib.AsyncExitStack() as backbones,
         ):
+            c = await backbones.enter_async_context(backbone(settings, stack, settings.prefix))
             print(f"broker {stack.bootstrap}, PostgreSQL {stack.server_url}")
             print(f"set up and warmed up in {time.monotonic() - overall:.0f} s")
             for round_ in range(settings.rounds):
@@ -1010,6 +1013,12 @@ async def run(settings: Settings, tel: Telemetry | None, sink_pid: int | None) -
                 kafka.append(await a.measure())
                 postgres.append(await b.measure(first))
                 instrumented(True)
+                if (
+                    round_ and settings.fresh_topics
+                ):  # a new topic: tansu's fetches cost more as one grows
+                    await backbones.aclose()
+                    name = f"{settings.prefix}r{round_}"
+                    c = await backbones.enter_async_context(backbone(settings, stack, name))
                 before = await tel.counted() if tel else (0, 0)
                 c.batches.reset()
                 ours.append(await c.measure(first))
@@ -1022,6 +1031,10 @@ async def run(settings: Settings, tel: Telemetry | None, sink_pid: int | None) -
                 print(f"      {c.batches.text()}")
                 if tel is not None:
                     print(f"      {spans[-1].text(settings.events)}")
+            if settings.fresh_topics:
+                await backbones.aclose()
+                name = f"{settings.prefix}lat"
+                c = await backbones.enter_async_context(backbone(settings, stack, name))
             before = await tel.counted() if tel else (0, 0)
             latency = await steady_latency(c, first=settings.rounds * settings.events)
             after = await tel.counted() if tel else (0, 0)
@@ -1098,6 +1111,12 @@ def parse(argv: list[str]) -> Settings:
         help="FastStream's telemetry middleware on the consumer, as before decision 50",
     )
     parser.add_argument("--serve-otlp-sink", type=int, metavar="PORT", help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--one-topic",
+        action="store_true",
+        help="(c) on one topic for every round, as before (default: a fresh topic and databases "
+        "per round, tansu's fetch cost growing with the topic)",
+    )
     parser.add_argument("--no-uvloop", action="store_true", help="the default asyncio loop")
     parser.add_argument("--timeout", type=float, default=120.0, help="bound of each wait, s")
     what_if = parser.add_argument_group(
@@ -1146,6 +1165,7 @@ def parse(argv: list[str]) -> Settings:
         span_export_batch_size=args.span_export_batch_size,
         all_statements=args.all_statements,
         faststream_telemetry=args.faststream_telemetry,
+        fresh_topics=not args.one_topic,
     )
 
 

@@ -64,7 +64,7 @@ from maillage.common.catalog import catalog as default_catalog
 from maillage.common.events import Catalog, Envelope, Event, EventSpec, Topic, encode_headers
 from maillage.common.kafka_envelope import EnvelopeError, read_attributes
 from maillage.common.logging import get_logger
-from maillage.common.telemetry import failure_span
+from maillage.common.telemetry import failure_span, start_child_span
 
 log = get_logger(__name__)
 tracer = trace.get_tracer("maillage.inbox")
@@ -321,11 +321,12 @@ class EventConsumer:
         apply; None for a type this group skips. Raises :class:`_DeadLetter` for an unreadable
         record. The span is ended unless the record is returned."""
         text = text_headers(record.headers)
-        span = tracer.start_span(
+        span = start_child_span(
+            tracer,
             f"{record.topic} process",
-            context=propagate.extract(text),
-            kind=SpanKind.CONSUMER,
-            attributes={
+            propagate.extract(text),
+            SpanKind.CONSUMER,
+            lambda: {
                 "messaging.system": "kafka",
                 "messaging.operation.type": "process",
                 "messaging.destination.name": record.topic,

@@ -49,7 +49,7 @@ from maillage.common.db import CONNECTION_ERRORS
 from maillage.common.events import Catalog, Envelope, Event, encode_headers
 from maillage.common.logging import get_logger
 from maillage.common.problems import Problem
-from maillage.common.telemetry import failure_span, record_failure
+from maillage.common.telemetry import failure_span, record_failure, start_child_span
 
 log = get_logger(__name__)
 tracer = trace.get_tracer("maillage.outbox")
@@ -443,11 +443,12 @@ class OutboxRelay:
         try:
             for row in rows:
                 stored: dict[str, str] = json.loads(row["headers"])
-                span = tracer.start_span(
+                span = start_child_span(
+                    tracer,
                     f"{row['topic']} publish",
-                    context=propagate.extract(stored),
-                    kind=SpanKind.PRODUCER,
-                    attributes={
+                    propagate.extract(stored),
+                    SpanKind.PRODUCER,
+                    lambda row=row: {  # type: ignore[misc]
                         "messaging.system": "kafka",
                         "messaging.operation.type": "publish",
                         "messaging.destination.name": row["topic"],
