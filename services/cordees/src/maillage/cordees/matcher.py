@@ -303,6 +303,41 @@ class Solved:
     result: domain.CampaignResult
     moves: list[Move] = field(default_factory=list)
     solve_ms: float = 0.0
+    prices: dict[uuid.UUID, int] | None = None  # every offer's price after it (when written)
+
+
+@dataclass(frozen=True)
+class Kept:
+    """A year's offers and prices as a transaction of this process left them, with the stamp of
+    the year's matching state it wrote (decision 56): still true for a transaction that replaces
+    that stamp, as then no one else held the year's matching lock since (nor ended its
+    pairings) and the transaction that wrote it committed."""
+
+    stamp: uuid.UUID
+    offers: YearOffers
+    prices: dict[uuid.UUID, int]
+
+
+_kept: dict[str, Kept] = {}
+
+
+def _kept_now(school_year: str, version: tuple[uuid.UUID | None, uuid.UUID]) -> Kept | None:
+    """What this process kept of the year, if still true at ``version`` (this transaction's:
+    the stamp it replaced, the stamp it wrote)."""
+    kept = _kept.get(school_year)
+    if kept is None or kept.stamp != version[0]:
+        return None
+    return kept
+
+
+async def carry_over(connection: asyncpg.Connection, school_year: str) -> None:
+    """Keep what this process kept of the year for the next transaction, this one having
+    changed neither the year's offers nor their prices (a request filed that no offer may
+    take). The caller holds the year's matching lock."""
+    version = await store.matching_version(connection, school_year)
+    kept = _kept_now(school_year, version)
+    if kept is not None:
+        _kept[school_year] = Kept(version[1], kept.offers, kept.prices)
 
 
 async def rematch(
@@ -323,12 +358,16 @@ async def rematch(
     and (``apply``) replace the year's prices with those of its optimum.
     """
     assert reason in MATCH_REASONS, reason
-    known = await year_offers(connection, school_year)
+    version = await store.matching_version(connection, school_year)
+    # the other use cases change the year's offers or pairings before they re-solve
+    kept = _kept_now(school_year, version) if reason == "request_filed" else None
+    known = kept.offers if kept is not None else await year_offers(connection, school_year)
     offers, table = list(known.offers), known.table
     own = await _not_proposable(connection, school_year, known)
     solved = None
     if reason == "request_filed":
-        solved = await _augment(connection, school_year, offers, table, own)
+        prices = kept.prices if kept is not None else None
+        solved = await _augment(connection, school_year, offers, table, own, prices)
     if solved is None:
         rows = await store.live_requests(connection, school_year)
         requests, by_id = _requests_of(rows, own)
@@ -342,6 +381,10 @@ async def rematch(
         if apply:  # the prices that prove it optimal, for the next request filed
             prices = domain.offer_prices(graph, result.assignments)
             await store.replace_offer_prices(connection, school_year, prices or {})
+            solved.prices = prices or {}
+    if reason == "request_filed" and apply and solved.prices is not None:
+        # nothing else changes the offers or prices of the year in this transaction
+        _kept[school_year] = Kept(version[1], known, solved.prices)
     matchable = {request.request_id: request for request in solved.requests}
     offers_by_id = {offer.offer_id: offer for offer in offers}
     for row in solved.rows.values():
@@ -421,6 +464,7 @@ async def _augment(
     offers: list[domain.Offer],
     table: domain.OfferTable,
     own: NotProposable,
+    prices: dict[uuid.UUID, int] | None,
 ) -> Solved | None:
     """The answer to a request filed, by one shortest augmenting path from it
     (``domain.augmenting_path``, whose docstring says why that is the new optimum): the prices
@@ -442,7 +486,7 @@ async def _augment(
         return None
     arrival = requests[0]
     started = time.perf_counter()
-    kept = await store.offer_prices(connection, school_year)
+    kept = prices if prices is not None else await store.offer_prices(connection, school_year)
     if any(offer.offer_id not in kept for offer in table.offers):
         return None
     search = domain.augmenting_path(
@@ -476,7 +520,12 @@ async def _augment(
     )
     rows_moved = {request.request_id: by_id[request.request_id] for request in moved}
     return Solved(
-        moved, rows_moved, offers, result, solve_ms=(time.perf_counter() - started) * 1000
+        moved,
+        rows_moved,
+        offers,
+        result,
+        solve_ms=(time.perf_counter() - started) * 1000,
+        prices=kept | path.prices,
     )
 
 
@@ -671,6 +720,8 @@ async def end_finished_school_years(connection: asyncpg.Connection, current_year
     and then hourly, operators may too (``POST /pairings/end-of-school-year``). Safe to repeat.
     """
     over = await store.active_pairings_before(connection, current_year)
+    # before any pairing's row, as a holder of the matching lock raises them after that lock
+    await store.raise_matching_versions(connection, [p["school_year"] for p in over])
     for pairing in over:
         reason = "school_year_end"
         ended = await store.end_pairing(connection, pairing["id"], reason)

@@ -13,7 +13,9 @@ Lock order, everywhere (decision 48):
 
 Nothing takes a lock of an earlier step while holding one of a later step, so two use cases
 never wait on each other in a cycle. The prices of a year's offers (``offer_prices``, decision 55)
-are read and written only under the year's matching lock: they need no lock of their own.
+are read and written only under the year's matching lock: they need no lock of their own. The
+year's row of ``matching_versions`` (decision 56) is written right after that lock, by its holder
+(and before any pairing's row by the end of a school year).
 """
 
 from __future__ import annotations
@@ -297,6 +299,35 @@ async def lock_matching(connection: Connection, school_years: Sequence[str]) -> 
         await connection.execute(
             "SELECT pg_advisory_xact_lock($1, hashtext($2))", MATCHING_LOCK_KEY, school_year
         )
+    await raise_matching_versions(connection, school_years)
+
+
+async def raise_matching_versions(connection: Connection, school_years: Sequence[str]) -> None:
+    """Write a fresh stamp for each year's matching state (decision 56): every holder of the
+    matching lock does, as it takes it, and whatever changes a year's offers, pairings or
+    prices without that lock (the end of a school year)."""
+    if school_years:
+        await connection.execute(
+            """
+            INSERT INTO matching_versions (school_year)
+            SELECT unnest($1::text[]) ORDER BY 1
+            ON CONFLICT (school_year)
+                DO UPDATE SET previous = matching_versions.stamp, stamp = gen_random_uuid()
+            """,
+            sorted(set(school_years)),
+        )
+
+
+async def matching_version(
+    connection: Connection, school_year: str
+) -> tuple[uuid.UUID | None, uuid.UUID]:
+    """(the stamp replaced, the stamp written) of the year's matching state, as this transaction
+    raised it. The caller holds the year's matching lock."""
+    row = await connection.fetchrow(
+        "SELECT previous, stamp FROM matching_versions WHERE school_year = $1", school_year
+    )
+    assert row is not None
+    return row["previous"], row["stamp"]
 
 
 async def insert_request(connection: Connection, request: dict[str, Any]) -> dict[str, Any]:

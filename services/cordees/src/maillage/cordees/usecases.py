@@ -385,6 +385,7 @@ async def request_match(
         await matcher.rematch(connection, school_year, reason="request_filed", now=now)
     else:  # no offer with a place left may take it: nothing can move, no re-solve
         await matcher.unmatched(connection, match_request, reason="request_filed", previous=None)
+        await matcher.carry_over(connection, school_year)
     answered = await store.get_request(connection, match_request["id"])
     assert answered is not None
     return answered
