@@ -26,6 +26,7 @@ from pydantic import BaseModel, Field, model_validator
 from maillage.common.auth import require_role
 from maillage.common.events import decode_headers
 from maillage.common.inbox import DEAD_LETTER_HEADER, DEAD_LETTER_PREFIX, DeadLetterProducer
+from maillage.common.kinds import Bool
 from maillage.common.logging import get_logger
 from maillage.common.outbox import outbox_dead_letters, replay_outbox_dead_letters
 from maillage.common.problems import Problem
@@ -191,7 +192,7 @@ async def replay_all(
 
 class ReplayRequest(BaseModel):
     event_id: UUID | None = Field(default=None, description="Replay this event's dead letters")
-    all: bool = Field(default=False, description="Replay every dead letter not yet replayed")
+    all: Bool = Field(default=False, description="Replay every dead letter not yet replayed")
 
     @model_validator(mode="after")
     def one_of(self) -> ReplayRequest:

@@ -29,6 +29,7 @@ from maillage.common import idempotency, pagination
 from maillage.common.auth import Caller, CurrentCaller, require_role
 from maillage.common.db import transaction
 from maillage.common.http import Pool
+from maillage.common.kinds import Bool, Float, Int
 from maillage.cordees import domain, matcher, store, usecases
 from maillage.cordees.domain import PriorityClass
 
@@ -94,10 +95,10 @@ class NewOffer(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     school_year: str = Field(max_length=9, pattern=_SCHOOL_YEAR, examples=["2026-2027"])
-    capacity: int = Field(ge=1, le=1000, description="How many schools it can take (encordés)")
+    capacity: Int = Field(ge=1, le=1000, description="How many schools it can take (encordés)")
     levels: list[Level] = Field(min_length=1, max_length=5)
     thematics: list[Thematic] = Field(min_length=1, max_length=len(Thematic))
-    max_distance_km: float | None = Field(default=None, gt=0, le=1000)
+    max_distance_km: Float | None = Field(default=None, gt=0, le=1000)
     academies: list[Annotated[str, Field(max_length=2, pattern=_ACADEMIE)]] = Field(
         default_factory=list, max_length=40
     )
@@ -111,14 +112,14 @@ class OfferChanges(BaseModel):
     never goes below the schools already encordés."""
 
     model_config = ConfigDict(extra="forbid")
-    capacity: int = Field(default=None, ge=1, le=1000, json_schema_extra=_omittable)
+    capacity: Int = Field(default=None, ge=1, le=1000, json_schema_extra=_omittable)
     levels: list[Level] = Field(
         default=None, min_length=1, max_length=5, json_schema_extra=_omittable
     )
     thematics: list[Thematic] = Field(
         default=None, min_length=1, max_length=len(Thematic), json_schema_extra=_omittable
     )
-    max_distance_km: float | None = Field(default=None, gt=0, le=1000)
+    max_distance_km: Float | None = Field(default=None, gt=0, le=1000)
     academies: list[Annotated[str, Field(max_length=2, pattern=_ACADEMIE)]] = Field(
         default=None, max_length=40, json_schema_extra=_omittable
     )
@@ -155,7 +156,7 @@ class NewMatchRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     school_year: str = Field(max_length=9, pattern=_SCHOOL_YEAR, examples=["2026-2027"])
     thematics: list[Thematic] = Field(default_factory=list, max_length=len(Thematic))
-    max_distance_km: float | None = Field(default=None, gt=0, le=1000)
+    max_distance_km: Float | None = Field(default=None, gt=0, le=1000)
 
     _year = field_validator("school_year")(_school_year)
 
@@ -260,7 +261,7 @@ class CampaignScope(BaseModel):
         default=None, max_length=3, pattern=_DEPARTEMENT, examples=["94"]
     )
     academie: str | None = Field(default=None, max_length=2, pattern=_ACADEMIE, examples=["24"])
-    dry_run: bool = Field(
+    dry_run: Bool = Field(
         default=False, description="Show the optimum and the moves it would make; change nothing"
     )
 

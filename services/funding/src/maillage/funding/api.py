@@ -33,6 +33,7 @@ from maillage.common.auth import Caller, require_role
 from maillage.common.db import transaction
 from maillage.common.geography import DEPARTEMENT_PATTERN
 from maillage.common.http import Pool
+from maillage.common.kinds import Bool, Int
 from maillage.funding import domain, exports, store, usecases
 from maillage.funding.domain import MAX_AMOUNT_CENTS, Role
 
@@ -51,9 +52,9 @@ AuditReader = Annotated[Caller, require_role(Role.ORDONNATEUR, Role.OPERATOR, Ro
 Anyone = Annotated[Caller, require_role("partner", "school", *domain.STAFF_ROLES)]
 
 _DEPARTEMENT = DEPARTEMENT_PATTERN
-Cents = Annotated[int, Field(ge=0, le=MAX_AMOUNT_CENTS, description="Euro cents")]
-PositiveCents = Annotated[int, Field(ge=1, le=MAX_AMOUNT_CENTS, description="Euro cents")]
-Year = Annotated[int, Field(ge=2000, le=2100)]
+Cents = Annotated[Int, Field(ge=0, le=MAX_AMOUNT_CENTS, description="Euro cents")]
+PositiveCents = Annotated[Int, Field(ge=1, le=MAX_AMOUNT_CENTS, description="Euro cents")]
+Year = Annotated[Int, Field(ge=2000, le=2100)]
 _IDEMPOTENT = {"parameters": [idempotency.OPENAPI_PARAMETER]}
 _CONTROL = frozenset(chr(code) for code in (*range(0x20), 0x7F)) - {"\t", "\n", "\r"}
 
@@ -126,7 +127,7 @@ class NewConvention(BaseModel):
     yearly_amounts_cents: list[PositiveCents] = Field(min_length=1, max_length=domain.MAX_YEARS)
     budget_cents: PositiveCents = Field(description="The action's whole budget, euro cents")
     cofinancements: list[Cofinancement] = Field(default_factory=list, max_length=50)
-    advance_percent: int = Field(
+    advance_percent: Int = Field(
         default=domain.DEFAULT_ADVANCE_PERCENT, ge=0, le=domain.MAX_ADVANCE_PERCENT
     )
 
@@ -216,7 +217,7 @@ class Signature(BaseModel):
         max_length=10, pattern=r"^[0-9]{10}$", description="Chorus engagement juridique"
     )
     signed_on: date
-    declares_no_interest: bool = Field(
+    declares_no_interest: Bool = Field(
         description="The signer declares no interest in the beneficiary (must be true)"
     )
 
@@ -228,7 +229,7 @@ class Ending(BaseModel):
 
 class Approval(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    declares_no_interest: bool = Field(
+    declares_no_interest: Bool = Field(
         description="The approver declares no interest in the beneficiary (must be true)"
     )
 
@@ -262,7 +263,7 @@ class NewReport(BaseModel):
 
 class ReportDecision(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    accept: bool
+    accept: Bool
     remarks: Text | None = Field(default=None, max_length=2000)
 
 

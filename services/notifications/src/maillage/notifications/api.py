@@ -33,6 +33,7 @@ from maillage.common.auth import Caller, CurrentCaller
 from maillage.common.catalog import catalog
 from maillage.common.db import transaction
 from maillage.common.http import Pool
+from maillage.common.kinds import Bool, Float
 from maillage.common.problems import Problem
 from maillage.common.ratelimit import RATE_LIMITED_RESPONSE, rate_limited
 from maillage.notifications import domain, mail, signing, ssrf, store
@@ -164,7 +165,7 @@ class WebhookEndpointPage(BaseModel):
 
 class SecretRotation(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    overlap_hours: float = Field(
+    overlap_hours: Float = Field(
         default=signing.DEFAULT_ROTATION_OVERLAP.total_seconds() / 3600,
         ge=0,
         le=MAX_ROTATION_OVERLAP_HOURS,
@@ -218,12 +219,12 @@ class Preference(BaseModel):
 
 class PreferenceChange(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    webhook: bool
-    email: bool
+    webhook: Bool
+    email: Bool
 
 
 class PartnerSettings(BaseModel):
-    stage_offers_within_km: float | None = Field(
+    stage_offers_within_km: Float | None = Field(
         gt=0,
         le=200,
         description="Schools: hear of new stage de 3e offers within this distance (km); null: none",

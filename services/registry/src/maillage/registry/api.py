@@ -40,6 +40,7 @@ from maillage.common.catalog import (
 from maillage.common.db import transaction
 from maillage.common.events import Level
 from maillage.common.http import Pool
+from maillage.common.kinds import Float
 from maillage.common.outbox import publish
 from maillage.common.problems import Problem
 from maillage.common.ratelimit import (
@@ -76,8 +77,8 @@ class Territory(BaseModel):
     )
     commune_name: str | None = Field(default=None, max_length=200, pattern=_TEXT)
     departement: str | None = Field(default=None, max_length=3, pattern=_DEPARTEMENT)
-    latitude: float | None = Field(default=None, ge=-90, le=90)
-    longitude: float | None = Field(default=None, ge=-180, le=180)
+    latitude: Float | None = Field(default=None, ge=-90, le=90)
+    longitude: Float | None = Field(default=None, ge=-180, le=180)
     cites_educatives: list[Annotated[str, Field(max_length=200, pattern=_TEXT)]] = Field(
         default_factory=list, max_length=20
     )
@@ -121,8 +122,8 @@ class PartnerChanges(BaseModel):
     commune_code: str | None = Field(default=None, max_length=10)
     commune_name: str | None = Field(default=None, max_length=200, pattern=_TEXT)
     departement: str | None = Field(default=None, max_length=3, pattern=_DEPARTEMENT)
-    latitude: float | None = Field(default=None, ge=-90, le=90)
-    longitude: float | None = Field(default=None, ge=-180, le=180)
+    latitude: Float | None = Field(default=None, ge=-90, le=90)
+    longitude: Float | None = Field(default=None, ge=-180, le=180)
     cites_educatives: list[Annotated[str, Field(max_length=200, pattern=_TEXT)]] = Field(
         default=None, max_length=20, json_schema_extra=_omittable
     )

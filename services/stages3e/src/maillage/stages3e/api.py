@@ -44,6 +44,7 @@ from maillage.common import idempotency, pagination
 from maillage.common.auth import Caller, CurrentCaller, require_role
 from maillage.common.db import transaction
 from maillage.common.http import Pool, ReadConnection
+from maillage.common.kinds import Bool, Float, Int
 from maillage.common.problems import Problem
 from maillage.common.ratelimit import RATE_LIMITED_RESPONSE, TokenBucket
 from maillage.stages3e import domain, store, usecases
@@ -106,8 +107,8 @@ class WeekSeatsIn(BaseModel):
     week: str = Field(
         max_length=8, pattern=_WEEK, examples=["2027-W05"], description="ISO week (week-year)"
     )
-    seats: int = Field(ge=1, le=domain.MAX_SEATS_PER_WEEK)
-    reserved: int = Field(default=0, ge=0, le=domain.MAX_SEATS_PER_WEEK)
+    seats: Int = Field(ge=1, le=domain.MAX_SEATS_PER_WEEK)
+    reserved: Int = Field(default=0, ge=0, le=domain.MAX_SEATS_PER_WEEK)
 
 
 class NewOffer(BaseModel):
@@ -127,12 +128,12 @@ class NewOffer(BaseModel):
         description="Code commune INSEE",
     )
     commune_name: str | None = Field(default=None, max_length=100)
-    latitude: float | None = Field(default=None, ge=-90, le=90)
-    longitude: float | None = Field(default=None, ge=-180, le=180)
+    latitude: Float | None = Field(default=None, ge=-90, le=90)
+    longitude: Float | None = Field(default=None, ge=-180, le=180)
     daily_hours: str | None = Field(default=None, max_length=200, examples=["9h-12h, 14h-17h"])
-    accessible: bool = Field(default=False, description="Open to pupils with a disability")
+    accessible: Bool = Field(default=False, description="Open to pupils with a disability")
     accessibility: str | None = Field(default=None, max_length=1000)
-    max_candidates: int | None = Field(
+    max_candidates: Int | None = Field(
         default=None, ge=1, le=10_000, description="Live applications over the whole offer"
     )
     weeks: list[WeekSeatsIn] = Field(min_length=1, max_length=domain.MAX_WEEKS)
