@@ -286,3 +286,47 @@ def test_mail_templates_keep_a_non_breaking_space_before_double_punctuation() ->
         for match in PLAIN_SPACE_BEFORE_PUNCTUATION.finditer(path.read_text(encoding="utf-8"))
     ]
     assert offenders == []
+
+
+STATUS_ENUMS = (
+    ("registry", "PartnerStatus"),
+    ("funding", "ConventionStatus"),
+    ("funding", "TrancheStatus"),
+    ("stages3e", "OfferStatus"),
+    ("stages3e", "ApplicationStatus"),
+)
+# Statuses kept as text columns (a CHECK in the migrations) rather than an enum.
+OTHER_STATUSES = (
+    *("open", "closed", "requested", "proposed", "unmatched", "withdrawn", "established"),
+    *("active", "ended"),  # cordées
+    *("filed", "accepted", "changes_requested"),  # funding reports
+)
+
+
+@pytest.mark.parametrize(("service", "name"), STATUS_ENUMS)
+def test_every_status_has_a_french_label(service: str, name: str) -> None:
+    """A French text names a status by its label ("au statut vérifié"), never by its code."""
+    enum = getattr(importlib.import_module(f"maillage.{service}.domain"), name)
+    unlabelled = [status.value for status in enum if status.value not in messages.STATUS_LABELS]
+    assert unlabelled == []
+    assert messages.status_label(enum(next(iter(enum)).value)) != next(iter(enum)).value
+
+
+def test_statuses_without_an_enum_and_funding_actions_have_french_labels() -> None:
+    assert [status for status in OTHER_STATUSES if status not in messages.STATUS_LABELS] == []
+    from maillage.funding.domain import ACTION_ROLES
+
+    assert [action for action in ACTION_ROLES if action not in messages.ACTION_LABELS] == []
+    assert messages.status_label("verified") == "vérifié"
+
+
+def test_no_text_names_a_status_by_its_code() -> None:
+    """``statut {status}`` in an f-string shows the English code: ``status_label`` it."""
+    raw = re.compile(r"(statut|état »?|état «) \{(?!status_label|messages\.status_label)")
+    found = [
+        f"{path.relative_to(ROOT)}:{number}"
+        for path in SOURCES
+        for number, line in enumerate(path.read_text().splitlines(), 1)
+        if raw.search(line) or re.search(r"l'état « \{(?!status_label)", line)
+    ]
+    assert found == []

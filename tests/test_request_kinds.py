@@ -16,12 +16,29 @@ from typing import Any
 import pytest
 from fastapi import FastAPI
 from fastapi.routing import APIRoute
-from pydantic import BaseModel, Strict, TypeAdapter, ValidationError
+from hypothesis import given
+from hypothesis import strategies as st
+from pydantic import BaseModel, Field, Strict, TypeAdapter, ValidationError
+from pydantic.fields import FieldInfo
 from test_input_limits import SERVICES, build
 
-from maillage.common.kinds import Bool, Float, Int
+from maillage.common.kinds import (
+    TEXT_CHECKS,
+    Bool,
+    Float,
+    Int,
+    Line,
+    LineOrNone,
+    Prose,
+    ProseOrNone,
+)
+from maillage.common.messages import validation_message
 
 _UNIONS = (typing.Union, types.UnionType)
+_ANY_TEXT = r"^[^\x00]*$"
+# Strings that are not text people read, each checked by its own validator: official
+# identifiers (SIRET, RNA, UAI, code commune, their check digits), URLs (notifications/ssrf.py).
+IDENTIFIERS = frozenset({"siret", "rna", "uai", "commune_code", "url", "url[]"})
 
 
 def body_routes(app: FastAPI) -> Iterator[APIRoute]:
@@ -38,13 +55,20 @@ def body_routes(app: FastAPI) -> Iterator[APIRoute]:
 
 
 def lax_fields(annotation: Any, where: str, metadata: tuple[Any, ...] = ()) -> Iterator[str]:
-    """``"NewConvention.budget_cents: int"``, for each number or boolean not strict."""
+    """``"NewConvention.budget_cents: int"``, for each number or boolean not strict, and
+    ``"Registration.legal_name: str"`` for each free text (no pattern but the NUL one) that does
+    not refuse hidden characters (``kinds.Line``, ``kinds.Prose``)."""
     seen: set[type[BaseModel]] = set()
 
     def visit(kind: Any, where: str, metadata: tuple[Any, ...]) -> Iterator[str]:
         origin = typing.get_origin(kind)
         if origin is typing.Annotated:
             inner, *extra = typing.get_args(kind)
+            extra = [  # Field(...) inside Annotated keeps its constraints in its metadata
+                part
+                for item in extra
+                for part in (item.metadata if isinstance(item, FieldInfo) else [item])
+            ]
             yield from visit(inner, where, (*metadata, *extra))
         elif origin in _UNIONS:
             for option in typing.get_args(kind):
@@ -63,6 +87,13 @@ def lax_fields(annotation: Any, where: str, metadata: tuple[Any, ...] = ()) -> I
             strict = any(isinstance(item, Strict) and item.strict for item in metadata)
             if not strict:
                 yield f"{where}: {kind.__name__}"
+        elif kind is str:
+            checked = any(getattr(item, "func", None) in TEXT_CHECKS for item in metadata)
+            patterns = {
+                getattr(item, "pattern", None) for item in metadata if hasattr(item, "pattern")
+            } - {None, _ANY_TEXT}
+            if not checked and not patterns and where.rsplit(".", 1)[-1] not in IDENTIFIERS:
+                yield f"{where}: str"
 
     return visit(annotation, where, metadata)
 
@@ -116,3 +147,57 @@ def test_the_kinds_keep_their_openapi_types() -> None:
     assert TypeAdapter(Int).json_schema() == {"type": "integer"}
     assert TypeAdapter(Float).json_schema() == {"type": "number"}
     assert TypeAdapter(Bool).json_schema() == {"type": "boolean"}
+
+
+# --- text people read ----------------------------------------------------------------------------
+
+HIDDEN = [
+    *"\u061c\u180e\u200b\u200c\u200d\u200e\u200f\ufeff",
+    *(chr(code) for code in range(0x202A, 0x202F)),
+    *(chr(code) for code in range(0x2060, 0x2065)),
+    *(chr(code) for code in range(0x2066, 0x206A)),
+    *(chr(code) for code in (*range(0x20), *range(0x7F, 0xA0)) if chr(code) not in "\t\n\r"),
+]
+_SHOWN = st.characters(
+    codec="utf-8",
+    exclude_categories=("Cc", "Cs"),
+    exclude_characters="".join(HIDDEN),
+)
+
+
+@given(text=st.text(_SHOWN, max_size=40))
+def test_text_that_shows_as_written_is_taken_as_is(text: str) -> None:
+    assert TypeAdapter(Line).validate_python(text) == text
+    assert TypeAdapter(Prose).validate_python(f"{text}\n\t{text}\r\n") == f"{text}\n\t{text}\r\n"
+
+
+@given(
+    before=st.text(_SHOWN, max_size=20),
+    hidden=st.sampled_from(HIDDEN),
+    after=st.text(_SHOWN, max_size=20),
+)
+def test_a_hidden_character_anywhere_is_refused_in_french(
+    before: str, hidden: str, after: str
+) -> None:
+    for kind in (Line, Prose, LineOrNone, ProseOrNone):
+        with pytest.raises(ValidationError) as refused:
+            TypeAdapter(kind).validate_python(before + hidden + after)
+        [error] = refused.value.errors()
+        assert error["type"] == "string_hidden_character"
+        assert f"U+{ord(hidden):04X}" in validation_message(error)
+        assert "caractère invisible ou de contrôle" in validation_message(error)
+
+
+@given(line=st.text(_SHOWN, max_size=10), separator=st.sampled_from(["\t", "\n", "\r"]))
+def test_one_line_refuses_tab_and_newline(line: str, separator: str) -> None:
+    with pytest.raises(ValidationError):
+        TypeAdapter(Line).validate_python(line + separator + line)
+
+
+def test_lengths_stay_string_lengths_on_optional_text() -> None:
+    class Body(BaseModel):
+        name: LineOrNone = Field(default=None, max_length=3)
+
+    with pytest.raises(ValidationError) as refused:
+        Body.model_validate({"name": "abcd"})
+    assert refused.value.errors()[0]["type"] == "string_too_long"

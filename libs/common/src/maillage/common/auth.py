@@ -40,6 +40,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from maillage.common.geography import MAX_DEPARTEMENTS, is_departement_code
 from maillage.common.logging import get_logger
+from maillage.common.messages import status_label
 from maillage.common.problems import Problem
 
 log = get_logger(__name__)
@@ -287,7 +288,8 @@ async def check_standing(request: Request, caller: Caller) -> None:
             403,
             "partner_not_in_good_standing",
             "Partenaire suspendu",
-            detail=f"Le partenaire {caller.partner_id} est au statut {status} : il ne peut "
+            detail=f"Le partenaire {caller.partner_id} est au statut {status_label(status)} : il "
+            "ne peut "
             "rien modifier.",
             partner_status=status,
         )

@@ -43,6 +43,77 @@ def status_title(status: int) -> str:
     )
 
 
+# A status code (an English identifier, kept as is in the problem's own fields) → how a French
+# text names it. The labels qualify « statut » or « état » (masculine): « au statut vérifié ».
+STATUS_LABELS: Mapping[str, str] = {
+    # registry: partners
+    "pending": "en attente de vérification",
+    "verified": "vérifié",
+    "rejected": "refusé",
+    "suspended": "suspendu",
+    # cordées: offers, match requests, pairings
+    "open": "ouvert",
+    "requested": "demandé",
+    "proposed": "proposé",
+    "unmatched": "sans proposition",
+    "established": "encordé",
+    "active": "actif",
+    "ended": "terminé",
+    # stages de 3e: offers, applications
+    "published": "publié",
+    "unpublished": "dépublié",
+    "submitted": "envoyé",
+    "confirmed": "confirmé",
+    "declined": "décliné",
+    "expired": "expiré",
+    # several
+    "withdrawn": "retiré",
+    "closed": "clos",
+    "cancelled": "annulé",
+    "accepted": "accepté",
+    # funding: conventions, tranches, reports
+    "draft": "brouillon",
+    "instructing": "en instruction",
+    "programmed": "programmé",
+    "signed": "signé",
+    "planned": "prévu",
+    "instructed": "instruit",
+    "approved": "approuvé",
+    "paid": "payé",
+    "filed": "déposé",
+    "changes_requested": "à compléter",
+}
+ACTION_LABELS: Mapping[str, str] = {
+    "open_envelope": "ouvrir l'enveloppe",
+    "record": "enregistrer",
+    "instruct": "instruire",
+    "programme": "programmer",
+    "sign": "signer",
+    "cancel": "annuler",
+    "close": "clore",
+    "approve": "approuver",
+    "reject": "rejeter",
+    "pay": "payer",
+    "receive_reversement": "enregistrer le reversement",
+    "accept_report": "accepter le compte-rendu",
+    "return_report": "renvoyer le compte-rendu",
+    "request": "demander",
+    "file_report": "déposer le compte-rendu",
+}
+
+
+def status_label(status: object) -> str:
+    """« vérifié » for ``verified``: how a French text names a status (issue: a detail read
+    "au statut verified"). The code itself goes into the problem's own field, unchanged."""
+    code = str(getattr(status, "value", status))
+    return STATUS_LABELS.get(code, code)
+
+
+def action_label(action: str) -> str:
+    """« payer » for ``pay``: how a French text names a funding action."""
+    return ACTION_LABELS.get(action, action)
+
+
 def _choices(context: Mapping[str, Any]) -> str:
     # pydantic writes its choices "'a', 'b' or 'c'".
     return str(context.get("expected", "")).replace(" or ", " ou ")
@@ -73,6 +144,10 @@ _VALIDATION: Mapping[str, Callable[[Mapping[str, Any]], str]] = {
     ),
     "string_too_long": lambda c: (
         f"Au plus {_plural(c.get('max_length'), 'caractère', 'caractères')}."
+    ),
+    "string_hidden_character": lambda c: (
+        f"Le texte contient un caractère invisible ou de contrôle ({c.get('character')}) : "
+        "retirez-le."
     ),
     "string_pattern_mismatch": lambda c: f"Le format n'est pas celui attendu ({c.get('pattern')}).",
     "too_short": lambda c: f"Au moins {_plural(c.get('min_length'), 'élément', 'éléments')}.",

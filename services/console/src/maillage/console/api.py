@@ -271,7 +271,7 @@ async def home(request: Request) -> HTMLResponse:
 
 # --- operators: partners -------------------------------------------------------------------------
 
-PENDING_SCAN_PAGES = 10  # x 100 partners: the registry has no status filter yet
+PENDING_SCAN_PAGES = 10  # x 100 pending partners (the registry filters them: status=pending)
 
 
 async def partners(request: Request) -> HTMLResponse:
@@ -282,7 +282,7 @@ async def partners(request: Request) -> HTMLResponse:
     error: Refused | None = None
     try:
         for _ in range(PENDING_SCAN_PAGES):
-            params = {"limit": 100, **({"cursor": cursor} if cursor else {})}
+            params = {"status": "pending", "limit": 100, **({"cursor": cursor} if cursor else {})}
             found = await _call(request, session, "registry", "GET", "/partners", params=params)
             pending += [p for p in found["items"] if p.get("status") == "pending"]
             cursor = found.get("next_cursor")

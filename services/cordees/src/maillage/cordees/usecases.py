@@ -27,6 +27,7 @@ from maillage.common.catalog import (
     PairingEstablished,
     PartnerFacts,
 )
+from maillage.common.messages import status_label
 from maillage.common.outbox import publish
 from maillage.common.problems import Problem
 from maillage.cordees import domain, matcher, store
@@ -127,8 +128,8 @@ def proposal_moved(status: str) -> Problem:
         "proposal_moved",
         "Proposition déplacée",
         detail="Cette demande ne vous est plus proposée : elle a été proposée ailleurs, ou attend "
-        f"une place (statut {status}), pour que les places servent l'objectif national "
-        f"({matcher.OBJECTIVE_TEXT}).",
+        f"une place (statut {status_label(status)}), pour que les places servent l'objectif "
+        f"national ({matcher.OBJECTIVE_TEXT}).",
         request_status=status,
     )
 
@@ -138,7 +139,8 @@ def not_proposed(status: str) -> Problem:
         409,
         "not_proposed",
         "Pas proposée à votre offre",
-        detail=f"La demande a le statut {status} : elle n'est plus proposée à cette offre.",
+        detail=f"La demande a le statut {status_label(status)} : elle n'est plus proposée à "
+        "cette offre.",
         request_status=status,
     )
 
@@ -148,7 +150,7 @@ def not_withdrawable(status: str) -> Problem:
         409,
         "not_withdrawable",
         "Retrait impossible",
-        detail=f"La demande a le statut {status}.",
+        detail=f"La demande a le statut {status_label(status)}.",
         request_status=status,
     )
 
@@ -185,8 +187,8 @@ async def _acting_partner(
         raise forbidden(f"Votre partenaire n'est pas connu ici comme {what}.")
     if partner["status"] != "verified":
         raise forbidden(
-            f"Votre partenaire a le statut {partner['status']} : seuls les partenaires vérifiés "
-            "agissent."
+            f"Votre partenaire a le statut {status_label(partner['status'])} : seuls les "
+            "partenaires vérifiés agissent."
         )
     return partner
 

@@ -26,14 +26,14 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import Response
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from maillage.common import idempotency, pagination
 from maillage.common.auth import Caller, require_role
 from maillage.common.db import transaction
 from maillage.common.geography import DEPARTEMENT_PATTERN
 from maillage.common.http import Pool
-from maillage.common.kinds import Bool, Int
+from maillage.common.kinds import Bool, Int, Line, LineOrNone, Prose, ProseOrNone
 from maillage.funding import domain, exports, store, usecases
 from maillage.funding.domain import MAX_AMOUNT_CENTS, Role
 
@@ -56,17 +56,6 @@ Cents = Annotated[Int, Field(ge=0, le=MAX_AMOUNT_CENTS, description="Euro cents"
 PositiveCents = Annotated[Int, Field(ge=1, le=MAX_AMOUNT_CENTS, description="Euro cents")]
 Year = Annotated[Int, Field(ge=2000, le=2100)]
 _IDEMPOTENT = {"parameters": [idempotency.OPENAPI_PARAMETER]}
-_CONTROL = frozenset(chr(code) for code in (*range(0x20), 0x7F)) - {"\t", "\n", "\r"}
-
-
-def _plain_text(value: str) -> str:
-    """PostgreSQL keeps no NUL, and no one types other control characters: refused (422)."""
-    if not _CONTROL.isdisjoint(value):
-        raise ValueError("Le texte contient un caractère de contrôle : retirez-le.")
-    return value
-
-
-Text = Annotated[str, AfterValidator(_plain_text)]
 
 
 # --- models --------------------------------------------------------------------------------------
@@ -106,7 +95,7 @@ class Cofinancement(BaseModel):
     the convention's events) or another financer named only."""
 
     model_config = ConfigDict(extra="forbid")
-    name: Text = Field(min_length=1, max_length=200, examples=["Ville d'Orly"])
+    name: Line = Field(min_length=1, max_length=200, examples=["Ville d'Orly"])
     partner_id: uuid.UUID | None = None
     amount_cents: PositiveCents
 
@@ -119,10 +108,10 @@ class NewConvention(BaseModel):
     model_config = ConfigDict(extra="forbid")
     beneficiary_partner_id: uuid.UUID
     departement: str = Field(max_length=3, pattern=_DEPARTEMENT, examples=["94"])
-    object: Text = Field(
+    object: Prose = Field(
         min_length=1, max_length=256, description="Objet (at most 256 characters, as SCDL)"
     )
-    cite_educative: Text | None = Field(default=None, min_length=1, max_length=200)
+    cite_educative: LineOrNone = Field(default=None, min_length=1, max_length=200)
     first_year: Year
     yearly_amounts_cents: list[PositiveCents] = Field(min_length=1, max_length=domain.MAX_YEARS)
     budget_cents: PositiveCents = Field(description="The action's whole budget, euro cents")
@@ -224,7 +213,7 @@ class Signature(BaseModel):
 
 class Ending(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    reason: Text = Field(min_length=1, max_length=2000)
+    reason: Prose = Field(min_length=1, max_length=2000)
 
 
 class Approval(BaseModel):
@@ -236,19 +225,19 @@ class Approval(BaseModel):
 
 class Rejection(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    reason: Text = Field(min_length=1, max_length=2000)
+    reason: Prose = Field(min_length=1, max_length=2000)
 
 
 class Payment(BaseModel):
     model_config = ConfigDict(extra="forbid")
     paid_on: date
     amount_cents: PositiveCents
-    payment_reference: Text = Field(min_length=1, max_length=100)
+    payment_reference: Line = Field(min_length=1, max_length=100)
 
 
 class ReportLine(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    budget_line: Text = Field(min_length=1, max_length=200, examples=["Frais de personnel"])
+    budget_line: Line = Field(min_length=1, max_length=200, examples=["Frais de personnel"])
     spent_cents: Cents
 
 
@@ -258,19 +247,19 @@ class NewReport(BaseModel):
     model_config = ConfigDict(extra="forbid")
     year: Year
     lines: list[ReportLine] = Field(min_length=1, max_length=100)
-    achievements: Text = Field(min_length=1, max_length=10_000)
+    achievements: Prose = Field(min_length=1, max_length=10_000)
 
 
 class ReportDecision(BaseModel):
     model_config = ConfigDict(extra="forbid")
     accept: Bool
-    remarks: Text | None = Field(default=None, max_length=2000)
+    remarks: ProseOrNone = Field(default=None, max_length=2000)
 
 
 class Interest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     partner_id: uuid.UUID
-    staff_subject: Text | None = Field(
+    staff_subject: LineOrNone = Field(
         default=None, min_length=1, max_length=200, description="Operators: another staff member"
     )
 

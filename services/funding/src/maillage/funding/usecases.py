@@ -38,6 +38,7 @@ from maillage.common.catalog import (
     TrancheRejected,
     TrancheRequested,
 )
+from maillage.common.messages import action_label, status_label
 from maillage.common.outbox import publish
 from maillage.common.problems import Problem
 from maillage.funding import audit, domain, store
@@ -124,7 +125,8 @@ def not_allowed(kind: str, error: domain.NotAllowed) -> Problem:
         409,
         f"{kind}_status",
         "Action impossible dans cet état",
-        detail=f"{what} est à l'état « {error.status} » : « {error.action} » n'est pas possible.",
+        detail=f"{what} est à l'état « {status_label(error.status)} » : "
+        f"« {action_label(error.action)} » n'est pas possible.",
         status_now=error.status,
     )
 
@@ -246,7 +248,7 @@ def report_status(status: str) -> Problem:
         409,
         "report_status",
         "Action impossible dans cet état",
-        detail=f"Le compte-rendu est à l'état « {status} ».",
+        detail=f"Le compte-rendu est à l'état « {status_label(status)} ».",
         status_now=status,
     )
 

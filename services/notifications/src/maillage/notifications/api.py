@@ -33,7 +33,7 @@ from maillage.common.auth import Caller, CurrentCaller
 from maillage.common.catalog import catalog
 from maillage.common.db import transaction
 from maillage.common.http import Pool
-from maillage.common.kinds import Bool, Float
+from maillage.common.kinds import LINE_CHECK, Bool, Float, LineOrNone
 from maillage.common.problems import Problem
 from maillage.common.ratelimit import RATE_LIMITED_RESPONSE, rate_limited
 from maillage.notifications import domain, mail, signing, ssrf, store
@@ -82,6 +82,7 @@ EventType = Annotated[
         pattern=_TEXT,
         examples=["fr.maillage.funding.tranche.approved.v1"],
     ),
+    LINE_CHECK,
 ]
 
 
@@ -100,7 +101,7 @@ class NewWebhookEndpoint(BaseModel):
         max_length=len(catalog.events),
         description=f"{_EVENT_TYPES} to receive; empty (the default): every type",
     )
-    description: str | None = Field(
+    description: LineOrNone = Field(
         default=None, max_length=500, pattern=_TEXT, examples=["ERP de production"]
     )
 
@@ -123,7 +124,7 @@ class WebhookEndpointChanges(BaseModel):
         description=f"{_EVENT_TYPES}; empty: every type",
         json_schema_extra=_omittable,
     )
-    description: str | None = Field(default=None, max_length=500, pattern=_TEXT)
+    description: LineOrNone = Field(default=None, max_length=500, pattern=_TEXT)
 
 
 class WebhookEndpoint(BaseModel):

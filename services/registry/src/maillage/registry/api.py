@@ -40,7 +40,8 @@ from maillage.common.catalog import (
 from maillage.common.db import transaction
 from maillage.common.events import Level
 from maillage.common.http import Pool
-from maillage.common.kinds import Float
+from maillage.common.kinds import LINE_CHECK, Float, Line, LineOrNone, Prose, ProseOrNone
+from maillage.common.messages import status_label
 from maillage.common.outbox import publish
 from maillage.common.problems import Problem
 from maillage.common.ratelimit import (
@@ -61,27 +62,30 @@ _EMAIL = r"^[^@\s\x00]+@[^@\s\x00]+\.[^@\s\x00]+$"
 _DEPARTEMENT = r"^(0[1-9]|[1-8][0-9]|9[0-5]|2A|2B|97[1-6])$"
 
 
+CiteEducative = Annotated[str, Field(max_length=200, pattern=_TEXT), LINE_CHECK]
+
+
 class Contact(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    name: str = Field(min_length=1, max_length=200, pattern=_TEXT, examples=["Camille Martin"])
-    role: str = Field(min_length=1, max_length=200, pattern=_TEXT, examples=["Principale adjointe"])
-    email: str = Field(max_length=320, pattern=_EMAIL, examples=["camille.martin@ac-creteil.fr"])
+    name: Line = Field(min_length=1, max_length=200, pattern=_TEXT, examples=["Camille Martin"])
+    role: Line = Field(
+        min_length=1, max_length=200, pattern=_TEXT, examples=["Principale adjointe"]
+    )
+    email: Line = Field(max_length=320, pattern=_EMAIL, examples=["camille.martin@ac-creteil.fr"])
     phone: str | None = Field(default=None, max_length=40, pattern=r"^\+?[0-9 .()-]{6,40}$")
 
 
 class Territory(BaseModel):
-    address: str | None = Field(default=None, max_length=300, pattern=_TEXT)
+    address: ProseOrNone = Field(default=None, max_length=300, pattern=_TEXT)
     postal_code: str | None = Field(default=None, max_length=5, pattern=r"^[0-9]{5}$")
     commune_code: str | None = Field(
         default=None, max_length=10, description="Code commune INSEE (94054 Orly)"
     )
-    commune_name: str | None = Field(default=None, max_length=200, pattern=_TEXT)
+    commune_name: LineOrNone = Field(default=None, max_length=200, pattern=_TEXT)
     departement: str | None = Field(default=None, max_length=3, pattern=_DEPARTEMENT)
     latitude: Float | None = Field(default=None, ge=-90, le=90)
     longitude: Float | None = Field(default=None, ge=-180, le=180)
-    cites_educatives: list[Annotated[str, Field(max_length=200, pattern=_TEXT)]] = Field(
-        default_factory=list, max_length=20
-    )
+    cites_educatives: list[CiteEducative] = Field(default_factory=list, max_length=20)
     programmes: list[Programme] = Field(default_factory=list, max_length=20)
 
 
@@ -95,7 +99,7 @@ class Registration(Territory):
 
     model_config = ConfigDict(extra="forbid")
     kind: PartnerKind
-    legal_name: str = Field(min_length=1, max_length=300, pattern=_TEXT)
+    legal_name: Line = Field(min_length=1, max_length=300, pattern=_TEXT)
     siret: str | None = Field(
         default=None, max_length=20, description="14 digits; required by kind"
     )
@@ -114,17 +118,17 @@ class PartnerChanges(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     # Not null, yet optional: the default is never validated, and not documented.
-    legal_name: str = Field(
+    legal_name: Line = Field(
         default=None, min_length=1, max_length=300, pattern=_TEXT, json_schema_extra=_omittable
     )
-    address: str | None = Field(default=None, max_length=300, pattern=_TEXT)
+    address: ProseOrNone = Field(default=None, max_length=300, pattern=_TEXT)
     postal_code: str | None = Field(default=None, max_length=5, pattern=r"^[0-9]{5}$")
     commune_code: str | None = Field(default=None, max_length=10)
-    commune_name: str | None = Field(default=None, max_length=200, pattern=_TEXT)
+    commune_name: LineOrNone = Field(default=None, max_length=200, pattern=_TEXT)
     departement: str | None = Field(default=None, max_length=3, pattern=_DEPARTEMENT)
     latitude: Float | None = Field(default=None, ge=-90, le=90)
     longitude: Float | None = Field(default=None, ge=-180, le=180)
-    cites_educatives: list[Annotated[str, Field(max_length=200, pattern=_TEXT)]] = Field(
+    cites_educatives: list[CiteEducative] = Field(
         default=None, max_length=20, json_schema_extra=_omittable
     )
     programmes: list[Programme] = Field(default=None, max_length=20, json_schema_extra=_omittable)
@@ -168,7 +172,7 @@ class PartnerPage(BaseModel):
 
 class StatusChange(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    reason: str = Field(min_length=3, max_length=2000, pattern=_TEXT)
+    reason: Prose = Field(min_length=3, max_length=2000, pattern=_TEXT)
 
 
 class HistoryEntry(BaseModel):
@@ -508,6 +512,10 @@ async def list_partners(
         str | None, Query(max_length=10, pattern=_TEXT, description="Code commune INSEE")
     ] = None,
     programme: Programme | None = None,
+    status: Annotated[
+        PartnerStatus | None,
+        Query(description="Operators' queue: `pending`, the registrations still to check"),
+    ] = None,
     education_prioritaire: Annotated[
         str | None, Query(max_length=4, pattern=r"^(REP|REP\+)$")
     ] = None,
@@ -528,6 +536,7 @@ async def list_partners(
         text=q,
         after=pagination.decode_cursor(cursor),
         limit=limit + 1,
+        status=status.value if status else None,
     )
     page, more = rows[:limit], len(rows) > limit
     levels = {p["id"]: await _caller_clearance(pool, caller, p["id"]) for p in page}
@@ -667,8 +676,8 @@ async def change_status(
                 409,
                 "invalid_transition",
                 "Impossible depuis ce statut",
-                detail=f"Un partenaire au statut {current.value} ne peut pas passer au statut "
-                f"{target.value}.",
+                detail=f"Un partenaire au statut {status_label(current)} ne peut pas passer au "
+                f"statut {status_label(target)}.",
                 partner_status=current.value,
             )
         partner = await store.change_status(
@@ -735,7 +744,7 @@ async def get_history(
 
 class ClaimCode(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    code: str = Field(
+    code: Line = Field(
         min_length=1,
         max_length=32,
         pattern=_TEXT,
@@ -819,7 +828,7 @@ credentials = APIRouter(tags=["credentials"])
 
 class NewClient(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    name: str = Field(min_length=1, max_length=100, pattern=_TEXT, examples=["Connecteur ERP"])
+    name: Line = Field(min_length=1, max_length=100, pattern=_TEXT, examples=["Connecteur ERP"])
 
 
 class Client(BaseModel):

@@ -109,8 +109,10 @@ async def list_partners(
     text: str | None,
     after: tuple[datetime, uuid.UUID] | None,
     limit: int,
+    status: str | None = None,
 ) -> list[dict[str, Any]]:
-    """Partners matching every given filter, oldest first, from after the cursor."""
+    """Partners matching every given filter, oldest first, from after the cursor (a status:
+    index ``partners_status_created_idx``)."""
     rows = await connection.fetch(
         f"""
         SELECT {PARTNER_COLUMNS} FROM partners
@@ -122,6 +124,7 @@ async def list_partners(
           AND ($6::text IS NULL
                OR legal_name ILIKE '%' || $6 || '%' OR commune_name ILIKE '%' || $6 || '%')
           AND ($7::timestamptz IS NULL OR (created_at, id) > ($7, $8::uuid))
+          AND ($10::text IS NULL OR status = $10)
         ORDER BY created_at, id
         LIMIT $9
         """,  # noqa: S608
@@ -134,6 +137,7 @@ async def list_partners(
         after[0] if after else None,
         after[1] if after else None,
         limit,
+        status,
     )
     return [p for p in map(_partner, rows) if p is not None]
 

@@ -48,6 +48,7 @@ from maillage.common.catalog import (
     SchoolClaimCodeSealed,
     school_claim_seal_context,
 )
+from maillage.common.messages import status_label
 from maillage.common.outbox import publish
 from maillage.common.problems import Problem
 from maillage.common.sealing import SealingKey
@@ -84,7 +85,8 @@ def _not_pending(status: str) -> Problem:
         409,
         "partner_not_pending",
         "Inscription déjà traitée",
-        detail=f"Cette inscription est au statut {status} : aucun code n'est plus attendu.",
+        detail=f"Cette inscription est au statut {status_label(status)} : aucun code n'est "
+        "plus attendu.",
         partner_status=status,
     )
 

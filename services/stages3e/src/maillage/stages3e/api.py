@@ -44,7 +44,7 @@ from maillage.common import idempotency, pagination
 from maillage.common.auth import Caller, CurrentCaller, require_role
 from maillage.common.db import transaction
 from maillage.common.http import Pool, ReadConnection
-from maillage.common.kinds import Bool, Float, Int
+from maillage.common.kinds import Bool, Float, Int, Line, LineOrNone, Prose, ProseOrNone
 from maillage.common.problems import Problem
 from maillage.common.ratelimit import RATE_LIMITED_RESPONSE, TokenBucket
 from maillage.stages3e import domain, store, usecases
@@ -117,22 +117,22 @@ class NewOffer(BaseModel):
     last Friday of May), not yet begun."""
 
     model_config = ConfigDict(extra="forbid")
-    title: str = Field(min_length=1, max_length=200)
-    description: str = Field(min_length=1, max_length=5000)
+    title: Line = Field(min_length=1, max_length=200)
+    description: Prose = Field(min_length=1, max_length=5000)
     sector: Sector = Field(description="ONISEP GFE sector code (A Agriculture … W Droit)")
-    address: str | None = Field(default=None, max_length=300)
+    address: ProseOrNone = Field(default=None, max_length=300)
     commune_code: str | None = Field(
         default=None,
         max_length=5,
         pattern=r"^([0-9]{5}|2[AB][0-9]{3})$",
         description="Code commune INSEE",
     )
-    commune_name: str | None = Field(default=None, max_length=100)
+    commune_name: LineOrNone = Field(default=None, max_length=100)
     latitude: Float | None = Field(default=None, ge=-90, le=90)
     longitude: Float | None = Field(default=None, ge=-180, le=180)
-    daily_hours: str | None = Field(default=None, max_length=200, examples=["9h-12h, 14h-17h"])
+    daily_hours: LineOrNone = Field(default=None, max_length=200, examples=["9h-12h, 14h-17h"])
     accessible: Bool = Field(default=False, description="Open to pupils with a disability")
-    accessibility: str | None = Field(default=None, max_length=1000)
+    accessibility: ProseOrNone = Field(default=None, max_length=1000)
     max_candidates: Int | None = Field(
         default=None, ge=1, le=10_000, description="Live applications over the whole offer"
     )

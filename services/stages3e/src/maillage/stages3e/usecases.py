@@ -40,6 +40,7 @@ from maillage.common.catalog import (
 )
 from maillage.common.geography import academie_of
 from maillage.common.logging import get_logger
+from maillage.common.messages import status_label
 from maillage.common.outbox import publish
 from maillage.common.problems import Problem
 from maillage.stages3e import domain, store
@@ -75,7 +76,7 @@ def _offer_status_conflict(error: NotAllowed) -> Problem:
         409,
         "offer_status_conflict",
         "Action impossible sur cette offre",
-        detail=f"L'offre a le statut {error.status}.",
+        detail=f"L'offre a le statut {status_label(error.status)}.",
         offer_status=error.status,
     )
 
@@ -85,7 +86,7 @@ def _application_status_conflict(error: NotAllowed) -> Problem:
         409,
         "application_status_conflict",
         "Action impossible sur cette candidature",
-        detail=f"La candidature a le statut {error.status}.",
+        detail=f"La candidature a le statut {status_label(error.status)}.",
         application_status=error.status,
     )
 
@@ -213,8 +214,8 @@ async def _acting_partner(
         raise _forbidden(f"Votre partenaire n'est pas connu ici comme {what}.")
     if partner.status != "verified":
         raise _forbidden(
-            f"Votre partenaire a le statut {partner.status} : seuls les partenaires vérifiés "
-            "agissent."
+            f"Votre partenaire a le statut {status_label(partner.status)} : seuls les "
+            "partenaires vérifiés agissent."
         )
     return partner
 
