@@ -52,7 +52,7 @@ async def test_only_verified_tetes_open_offers(cordees: Cordees) -> None:
         "operator": 403,
         "nowhere": 409,
     }
-    assert "pending" in answers["pending"].json()["detail"]
+    assert "statut en attente de vérification" in answers["pending"].json()["detail"]
     assert answers["nowhere"].json()["code"] == "tete_location_unknown"
     assert anonymous.status_code == 401
     assert await cordees.events("offer.opened.v1") == []

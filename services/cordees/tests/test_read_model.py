@@ -217,7 +217,7 @@ async def test_a_suspended_tete_receives_no_proposal_and_a_suspended_school_cann
     assert second["offer_id"] == far_offer["id"]
     assert all(a["tete_partner_id"] != str(near) for a in second["proposal"]["alternatives"])
     assert refused.status_code == 403
-    assert "suspended" in refused.json()["detail"]
+    assert "suspendu" in refused.json()["detail"]  # French label; the code is a field
 
 
 SAMPLE_REP_PLUS = 12  # REP+ collèges of the Val-de-Marne sample, once the list is applied
