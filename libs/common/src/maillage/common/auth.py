@@ -28,10 +28,11 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import httpx
 import jwt
@@ -54,6 +55,29 @@ SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 PartnerStatusLookup = Callable[[Any, str], Awaitable[str | None]]
 """``app.state.partner_status``: ``(pool, partner_id) -> status`` in the service's own records,
 None for a partner they do not know (yet)."""
+
+
+_STATUS_BY = {
+    "id": "SELECT status FROM partners WHERE id = $1",
+    "partner_id": "SELECT status FROM partners WHERE partner_id = $1",
+}
+
+
+def partners_table_status(id_column: Literal["id", "partner_id"]) -> PartnerStatusLookup:
+    """The lookup every service sets as ``app.state.partner_status``: the ``status`` of its
+    ``partners`` table (the registry's own, or a read model of ``registry.partners``) by
+    ``id_column``; None when unknown or when the token's partner id is not a UUID."""
+    query = _STATUS_BY[id_column]
+
+    async def lookup(connection: Any, partner_id: str) -> str | None:
+        try:
+            key = uuid.UUID(partner_id)
+        except ValueError:
+            return None
+        status: str | None = await connection.fetchval(query, key)
+        return status
+
+    return lookup
 
 
 @dataclass(frozen=True)

@@ -10,10 +10,11 @@ import asyncpg
 from fastapi import FastAPI
 from pydantic import Field
 
+from maillage.common import auth
 from maillage.common.http import create_app
 from maillage.common.inbox import EventConsumer
 from maillage.common.settings import ServiceSettings, service_config
-from maillage.cordees import api, consumers, gauges, matcher, store
+from maillage.cordees import api, consumers, gauges, matcher
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 DESCRIPTION = (
@@ -61,5 +62,6 @@ def create(
         workers=[school_year_end, proposal_expiry],
         gauges=gauges.GAUGES,
     )
-    app.state.partner_status = store.partner_status  # writes refused to suspended partners
+    # writes refused to suspended partners (decision 40)
+    app.state.partner_status = auth.partners_table_status("partner_id")
     return app

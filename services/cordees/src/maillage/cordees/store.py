@@ -78,18 +78,6 @@ async def get_partner(connection: Connection, partner_id: uuid.UUID | str) -> di
     return dict(row) if row else None
 
 
-async def partner_status(connection: Connection, partner_id: str) -> str | None:
-    """The read model's status of a partner; None when unknown (or not a partner id)."""
-    try:
-        key = uuid.UUID(partner_id)
-    except ValueError:
-        return None
-    status: str | None = await connection.fetchval(
-        "SELECT status FROM partners WHERE partner_id = $1", key
-    )
-    return status
-
-
 # --- cordée offers ------------------------------------------------------------------------------
 
 OFFER_COLUMNS = (

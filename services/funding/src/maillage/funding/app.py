@@ -8,9 +8,10 @@ from pathlib import Path
 from fastapi import FastAPI
 from pydantic import Field
 
+from maillage.common import auth
 from maillage.common.http import create_app
 from maillage.common.settings import ServiceSettings, service_config
-from maillage.funding import api, consumers, gauges, store
+from maillage.funding import api, consumers, gauges
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 DESCRIPTION = (
@@ -48,5 +49,6 @@ def create(settings: FundingSettings | None = None) -> FastAPI:
         migrations=MIGRATIONS,
         gauges=gauges.GAUGES,
     )
-    app.state.partner_status = store.partner_status  # writes refused to suspended partners
+    # writes refused to suspended partners (decision 40)
+    app.state.partner_status = auth.partners_table_status("partner_id")
     return app

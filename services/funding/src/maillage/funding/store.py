@@ -54,21 +54,6 @@ async def apply_partner(connection: asyncpg.Connection, facts: dict[str, Any]) -
     return bool(applied)
 
 
-async def partner_status(
-    connection: asyncpg.Connection | asyncpg.Pool, partner_id: str
-) -> str | None:
-    """The read model's status of a partner; None when unknown (or not a partner id). The
-    chassis refuses a suspended partner's writes with it (maillage.common.auth, decision 40)."""
-    try:
-        key = uuid.UUID(partner_id)
-    except ValueError:
-        return None
-    status: str | None = await connection.fetchval(
-        "SELECT status FROM partners WHERE partner_id = $1", key
-    )
-    return status
-
-
 async def get_partner(
     connection: asyncpg.Connection, partner_id: uuid.UUID
 ) -> dict[str, Any] | None:

@@ -13,11 +13,12 @@ import asyncpg
 from fastapi import FastAPI
 from pydantic import Field, SecretStr, model_validator
 
+from maillage.common import auth
 from maillage.common.http import create_app
 from maillage.common.ratelimit import TokenBucket
 from maillage.common.sealing import DEV_PRIVATE_KEY_PEM, OpeningKeys, SealingKeyError
 from maillage.common.settings import ServiceSettings, service_config
-from maillage.notifications import api, consumers, domain, gauges, mail, ssrf, store
+from maillage.notifications import api, consumers, domain, gauges, mail, ssrf
 from maillage.notifications.delivery import DeliveryWorker
 from maillage.notifications.endpoint_warnings import DisableWarningWorker
 from maillage.notifications.mail import MailWorker, SmtpServer, TlsMode
@@ -233,7 +234,8 @@ def create(settings: NotificationsSettings | None = None) -> FastAPI:
     mail.configure(public_base_url=settings.public_base_url)
     consumers.configure(claim_opening=settings.claim_opening)
     app.state.settings = settings
-    app.state.partner_status = store.partner_status  # writes refused to suspended partners
+    # writes refused to suspended partners (decision 40)
+    app.state.partner_status = auth.partners_table_status("id")
     app.state.secret_box = SecretBox(settings.secret_encryption_key.get_secret_value())
     app.state.webhook_resolver = ssrf.system_resolver  # subscription-time DNS (tests replace it)
     app.state.rate_limits = {

@@ -508,18 +508,6 @@ def _location(row: Mapping[str, Any]) -> domain.GeoPoint | None:
     return domain.GeoPoint(row["latitude"], row["longitude"])
 
 
-async def partner_status(
-    connection: asyncpg.Connection | asyncpg.Pool, partner_id: str
-) -> str | None:
-    """The read model's status of a partner; None when unknown (or not a partner id)."""
-    try:
-        key = uuid.UUID(partner_id)
-    except ValueError:
-        return None
-    status: str | None = await connection.fetchval("SELECT status FROM partners WHERE id = $1", key)
-    return status
-
-
 async def known_partners(
     connection: asyncpg.Connection, partner_ids: Collection[uuid.UUID]
 ) -> dict[uuid.UUID, KnownPartner]:

@@ -28,6 +28,7 @@ from maillage.common.auth import (
     CurrentCaller,
     check_standing,
     current_caller,
+    partners_table_status,
     require_role,
 )
 from maillage.common.catalog import (
@@ -217,6 +218,9 @@ def _not_found(partner_id: uuid.UUID) -> Problem:
     )
 
 
+_partner_status = partners_table_status("id")
+
+
 async def _caller_clearance(pool: asyncpg.Pool, caller: Caller, partner_id: str) -> Level:
     verified = False
     if (
@@ -224,7 +228,7 @@ async def _caller_clearance(pool: asyncpg.Pool, caller: Caller, partner_id: str)
         and caller.partner_id != partner_id
         and not caller.roles & domain.STAFF_ROLES
     ):
-        verified = await store.partner_status(pool, caller.partner_id) == PartnerStatus.VERIFIED
+        verified = await _partner_status(pool, caller.partner_id) == PartnerStatus.VERIFIED
     return domain.clearance(
         roles=caller.roles,
         caller_partner_id=caller.partner_id,

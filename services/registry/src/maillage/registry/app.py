@@ -11,11 +11,12 @@ from pathlib import Path
 from fastapi import FastAPI
 from pydantic import Field, SecretStr, model_validator
 
+from maillage.common import auth
 from maillage.common.http import create_app
 from maillage.common.ratelimit import FailureThrottle, TokenBucket
 from maillage.common.sealing import DEV_PRIVATE_KEY_PEM, SealingKey, SealingKeyError, public_pem
 from maillage.common.settings import ServiceSettings, service_config
-from maillage.registry import api, consumers, store, tokens
+from maillage.registry import api, consumers, tokens
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 DESCRIPTION = (
@@ -119,7 +120,8 @@ def create(settings: RegistrySettings | None = None) -> FastAPI:
     )
     app.state.registration_token_lifetime = timedelta(days=settings.registration_token_days)
     app.state.claim_sealing = settings.claim_sealing
-    app.state.partner_status = store.partner_status  # writes refused to suspended partners
+    # writes refused to suspended partners (decision 40)
+    app.state.partner_status = auth.partners_table_status("id")
     app.state.rate_limits = {
         "registration": TokenBucket(rate=settings.registrations_per_minute, per=60),
         "token": TokenBucket(rate=settings.token_requests_per_minute, per=60),

@@ -87,17 +87,6 @@ async def get_partner(
     return _partner(row)
 
 
-async def partner_status(
-    connection: asyncpg.Connection | asyncpg.Pool, partner_id: str
-) -> str | None:
-    try:
-        key = uuid.UUID(partner_id)
-    except ValueError:
-        return None
-    status: str | None = await connection.fetchval("SELECT status FROM partners WHERE id = $1", key)
-    return status
-
-
 async def list_partners(
     connection: asyncpg.Connection | asyncpg.Pool,
     *,

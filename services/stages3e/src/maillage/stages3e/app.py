@@ -10,10 +10,11 @@ import asyncpg
 from fastapi import FastAPI
 from pydantic import Field
 
+from maillage.common import auth
 from maillage.common.http import create_app
 from maillage.common.ratelimit import TokenBucket
 from maillage.common.settings import ServiceSettings, service_config
-from maillage.stages3e import api, consumers, domain, gauges, store, workers
+from maillage.stages3e import api, consumers, domain, gauges, workers
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 DESCRIPTION = (
@@ -69,6 +70,7 @@ def create(settings: Stages3eSettings | None = None) -> FastAPI:
         gauges=gauges.GAUGES,
     )
     app.state.rate_limits = {"writes": TokenBucket(rate=settings.writes_per_minute, per=60)}
-    app.state.partner_status = store.partner_status  # writes refused to suspended partners
+    # writes refused to suspended partners (decision 40)
+    app.state.partner_status = auth.partners_table_status("partner_id")
     app.state.recent_partners = api.RecentPartners(settings.search_partner_seconds)
     return app

@@ -96,18 +96,6 @@ async def get_partner(connection: Connection, partner_id: uuid.UUID) -> KnownPar
     return KnownPartner(**dict(row)) if row else None
 
 
-async def partner_status(connection: Connection, partner_id: str) -> str | None:
-    """The read model's status of a partner; None when unknown (or not a partner id)."""
-    try:
-        key = uuid.UUID(partner_id)
-    except ValueError:
-        return None
-    status: str | None = await connection.fetchval(
-        "SELECT status FROM partners WHERE partner_id = $1", key
-    )
-    return status
-
-
 # --- offers -------------------------------------------------------------------------------------
 
 OFFER_COLUMNS = (
