@@ -58,6 +58,12 @@ async def test_every_page_answers_200_for_its_roles_and_403_for_the_others(
                 response = await browser.get(_path(page, funded))
                 expected = 200 if domain.may_see(frozenset({role}), page) else 403
                 assert response.status_code == expected, (role, page, response.text[:500])
+                if expected == 200 and response.headers["content-type"].startswith("text/html"):
+                    # the page's title is text only (a template once put a whole section in it)
+                    title = re.search(r"<title>(.*?)</title>", response.text, re.S)
+                    assert title is not None, page
+                    assert "<" not in title.group(1), (page, title.group(1))
+                    assert title.group(1).strip().endswith("— Maillage"), (page, title.group(1))
     async with world.browser() as anonymous:
         for page in Page:
             response = await anonymous.get(_path(page, funded))
