@@ -23,7 +23,9 @@ from maillage.common.settings import (
 from maillage.common.telemetry import (
     FORCED,
     failure_span,
+    in_span,
     is_bookkeeping,
+    is_unsampled,
     record_failure,
     sampler_for,
 )
@@ -143,6 +145,67 @@ def test_no_data_statement_is_taken_for_bookkeeping(verb: str, rest: str) -> Non
 def test_is_bookkeeping_takes_anything() -> None:
     assert not is_bookkeeping(None)
     assert not is_bookkeeping(b"BEGIN")
+
+
+# --- unsampled traces: passed on as they are (decision 68) ----------------------------------------
+
+
+@settings(max_examples=200)
+@given(trace_id=trace_ids, span_id=st.integers(1, 2**64 - 1), flags=st.integers(0, 255))
+def test_a_traceparent_is_unsampled_when_its_flags_say_so(
+    trace_id: int, span_id: int, flags: int
+) -> None:
+    headers = {"ce_id": "x", "traceparent": f"00-{trace_id:032x}-{span_id:016x}-{flags:02x}"}
+    assert is_unsampled(headers) == (not flags & 1)
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {},
+        {"traceparent": ""},
+        {"traceparent": f"00-{'0' * 32}-00f067aa0ba902b7-00"},  # invalid trace id
+        {"traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-00"},
+        {"traceparent": "01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00"},  # unknown
+        {"traceparent": "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-00"},  # upper case
+        {"traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00-x"},
+    ],
+)
+def test_what_is_not_a_valid_unsampled_traceparent_takes_the_ordinary_path(
+    headers: dict[str, str],
+) -> None:
+    assert not is_unsampled(headers)
+
+
+def test_in_span_makes_a_non_recording_span_current_and_nothing_else() -> None:
+    span = NonRecordingSpan(
+        SpanContext(0x4BF92F3577B34DA6A3CE929D0E0E4736, 0x00F067AA0BA902B7, is_remote=False)
+    )
+    seen: list[trace.Span] = []
+
+    def handler() -> None:
+        with in_span(span, end_on_exit=True) as current:
+            seen.extend([current, trace.get_current_span()])
+            raise RuntimeError("handler failed")
+
+    with pytest.raises(RuntimeError):
+        handler()
+    assert seen == [span, span]
+    assert trace.get_current_span() is not span
+
+
+def test_in_span_of_a_recorded_span_is_use_span(exported: InMemorySpanExporter) -> None:
+    span = trace.get_tracer("test").start_span("recorded")
+
+    def handler() -> None:
+        with in_span(span, end_on_exit=True):
+            raise RuntimeError("handler failed")
+
+    with pytest.raises(RuntimeError):
+        handler()
+    (finished,) = [s for s in exported.get_finished_spans() if s.name == "recorded"]
+    assert finished.status.status_code == trace.StatusCode.ERROR
+    assert [event.name for event in finished.events] == ["exception"]
 
 
 # --- failure spans, on a provider of the test's own -----------------------------------------------

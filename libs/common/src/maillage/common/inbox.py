@@ -64,7 +64,7 @@ from maillage.common.catalog import catalog as default_catalog
 from maillage.common.events import Catalog, Envelope, Event, EventSpec, Topic, encode_headers
 from maillage.common.kafka_envelope import EnvelopeError, read_attributes
 from maillage.common.logging import get_logger
-from maillage.common.telemetry import failure_span, start_child_span
+from maillage.common.telemetry import failure_span, in_span, start_child_span
 
 log = get_logger(__name__)
 tracer = trace.get_tracer("maillage.inbox")
@@ -338,7 +338,7 @@ class EventConsumer:
             },
         )
         try:
-            with trace.use_span(span):
+            with in_span(span):
                 read = self._read(record)
         except BaseException:
             span.end()
@@ -371,7 +371,7 @@ class EventConsumer:
     async def _apply_alone(self, item: _Pending) -> None:
         """One record in its own transaction, retried; dead-lettered when it cannot be applied."""
         try:
-            with trace.use_span(item.span, end_on_exit=True):
+            with in_span(item.span, end_on_exit=True):
                 await self._apply(item.record, item.envelope, item.event, item.handler, item.span)
         except _DeadLetter as dead:
             await self._dead_letter(item.record, dead)
@@ -411,9 +411,7 @@ class EventConsumer:
                     )
                     handler_started = time.perf_counter()
                     failed_at = len(handled)
-                    with trace.use_span(
-                        item.span, record_exception=False, set_status_on_exception=False
-                    ):
+                    with in_span(item.span, record_exception=False, set_status_on_exception=False):
                         await item.handler(item.event, delivery)
                     handled.append((item, "applied", time.perf_counter() - handler_started))
                     failed_at = _NOT_A_HANDLER
@@ -433,7 +431,7 @@ class EventConsumer:
                 _duplicates.add(1, {"group": self.group, "type": item.envelope.type})
                 item.span.set_attribute("maillage.duplicate", True)
             item.span.set_attribute("maillage.batch.events", len(batch))
-            with trace.use_span(item.span, end_on_exit=True):
+            with in_span(item.span, end_on_exit=True):
                 self._handled(item.record, item.envelope, 1, outcome, seconds + shared)
         return None
 

@@ -49,7 +49,12 @@ from maillage.common.db import CONNECTION_ERRORS
 from maillage.common.events import Catalog, Envelope, Event, encode_headers
 from maillage.common.logging import get_logger
 from maillage.common.problems import Problem
-from maillage.common.telemetry import failure_span, record_failure, start_child_span
+from maillage.common.telemetry import (
+    failure_span,
+    is_unsampled,
+    record_failure,
+    start_child_span,
+)
 
 log = get_logger(__name__)
 tracer = trace.get_tracer("maillage.outbox")
@@ -443,23 +448,29 @@ class OutboxRelay:
         try:
             for row in rows:
                 stored: dict[str, str] = json.loads(row["headers"])
-                span = start_child_span(
-                    tracer,
-                    f"{row['topic']} publish",
-                    propagate.extract(stored),
-                    SpanKind.PRODUCER,
-                    lambda row=row: {  # type: ignore[misc]
-                        "messaging.system": "kafka",
-                        "messaging.operation.type": "publish",
-                        "messaging.destination.name": row["topic"],
-                        "messaging.message.id": str(row["event_id"]),
-                        "messaging.kafka.message.key": row["key"],
-                        "cloudevents.event_type": row["type"],
-                    },
-                )
+                if is_unsampled(stored):
+                    # Nothing of this trace is recorded: the writer's traceparent goes on as it
+                    # is, with no span of the relay's in between (decision 68).
+                    span: trace.Span = trace.INVALID_SPAN
+                    headers = stored
+                else:
+                    span = start_child_span(
+                        tracer,
+                        f"{row['topic']} publish",
+                        propagate.extract(stored),
+                        SpanKind.PRODUCER,
+                        lambda row=row: {  # type: ignore[misc]
+                            "messaging.system": "kafka",
+                            "messaging.operation.type": "publish",
+                            "messaging.destination.name": row["topic"],
+                            "messaging.message.id": str(row["event_id"]),
+                            "messaging.kafka.message.key": row["key"],
+                            "cloudevents.event_type": row["type"],
+                        },
+                    )
+                    headers = {k: v for k, v in stored.items() if k not in TRACE_HEADERS}
+                    propagate.inject(headers, context=trace.set_span_in_context(span))
                 spans.append(span)
-                headers = {k: v for k, v in stored.items() if k not in TRACE_HEADERS}
-                propagate.inject(headers, context=trace.set_span_in_context(span))
                 try:
                     sends.append(
                         await producer.send(

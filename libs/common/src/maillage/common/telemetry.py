@@ -29,7 +29,7 @@ import os
 import random
 import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 
 from opentelemetry import context as otel_context
@@ -164,6 +164,58 @@ def start_child_span(
             )
         )
     return tracer.start_span(name, context=parent, kind=kind, attributes=attributes())
+
+
+class _Current:
+    """Makes a span the current one for a block, nothing else (see :func:`in_span`)."""
+
+    __slots__ = ("_span", "_token")
+
+    def __init__(self, span: trace.Span) -> None:
+        self._span = span
+
+    def __enter__(self) -> trace.Span:
+        self._token = otel_context.attach(trace.set_span_in_context(self._span))
+        return self._span
+
+    def __exit__(self, *_exc: object) -> None:
+        otel_context.detach(self._token)
+
+
+def in_span(
+    span: trace.Span,
+    *,
+    end_on_exit: bool = False,
+    record_exception: bool = True,
+    set_status_on_exception: bool = True,
+) -> AbstractContextManager[trace.Span]:
+    """``trace.use_span`` for a recorded span. A non-recording one (99 events in 100 at the
+    production ratio) records no exception or status and ends as a no-op, so it is only made
+    current, without ``use_span``'s generator: a third of its cost (decision 68)."""
+    if span.is_recording():
+        return trace.use_span(
+            span,
+            end_on_exit=end_on_exit,
+            record_exception=record_exception,
+            set_status_on_exception=set_status_on_exception,
+        )
+    return _Current(span)
+
+
+# A W3C traceparent of version 00 with valid ids: its flags (the last two digits) say whether the
+# trace is sampled.
+_TRACEPARENT = re.compile(r"00-(?!0{32})[0-9a-f]{32}-(?!0{16})[0-9a-f]{16}-([0-9a-f]{2})")
+
+
+def is_unsampled(headers: Mapping[str, str]) -> bool:
+    """True when ``headers`` carry a valid ``traceparent`` of a trace that is not sampled: a
+    component that would only add a non-recording span to it can pass the headers on as they
+    are (the outbox relay, decision 68). False without one, or for anything it cannot read."""
+    value = headers.get("traceparent")
+    if not isinstance(value, str):
+        return False
+    match = _TRACEPARENT.fullmatch(value)
+    return match is not None and not int(match.group(1), 16) & 1
 
 
 def _span_id() -> int:
