@@ -51,6 +51,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import json
 import math
 import os
@@ -91,6 +92,7 @@ from maillage.cli.embedded import (
 )
 from maillage.common.db import create_pool, migrate_service, transaction
 from maillage.common.events import Catalog, Event, Level
+from maillage.common.http import settle_garbage_collector
 from maillage.common.inbox import DeadLetterProducer, Delivery, EventConsumer
 from maillage.common.logging import configure_logging
 from maillage.common.outbox import OutboxRelay, publish
@@ -168,6 +170,7 @@ class Settings:
     faststream_telemetry: bool = False  # what-if: FastStream's telemetry middleware, as it was
     # (c) on a fresh topic (and databases) each round: tansu's fetch cost grows with the topic.
     fresh_topics: bool = True
+    settle_gc: bool = True  # the garbage collector as in a service once started (decision 68)
     # What-if options for the backbone's FastStream subscriber, which attach() does not expose.
     subscriber: dict[str, int] = field(default_factory=dict)
     prefix: str = field(default_factory=lambda: "b" + uuid.uuid4().hex[:9])
@@ -252,16 +255,43 @@ class CpuMeter:
 
     @contextlib.asynccontextmanager
     async def per_event(self, events: int, into: dict[str, float]) -> AsyncIterator[None]:
-        """Fill ``into`` with milliseconds of CPU per event, by process, over the block."""
-        before = self.sample()
+        """Fill ``into`` with milliseconds of CPU per event, by process, over the block, and
+        ``gc`` with the milliseconds of it this process spent collecting garbage."""
+        before, (_, gc_before) = self.sample(), GC.sample()
         yield
-        after = self.sample()
+        after, (_, gc_after) = self.sample(), GC.sample()
         into.update({name: (after[name] - before[name]) * 1000 / events for name in after})
+        into["gc"] = (gc_after - gc_before) * 1000 / events
+
+
+class GcMeter:
+    """Garbage collections in this process (``gc.callbacks``): count and CPU time."""
+
+    def __init__(self) -> None:
+        self.collections = [0, 0, 0]
+        self.seconds = 0.0
+        self._started = 0.0
+        gc.callbacks.append(self._callback)
+
+    def _callback(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._started = time.process_time()
+        else:
+            self.collections[info["generation"]] += 1
+            self.seconds += time.process_time() - self._started
+
+    def sample(self) -> tuple[list[int], float]:
+        return list(self.collections), self.seconds
+
+
+GC = GcMeter()
 
 
 def cpu_text(cpu: dict[str, float]) -> str:
-    parts = " + ".join(f"{name} {ms:.2f}" for name, ms in cpu.items())
-    return f"CPU/event {sum(cpu.values()):.2f} ms = {parts}"
+    processes = {name: ms for name, ms in cpu.items() if name != "gc"}
+    parts = " + ".join(f"{name} {ms:.2f}" for name, ms in processes.items())
+    collecting = f" (bench's garbage collections {cpu['gc'] * 1000:.0f} us)" if "gc" in cpu else ""
+    return f"CPU/event {sum(processes.values()):.2f} ms = {parts}{collecting}"
 
 
 def rate(events: int, seconds: float) -> float:
@@ -1007,6 +1037,8 @@ async def run(settings: Settings, tel: Telemetry | None, sink_pid: int | None) -
             c = await backbones.enter_async_context(backbone(settings, stack, settings.prefix))
             print(f"broker {stack.bootstrap}, PostgreSQL {stack.server_url}")
             print(f"set up and warmed up in {time.monotonic() - overall:.0f} s")
+            if settings.settle_gc:  # as a service does once started (create_app, decision 68)
+                settle_garbage_collector()
             for round_ in range(settings.rounds):
                 first = round_ * settings.events
                 instrumented(False)
@@ -1117,6 +1149,12 @@ def parse(argv: list[str]) -> Settings:
         help="(c) on one topic for every round, as before (default: a fresh topic and databases "
         "per round, tansu's fetch cost growing with the topic)",
     )
+    parser.add_argument(
+        "--default-gc",
+        action="store_true",
+        help="CPython's garbage collector as it starts, as before decision 68 (a service once "
+        "started freezes what start-up allocated and collects its young generation less often)",
+    )
     parser.add_argument("--no-uvloop", action="store_true", help="the default asyncio loop")
     parser.add_argument("--timeout", type=float, default=120.0, help="bound of each wait, s")
     what_if = parser.add_argument_group(
@@ -1166,6 +1204,7 @@ def parse(argv: list[str]) -> Settings:
         all_statements=args.all_statements,
         faststream_telemetry=args.faststream_telemetry,
         fresh_topics=not args.one_topic,
+        settle_gc=not args.default_gc,
     )
 
 

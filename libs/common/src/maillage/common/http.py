@@ -9,6 +9,7 @@ lifespan that migrates the database, opens the pool, creates the topics, starts 
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import re
 import time
@@ -240,6 +241,29 @@ def create_broker(settings: ServiceSettings) -> KafkaBroker:
     )
 
 
+GC_YOUNG_THRESHOLD = 10_000
+"""Net allocations between two collections of the youngest generation, once a service is
+started (CPython's default is 700, which the relay's and the consumer's batches in flight reach
+many times a second; decision 68)."""
+
+
+def settle_garbage_collector() -> Callable[[], None]:
+    """For a service once started: freeze what start-up allocated (modules, routes, settings,
+    pools: alive as long as the process), so that the collector's full passes no longer walk
+    it, and collect the youngest generation every :data:`GC_YOUNG_THRESHOLD` allocations.
+    Returns what puts the collector back as it was (the lifespan's end; tests start many apps in
+    one process). Decision 68; figures in docs/performance.md."""
+    previous = gc.get_threshold()
+    gc.freeze()
+    gc.set_threshold(GC_YOUNG_THRESHOLD, *previous[1:])
+
+    def restore() -> None:
+        gc.set_threshold(*previous)
+        gc.unfreeze()
+
+    return restore
+
+
 def create_app(
     settings: ServiceSettings,
     *,
@@ -322,6 +346,7 @@ def create_app(
             dsn, min_size=settings.database_pool_min, max_size=settings.database_pool_max
         )
         relay_task: asyncio.Task[None] | None = None
+        restore_gc: Callable[[], None] | None = None
         worker_tasks: list[asyncio.Task[None]] = []
         sampler: ServiceMetrics | None = None
         metrics_task: asyncio.Task[None] | None = None
@@ -359,9 +384,12 @@ def create_app(
                         raise RuntimeError(f"stopped: {', '.join(stopped)}")
 
                 runtime.readiness_checks["workers"] = workers_ready
+            restore_gc = settle_garbage_collector()
             log.info("ready")
             yield
         finally:
+            if restore_gc is not None:
+                restore_gc()
             if sampler is not None and metrics_task is not None:
                 sampler.stop()
                 await asyncio.gather(metrics_task, return_exceptions=True)
