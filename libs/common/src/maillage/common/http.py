@@ -3,7 +3,8 @@
 ``create_app`` wires problem documents, the request id, the request body limit, ``/livez`` and
 ``/readyz``, the OpenAPI and AsyncAPI documents, OpenTelemetry, the dead-letter admin routes, and a
 lifespan that migrates the database, opens the pool, creates the topics, starts the Kafka broker
-(with the service's event consumers) and the outbox relay, then stops them in reverse order.
+(with the service's event consumers) and the outbox relay, settles the garbage collector once
+started (decision 68), then stops them in reverse order.
 """
 
 from __future__ import annotations

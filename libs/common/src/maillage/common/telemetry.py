@@ -19,6 +19,10 @@ What is recorded (docs/architecture.md decision 50, figures in docs/performance.
   span (never a trace of their own), and never for transaction control (``BEGIN``, ``COMMIT``,
   ``ROLLBACK``, savepoints), advisory lock calls or the pool's reset on release: the unit of work's
   span (the HTTP request, the consumer's ``process`` span) already covers them.
+- **An unsampled trace costs checks** (decisions 65 and 68): a child of an unsampled span is
+  made without the sampler (:func:`start_child_span`), made current without ``use_span``'s
+  generator (:func:`in_span`), and the outbox relay passes an unsampled ``traceparent`` on as
+  it is (:func:`is_unsampled`).
 - **Batch export sized for the load**: ``span_queue_size`` spans wait at most (the queue drops
   beyond), exported ``span_export_batch_size`` at a time.
 """
