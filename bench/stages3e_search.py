@@ -241,7 +241,7 @@ def stop(*_):
 signal.signal(signal.SIGTERM, stop)
 profiler.enable()
 uvicorn.run("maillage.stages3e.app:create", factory=True, host="127.0.0.1", port={port},
-            access_log=False, timeout_graceful_shutdown=5)
+            access_log=False, proxy_headers=False, timeout_graceful_shutdown=5)
 """
 
 # --- the service as a process --------------------------------------------------------------------
@@ -283,7 +283,9 @@ async def service(
     command = [
         sys.executable, "-m", "uvicorn", "maillage.stages3e.app:create", "--factory",
         "--host", "127.0.0.1", "--port", str(port), "--no-access-log",
-        "--timeout-graceful-shutdown", "5",
+        # as deployed (Dockerfile) and as maillage dev runs it: the service reads
+        # X-Forwarded-For itself (TRUSTED_PROXIES)
+        "--no-proxy-headers", "--timeout-graceful-shutdown", "5",
     ]  # fmt: skip
     if profile is not None:
         # uvicorn raises SIGTERM again once stopped: the profile is written by that handler.

@@ -57,7 +57,7 @@ async def test_span_names_and_routes_as_the_instrumentation_gives_them() -> None
             assert [s.name for s in server] == [name], (method, path)
             assert server[0].attributes is not None
             assert server[0].attributes.get("http.route") == route, (method, path)
-    memo = app.middleware_stack.app.default_span_details  # type: ignore[union-attr]
+    memo = app.middleware_stack.app.traced.default_span_details  # type: ignore[union-attr]
     assert isinstance(memo, RouteMemo)  # the instrumented stack is still as expected
     assert set(memo._known) == {("GET", "", "/things"), ("DELETE", "", "/things")}
 

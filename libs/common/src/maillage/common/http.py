@@ -10,6 +10,7 @@ started (decision 68), then stops them in reverse order.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import logging
 import re
@@ -19,7 +20,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, Protocol
+from typing import Annotated, Any, Protocol, cast
 
 import asyncpg
 import structlog
@@ -28,9 +29,30 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse
 from faststream.kafka import KafkaBroker
 from faststream.specification import AsyncAPI, get_asyncapi_html
-from opentelemetry import trace
-from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
+from opentelemetry import context as otel_context
+from opentelemetry import propagate, trace
+from opentelemetry.instrumentation.asgi import (
+    OpenTelemetryMiddleware,
+    asgi_getter,
+    asgi_setter,
+    get_host_port_url_tuple,
+)
 from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
+from opentelemetry.instrumentation.propagators import get_global_response_propagator
+from opentelemetry.instrumentation.utils import (
+    http_status_to_status_code,
+    is_http_instrumentation_enabled,
+)
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.semconv.attributes.error_attributes import ERROR_TYPE
+from opentelemetry.semconv.attributes.http_attributes import (
+    HTTP_REQUEST_METHOD,
+    HTTP_RESPONSE_STATUS_CODE,
+)
+from opentelemetry.semconv.attributes.network_attributes import NETWORK_PROTOCOL_VERSION
+from opentelemetry.semconv.attributes.url_attributes import URL_SCHEME
+from opentelemetry.trace import SpanKind, StatusCode, TraceFlags
+from opentelemetry.util.http import sanitize_method
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -53,7 +75,13 @@ from maillage.common.problems import (
 )
 from maillage.common.ratelimit import parse_proxies
 from maillage.common.settings import ServiceSettings
-from maillage.common.telemetry import configure_telemetry, shutdown_telemetry
+from maillage.common.telemetry import (
+    DrawnTraceIds,
+    configure_telemetry,
+    forget_drawn_trace_id,
+    shutdown_telemetry,
+    use_drawn_trace_id,
+)
 from maillage.common.topics import DEAD_LETTER_PARTITIONS, ensure_topics
 
 log = get_logger(__name__)
@@ -61,6 +89,10 @@ log = get_logger(__name__)
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 READINESS_TIMEOUT_S = 2.0
 
+
+AFTER_RESPONSE = "maillage.after_response"
+"""The request state's list of callbacks that ``RequestContextMiddleware`` awaits once the
+response is sent (a read connection's release)."""
 
 REQUEST_ID_ATTRIBUTE = "maillage.request_id"
 """The server span's attribute holding the request id, so that a trace is found from the id a
@@ -85,7 +117,10 @@ class RequestContextMiddleware:
             return
         incoming = dict(scope["headers"]).get(b"x-request-id", b"").decode("latin-1")
         request_id = incoming if _REQUEST_ID.match(incoming) else uuid.uuid4().hex
-        scope.setdefault("state", {})["request_id"] = request_id
+        state = scope.setdefault("state", {})
+        state["request_id"] = request_id
+        after_response: list[Callable[[], Awaitable[object]]] = []
+        state[AFTER_RESPONSE] = after_response
         # The instrumentation's server span is the current one here (its middleware is outside).
         trace.get_current_span().set_attribute(REQUEST_ID_ATTRIBUTE, request_id)
         status = 500
@@ -121,6 +156,11 @@ class RequestContextMiddleware:
                         status=status,
                         duration_ms=round((time.perf_counter() - started) * 1000, 2),
                     )
+                for callback in after_response:  # the answer has been sent (or never will be)
+                    try:
+                        await callback()
+                    except Exception as error:  # the next callbacks still run
+                        log.error("after the response", error=repr(error)[:300])
 
 
 class BodySizeLimitMiddleware:
@@ -212,11 +252,18 @@ Pool = Annotated[asyncpg.Pool, Depends(pool_of)]
 """Route parameter type: the service's database pool."""
 
 
-async def read_connection_of(request: Request) -> AsyncIterator[asyncpg.Connection]:
-    # A dependency with yield exits after the response is sent: the pool's reset of the
-    # connection on release (a round trip) is then off the answer's path.
-    async with pool_or_fail(runtime_of(request)).acquire() as connection:
-        yield connection
+async def read_connection_of(request: Request) -> asyncpg.Connection:
+    # Released by RequestContextMiddleware once the response is sent: the pool's reset of the
+    # connection (a round trip) is off the answer's path. A plain dependency rather than one
+    # with ``yield``, whose exit FastAPI runs through an exit stack and a shielded cancel
+    # scope (about 30 µs of CPU a request more: docs/performance.md, "Third pass").
+    after_response = request.scope.get("state", {}).get(AFTER_RESPONSE)
+    if after_response is None:
+        raise RuntimeError("ReadConnection needs create_app's RequestContextMiddleware")
+    pool = pool_or_fail(runtime_of(request))
+    connection: asyncpg.Connection = await pool.acquire()
+    after_response.append(lambda: pool.release(connection))
+    return connection
 
 
 ReadConnection = Annotated[asyncpg.Connection, Depends(read_connection_of)]
@@ -417,6 +464,10 @@ def create_app(
         dependencies=[Depends(check_json_body)],
         license_info={"name": "EUPL-1.2", "identifier": "EUPL-1.2"},
         contact={"name": "Maillage", "url": "https://github.com/maillage"},
+        # Traces and HTTP metrics come from opentelemetry-instrumentation-fastapi (decision 50,
+        # the dashboards' metric names); FastAPI's native telemetry would be a second layer
+        # per request, checked on every one.
+        telemetry={"tracing": False, "metrics": False, "logs": False, "operation_spans": False},
         responses={
             422: {"description": "Validation failed (problem+json)"},
             500: {"description": "Unexpected error (problem+json)"},
@@ -507,13 +558,182 @@ class RouteMemo:
         return name, attributes
 
 
+class UnsampledRequests:
+    """The server side of OpenTelemetry for a request whose trace is not recorded (99 in 100 at
+    the production ratio), without the instrumentation's work for a span nobody exports.
+
+    The instrumentation's ASGI middleware (``traced``) collects the request's attributes
+    (decoding every header several times), starts the server span through the sampler, starts
+    two more spans for the answer's two messages, and records the HTTP metrics, whether the
+    trace is recorded or not. Here the sampling is decided first, by the tracer provider's own
+    sampler, on the trace id the span would have (the parent's, or one drawn now that the SDK
+    then uses: :class:`~maillage.common.telemetry.DrawnTraceIds`):
+
+    - recorded (sampled by the ratio, or a sampled ``traceparent``): ``traced`` serves the
+      request as before, span, attributes and metrics;
+    - not recorded: the request runs under the non-recording span the SDK would have made (same
+      trace id and flags, a span id of its own, the parent's baggage), so logs, the
+      ``traceparent`` sent on and a failure's linked span are as before; and the same metrics
+      are recorded with the same attributes (``http.server.request.duration``,
+      ``http.server.active_requests``, request and response body sizes), computed from the
+      scope alone.
+
+    Anything else (another semantic convention mode, a provider without :class:`DrawnTraceIds`,
+    a request inside a span already, instrumentation suppressed, a websocket) goes to
+    ``traced`` unchanged. libs/common/tests/test_unsampled_requests.py checks the metrics
+    against the instrumentation's own."""
+
+    def __init__(
+        self, traced: OpenTelemetryMiddleware, tracer_provider: trace.TracerProvider | None = None
+    ) -> None:
+        self.traced = traced
+        # ``app`` is the instrumentation, as for any middleware: a walk down the stack (FastAPI's
+        # own check for this instrumentation) finds it.
+        self.app = traced
+        self._inner = traced.app
+        provider = tracer_provider or trace.get_tracer_provider()
+        self._provider = (
+            provider
+            if isinstance(provider, TracerProvider)
+            and isinstance(provider.id_generator, DrawnTraceIds)
+            # the stable HTTP conventions alone (configure_telemetry's), as computed below
+            and traced.duration_histogram_old is None
+            and traced.duration_histogram_new is not None
+            else None
+        )
+        self._fields = frozenset(
+            name.encode("latin-1") for name in propagate.get_global_textmap().fields
+        )
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        provider = self._provider
+        if (
+            provider is None
+            or scope["type"] != "http"
+            or trace.get_current_span() is not trace.INVALID_SPAN
+            or not is_http_instrumentation_enabled()
+        ):
+            await self.traced(scope, receive, send)
+            return
+        start = time.perf_counter()
+        carrier = cast(dict[str, Any], scope)  # the instrumentation's helpers are typed so
+        excluded = self.traced.excluded_urls
+        url = get_host_port_url_tuple(carrier)[2]  # type: ignore[no-untyped-call]
+        if excluded and excluded.url_disabled(url):
+            await self._inner(scope, receive, send)  # as the instrumentation: no span, no metric
+            return
+        headers = scope["headers"]
+        parent = (
+            propagate.extract(carrier, getter=asgi_getter)
+            if any(name in self._fields for name, _ in headers)
+            else otel_context.Context()
+        )
+        parent_span = trace.get_current_span(parent).get_span_context()
+        ids = provider.id_generator
+        trace_id = parent_span.trace_id if parent_span.is_valid else ids.generate_trace_id()
+        name, details = self.traced.default_span_details(carrier)
+        decided = provider.sampler.should_sample(parent, trace_id, name, SpanKind.SERVER, details)
+        if decided.decision.is_recording():  # type: ignore[no-untyped-call]
+            token = None if parent_span.is_valid else use_drawn_trace_id(trace_id)
+            try:
+                await self.traced(scope, receive, send)
+            finally:
+                if token is not None:
+                    forget_drawn_trace_id(token)
+            return
+        random_id = (
+            parent_span.trace_flags.random_trace_id
+            if parent_span.is_valid
+            else ids.is_trace_id_random()
+        )
+        span = trace.NonRecordingSpan(
+            trace.SpanContext(
+                trace_id,
+                ids.generate_span_id(),
+                is_remote=False,
+                trace_flags=TraceFlags(
+                    TraceFlags.RANDOM_TRACE_ID if random_id else TraceFlags.DEFAULT
+                ),
+                trace_state=decided.trace_state,
+            )
+        )
+        await self._unrecorded(scope, receive, send, span, parent, details, start)
+
+    async def _unrecorded(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        span: trace.Span,
+        parent: otel_context.Context,
+        details: dict[str, Any],
+        start: float,
+    ) -> None:
+        # The attributes the instrumentation keeps for its metrics: collect_request_attributes
+        # then its duration and active-requests filters (new conventions), set_status_code.
+        attributes: dict[str, Any] = {}
+        method = sanitize_method(scope.get("method", "")).strip()
+        if method:
+            attributes[HTTP_REQUEST_METHOD] = method
+        scheme = scope.get("scheme")
+        if scheme:
+            attributes[URL_SCHEME] = scheme
+        active = dict(attributes)
+        version = scope.get("http_version")
+        if version:
+            attributes[NETWORK_PROTOCOL_VERSION] = version
+        if details.get(HTTP_ROUTE):
+            attributes[HTTP_ROUTE] = details[HTTP_ROUTE]
+        response_length = 0
+        propagator = get_global_response_propagator()  # type: ignore[no-untyped-call]
+
+        async def unrecorded_send(message: Message) -> None:
+            nonlocal response_length
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                attributes[HTTP_RESPONSE_STATUS_CODE] = status
+                if http_status_to_status_code(status, server_span=True) is StatusCode.ERROR:
+                    attributes[ERROR_TYPE] = str(status)
+            if propagator:
+                propagator.inject(
+                    message,
+                    context=trace.set_span_in_context(span, otel_context.Context()),
+                    setter=asgi_setter,
+                )
+            length = asgi_getter.get(cast(dict[str, Any], message), "content-length")
+            if length:
+                with contextlib.suppress(ValueError):
+                    response_length = int(length[0])
+            await send(message)
+
+        traced = self.traced
+        token = otel_context.attach(trace.set_span_in_context(span, parent))
+        traced.active_requests_counter.add(1, active)
+        try:
+            await self._inner(scope, receive, unrecorded_send)
+        finally:
+            assert traced.duration_histogram_new is not None  # see __init__
+            traced.duration_histogram_new.record(max(time.perf_counter() - start, 0), attributes)
+            traced.active_requests_counter.add(-1, active)
+            if response_length and traced.server_response_body_size_histogram:
+                traced.server_response_body_size_histogram.record(response_length, attributes)
+            request_length = asgi_getter.get(cast(dict[str, Any], scope), "content-length")
+            if request_length and traced.server_request_body_size_histogram:
+                with contextlib.suppress(ValueError):
+                    traced.server_request_body_size_histogram.record(
+                        int(request_length[0]), attributes
+                    )
+            otel_context.detach(token)
+
+
 def _remember_routes(app: FastAPI) -> None:
     """Puts a :class:`RouteMemo` before the instrumentation's own route lookup, through the
     ``default_span_details`` of its ASGI middleware (a public attribute of
     ``OpenTelemetryMiddleware``; ``FastAPIInstrumentor.instrument_app`` takes no such
-    argument). The instrumented stack is ``ServerErrorMiddleware(OpenTelemetryMiddleware(…))``
-    (opentelemetry-instrumentation-fastapi 0.66b1); if that ever changes, the lookup stays the
-    library's and a warning says so (libs/common/tests/test_route_memo.py fails)."""
+    argument), and :class:`UnsampledRequests` around that middleware. The instrumented stack is
+    ``ServerErrorMiddleware(OpenTelemetryMiddleware(…))``
+    (opentelemetry-instrumentation-fastapi 0.66b1); if that ever changes, the instrumentation
+    stays the library's and a warning says so (libs/common/tests/test_route_memo.py fails)."""
     instrumented = app.build_middleware_stack
 
     def build_middleware_stack() -> ASGIApp:
@@ -521,6 +741,7 @@ def _remember_routes(app: FastAPI) -> None:
         middleware = getattr(stack, "app", None)
         if isinstance(middleware, OpenTelemetryMiddleware):
             middleware.default_span_details = RouteMemo(middleware.default_span_details)
+            stack.app = UnsampledRequests(middleware)  # type: ignore[attr-defined]
         else:
             log.warning("route memo not installed", stack=type(stack).__name__)
         return stack

@@ -146,7 +146,13 @@ def configure_logging(
     # only when there is a trace to follow.
     console_only = [] if fmt == "json" else [_drop_empty_trace_ids, _escape_values]
     structlog.configure(
-        processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
+        # A line below the level is dropped first, before the other processors work on it
+        # (33 µs of CPU for each, a request's "request" line at WARNING: docs/performance.md).
+        processors=[
+            structlog.stdlib.filter_by_level,
+            *shared,
+            structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
+        ],
         logger_factory=structlog.stdlib.LoggerFactory(),
         wrapper_class=structlog.stdlib.BoundLogger,
         cache_logger_on_first_use=True,

@@ -34,6 +34,7 @@ import random
 import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
+from contextvars import ContextVar
 from typing import Any
 
 from opentelemetry import context as otel_context
@@ -45,6 +46,7 @@ from opentelemetry.sdk.metrics.export import MetricReader, PeriodicExportingMetr
 from opentelemetry.sdk.resources import SERVICE_NAME, SERVICE_VERSION, Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
+from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
 from opentelemetry.sdk.trace.sampling import (
     Decision,
     ParentBased,
@@ -96,6 +98,32 @@ def sampler_for(ratio: float) -> Sampler:
     if not 0.0 <= ratio <= 1.0:
         raise ValueError(f"a sampling ratio is between 0 and 1, not {ratio}")
     return ParentBased(root=_RatioUnlessForced(ratio))
+
+
+_DRAWN_TRACE_ID: ContextVar[int] = ContextVar("maillage_drawn_trace_id", default=0)
+
+
+class DrawnTraceIds(RandomIdGenerator):
+    """The SDK's random ids, except that a root span started where :func:`use_drawn_trace_id`
+    left a trace id takes that one (once). A request's sampling can so be decided before its
+    span exists, on the trace id the span will have (decision 70)."""
+
+    def generate_trace_id(self) -> int:
+        drawn = _DRAWN_TRACE_ID.get()
+        if drawn:
+            _DRAWN_TRACE_ID.set(0)
+            return drawn
+        return super().generate_trace_id()
+
+
+def use_drawn_trace_id(trace_id: int) -> Any:
+    """The next root span started in this context takes ``trace_id`` (see
+    :class:`DrawnTraceIds`); returns the token to give :func:`forget_drawn_trace_id`."""
+    return _DRAWN_TRACE_ID.set(trace_id)
+
+
+def forget_drawn_trace_id(token: Any) -> None:
+    _DRAWN_TRACE_ID.reset(token)
 
 
 # Statements that say nothing an operator needs: transaction control, advisory locks (alone in
@@ -254,7 +282,9 @@ def configure_telemetry(
     os.environ.setdefault("OTEL_SEMCONV_STABILITY_OPT_IN", "http")
 
     resource = Resource.create({SERVICE_NAME: f"maillage-{service}", SERVICE_VERSION: version})
-    tracer_provider = TracerProvider(resource=resource, sampler=sampler_for(sample_ratio))
+    tracer_provider = TracerProvider(
+        resource=resource, sampler=sampler_for(sample_ratio), id_generator=DrawnTraceIds()
+    )
     readers: list[MetricReader] = []
     if os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT"):
         # Imported here: the exporters pull in protobuf, which a process without OTLP skips.
