@@ -379,6 +379,25 @@ async def carry_over(connection: asyncpg.Connection, school_year: str) -> None:
         _kept[school_year] = dataclasses.replace(kept, stamp=version[1])
 
 
+async def may_be_proposed(
+    connection: asyncpg.Connection,
+    school_year: str,
+    request: dict[str, Any],
+    school: domain.School,
+) -> bool:
+    """Whether an open offer with a place left may take the request just filed: from the offer
+    table this process kept of the year when still true (decisions 56 and 69: the offers and
+    pairs the answer will use), read otherwise. The caller holds the year's matching lock."""
+    version = await store.matching_version(connection, school_year)
+    kept = _kept.get(school_year)
+    if kept is not None and kept.stamp == version[0]:
+        wanted = request_of(request, school, paired=kept.own.get(school.partner_id))
+        return len(kept.offers.table.pairs(wanted)[0]) > 0
+    paired = await store.offers_paired_with(connection, school.partner_id)
+    wanted = request_of(request, school, paired=paired)
+    return any(domain.eligible(wanted, o) for o in await reachable_offers(connection, wanted))
+
+
 async def rematch(
     connection: asyncpg.Connection,
     school_year: str,
@@ -428,6 +447,8 @@ async def rematch(
             solved.prices = prices or {}
     matchable = {request.request_id: request for request in solved.requests}
     offers_by_id = {offer.offer_id: offer for offer in offers}
+    states: list[store.RequestState] = []
+    events: list[MatchProposed | MatchUnmatched] = []
     for row in solved.rows.values():
         target = solved.result.assignments.get(row["id"])
         current = row["offer_id"] if row["status"] == "proposed" else None
@@ -446,10 +467,10 @@ async def rematch(
             continue
         previous = await _previous_tete(connection, current, offers_by_id)
         if target is None:
-            await unmatched(connection, row, reason=reason, previous=previous)
+            states.append(store.RequestState(row["id"], "unmatched"))
+            events.append(_unmatched(row, reason=reason, previous=previous))
         else:
-            await _propose(
-                connection,
+            state, event = _proposal(
                 row,
                 matchable[row["id"]],
                 offers_by_id[target],
@@ -459,6 +480,11 @@ async def rematch(
                 previous=previous,
                 campaign_id=campaign_id,
             )
+            states.append(state)
+            events.append(event)
+    await store.set_request_states(connection, states)  # one statement for every move
+    for event in events:
+        await publish(connection, event)
     if reason == "request_filed" and apply and solved.prices is not None:
         # nothing else changes the offers, prices or proposals of the year in this transaction
         _moved(holders, solved)
@@ -664,8 +690,7 @@ async def _previous_tete(
     return offer_id, offer["tete_partner_id"]
 
 
-async def _propose(
-    connection: asyncpg.Connection,
+def _proposal(
     row: dict[str, Any],
     request: domain.Request,
     offer: domain.Offer,
@@ -675,14 +700,13 @@ async def _propose(
     now: datetime,
     previous: tuple[uuid.UUID, uuid.UUID] | None,
     campaign_id: uuid.UUID | None,
-) -> dict[str, Any]:
+) -> tuple[store.RequestState, MatchProposed]:
+    """The request's proposal of ``offer`` (with its alternatives, ranked over the table's
+    offers), as written and as published."""
     explanation = domain.score(request, offer)
-    near, _ = table.pairs(request, slack_km=0.01)  # a superset of the eligible offers
     alternatives = [
         explained(c.explanation, c.offer, request)
-        for c in domain.rank_candidates(
-            request, [table.offers[j] for j in near.tolist()], limit=1 + ALTERNATIVES
-        )
+        for c in table.rank(request, limit=1 + ALTERNATIVES)
         if c.offer.offer_id != offer.offer_id
     ][:ALTERNATIVES]
     proposal = {
@@ -695,31 +719,37 @@ async def _propose(
         "objective": OBJECTIVE_TEXT,
         "expires_at": (now + PROPOSAL_DELAY).isoformat(),
     }
-    updated = await store.set_request_state(
-        connection,
+    state = store.RequestState(
         row["id"],
-        status="proposed",
+        "proposed",
         offer_id=offer.offer_id,
         proposal=proposal,
-        proposed=True,
         proposed_at=now,
         tete_partner_id=offer.tete_partner_id,
     )
-    await publish(
-        connection,
-        MatchProposed(
-            **_facts(updated, "proposed"),
-            offer_id=offer.offer_id,
-            tete_partner_id=offer.tete_partner_id,
-            score=float(explanation.score),
-            distance_km=round(explanation.distance_km, 3),
-            rank=proposal["rank"],
-            reason=reason,
-            previous_offer_id=previous[0] if previous else None,
-            previous_tete_partner_id=previous[1] if previous else None,
-        ),
+    event = MatchProposed(
+        **_facts(row, "proposed"),
+        offer_id=offer.offer_id,
+        tete_partner_id=offer.tete_partner_id,
+        score=float(explanation.score),
+        distance_km=round(explanation.distance_km, 3),
+        rank=proposal["rank"],
+        reason=reason,
+        previous_offer_id=previous[0] if previous else None,
+        previous_tete_partner_id=previous[1] if previous else None,
     )
-    return updated
+    return state, event
+
+
+def _unmatched(
+    row: dict[str, Any], *, reason: str, previous: tuple[uuid.UUID, uuid.UUID] | None
+) -> MatchUnmatched:
+    return MatchUnmatched(
+        **_facts(row, "unmatched"),
+        reason=reason,
+        previous_offer_id=previous[0] if previous else None,
+        previous_tete_partner_id=previous[1] if previous else None,
+    )
 
 
 async def unmatched(
@@ -730,15 +760,7 @@ async def unmatched(
     previous: tuple[uuid.UUID, uuid.UUID] | None,
 ) -> dict[str, Any]:
     updated = await store.set_request_state(connection, row["id"], status="unmatched")
-    await publish(
-        connection,
-        MatchUnmatched(
-            **_facts(updated, "unmatched"),
-            reason=reason,
-            previous_offer_id=previous[0] if previous else None,
-            previous_tete_partner_id=previous[1] if previous else None,
-        ),
-    )
+    await publish(connection, _unmatched(updated, reason=reason, previous=previous))
     return updated
 
 
