@@ -827,6 +827,11 @@ class OfferTable:
     serving: dict[str | None, npt.NDArray[np.bool_]] = field(
         default_factory=dict, compare=False, repr=False
     )
+    # per request seen by ``rank``: the offers it may take and their estimated scores, best
+    # first
+    estimates: dict[Request, tuple[list[int], list[float]]] = field(
+        default_factory=dict, compare=False, repr=False
+    )
 
     @classmethod
     def of(cls, offers: Sequence[Offer]) -> OfferTable:
@@ -888,26 +893,27 @@ class OfferTable:
         ``limit``-th exact score minus one can only be worse."""
         if limit <= 0:
             return []
-        index, km = self._near(request, 0.01)
-        if len(index) <= limit:
-            return rank_candidates(request, [self.offers[j] for j in index.tolist()], limit)
         wished = _normalised(request.thematics)
-        estimate = (
-            np.rint(DISTANCE_POINTS * DISTANCE_HALF_KM / (DISTANCE_HALF_KM + km))
-            + np.fromiter(
-                (_thematic_points(wished, self.thematics[j]) for j in index.tolist()),
-                np.float64,
-                len(index),
+        known = self.estimates.get(request)
+        if known is None:
+            index, km = self._near(request, 0.01)
+            estimate = (
+                np.rint(DISTANCE_POINTS * DISTANCE_HALF_KM / (DISTANCE_HALF_KM + km))
+                + np.fromiter(
+                    (_thematic_points(wished, self.thematics[j]) for j in index.tolist()),
+                    np.float64,
+                    len(index),
+                )
+                + CAPACITY_POINTS_PER_PLACE
+                * np.minimum(self.places[index], CAPACITY_PLACES_COUNTED)
             )
-            + CAPACITY_POINTS_PER_PLACE * np.minimum(self.places[index], CAPACITY_PLACES_COUNTED)
-        )
-        order = np.argsort(-estimate, kind="stable")
+            order = np.argsort(-estimate, kind="stable")
+            known = self.estimates[request] = (index[order].tolist(), estimate[order].tolist())
         scored: list[tuple[int, float, UUID, Offer]] = []
-        for k, guess in zip(order.tolist(), estimate[order].tolist(), strict=True):
+        for j, guess in zip(*known, strict=True):
             if len(scored) >= limit and guess + 1 < -_limit_th(scored, limit)[0]:
                 break
-            offer = self.offers[int(index[k])]
-            item = _scored(request, offer, wished)
+            item = _scored(request, self.offers[j], wished)
             if item is not None:
                 scored.append(item)
         return _candidates(request, scored, limit)
