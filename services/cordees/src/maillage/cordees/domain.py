@@ -827,6 +827,9 @@ class OfferTable:
     serving: dict[str | None, npt.NDArray[np.bool_]] = field(
         default_factory=dict, compare=False, repr=False
     )
+    seen: dict[int, tuple[Request, tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]]] = field(
+        default_factory=dict, compare=False, repr=False
+    )
     # per request seen by ``rank``: the offers it may take and their estimated scores, best
     # first
     estimates: dict[Request, tuple[list[int], list[float]]] = field(
@@ -862,13 +865,19 @@ class OfferTable:
     def pairs(
         self, request: Request, *, slack_km: float = 0.0
     ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
-        """The offers eligible for the request (indices into ``offers``) and their distances
-        in whole metres. ``slack_km``: distance limits that much wider (a superset, for
-        :func:`rank_candidates`, which checks each offer with its own formula)."""
+        """The offers eligible for the request (indices into ``offers``, ascending) and their
+        distances in whole metres. ``slack_km``: distance limits that much wider (a superset,
+        for :func:`rank_candidates`, which checks each offer with its own formula)."""
         if not slack_km:
+            # the same object first (hashing a request hashes its school and exclusions), then
+            # an equal one; ``seen`` holds the object, so its id names no other while there
+            seen = self.seen.get(id(request))
+            if seen is not None and seen[0] is request:
+                return seen[1]
             known = self.memo.get(request)
             if known is None:
                 known = self.memo[request] = self._pairs(request, 0.0)
+            self.seen[id(request)] = (request, known)
             return known
         return self._pairs(request, slack_km)
 
@@ -1114,11 +1123,11 @@ def augmenting_path(
             continue
         for holder in holders[j]:
             indices, metres = table.pairs(holder)
-            at = np.flatnonzero(indices == j)
-            if not len(at):
+            at = int(indices.searchsorted(j))  # the indices are in ascending order
+            if at == len(indices) or indices[at] != j:
                 return None  # its offer is no longer eligible for it
             values = _CLASS_MULTIPLIER[holder.school.priority] * PRICE_UNIT - metres
-            spare = int(values[at[0]]) - prices[j]  # u(r)
+            spare = int(values[at]) - prices[j]  # u(r)
             if spare < 0:
                 return None
             if key + spare < best:  # let this holder go
