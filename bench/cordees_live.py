@@ -30,27 +30,36 @@ printed at start and end (the machine may be shared).
 lycées of every class, each with the request of ``cordees_matching.py`` (its distance limit and
 thematics), and its 1,500 têtes with their places (``--requests N``: N of those schools only,
 drawn at random, against the same offers).
+
+``--in-process`` files the same requests in the same order through ``usecases.request_match``
+in this process instead (one transaction each, on its own embedded PostgreSQL, no broker, no
+HTTP, no acceptances): p50 / p99 and this process's CPU per thousand requests filed, and the
+proposals standing at the end per class against the offline optimum (they must be equal, as no
+request is accepted). ``--profile-last N``: a ``cProfile`` of the last N requests filed.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import cProfile
 import dataclasses
+import io
 import os
 import platform
+import pstats
 import random
 import sys
 import tempfile
 import time
 import uuid
 from collections import Counter
-from datetime import date
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 import asyncpg
 import httpx
-from backbone import load
+from backbone import ServerThread, load
 from cordees_matching import build_instance
 from cordees_requests import (
     API_THEMATICS,
@@ -61,10 +70,11 @@ from cordees_requests import (
 )
 
 from maillage.cli.dev import database_url_for
-from maillage.cli.embedded import drop_database, ensure_database
-from maillage.common.db import migrate_service
+from maillage.cli.embedded import EmbeddedPostgres, drop_database, ensure_database, free_port
+from maillage.common.auth import Caller
+from maillage.common.db import create_pool, migrate_service, transaction
 from maillage.common.logging import configure_logging
-from maillage.cordees import domain, matcher, store
+from maillage.cordees import domain, matcher, store, usecases
 from maillage.cordees.app import MIGRATIONS
 from maillage.cordees.domain import PriorityClass
 
@@ -289,6 +299,94 @@ async def replay(
     return requests, acceptances, timed_declines, declined, served
 
 
+async def in_process(
+    args: argparse.Namespace,
+    requests: list[domain.Request],
+    offers: list[domain.Offer],
+    year: str,
+    optimum: domain.CampaignResult,
+) -> int:
+    """``--in-process``: the requests filed through ``usecases.request_match`` in this process,
+    in the order of :func:`replay`; the proposals standing at the end against ``optimum``."""
+    requests_of = {r.school.partner_id: r for r in requests}
+    order = [r.school for r in requests_of.values()]
+    random.Random(args.seed + 11).shuffle(order)  # noqa: S311  (as replay)
+    profile_from = len(order) - args.profile_last if args.profile_last else None
+    profiler = cProfile.Profile()
+    servers = ServerThread()
+    timed: list[float] = []
+    cpu: list[float] = []
+    try:
+        with tempfile.TemporaryDirectory(prefix="maillage-bench-") as workdir:
+            postgres = EmbeddedPostgres(Path(workdir) / "postgres", free_port())
+            await servers.call(postgres.start(timeout=args.timeout))
+            try:
+                url = database_url_for(postgres.url, DATABASE)
+                await ensure_database(postgres.url, DATABASE)
+                await migrate_service(url, MIGRATIONS)
+                await seed(url, [r.school for r in requests], offers)
+                pool = await create_pool(url, max_size=2)
+                try:
+                    for number, school in enumerate(order, start=1):
+                        if number - 1 == profile_from:
+                            profiler.enable()
+                        wished = requests_of[school.partner_id]
+                        caller = Caller(
+                            subject=f"bench-{school.partner_id}",
+                            partner_id=str(school.partner_id),
+                            roles=frozenset({"partner", "school"}),
+                        )
+                        started, cpu_started = time.perf_counter(), time.process_time()
+                        async with transaction(pool) as connection:
+                            await usecases.request_match(
+                                connection,
+                                caller,
+                                school_year=year,
+                                thematics=sorted(API_THEMATICS[t] for t in wished.thematics),
+                                max_distance_km=wished.max_distance_km,
+                                now=datetime.now(UTC),
+                            )
+                        timed.append(time.perf_counter() - started)
+                        cpu.append(time.process_time() - cpu_started)
+                        if number % 1000 == 0 or number == len(order):
+                            last = timed[-((number - 1) % 1000 + 1) :]
+                            cpu_ms = sum(cpu[-len(last) :]) / len(last) * 1000
+                            print(
+                                f"  {number:,} requests, last {len(last):,}: {figures(last)}"
+                                f"   CPU {cpu_ms:.1f} ms/request   {load()}",
+                                flush=True,
+                            )
+                    profiler.disable()
+                    proposed = Counter(
+                        PriorityClass(row["priority"])
+                        for row in await pool.fetch(
+                            "SELECT priority FROM match_requests WHERE status = 'proposed'"
+                        )
+                    )
+                finally:
+                    await pool.close()
+            finally:
+                await servers.call(postgres.stop())
+    finally:
+        servers.close()
+    print(f"\n(r) {len(timed):,} match requests, ms: {figures(timed)}")
+    if profile_from is not None:
+        for sort in ("cumulative", "tottime"):
+            out = io.StringIO()
+            pstats.Stats(profiler, stream=out).sort_stats(sort).print_stats(40)
+            print(out.getvalue())
+    equal = True
+    print("\nproposed / requested   live flow   offline optimum")
+    counts = Counter(r.school.priority for r in requests)
+    for priority in (p for p in PriorityClass if counts[p]):
+        offline = optimum.coverage[priority].served
+        equal &= proposed[priority] == offline
+        live = proposed[priority]
+        print(f"  {priority.label:<6} {counts[priority]:>6}    {live:>9}   {offline:>15}")
+    print(f"equal: {'yes' if equal else 'NO'}")
+    return 0 if equal else 1
+
+
 async def main(args: argparse.Namespace) -> int:
     configure_logging("bench", fmt="console", level="WARNING")
     print(f"machine: {os.cpu_count()} CPUs, Python {platform.python_version()}, {load()}")
@@ -317,6 +415,10 @@ async def main(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     optimum = domain.solve_campaign(requests, offers)
     print(f"(o) offline optimum solved in {(time.perf_counter() - started) * 1000:.0f} ms")
+    if args.in_process:
+        code = await in_process(args, requests, offers, year, optimum)
+        print(f"\ntotal run time {time.monotonic() - overall:.0f} s, {load()}")
+        return code
     jwks = JWKSServer()
     jwks.start()
     key = ed25519_key()
@@ -387,6 +489,14 @@ def parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--requests", type=int, help="with --national: this many schools only")
     parser.add_argument(
         "--declines", type=int, default=0, help="declines between requests and acceptances"
+    )
+    parser.add_argument(
+        "--in-process",
+        action="store_true",
+        help="file the requests through the use case in this process (no HTTP, no acceptances)",
+    )
+    parser.add_argument(
+        "--profile-last", type=int, default=0, help="with --in-process: profile the last N"
     )
     return parser.parse_args(argv)
 

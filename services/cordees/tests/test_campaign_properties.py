@@ -261,6 +261,21 @@ def test_ranking_is_the_sorted_eligible_offers(
             assert c.explanation.score == sum(p.points for p in c.explanation.parts)
 
 
+@FAST
+@given(instances(max_requests=3, max_offers=30), st.integers(0, 6))
+def test_ranking_over_the_offer_table_is_the_same_list(
+    instance: tuple[list[Request], list[Offer]], limit: int
+) -> None:
+    """``OfferTable.rank`` (estimates in numpy, then exact scores while an offer may still
+    enter) gives what ``rank_candidates`` gives over every offer."""
+    requests, offers = instance
+    table = OfferTable.of(offers)
+    for request in requests:
+        expected = rank_candidates(request, offers, limit=limit)
+        assert table.rank(request, limit) == expected
+        assert table.rank(request, limit) == expected  # from the estimates kept
+
+
 def augment_in_memory(
     arrival: Request,
     requests: list[Request],

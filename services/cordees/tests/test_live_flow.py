@@ -9,12 +9,16 @@ places left.
 - a REP+ collège filed after a REP collège takes the last place, the REP one moves on and both
   têtes are told;
 - fifty acceptances and declines in parallel on overlapping offers: no 5xx, capacities exact;
-- an unanswered proposal expires after ``PROPOSAL_DAYS`` days.
+- an unanswered proposal expires after ``PROPOSAL_DAYS`` days;
+- what a request filed keeps in memory for the next (decisions 56 and 69: offers, prices,
+  pairs, the holders of the offers it read) equals a fresh read whenever the next would use it,
+  and is never used after another writer changed the year.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import random
 import uuid
@@ -28,6 +32,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from maillage.common.auth import Caller
+from maillage.common.db import transaction
 from maillage.common.problems import Problem
 from maillage.cordees import domain, matcher, store, usecases
 from maillage.cordees.domain import PriorityClass
@@ -136,7 +141,32 @@ async def check_invariant(
     else:  # too many for a brute force: the solver (itself checked against one)
         best = domain.solve_campaign(requests, offers).objective
     assert live == best, "the proposals are not an optimal assignment"
+    await check_kept(connection)
     return active
+
+
+async def check_kept(connection: asyncpg.Connection) -> None:
+    """What this process kept of the year (decisions 56 and 69), when the next transaction to
+    take the year's matching lock would use it (its stamp is the year's now), equals a fresh
+    read: the offers, the prices, the pairs, and the holders of every offer kept, in order."""
+    kept = matcher._kept.get(YEAR)
+    stamp = await connection.fetchval(
+        "SELECT stamp FROM matching_versions WHERE school_year = $1", YEAR
+    )
+    if kept is None or kept.stamp != stamp:
+        return
+    assert kept.offers.rows == tuple(await store.open_offers(connection, YEAR))
+    assert kept.prices == await store.offer_prices(connection, YEAR)
+    own = await matcher._not_proposable(connection, YEAR, kept.offers)
+    assert kept.own == own
+    for offer_id, holders in kept.holders.items():
+        fresh = []
+        for row in await store.proposed_to(connection, YEAR, [offer_id]):
+            school = matcher.school_of(matcher._school_columns(row))
+            assert school is not None
+            request = matcher.request_of(row, school, paired=own.get(school.partner_id))
+            fresh.append(matcher._holder(request, row))
+        assert holders == fresh, "a holder kept differs from the database"
 
 
 # --- instances and operations --------------------------------------------------------------------
@@ -543,6 +573,89 @@ async def test_fifty_acceptances_and_declines_in_parallel_keep_capacities_exact(
         if action == "accept" and answer.status_code == 200
     )
     assert len(await cordees.events("pairing.established.v1")) == accepted > 0
+
+
+# --- what a request filed keeps for the next (decision 69) ---------------------------------------
+
+
+async def test_the_holders_kept_are_never_used_after_another_writer_changed_them(
+    cordees: Cordees,
+) -> None:
+    """A request filed keeps in memory the holders of the offers it read, for the next request
+    filed in this process. Whoever else changes them takes the year's matching lock, whose stamp
+    makes this process read them again: a use case in another transaction (a withdrawal here),
+    another process with its own memory (a request filed there), a request filed in a
+    transaction rolled back. Kept holders that were used stale would move a withdrawn request,
+    or leave two proposals on one place."""
+    now = datetime.now(UTC)
+    instance = {
+        "offers": [((48.80, 2.40), 1, None), ((48.85, 2.40), 1, None)],
+        "schools": [
+            ((48.80, 2.41), "REP", None),
+            ((48.80, 2.39), "REP+", None),
+            ((48.81, 2.40), None, None),
+            ((48.84, 2.40), "REP", None),
+            ((48.79, 2.40), "REP+", None),
+        ],
+    }
+    async with transaction(cordees.pool) as connection:
+        _, offers, schools = await world(connection, instance, now)
+
+    async def file(k: int, connection: asyncpg.Connection) -> dict[str, Any]:
+        return await usecases.request_match(
+            connection,
+            caller(schools[k], "school"),
+            school_year=YEAR,
+            thematics=[],
+            max_distance_km=None,
+            now=now,
+        )
+
+    async def status(request: dict[str, Any]) -> tuple[str, uuid.UUID | None]:
+        row = await store.get_request(cordees.pool, request["id"])
+        assert row is not None
+        return row["status"], row["offer_id"]
+
+    async def check() -> None:
+        async with cordees.pool.acquire() as connection:
+            await check_invariant(connection, set())
+
+    async with transaction(cordees.pool) as connection:
+        first = await file(0, connection)  # REP: the near offer's place
+    assert await status(first) == ("proposed", offers[0])
+    assert matcher._kept[YEAR].holders[offers[0]][0].row["id"] == first["id"]
+    # another transaction: the school withdraws it, the near offer's place is free again
+    async with transaction(cordees.pool) as connection:
+        school = caller(schools[0], "school")
+        await usecases.withdraw_match(connection, school, first["id"], now=now)
+    async with transaction(cordees.pool) as connection:
+        second = await file(1, connection)  # REP+: the free place, nobody moves
+    assert await status(second) == ("proposed", offers[0])
+    assert await status(first) == ("withdrawn", None)
+    await check()
+    # another process, with its own memory: an OTHER collège takes the far offer's place there
+    ours = dict(matcher._kept)
+    matcher._kept.clear()
+    async with transaction(cordees.pool) as connection:
+        third = await file(2, connection)
+    matcher._kept.clear()
+    matcher._kept.update(ours)  # back in this process, whose far offer had no holder
+    assert await status(third) == ("proposed", offers[1])
+    async with transaction(cordees.pool) as connection:
+        fourth = await file(3, connection)  # REP: takes the far place, the OTHER one waits
+    assert await status(fourth) == ("proposed", offers[1])
+    assert await status(third) == ("unmatched", None)
+    await check()
+    # a request filed in a transaction rolled back: what it kept is never used
+    with contextlib.suppress(Rollback):
+        async with transaction(cordees.pool) as connection:
+            await file(4, connection)  # REP+: would take a place from a REP collège
+            raise Rollback
+    assert await cordees.pool.fetchval("SELECT count(*) FROM match_requests") == 4
+    async with transaction(cordees.pool) as connection:
+        fifth = await file(4, connection)
+    assert (await status(fifth))[0] == "proposed"
+    await check()
 
 
 # --- expiry -------------------------------------------------------------------------------------

@@ -371,20 +371,39 @@ def rank_candidates(request: Request, offers: Iterable[Offer], limit: int = 5) -
     the points are computed for every eligible offer; the explanations, for the best ones.
     """
     wished = _normalised(request.thematics)
-    # the priority part is the same for every offer of this request: it cannot change the order
-    scored: list[tuple[int, float, UUID, Offer]] = []
-    for offer in offers:
-        if not _static_ok(request, offer):
-            continue
-        distance_km = _distance_km(request, offer)
-        if not _territory_ok(request, offer, distance_km):
-            continue
-        points = (
-            _distance_points(distance_km)
-            + _thematic_points(wished, _normalised(offer.thematics))
-            + _capacity_points(offer.remaining_capacity)
-        )
-        scored.append((-points, distance_km, offer.offer_id, offer))
+    scored = [item for offer in offers if (item := _scored(request, offer, wished)) is not None]
+    return _candidates(request, scored, limit)
+
+
+def _scored(
+    request: Request, offer: Offer, wished: frozenset[str]
+) -> tuple[int, float, UUID, Offer] | None:
+    """(−points, distance, offer id, offer) of an eligible offer, None for another. The
+    priority part is the same for every offer of a request: it cannot change the order."""
+    if not _static_ok(request, offer):
+        return None
+    distance_km = _distance_km(request, offer)
+    if not _territory_ok(request, offer, distance_km):
+        return None
+    points = (
+        _distance_points(distance_km)
+        + _thematic_points(wished, _normalised(offer.thematics))
+        + _capacity_points(offer.remaining_capacity)
+    )
+    return -points, distance_km, offer.offer_id, offer
+
+
+def _limit_th(
+    scored: list[tuple[int, float, UUID, Offer]], limit: int
+) -> tuple[int, float, UUID, Offer]:
+    """The ``limit``-th best of ``_scored`` items."""
+    return heapq.nsmallest(limit, scored, key=lambda item: item[:3])[-1]
+
+
+def _candidates(
+    request: Request, scored: list[tuple[int, float, UUID, Offer]], limit: int
+) -> list[Candidate]:
+    """The ``limit`` best of ``_scored`` items, explained, best first."""
     best = heapq.nsmallest(limit, scored, key=lambda item: item[:3])
     return [
         Candidate(offer=offer, explanation=_explain(request, offer, distance_km), rank=rank)
@@ -798,12 +817,22 @@ class OfferTable:
     kinds: npt.NDArray[np.int64]  # _KIND_BITS the offer's levels suit
     years: npt.NDArray[Any]
     academies: tuple[frozenset[str], ...]
+    places: npt.NDArray[np.int64]  # remaining_capacity
+    thematics: tuple[frozenset[str], ...]  # normalised
     # the pairs of the requests seen, while this table lives (the live flow keeps a year's
     # table as long as its offers do not change)
     memo: dict[Request, tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]] = field(
         default_factory=dict, compare=False, repr=False
     )
     serving: dict[str | None, npt.NDArray[np.bool_]] = field(
+        default_factory=dict, compare=False, repr=False
+    )
+    seen: dict[int, tuple[Request, tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]]] = field(
+        default_factory=dict, compare=False, repr=False
+    )
+    # per request seen by ``rank``: the offers it may take and their estimated scores, best
+    # first
+    estimates: dict[Request, tuple[list[int], list[float]]] = field(
         default_factory=dict, compare=False, repr=False
     )
 
@@ -829,18 +858,26 @@ class OfferTable:
             kinds=np.fromiter((_levels_bits(o.levels) for o in kept), np.int64, m),
             years=np.array([o.school_year for o in kept], dtype=object),
             academies=tuple(_academie_set(o.academies) for o in kept),
+            places=np.fromiter((o.remaining_capacity for o in kept), np.int64, m),
+            thematics=tuple(_normalised(o.thematics) for o in kept),
         )
 
     def pairs(
         self, request: Request, *, slack_km: float = 0.0
     ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
-        """The offers eligible for the request (indices into ``offers``) and their distances
-        in whole metres. ``slack_km``: distance limits that much wider (a superset, for
-        :func:`rank_candidates`, which checks each offer with its own formula)."""
+        """The offers eligible for the request (indices into ``offers``, ascending) and their
+        distances in whole metres. ``slack_km``: distance limits that much wider (a superset,
+        for :func:`rank_candidates`, which checks each offer with its own formula)."""
         if not slack_km:
+            # the same object first (hashing a request hashes its school and exclusions), then
+            # an equal one; ``seen`` holds the object, so its id names no other while there
+            seen = self.seen.get(id(request))
+            if seen is not None and seen[0] is request:
+                return seen[1]
             known = self.memo.get(request)
             if known is None:
                 known = self.memo[request] = self._pairs(request, 0.0)
+            self.seen[id(request)] = (request, known)
             return known
         return self._pairs(request, slack_km)
 
@@ -855,11 +892,54 @@ class OfferTable:
             )
         return known
 
+    def rank(self, request: Request, limit: int = 5) -> list[Candidate]:
+        """:func:`rank_candidates` over the table's offers, the same list, without scoring
+        every offer in Python: the offers that may be eligible (``pairs`` with 10 m of slack)
+        are scored in numpy from this table's distances, then checked and scored exactly, best
+        estimate first, until no offer left can enter the ``limit`` best. An estimate is
+        within one point of the exact score (the distances differ by far less than a metre,
+        and only the distance part depends on them), so an offer whose estimate is below the
+        ``limit``-th exact score minus one can only be worse."""
+        if limit <= 0:
+            return []
+        wished = _normalised(request.thematics)
+        known = self.estimates.get(request)
+        if known is None:
+            index, km = self._near(request, 0.01)
+            estimate = (
+                np.rint(DISTANCE_POINTS * DISTANCE_HALF_KM / (DISTANCE_HALF_KM + km))
+                + np.fromiter(
+                    (_thematic_points(wished, self.thematics[j]) for j in index.tolist()),
+                    np.float64,
+                    len(index),
+                )
+                + CAPACITY_POINTS_PER_PLACE
+                * np.minimum(self.places[index], CAPACITY_PLACES_COUNTED)
+            )
+            order = np.argsort(-estimate, kind="stable")
+            known = self.estimates[request] = (index[order].tolist(), estimate[order].tolist())
+        scored: list[tuple[int, float, UUID, Offer]] = []
+        for j, guess in zip(*known, strict=True):
+            if len(scored) >= limit and guess + 1 < -_limit_th(scored, limit)[0]:
+                break
+            item = _scored(request, self.offers[j], wished)
+            if item is not None:
+                scored.append(item)
+        return _candidates(request, scored, limit)
+
     def _pairs(
         self, request: Request, slack_km: float
     ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+        index, km = self._near(request, slack_km)
+        return index, np.rint(km * 1000).astype(np.int64)
+
+    def _near(
+        self, request: Request, slack_km: float
+    ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float64]]:
+        """The offers eligible for the request with limits ``slack_km`` wider, and their
+        distances in kilometres."""
         if not self.offers:
-            return np.zeros(0, np.int64), np.zeros(0, np.int64)
+            return np.zeros(0, np.int64), np.zeros(0, np.float64)
         school = request.school
         static = (self.years == request.school_year) & (self.kinds & _KIND_BITS[school.kind] != 0)
         for offer_id in request.excluded_offer_ids:
@@ -882,7 +962,7 @@ class OfferTable:
             | (km - slack_km <= self.radius[index])
             | self._serving(school.academie)[index]
         )
-        return index[territory], np.rint(km[territory] * 1000).astype(np.int64)
+        return index[territory], km[territory]
 
 
 def offer_prices(graph: CampaignGraph, assignments: Mapping[UUID, UUID]) -> dict[UUID, int] | None:
@@ -1043,11 +1123,11 @@ def augmenting_path(
             continue
         for holder in holders[j]:
             indices, metres = table.pairs(holder)
-            at = np.flatnonzero(indices == j)
-            if not len(at):
+            at = int(indices.searchsorted(j))  # the indices are in ascending order
+            if at == len(indices) or indices[at] != j:
                 return None  # its offer is no longer eligible for it
             values = _CLASS_MULTIPLIER[holder.school.priority] * PRICE_UNIT - metres
-            spare = int(values[at[0]]) - prices[j]  # u(r)
+            spare = int(values[at]) - prices[j]  # u(r)
             if spare < 0:
                 return None
             if key + spare < best:  # let this holder go

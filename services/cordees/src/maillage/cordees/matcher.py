@@ -40,7 +40,9 @@ live flow is up to date).
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
+import dataclasses
 import math
 import time
 import uuid
@@ -298,7 +300,7 @@ class Solved:
     the optimal result and the moves from the standing proposals."""
 
     requests: list[domain.Request]
-    rows: dict[uuid.UUID, Any]  # store.live_requests records
+    rows: dict[uuid.UUID, Any]  # store.live_requests records (or a Holder's row)
     offers: list[domain.Offer]
     result: domain.CampaignResult
     moves: list[Move] = field(default_factory=list)
@@ -306,25 +308,62 @@ class Solved:
     prices: dict[uuid.UUID, int] | None = None  # every offer's price after it (when written)
 
 
+@dataclass(frozen=True, slots=True)
+class Holder:
+    """A request proposed to an offer: the engine's request, and the columns of its row that
+    the moves read (``HOLDER_COLUMNS``; kept, then changed in memory by the moves written)."""
+
+    request: domain.Request
+    row: dict[str, Any]
+
+
+HOLDER_COLUMNS = (
+    "id",
+    "school_partner_id",
+    "school_year",
+    "priority",
+    "status",
+    "offer_id",
+    "proposals",
+    "created_at",
+)
+
+
+def _holder(request: domain.Request, row: Any) -> Holder:
+    return Holder(request, {column: row[column] for column in HOLDER_COLUMNS})
+
+
+def _order(holder: Holder) -> tuple[datetime, uuid.UUID]:
+    """The order ``store.proposed_to`` gives an offer's holders in."""
+    return holder.row["created_at"], holder.row["id"]
+
+
 @dataclass(frozen=True)
 class Kept:
-    """A year's offers and prices as a transaction of this process left them, with the stamp of
-    the year's matching state it wrote (decision 56): still true for a transaction that replaces
-    that stamp, as then no one else held the year's matching lock since (nor ended its
-    pairings) and the transaction that wrote it committed."""
+    """A year's matching state as a transaction of this process left it, with the stamp of the
+    year's matching state it wrote (decisions 56 and 69): still true for a transaction that
+    replaces that stamp, as then no one else held the year's matching lock since (nor ended its
+    pairings) and the transaction that wrote it committed. The offers with places left and
+    their table, every offer's price, the offers each school may not be proposed, and the
+    holders of the offers read so far (offer id → its proposed requests, oldest first: an offer
+    not there is read from the database when needed)."""
 
     stamp: uuid.UUID
     offers: YearOffers
     prices: dict[uuid.UUID, int]
+    own: NotProposable
+    holders: dict[uuid.UUID, list[Holder]]
 
 
 _kept: dict[str, Kept] = {}
 
 
-def _kept_now(school_year: str, version: tuple[uuid.UUID | None, uuid.UUID]) -> Kept | None:
+def _take(school_year: str, version: tuple[uuid.UUID | None, uuid.UUID]) -> Kept | None:
     """What this process kept of the year, if still true at ``version`` (this transaction's:
-    the stamp it replaced, the stamp it wrote)."""
-    kept = _kept.get(school_year)
+    the stamp it replaced, the stamp it wrote). Taken out either way: the caller, which holds
+    the year's matching lock, changes it and keeps it again with its own stamp once its writes
+    are done; a transaction that fails before leaves nothing kept."""
+    kept = _kept.pop(school_year, None)
     if kept is None or kept.stamp != version[0]:
         return None
     return kept
@@ -332,12 +371,31 @@ def _kept_now(school_year: str, version: tuple[uuid.UUID | None, uuid.UUID]) -> 
 
 async def carry_over(connection: asyncpg.Connection, school_year: str) -> None:
     """Keep what this process kept of the year for the next transaction, this one having
-    changed neither the year's offers nor their prices (a request filed that no offer may
+    changed neither the year's offers, prices nor proposals (a request filed that no offer may
     take). The caller holds the year's matching lock."""
     version = await store.matching_version(connection, school_year)
-    kept = _kept_now(school_year, version)
+    kept = _take(school_year, version)
     if kept is not None:
-        _kept[school_year] = Kept(version[1], kept.offers, kept.prices)
+        _kept[school_year] = dataclasses.replace(kept, stamp=version[1])
+
+
+async def may_be_proposed(
+    connection: asyncpg.Connection,
+    school_year: str,
+    request: dict[str, Any],
+    school: domain.School,
+) -> bool:
+    """Whether an open offer with a place left may take the request just filed: from the offer
+    table this process kept of the year when still true (decisions 56 and 69: the offers and
+    pairs the answer will use), read otherwise. The caller holds the year's matching lock."""
+    version = await store.matching_version(connection, school_year)
+    kept = _kept.get(school_year)
+    if kept is not None and kept.stamp == version[0]:
+        wanted = request_of(request, school, paired=kept.own.get(school.partner_id))
+        return len(kept.offers.table.pairs(wanted)[0]) > 0
+    paired = await store.offers_paired_with(connection, school.partner_id)
+    wanted = request_of(request, school, paired=paired)
+    return any(domain.eligible(wanted, o) for o in await reachable_offers(connection, wanted))
 
 
 async def rematch(
@@ -360,15 +418,20 @@ async def rematch(
     assert reason in MATCH_REASONS, reason
     version = await store.matching_version(connection, school_year)
     # the other use cases change the year's offers or pairings before they re-solve
-    kept = _kept_now(school_year, version) if reason == "request_filed" else None
-    known = kept.offers if kept is not None else await year_offers(connection, school_year)
+    kept = _take(school_year, version) if reason == "request_filed" else None
+    if kept is not None:
+        known, own, holders = kept.offers, kept.own, kept.holders
+    else:
+        known = await year_offers(connection, school_year)
+        own = await _not_proposable(connection, school_year, known)
+        holders = {}
     offers, table = list(known.offers), known.table
-    own = await _not_proposable(connection, school_year, known)
     solved = None
     if reason == "request_filed":
         prices = kept.prices if kept is not None else None
-        solved = await _augment(connection, school_year, offers, table, own, prices)
+        solved = await _augment(connection, school_year, offers, table, own, prices, holders)
     if solved is None:
+        holders = {}  # the whole re-solve may move any proposal: read them anew next time
         rows = await store.live_requests(connection, school_year)
         requests, by_id = _requests_of(rows, own)
         keep = {row["id"]: row["offer_id"] for row in rows if row["status"] == "proposed"}
@@ -382,11 +445,10 @@ async def rematch(
             prices = domain.offer_prices(graph, result.assignments)
             await store.replace_offer_prices(connection, school_year, prices or {})
             solved.prices = prices or {}
-    if reason == "request_filed" and apply and solved.prices is not None:
-        # nothing else changes the offers or prices of the year in this transaction
-        _kept[school_year] = Kept(version[1], known, solved.prices)
     matchable = {request.request_id: request for request in solved.requests}
     offers_by_id = {offer.offer_id: offer for offer in offers}
+    states: list[store.RequestState] = []
+    events: list[MatchProposed | MatchUnmatched] = []
     for row in solved.rows.values():
         target = solved.result.assignments.get(row["id"])
         current = row["offer_id"] if row["status"] == "proposed" else None
@@ -403,12 +465,12 @@ async def rematch(
         )
         if not apply:
             continue
-        previous = await _previous_tete(connection, current)
+        previous = await _previous_tete(connection, current, offers_by_id)
         if target is None:
-            await unmatched(connection, row, reason=reason, previous=previous)
+            states.append(store.RequestState(row["id"], "unmatched"))
+            events.append(_unmatched(row, reason=reason, previous=previous))
         else:
-            await _propose(
-                connection,
+            state, event = _proposal(
                 row,
                 matchable[row["id"]],
                 offers_by_id[target],
@@ -418,7 +480,34 @@ async def rematch(
                 previous=previous,
                 campaign_id=campaign_id,
             )
+            states.append(state)
+            events.append(event)
+    await store.set_request_states(connection, states)  # one statement for every move
+    for event in events:
+        await publish(connection, event)
+    if reason == "request_filed" and apply and solved.prices is not None:
+        # nothing else changes the offers, prices or proposals of the year in this transaction
+        _moved(holders, solved)
+        _kept[school_year] = Kept(version[1], known, solved.prices, own, holders)
     return solved
+
+
+def _moved(holders: dict[uuid.UUID, list[Holder]], solved: Solved) -> None:
+    """The holders kept, after the moves ``solved`` wrote: each moved request leaves the offer
+    it held and joins the one it is now proposed (when that offer's holders are kept), with the
+    row as the writes left it."""
+    matchable = {request.request_id: request for request in solved.requests}
+    for move in solved.moves:
+        if move.from_offer_id is not None and move.from_offer_id in holders:
+            holders[move.from_offer_id] = [
+                h for h in holders[move.from_offer_id] if h.row["id"] != move.request_id
+            ]
+        if move.to_offer_id is not None and move.to_offer_id in holders:
+            holder = _holder(matchable[move.request_id], solved.rows[move.request_id])
+            holder.row.update(
+                status="proposed", offer_id=move.to_offer_id, proposals=holder.row["proposals"] + 1
+            )
+            bisect.insort(holders[move.to_offer_id], holder, key=_order)
 
 
 @dataclass(frozen=True)
@@ -465,13 +554,15 @@ async def _augment(
     table: domain.OfferTable,
     own: NotProposable,
     prices: dict[uuid.UUID, int] | None,
+    holders: dict[uuid.UUID, list[Holder]],
 ) -> Solved | None:
     """The answer to a request filed, by one shortest augmenting path from it
     (``domain.augmenting_path``, whose docstring says why that is the new optimum): the prices
     kept for the year's offers (``store.offer_prices``) guide the search, which reads the
-    requests proposed to the offers it reaches, a few offers per statement, and stops at the
-    first free place or request let go that nothing cheaper can beat. The prices of the offers
-    it settled are then raised, in the same transaction.
+    requests proposed to the offers it reaches (``holders``, the holders kept: the others a few
+    offers per statement, then kept there too), and stops at the first free place or request
+    let go that nothing cheaper can beat. The prices of the offers it settled are then raised,
+    in the same transaction.
 
     ``Solved`` holds the requests that move only, and ``result`` their new offers. None when the
     path cannot answer: not exactly one request waiting, an offer without a price (the year was
@@ -481,7 +572,7 @@ async def _augment(
     rows = await store.waiting_to_be_answered(connection, school_year)
     if len(rows) != 1:
         return None
-    requests, by_id = _requests_of(rows, own)
+    requests, _ = _requests_of(rows, own)
     if len(requests) != 1:
         return None
     arrival = requests[0]
@@ -492,36 +583,39 @@ async def _augment(
     search = domain.augmenting_path(
         arrival, table, [kept[offer.offer_id] for offer in table.offers]
     )
-    holders = {arrival.request_id: arrival}  # and the requests the search read, by id
     try:
         wanted = next(search)
         while True:
-            held = await store.proposed_to(
-                connection, school_year, [table.offers[j].offer_id for j in wanted]
+            ids = [table.offers[j].offer_id for j in wanted]
+            if not await _read_holders(connection, school_year, ids, own, holders):
+                return None
+            wanted = search.send(
+                {j: [h.request for h in holders[table.offers[j].offer_id]] for j in wanted}
             )
-            found, more = _requests_of(held, own)
-            if len(found) != len(held):
-                return None  # a request proposed whose school may no longer be matched
-            by_id |= more
-            holders |= {request.request_id: request for request in found}
-            by_offer: dict[int, list[domain.Request]] = {j: [] for j in wanted}
-            for request in found:
-                by_offer[table.index[more[request.request_id]["offer_id"]]].append(request)
-            wanted = search.send(by_offer)
     except StopIteration as done:
         path = done.value
-    if path is None or not await _one_place_per_school(connection, school_year, path, holders):
+    if path is None or not await _one_place_per_school(
+        connection, school_year, path, arrival, own, holders
+    ):
         return None
     await store.set_offer_prices(connection, school_year, path.prices)
-    moved = [arrival, *(holders[r] for r in path.moves if r != arrival.request_id)]
+    # each request the path moves but the arrival held an offer the path moves another into
+    found = {arrival.request_id: _holder(arrival, rows[0])}
+    for offer_id in {o for o in path.moves.values() if o is not None}:
+        for holder in holders[offer_id]:
+            if holder.request.request_id in path.moves:
+                found[holder.request.request_id] = holder
+    if not path.moves.keys() <= found.keys():
+        return None  # never expected: a request moved that held none of these offers
+    first = arrival.request_id
+    moved = [found[first], *(found[r] for r in path.moves if r != first)]
     assignments = {r: o for r, o in path.moves.items() if o is not None}
     result = domain.CampaignResult(
         assignments=assignments, distances_m={}, coverage={}, request_count=len(moved), objective=0
     )
-    rows_moved = {request.request_id: by_id[request.request_id] for request in moved}
     return Solved(
-        moved,
-        rows_moved,
+        [holder.request for holder in moved],
+        {holder.request.request_id: holder.row for holder in moved},
         offers,
         result,
         solve_ms=(time.perf_counter() - started) * 1000,
@@ -529,39 +623,74 @@ async def _augment(
     )
 
 
+async def _read_holders(
+    connection: asyncpg.Connection,
+    school_year: str,
+    offer_ids: list[uuid.UUID],
+    own: NotProposable,
+    holders: dict[uuid.UUID, list[Holder]],
+) -> bool:
+    """Read the holders of those of ``offer_ids`` not in ``holders`` yet, in one statement, and
+    keep them there. False when one of them is a request whose school may no longer be
+    matched."""
+    missing = [offer_id for offer_id in offer_ids if offer_id not in holders]
+    if not missing:
+        return True
+    read = await store.proposed_to(connection, school_year, missing)
+    found: dict[uuid.UUID, list[Holder]] = {offer_id: [] for offer_id in missing}
+    for row in read:  # oldest first
+        school = school_of(_school_columns(row))
+        if school is None:
+            return False
+        request = request_of(row, school, paired=own.get(school.partner_id))
+        found[row["offer_id"]].append(_holder(request, row))
+    holders |= found
+    return True
+
+
 async def _one_place_per_school(
     connection: asyncpg.Connection,
     school_year: str,
     path: domain.Augmentation,
-    holders: dict[uuid.UUID, domain.Request],
+    arrival: domain.Request,
+    own: NotProposable,
+    holders: dict[uuid.UUID, list[Holder]],
 ) -> bool:
     """Whether the path's moves leave every school with one place of an offer at most
-    (``holders``: every request the path moves, by id)."""
+    (``holders``: those of the offers the search read, which the path goes through)."""
     arriving = [(r, o) for r, o in path.moves.items() if o is not None]
-    staying = await store.proposed_to(connection, school_year, sorted({o for _, o in arriving}))
-    taken = Counter(
-        (row["school_partner_id"], row["offer_id"])
-        for row in staying
-        if row["id"] not in path.moves
-    )
+    targets = sorted({o for _, o in arriving})
+    if not await _read_holders(connection, school_year, targets, own, holders):
+        return False
+    school_of_request = {arrival.request_id: arrival.school.partner_id}
+    taken: Counter[tuple[uuid.UUID, uuid.UUID]] = Counter()
+    for offer_id in targets:
+        for holder in holders[offer_id]:
+            school_of_request[holder.request.request_id] = holder.request.school.partner_id
+            if holder.request.request_id not in path.moves:
+                taken[(holder.request.school.partner_id, offer_id)] += 1
     for request_id, offer_id in arriving:
-        taken[(holders[request_id].school.partner_id, offer_id)] += 1
+        taken[(school_of_request[request_id], offer_id)] += 1
     return all(count <= 1 for count in taken.values())
 
 
 async def _previous_tete(
-    connection: asyncpg.Connection, offer_id: uuid.UUID | None
+    connection: asyncpg.Connection,
+    offer_id: uuid.UUID | None,
+    offers_by_id: dict[uuid.UUID, domain.Offer],
 ) -> tuple[uuid.UUID, uuid.UUID] | None:
-    """(offer, its tête) of the proposal a request loses, if any."""
+    """(offer, its tête) of the proposal a request loses, if any (read when the offer is not
+    among ``offers_by_id``, those with places left: closed or full since)."""
     if offer_id is None:
         return None
+    if offer_id in offers_by_id:
+        return offer_id, offers_by_id[offer_id].tete_partner_id
     offer = await store.get_offer(connection, offer_id)
     assert offer is not None
     return offer_id, offer["tete_partner_id"]
 
 
-async def _propose(
-    connection: asyncpg.Connection,
+def _proposal(
     row: dict[str, Any],
     request: domain.Request,
     offer: domain.Offer,
@@ -571,14 +700,13 @@ async def _propose(
     now: datetime,
     previous: tuple[uuid.UUID, uuid.UUID] | None,
     campaign_id: uuid.UUID | None,
-) -> dict[str, Any]:
+) -> tuple[store.RequestState, MatchProposed]:
+    """The request's proposal of ``offer`` (with its alternatives, ranked over the table's
+    offers), as written and as published."""
     explanation = domain.score(request, offer)
-    near, _ = table.pairs(request, slack_km=0.01)  # a superset of the eligible offers
     alternatives = [
         explained(c.explanation, c.offer, request)
-        for c in domain.rank_candidates(
-            request, [table.offers[j] for j in near.tolist()], limit=1 + ALTERNATIVES
-        )
+        for c in table.rank(request, limit=1 + ALTERNATIVES)
         if c.offer.offer_id != offer.offer_id
     ][:ALTERNATIVES]
     proposal = {
@@ -591,31 +719,37 @@ async def _propose(
         "objective": OBJECTIVE_TEXT,
         "expires_at": (now + PROPOSAL_DELAY).isoformat(),
     }
-    updated = await store.set_request_state(
-        connection,
+    state = store.RequestState(
         row["id"],
-        status="proposed",
+        "proposed",
         offer_id=offer.offer_id,
         proposal=proposal,
-        proposed=True,
         proposed_at=now,
         tete_partner_id=offer.tete_partner_id,
     )
-    await publish(
-        connection,
-        MatchProposed(
-            **_facts(updated, "proposed"),
-            offer_id=offer.offer_id,
-            tete_partner_id=offer.tete_partner_id,
-            score=float(explanation.score),
-            distance_km=round(explanation.distance_km, 3),
-            rank=proposal["rank"],
-            reason=reason,
-            previous_offer_id=previous[0] if previous else None,
-            previous_tete_partner_id=previous[1] if previous else None,
-        ),
+    event = MatchProposed(
+        **_facts(row, "proposed"),
+        offer_id=offer.offer_id,
+        tete_partner_id=offer.tete_partner_id,
+        score=float(explanation.score),
+        distance_km=round(explanation.distance_km, 3),
+        rank=proposal["rank"],
+        reason=reason,
+        previous_offer_id=previous[0] if previous else None,
+        previous_tete_partner_id=previous[1] if previous else None,
     )
-    return updated
+    return state, event
+
+
+def _unmatched(
+    row: dict[str, Any], *, reason: str, previous: tuple[uuid.UUID, uuid.UUID] | None
+) -> MatchUnmatched:
+    return MatchUnmatched(
+        **_facts(row, "unmatched"),
+        reason=reason,
+        previous_offer_id=previous[0] if previous else None,
+        previous_tete_partner_id=previous[1] if previous else None,
+    )
 
 
 async def unmatched(
@@ -626,15 +760,7 @@ async def unmatched(
     previous: tuple[uuid.UUID, uuid.UUID] | None,
 ) -> dict[str, Any]:
     updated = await store.set_request_state(connection, row["id"], status="unmatched")
-    await publish(
-        connection,
-        MatchUnmatched(
-            **_facts(updated, "unmatched"),
-            reason=reason,
-            previous_offer_id=previous[0] if previous else None,
-            previous_tete_partner_id=previous[1] if previous else None,
-        ),
-    )
+    await publish(connection, _unmatched(updated, reason=reason, previous=previous))
     return updated
 
 

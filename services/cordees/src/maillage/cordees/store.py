@@ -20,8 +20,10 @@ year's row of ``matching_versions`` (decision 56) is written right after that lo
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -387,6 +389,49 @@ async def set_request_state(
         tete_partner_id,
     )
     return dict(row)
+
+
+@dataclass(frozen=True, slots=True)
+class RequestState:
+    """What :func:`set_request_states` writes to one request: ``proposed`` to ``offer_id``
+    with its ``proposal`` (one more proposal, made at ``proposed_at`` to ``tete_partner_id``),
+    or ``unmatched``."""
+
+    request_id: uuid.UUID
+    status: str  # "proposed" | "unmatched"
+    offer_id: uuid.UUID | None = None
+    proposal: dict[str, Any] | None = None
+    proposed_at: datetime | None = None
+    tete_partner_id: uuid.UUID | None = None
+
+
+async def set_request_states(connection: Connection, states: Sequence[RequestState]) -> None:
+    """Move several requests in one statement, each as :func:`set_request_state` would (the
+    live flow's moves). The caller holds the year's matching lock."""
+    if not states:
+        return
+    await connection.execute(
+        """
+        UPDATE match_requests r SET
+            status = s.status, offer_id = s.offer_id, proposal = s.proposal::jsonb,
+            proposals = r.proposals + CASE WHEN s.status = 'proposed' THEN 1 ELSE 0 END,
+            proposed_at = CASE WHEN s.status = 'proposed'
+                               THEN coalesce(s.proposed_at, r.proposed_at) END,
+            proposed_tete_ids = CASE
+                WHEN s.tete IS NULL OR s.tete = ANY (r.proposed_tete_ids) THEN r.proposed_tete_ids
+                ELSE array_append(r.proposed_tete_ids, s.tete) END,
+            updated_at = now()
+        FROM unnest($1::uuid[], $2::text[], $3::uuid[], $4::text[], $5::timestamptz[],
+                    $6::uuid[]) AS s(id, status, offer_id, proposal, proposed_at, tete)
+        WHERE r.id = s.id
+        """,
+        [state.request_id for state in states],
+        [state.status for state in states],
+        [state.offer_id for state in states],
+        [None if state.proposal is None else json.dumps(state.proposal) for state in states],
+        [state.proposed_at for state in states],
+        [state.tete_partner_id for state in states],
+    )
 
 
 _SCHOOL_FACTS = """

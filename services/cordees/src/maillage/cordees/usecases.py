@@ -381,9 +381,7 @@ async def request_match(
             max_distance_km=match_request["max_distance_km"],
         ),
     )
-    paired = await store.offers_paired_with(connection, school.partner_id)
-    wanted = matcher.request_of(match_request, school, paired=paired)
-    if any(domain.eligible(wanted, o) for o in await matcher.reachable_offers(connection, wanted)):
+    if await matcher.may_be_proposed(connection, school_year, match_request, school):
         await matcher.rematch(connection, school_year, reason="request_filed", now=now)
     else:  # no offer with a place left may take it: nothing can move, no re-solve
         await matcher.unmatched(connection, match_request, reason="request_filed", previous=None)
