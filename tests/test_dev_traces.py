@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
@@ -21,16 +20,10 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, set_span_in_context
 
+from maillage.cli.embedded import free_port
 from maillage.cli.traces import TraceStore, create_app
 
 EVENT = "0b7c9a2e-1d5f-4f7e-9a43-7c1c1f1e2d3a"
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-    return port
 
 
 @pytest.fixture
@@ -38,7 +31,7 @@ async def store_url(database_url: str) -> AsyncIterator[tuple[str, TraceStore]]:
     pool = await asyncpg.create_pool(database_url, min_size=1, max_size=4)
     store = TraceStore(pool, keep_traces=3)
     await store.setup()
-    port = _free_port()
+    port = free_port()
     server = uvicorn.Server(
         uvicorn.Config(create_app(store), host="127.0.0.1", port=port, log_config=None)
     )

@@ -48,7 +48,7 @@ from starlette.routing import Route
 
 from maillage.cli.demo import DEMO_PARTNERS
 from maillage.cli.dev import SERVICES
-from maillage.cli.embedded import free_port, port_is_free
+from maillage.cli.embedded import free_port, free_ports
 from maillage.registry import reference
 
 MAILLAGE = str(Path(sys.executable).parent / "maillage")
@@ -178,14 +178,6 @@ def mailed_code(mail_dir: Path, mailbox: str) -> str | None:
     return None
 
 
-def _consecutive_free_ports(count: int) -> int:
-    for _ in range(50):
-        base = free_port()
-        if base + count < 65535 and all(port_is_free(base + i) for i in range(count)):
-            return base
-    raise RuntimeError("no run of free ports")
-
-
 @pytest.fixture
 def sink() -> Iterator[OtlpSink]:
     with OtlpSink() as started:
@@ -194,7 +186,7 @@ def sink() -> Iterator[OtlpSink]:
 
 @pytest.fixture
 def stack(tmp_path: Path, sink: OtlpSink) -> Iterator[Stack]:
-    port_base = _consecutive_free_ports(len(SERVICES) + 1)  # + the console (spans go to a sink)
+    port_base = free_ports(len(SERVICES) + 1)  # + the console (spans go to a sink)
     postgres_port = free_port()
     broker_port = free_port()
     env = {

@@ -17,19 +17,11 @@ import pytest
 from typer.testing import CliRunner
 
 from maillage.cli.dev import SERVICES
-from maillage.cli.embedded import free_port, port_is_free
+from maillage.cli.embedded import free_port, free_ports, port_is_free
 from maillage.cli.main import app
 
 MAILLAGE = str(Path(sys.executable).parent / "maillage")
 pytestmark = pytest.mark.slow
-
-
-def consecutive_free_ports(count: int) -> int:
-    for _ in range(50):
-        base = free_port()
-        if base + count < 65535 and all(port_is_free(base + i) for i in range(count)):
-            return base
-    raise RuntimeError("no run of free ports")
 
 
 def start_dev(
@@ -106,7 +98,7 @@ class Output:
 
 
 def test_dev_starts_everything_and_stops_clean_on_ctrl_c(tmp_path: Path) -> None:
-    port_base = consecutive_free_ports(len(SERVICES) + 2)
+    port_base = free_ports(len(SERVICES) + 2)
     # Generous deadlines: the machine running the suite is shared and often loaded.
     process = start_dev(tmp_path, port_base, "--demo", "--local-webhooks", "--ready-timeout", "120")
     try:
@@ -200,7 +192,7 @@ def test_dev_starts_everything_and_stops_clean_on_ctrl_c(tmp_path: Path) -> None
 
 
 def test_dev_refuses_a_port_in_use_with_a_clear_message(tmp_path: Path) -> None:
-    port_base = consecutive_free_ports(len(SERVICES) + 2)
+    port_base = free_ports(len(SERVICES) + 2)
     with socket.socket() as squatter:
         squatter.bind(("127.0.0.1", port_base + 2))
         squatter.listen()
@@ -214,7 +206,7 @@ def test_dev_refuses_a_port_in_use_with_a_clear_message(tmp_path: Path) -> None:
 
 
 def test_dev_reports_a_service_that_crashes_at_start(tmp_path: Path) -> None:
-    port_base = consecutive_free_ports(len(SERVICES) + 2)
+    port_base = free_ports(len(SERVICES) + 2)
     env_key = "FUNDING_DATABASE_POOL_MAX"
     os.environ[env_key] = "0"  # invalid (must be >= 1): the funding service refuses its settings
     try:
@@ -243,7 +235,7 @@ def test_dev_reports_an_unreachable_external_part(
 ) -> None:
     port = free_port()  # nothing listens there
     process = start_dev(
-        tmp_path, consecutive_free_ports(len(SERVICES) + 2), **{variable: value.format(port=port)}
+        tmp_path, free_ports(len(SERVICES) + 2), **{variable: value.format(port=port)}
     )
     output, _ = process.communicate(timeout=60)
     assert process.returncode == 1
@@ -401,3 +393,19 @@ def test_dev_generates_the_claim_seal_pair_once_and_keeps_a_configured_one(tmp_p
     assert kept["registry"] == {}
     with pytest.raises(StackError, match="claim-seal private key"):
         claim_seal_keys(tmp_path, {"NOTIFICATIONS_CLAIM_SEAL_PRIVATE_KEY": "not a key"})
+
+
+def test_ports_picked_for_servers_lie_below_the_ephemeral_range() -> None:
+    """A listening port picked inside the kernel's ephemeral range can be taken by any outgoing
+    connection before the server binds it (a CI run lost a `maillage dev` service that way)."""
+    low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    for count in (1, 2, len(SERVICES) + 2):
+        for _ in range(20):
+            base = free_ports(count)
+            assert base + count <= low
+            assert all(port_is_free(base + offset) for offset in range(count))
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", free_port()))
+        listener.listen()
+        taken = listener.getsockname()[1]
+        assert not port_is_free(taken)

@@ -11,7 +11,6 @@ One world per test module: starting the services takes seconds.
 from __future__ import annotations
 
 import asyncio
-import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -41,13 +40,6 @@ ACCOUNTS: dict[str, tuple[list[str], list[str]]] = {
     "ordonnateur-93": (["ordonnateur"], ["93"]),
     "officer-93-94": (["officer"], ["93", "94"]),
 }
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-    return port
 
 
 async def serve(app: FastAPI, port: int) -> tuple[uvicorn.Server, asyncio.Task[None]]:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 import threading
 import time
 import uuid
@@ -39,6 +38,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from maillage.cli.embedded import free_port
 from maillage.common import sealing
 from maillage.common.catalog import (
     MatchProposed,
@@ -66,13 +66,6 @@ CLAIM_SEAL_PRIVATE_KEY = sealing.generate_private_pem()  # this service's, as th
 
 
 # --- real receivers: webhooks and SMTP ----------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 @dataclass

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -29,6 +28,7 @@ from aiosmtpd.smtp import Envelope as SMTPEnvelope
 from aiosmtpd.smtp import Session
 from opentelemetry import trace
 
+from maillage.cli.embedded import free_port
 from maillage.common.catalog import catalog
 from maillage.common.db import create_pool, migrate_service, transaction
 from maillage.common.logging import configure_logging
@@ -71,13 +71,6 @@ class Inbox:
         assert isinstance(parsed, EmailMessage)
         self.messages.append(parsed)
         return "250 Message accepted"
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 class SmtpServerProcess:

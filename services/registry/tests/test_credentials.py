@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import socket
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -22,6 +21,7 @@ import pytest
 import uvicorn
 from fastapi import APIRouter, FastAPI
 
+from maillage.cli.embedded import free_port
 from maillage.common.auth import CurrentCaller, JWKSCache, TokenVerifier
 from maillage.common.http import create_app
 from maillage.common.settings import ServiceSettings
@@ -36,13 +36,6 @@ class Registry:
     url: str
     database_url: str
     app: FastAPI
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-    return port
 
 
 @pytest.fixture

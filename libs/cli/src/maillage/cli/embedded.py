@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import os
 import pwd
+import random
 import shutil
 import signal
 import socket
@@ -43,11 +44,39 @@ def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
     return True
 
 
+# Where listening ports are picked: below the kernel's ephemeral range, from which every outgoing
+# connection takes its local port. A port picked inside that range could be taken by any
+# connection between the pick and the server's bind, seconds later (a CI run lost a service of
+# `maillage dev` that way: "address already in use").
+_LISTEN_PORTS_LOW = 20_000
+_EPHEMERAL_RANGE = Path("/proc/sys/net/ipv4/ip_local_port_range")
+
+
+def _ephemeral_low() -> int:
+    """The first port of the kernel's ephemeral range (Linux's default: 32768)."""
+    try:
+        return int(_EPHEMERAL_RANGE.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32_768
+
+
+def free_ports(count: int = 1) -> int:
+    """The first of ``count`` consecutive ports on which nothing listens, below the ephemeral
+    range (so no outgoing connection can take one before a server binds it). Raises
+    ``RuntimeError`` when no such run is found in 200 random tries."""
+    high = _ephemeral_low() - count
+    if high <= _LISTEN_PORTS_LOW:
+        raise RuntimeError(f"no room below the ephemeral range for {count} ports")
+    for _ in range(200):
+        base = random.randrange(_LISTEN_PORTS_LOW, high)  # noqa: S311 (a port, not a secret)
+        if all(port_is_free(base + offset) for offset in range(count)):
+            return base
+    raise RuntimeError(f"no run of {count} free ports below the ephemeral range")
+
+
 def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-    return port
+    """A port on which nothing listens, below the ephemeral range (see :func:`free_ports`)."""
+    return free_ports(1)
 
 
 async def wait_for_tcp(host: str, port: int, *, timeout: float) -> bool:
