@@ -19,7 +19,6 @@ from console_world import (
     YEAR,
     World,
     client_token,
-    free_port,
     register,
     serve,
     siret,
@@ -36,7 +35,7 @@ from test_dev_traces import _request_then_event as request_then_event
 
 from maillage.cli.demo import DEMO_PARTNERS
 from maillage.cli.dev import database_url_for
-from maillage.cli.embedded import drop_database, ensure_database
+from maillage.cli.embedded import drop_database, ensure_database, free_port
 from maillage.cli.traces import TraceStore
 from maillage.cli.traces import create_app as create_traces_app
 from maillage.common.catalog import PARTNERS, PartnerRegistered
