@@ -26,7 +26,13 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from maillage.common import idempotency, pagination
-from maillage.common.auth import Caller, CurrentCaller, require_role
+from maillage.common.auth import (
+    Caller,
+    CurrentCaller,
+    StandingReadByRoute,
+    check_standing,
+    require_role,
+)
 from maillage.common.db import transaction
 from maillage.common.http import Pool
 from maillage.common.kinds import Bool, Float, Int
@@ -539,11 +545,13 @@ async def close_offer(offer_id: uuid.UUID, caller: CurrentCaller, pool: Pool) ->
     },
 )
 async def request_match(
-    body: NewMatchRequest, request: Request, caller: CurrentCaller, pool: Pool
+    body: NewMatchRequest, request: Request, caller: StandingReadByRoute, pool: Pool
 ) -> JSONResponse:
-    # One connection for the whole request: the caller's school, the key's claim (committed at
+    # One connection for the whole request: the partner's standing (decision 40, read here and
+    # not by the dependency: decision 71), the caller's school, the key's claim (committed at
     # once, so a concurrent retry sees it in progress), then the request's transaction.
     async with pool.acquire() as connection:
+        await check_standing(request, caller, connection)
         partner = await usecases.acting_school(connection, caller)
         if matcher.school_of(partner) is None:
             raise usecases.school_location_unknown()
