@@ -17,9 +17,11 @@ from jwt_fixtures import AUDIENCE, ISSUER, JWKSServer, SigningKey
 
 from maillage.cli.dev import database_url_for
 from maillage.cli.embedded import drop_database, ensure_database
-from maillage.common.auth import JWKSCache, TokenVerifier
+from maillage.common.auth import Caller, JWKSCache, TokenVerifier
 from maillage.common.catalog import PartnerUpdated
 from maillage.common.db import create_pool
+from maillage.common.problems import Problem
+from maillage.cordees import usecases
 from maillage.registry import reference
 from maillage.registry.app import RegistrySettings, create
 
@@ -302,3 +304,26 @@ async def test_a_suspended_school_keeps_no_proposal_and_cannot_be_accepted(
     assert pairings.json()["items"] == []
     [(_, unmatched)] = await cordees.events("match-request.unmatched.v1")
     assert unmatched["request_id"] == proposed["id"]
+
+
+async def test_a_use_case_that_finds_its_partner_suspended_answers_as_the_standing_check_does(
+    cordees: Cordees,
+) -> None:
+    """The suspension's event may land between the chassis's standing check (which then passed)
+    and the use case's read of the caller's partner: the answer is the same stable code either
+    way (an end-to-end run saw 'forbidden' here)."""
+    tete = await cordees.partner("etablissement_superieur")
+    school = await cordees.partner("college")
+    await cordees.suspend(tete)
+    await cordees.suspend(school)
+    for partner_id, role, acting in (
+        (tete, "partner", usecases.acting_tete),
+        (school, "school", usecases.acting_school),
+    ):
+        with pytest.raises(Problem) as refused:
+            await acting(
+                cordees.pool, Caller(str(uuid.uuid4()), str(partner_id), frozenset({role}))
+            )
+        assert refused.value.status == 403
+        assert refused.value.code == "partner_not_in_good_standing"
+        assert refused.value.extensions["partner_status"] == "suspended"

@@ -321,15 +321,22 @@ async def check_standing(request: Request, caller: Caller, connection: Any = Non
             raise Problem(503, "unavailable", "Service en démarrage")
     status = await lookup(connection, caller.partner_id)
     if status in BARRED_STATUSES:
-        raise Problem(
-            403,
-            "partner_not_in_good_standing",
-            "Partenaire suspendu",
-            detail=f"Le partenaire {caller.partner_id} est au statut {status_label(status)} : il "
-            "ne peut "
-            "rien modifier.",
-            partner_status=status,
-        )
+        raise not_in_good_standing(caller.partner_id, status)
+
+
+def not_in_good_standing(partner_id: object, status: str) -> Problem:
+    """403 ``partner_not_in_good_standing``: the partner is suspended or rejected
+    (:data:`BARRED_STATUSES`). The same answer whichever check sees it first: the standing
+    check above, or a use case reading the caller's partner moments later, after the
+    suspension's event has landed between the two reads."""
+    return Problem(
+        403,
+        "partner_not_in_good_standing",
+        "Partenaire suspendu",
+        detail=f"Le partenaire {partner_id} est au statut {status_label(status)} : il ne peut "
+        "rien modifier.",
+        partner_status=status,
+    )
 
 
 CurrentCaller = Annotated[Caller, Depends(current_caller)]

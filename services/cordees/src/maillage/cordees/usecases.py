@@ -16,7 +16,7 @@ from typing import Any
 
 import asyncpg
 
-from maillage.common.auth import Caller
+from maillage.common.auth import BARRED_STATUSES, Caller, not_in_good_standing
 from maillage.common.catalog import (
     CordeeOfferClosed,
     CordeeOfferOpened,
@@ -185,6 +185,8 @@ async def _acting_partner(
     partner = await store.get_partner(connection, partner_id)
     if partner is None or partner["kind"] not in kinds:
         raise forbidden(f"Votre partenaire n'est pas connu ici comme {what}.")
+    if partner["status"] in BARRED_STATUSES:
+        raise not_in_good_standing(partner_id, partner["status"])
     if partner["status"] != "verified":
         raise forbidden(
             f"Votre partenaire a le statut {status_label(partner['status'])} : seuls les "
