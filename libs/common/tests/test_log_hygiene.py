@@ -63,10 +63,8 @@ def body(email: str = EMAIL) -> dict[str, Any]:
     }
 
 
-@pytest.mark.parametrize("log_format", ["console", "json"])
-async def test_an_erring_run_logs_no_body_header_token_or_contact(
-    capsys: pytest.CaptureFixture[str], log_format: Any
-) -> None:
+def hygiene_transport(log_format: Any) -> httpx.ASGITransport:
+    """The test app, logging at DEBUG in ``log_format``, behind an in-process transport."""
     settings = ServiceSettings(
         service_name="hygiene",
         database_url="postgresql://maillage:s3cret@127.0.0.1/hygiene",
@@ -74,7 +72,14 @@ async def test_an_erring_run_logs_no_body_header_token_or_contact(
         log_level="DEBUG",
     )
     app = create_app(settings, title="t", description="t", routers=[router])
-    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    return httpx.ASGITransport(app=app, raise_app_exceptions=False)
+
+
+@pytest.mark.parametrize("log_format", ["console", "json"])
+async def test_an_erring_run_logs_no_body_header_token_or_contact(
+    capsys: pytest.CaptureFixture[str], log_format: Any
+) -> None:
+    transport = hygiene_transport(log_format)
     headers = {"Authorization": f"Bearer {TOKEN}", "X-Api-Key": SECRET}
     async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
         failed = await client.post("/partners", json=body(), headers=headers)
@@ -123,14 +128,7 @@ async def test_control_characters_of_a_url_never_reach_the_logs_raw(
 ) -> None:
     """A request to ``/partners/y%1b[31mRED%00…`` logs its path: terminal escapes, NUL, DEL and
     C1 controls are written escaped in the readable format, as JSON escapes in the JSON one."""
-    settings = ServiceSettings(
-        service_name="hygiene",
-        database_url="postgresql://maillage:s3cret@127.0.0.1/hygiene",
-        log_format=log_format,
-        log_level="DEBUG",
-    )
-    app = create_app(settings, title="t", description="t", routers=[router])
-    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    transport = hygiene_transport(log_format)
     async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
         answer = await client.get("/partners/y%1b[31mRED%00%7f%c2%85%0Aforged%09x")
         assert answer.status_code in (404, 405)
